@@ -1,0 +1,82 @@
+"""PyTorch counterparts of Strata's training-step benchmarks (benches/src/main.rs).
+
+Same models, batch 64, Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+match the machine the Rust benchmarks run on. Prints one JSON object per line:
+{"model", "backend": "pytorch", "ms_per_step", "steps"}.
+
+Usage: python3 benches/pytorch/train_step.py [--models mlp,cnn] [--steps 30] [--threads 2]
+"""
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+
+
+def mlp():
+    return nn.Sequential(
+        nn.Linear(784, 256), nn.ReLU(), nn.Dropout(0.0),
+        nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.0),
+        nn.Linear(128, 10),
+    )
+
+
+class Cnn(nn.Module):
+    """Strata's CnnConfig::new(1, 28, 28, 10): two conv3x3(same)-BN-ReLU-maxpool2 stages
+    (32, 64 channels), dropout 0.25, Linear(3136, 128)-ReLU-dropout, Linear(128, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, x):
+        x = self.features(x.view(-1, 1, 28, 28))
+        return self.head(x.flatten(1))
+
+
+def bench(name, steps, warmup=3):
+    torch.manual_seed(0)
+    model = mlp() if name == "mlp" else Cnn()
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
+    x = torch.rand(64, 784)
+    y = torch.arange(64) % 10
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) * 1000.0 / steps
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    for m in a.models.split(","):
+        ms = bench(m, a.steps)
+        print(json.dumps({"model": m, "backend": "pytorch", "ms_per_step": round(ms, 3), "steps": a.steps}))
+
+
+if __name__ == "__main__":
+    main()

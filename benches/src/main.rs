@@ -1,0 +1,95 @@
+//! Training-step benchmarks: ms per step (forward, backward, Adam update) for the MLP
+//! (784-256-128-10) and the LeNet-style CNN (28x28, channels 32-64, head 128) at batch 64, on
+//! each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! runs both in the same session and prints the ratio.
+//!
+//! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
+//! Usage: `strata-bench [--backends flex,ndarray,wgpu] [--models mlp,cnn] [--steps N]`.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use strata::arch::{CnnConfig, MlpConfig, Network, NetworkConfig};
+use strata::loss::LossConfig;
+use strata::optim::OptimizerConfig;
+use strata::tensor::{Backend, TargetBatch};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn network(model: &str) -> NetworkConfig {
+    match model {
+        "mlp" => NetworkConfig::Mlp(MlpConfig::new(784, 10).with_d_hidden(vec![256, 128])),
+        _ => NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10)),
+    }
+}
+
+/// Mean ms per training step after `warmup` untimed steps.
+fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let mut net: Network = network(model).init(&ad).expect("valid config");
+    let mut optim = OptimizerConfig::default().build().expect("adam");
+    let loss = LossConfig::default().init(&ad).expect("ce");
+    let x = Tensor::<2>::random([64, 784], Distribution::Default, &ad);
+    let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &ad);
+    let targets = TargetBatch::Classes(y);
+    let mut step = |net: Network| -> Network {
+        let out = net.forward_flat(x.clone());
+        let l = loss.forward(out, &targets).expect("loss");
+        // Reading the loss back synchronises the device, as a training loop does.
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &net);
+        optim.step(1e-3, net, grads)
+    };
+    for _ in 0..warmup {
+        net = step(net);
+    }
+    let _ = device.sync();
+    let start = Instant::now();
+    for _ in 0..steps {
+        net = step(net);
+    }
+    let _ = device.sync();
+    let ms = start.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    let _ = net.num_params();
+    ms
+}
+
+fn main() {
+    let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
+    let models = arg("--models").unwrap_or_else(|| "mlp,cnn".into());
+    let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
+    for b in backends.split(',') {
+        let backend: Backend = match b.parse() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
+        if let Err(e) = backend.check_usable() {
+            eprintln!("skipping {backend}: {e}");
+            continue;
+        }
+        for model in models.split(',') {
+            // ndarray's convolution backward takes over a second a step: fewer steps there.
+            let n = if backend == Backend::Ndarray && model == "cnn" {
+                steps.min(5)
+            } else {
+                steps
+            };
+            let ms = bench(model, &backend.device(), n, 3);
+            println!(
+                "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
+            );
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # strata-arch
+//!
+//! Complete architectures for Strata, each a serde `Config` + burn `Module` + documented
+//! `forward`: a feed-forward [`Mlp`] and a LeNet-style [`Cnn`], and [`Network`], which holds
+//! either so that a model can be picked by name at run time.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use strata_arch::{CnnConfig, MlpConfig};
+//! let device = Device::flex();
+//! let cnn = CnnConfig::new(1, 8, 8, 10).init(&device)?;
+//! let logits = cnn.forward(Tensor::<4>::zeros([2, 1, 8, 8], &device));
+//! assert_eq!(logits.dims(), [2, 10]);
+//! let mlp = MlpConfig::new(4, 3).with_d_hidden(vec![16]).init(&device)?;
+//! assert_eq!(mlp.forward(Tensor::<2>::zeros([5, 4], &device)).dims(), [5, 3]);
+//! # Ok::<(), strata_arch::Error>(())
+//! ```
+
+pub mod cnn;
+mod error;
+pub mod mlp;
+mod network;
+
+pub use cnn::{Cnn, CnnConfig};
+pub use error::{Error, Result};
+pub use mlp::{Mlp, MlpConfig};
+pub use network::{MODELS, Network, NetworkConfig, check_input};
+pub use strata_layers::{ActivationKind, Pooling};

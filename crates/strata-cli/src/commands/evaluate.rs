@@ -1,0 +1,119 @@
+//! `strata evaluate`: reload a run and compute its metrics.
+
+use std::path::Path;
+
+use serde_json::json;
+use strata::arch::Network;
+use strata::tensor::Backend;
+use strata::train::{Evaluation, evaluate, write_atomic};
+
+use crate::args::EvaluateArgs;
+use crate::commands::train::{metrics_json, summary_line};
+use crate::data_source::{Preprocess, Source, load_source, n_outputs, split_source};
+use crate::error::{Error, Result};
+use crate::network::{load_safetensors, network_config};
+use crate::run_config::RunConfig;
+
+/// A run directory loaded back: its config, preprocessing and model.
+pub struct LoadedRun {
+    /// The run's config.
+    pub config: RunConfig,
+    /// Its preprocessing.
+    pub preprocess: Preprocess,
+    /// The model in evaluation mode.
+    pub model: Network,
+    /// The device it lives on.
+    pub device: burn::tensor::Device,
+}
+
+/// Loads a run directory.
+///
+/// # Errors
+/// A directory that is not a finished run, or weights that do not fit its config.
+pub fn load_run(dir: &Path, backend: Option<&str>) -> Result<LoadedRun> {
+    let config_path = dir.join("config.toml");
+    if !config_path.exists() {
+        return Err(Error::Usage(format!(
+            "{} is not a run directory (no config.toml)",
+            dir.display()
+        )));
+    }
+    let mut config = RunConfig::load(&config_path)?;
+    if let Some(b) = backend {
+        config.backend = b.parse::<Backend>()?;
+    }
+    let preprocess = Preprocess::load(dir)?;
+    let task = match &preprocess.class_names {
+        Some(names) => strata::data::Task::Classification(names.len()),
+        None => strata::data::Task::Regression,
+    };
+    let net = network_config(&config, &preprocess, n_outputs(task, &config))?;
+    let device = config.backend.usable_device()?;
+    let weights = dir.join("model.safetensors");
+    if !weights.exists() {
+        return Err(Error::Usage(format!(
+            "{} has no model.safetensors: the run did not finish (resume it with --resume)",
+            dir.display()
+        )));
+    }
+    let model = load_safetensors(&net, &weights, &device)?;
+    Ok(LoadedRun {
+        config,
+        preprocess,
+        model,
+        device,
+    })
+}
+
+/// Runs `strata evaluate`.
+///
+/// # Errors
+/// As [`load_run`], and data errors.
+pub fn run(args: &EvaluateArgs) -> Result<()> {
+    let run = load_run(&args.run, args.backend.as_deref())?;
+    let config = &run.config;
+    let (name, mut data) = match &args.dataset {
+        None => {
+            let source = load_source(&config.dataset, &config.label)?;
+            let (_, _, test) = split_source(source, config)?;
+            (format!("{} (test split)", config.dataset), test)
+        }
+        Some(spec) => match load_source(spec, &config.label)? {
+            Source::Single(d) => (spec.clone(), d),
+            Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
+        },
+    };
+    if let (Some(names), Some(got)) = (&run.preprocess.class_names, data.class_names())
+        && names.len() != got.len()
+    {
+        return Err(Error::Usage(format!(
+            "the model predicts {} classes, {name} has {}",
+            names.len(),
+            got.len()
+        )));
+    }
+    run.preprocess.apply(&mut data)?;
+    let loss = config.loss.init(&run.device)?;
+    let ev: Evaluation = evaluate(
+        &run.model,
+        &|m: &Network, x| m.forward_flat(x),
+        loss.as_ref(),
+        &data,
+        256,
+        &run.device,
+    )?;
+    println!("{name}: {}", summary_line(&ev));
+    let out = json!({
+        "model": config.model,
+        "dataset": name,
+        "backend": config.backend.name(),
+        "test": metrics_json(&ev),
+    });
+    let path = args.run.join("evaluation.json");
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&out).expect("json").as_bytes(),
+    )?;
+    println!("written to {}", path.display());
+    Ok(())
+}

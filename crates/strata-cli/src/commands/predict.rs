@@ -1,0 +1,69 @@
+//! `strata predict`: predictions for a CSV of features.
+
+use std::fmt::Write as _;
+
+use strata::arch::Network;
+use strata::data::read_feature_rows;
+use strata::train::{predict, probabilities, write_atomic};
+
+use crate::args::PredictArgs;
+use crate::commands::evaluate::load_run;
+use crate::error::{Error, Result};
+
+/// Runs `strata predict`.
+///
+/// # Errors
+/// A bad run directory or input file.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let run = load_run(&args.run, args.backend.as_deref())?;
+    let pre = &run.preprocess;
+    let (mut features, n) = read_feature_rows(&args.input, pre.n_features, &run.config.label)?;
+    if let Some(s) = &pre.standardizer {
+        s.transform_rows(&mut features)?;
+    }
+    let data = strata::data::Dataset::new(
+        "input",
+        features,
+        pre.n_features,
+        strata::data::Targets::Values(vec![0.0; n]),
+        pre.image_shape,
+    )?;
+    let (outputs, k) = predict(
+        &run.model,
+        &|m: &Network, x| m.forward_flat(x),
+        &data,
+        256,
+        &run.device,
+    );
+    let mut csv = String::new();
+    match &pre.class_names {
+        Some(names) => {
+            let probs = probabilities(&outputs, k, &run.device);
+            let width = probs.len() / n;
+            let header: Vec<String> = names.iter().map(|c| format!("p_{c}")).collect();
+            let _ = writeln!(csv, "row,class,{}", header.join(","));
+            for (i, row) in probs.chunks(width).enumerate() {
+                let best = strata::metrics::argmax_rows(row, width)[0];
+                let cells: Vec<String> = row.iter().map(|p| format!("{p:.6}")).collect();
+                let _ = writeln!(csv, "{i},{},{}", names[best], cells.join(","));
+            }
+        }
+        None => {
+            let _ = writeln!(csv, "row,prediction");
+            for (i, v) in outputs.chunks(k.max(1)).enumerate() {
+                let _ = writeln!(csv, "{i},{}", v[0]);
+            }
+        }
+    }
+    match args.output.as_deref() {
+        Some(p) if p.as_os_str() == "-" => print!("{csv}"),
+        other => {
+            let path = other
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| args.run.join("predictions.csv"));
+            write_atomic(&path, csv.as_bytes()).map_err(Error::Train)?;
+            println!("{n} predictions written to {}", path.display());
+        }
+    }
+    Ok(())
+}

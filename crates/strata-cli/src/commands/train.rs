@@ -1,0 +1,510 @@
+//! `strata train`: resolve the run config, load and split the data, train (with optional
+//! k-fold cross-validation), evaluate on the test split and write the run directory.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde_json::{Map, Value, json};
+use strata::arch::{Network, check_input};
+use strata::data::{
+    Dataset, LabelColumn, Sampling, Task, balanced_class_weights, stratified_kfold,
+};
+use strata::loss::LossConfig;
+use strata::optim::{Clipping, OptimizerKind, ScheduleConfig};
+use strata::tensor::{Backend, seed_device};
+use strata::train::{
+    EarlyStopping, Evaluation, Fit, FitOutcome, Monitor, Report, evaluate, fit, write_atomic,
+    write_csv, write_curves_svg,
+};
+
+use crate::args::TrainArgs;
+use crate::data_source::{Prepared, load_source, n_outputs, prepare, split_source};
+use crate::error::{Error, Result};
+use crate::network::{network_config, save_safetensors};
+use crate::run_config::RunConfig;
+
+/// Builds the run config: the model's defaults, then `--config` (or the resumed run's
+/// config.toml), then each flag given.
+///
+/// # Errors
+/// Unreadable configs and unknown names.
+pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
+    let resumed_config = out.join("config.toml");
+    let mut c = if let Some(path) = &args.config {
+        RunConfig::load(path)?
+    } else if args.resume && resumed_config.exists() {
+        RunConfig::load(&resumed_config)?
+    } else {
+        let mut c = RunConfig::defaults(args.model.as_deref().unwrap_or("cnn"));
+        if let Some(b) = Backend::from_env()? {
+            c.backend = b;
+        }
+        c
+    };
+    if let Some(m) = &args.model {
+        if *m != c.model {
+            // Switching model keeps the file's other settings but takes the model's network
+            // defaults.
+            c.network = RunConfig::defaults(m).network;
+        }
+        c.model = m.clone();
+    }
+    if let Some(d) = &args.dataset {
+        c.dataset = d.clone();
+    }
+    if let Some(l) = &args.label {
+        c.label = LabelColumn::parse(l);
+    }
+    if let Some(b) = &args.backend {
+        c.backend = b.parse()?;
+    }
+    if let Some(e) = args.epochs {
+        c.fit.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        c.fit.batch_size = b;
+    }
+    if let Some(s) = args.seed {
+        c.fit.seed = s;
+    }
+    if let Some(o) = &args.optimizer {
+        c.optimizer.kind = OptimizerKind::by_name(o)?;
+    }
+    if let Some(m) = args.momentum {
+        match &mut c.optimizer.kind {
+            OptimizerKind::Sgd { momentum, .. } => *momentum = m,
+            OptimizerKind::RmsProp { momentum, .. } => *momentum = m as f32,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--momentum applies to sgd and rmsprop, not {}",
+                    c.optimizer.kind.name()
+                )));
+            }
+        }
+    }
+    if let Some(lr) = args.lr {
+        c.optimizer.lr = lr;
+    }
+    if let Some(w) = args.weight_decay {
+        c.optimizer.weight_decay = w;
+    }
+    if let Some(v) = args.clip_norm {
+        c.optimizer.clip = Some(Clipping::Norm(v));
+    }
+    if let Some(v) = args.clip_value {
+        c.optimizer.clip = Some(Clipping::Value(v));
+    }
+    if let Some(s) = &args.schedule {
+        let warmup = c.schedule.warmup_epochs;
+        c.schedule = ScheduleConfig::by_name(s)?;
+        c.schedule.warmup_epochs = warmup;
+    }
+    if let Some(w) = args.warmup {
+        c.schedule.warmup_epochs = w;
+    }
+    if let Some(l) = &args.loss {
+        c.loss = match l.to_ascii_lowercase().replace('_', "-").as_str() {
+            "cross-entropy" | "ce" => LossConfig::CrossEntropy {
+                weights: None,
+                smoothing: 0.0,
+            },
+            "focal" => LossConfig::Focal {
+                gamma: 2.0,
+                alpha: None,
+            },
+            "mse" => LossConfig::Mse,
+            "bce" => LossConfig::Bce,
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown loss `{other}`: expected cross-entropy, focal, mse or bce"
+                )));
+            }
+        };
+    }
+    if let Some(s) = args.label_smoothing {
+        match &mut c.loss {
+            LossConfig::CrossEntropy { smoothing, .. } => *smoothing = s,
+            _ => {
+                return Err(Error::Usage(
+                    "--label-smoothing applies to cross-entropy".into(),
+                ));
+            }
+        }
+    }
+    c.class_weights |= args.class_weights;
+    if args.balanced {
+        c.fit.sampling = Sampling::Balanced;
+    }
+    if let Some(h) = &args.hidden {
+        c.network.hidden = h.clone();
+    }
+    if let Some(ch) = &args.channels {
+        c.network.channels = ch.clone();
+    }
+    if let Some(k) = args.kernel_size {
+        c.network.kernel_size = k;
+    }
+    if let Some(a) = &args.activation {
+        c.network.activation = a.parse().map_err(Error::Usage)?;
+    }
+    if let Some(d) = args.dropout {
+        c.network.dropout = d;
+    }
+    if let Some(b) = args.batch_norm {
+        c.network.batch_norm = b;
+    }
+    if let Some(p) = args.patience {
+        c.fit.early_stopping = (p > 0).then_some(EarlyStopping {
+            monitor: Monitor::ValidLoss,
+            patience: p,
+            min_delta: 0.0,
+        });
+    }
+    if let Some(v) = args.valid_fraction {
+        c.valid_fraction = v;
+    }
+    if let Some(t) = args.test_fraction {
+        c.test_fraction = t;
+    }
+    if let Some(s) = args.max_seconds {
+        c.fit.max_seconds = Some(s);
+    }
+    if let Some(k) = args.kfold {
+        c.kfold = k;
+    }
+    c.fit.progress = !args.quiet;
+    Ok(c)
+}
+
+/// Adapts the loss to the data: regression gets MSE when the loss is the classification
+/// default, class weights are computed from the training labels when asked for.
+fn fit_loss_to_task(config: &mut RunConfig, train: &Dataset) -> Result<()> {
+    match (train.task(), &mut config.loss) {
+        (Task::Regression, LossConfig::CrossEntropy { .. }) => config.loss = LossConfig::Mse,
+        (Task::Regression, LossConfig::Mse) => {}
+        (Task::Regression, other) => {
+            return Err(Error::Usage(format!(
+                "loss {other:?} needs class labels; `{}` has real-valued labels",
+                config.dataset
+            )));
+        }
+        (Task::Classification(_), LossConfig::Mse) => {
+            return Err(Error::Usage(format!(
+                "mse needs real-valued labels; `{}` has classes (use cross-entropy)",
+                config.dataset
+            )));
+        }
+        (Task::Classification(k), LossConfig::Bce) if k != 2 => {
+            return Err(Error::Usage(format!(
+                "bce needs 2 classes, `{}` has {k}",
+                config.dataset
+            )));
+        }
+        (Task::Classification(k), loss) => {
+            if config.class_weights {
+                let w = balanced_class_weights(train.labels().unwrap_or(&[]), k);
+                match loss {
+                    LossConfig::CrossEntropy { weights, .. } => *weights = Some(w),
+                    LossConfig::Focal { alpha, .. } => *alpha = Some(w),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trains one model on `train`, validating on `valid`.
+fn train_once(
+    config: &RunConfig,
+    prepared: &Prepared,
+    train: &Dataset,
+    valid: &Dataset,
+    device: &Device,
+    checkpoint_dir: Option<&Path>,
+    resume: bool,
+    pause_after: Option<usize>,
+) -> Result<(FitOutcome<Network>, strata::arch::NetworkConfig)> {
+    let n_out = n_outputs(train.task(), config);
+    let net_config = network_config(config, &prepared.preprocess, n_out)?;
+    check_input(&net_config, train.n_features)?;
+    let ad = device.clone().autodiff();
+    seed_device(&ad, config.fit.seed);
+    let model = net_config.init(&ad)?;
+    let loss = config.loss.init(&ad)?;
+    let outcome = fit(
+        model,
+        train,
+        valid,
+        &Fit {
+            forward: |m: &Network, x| m.forward_flat(x),
+            loss: loss.as_ref(),
+            optimizer: &config.optimizer,
+            schedule: &config.schedule,
+            config: &config.fit,
+            device: ad,
+            checkpoint_dir,
+            resume,
+            pause_after,
+        },
+    )?;
+    Ok((outcome, net_config))
+}
+
+fn eval(
+    model: &Network,
+    config: &RunConfig,
+    data: &Dataset,
+    device: &Device,
+) -> Result<Evaluation> {
+    let loss = config.loss.init(device)?;
+    Ok(evaluate(
+        model,
+        &|m: &Network, x| m.forward_flat(x),
+        loss.as_ref(),
+        data,
+        256,
+        device,
+    )?)
+}
+
+/// The `test` object of metrics.json: headline metrics first, then the details.
+pub fn metrics_json(ev: &Evaluation) -> Value {
+    let mut m = Map::new();
+    match &ev.report {
+        Report::Classification(r) => {
+            m.insert("accuracy".into(), json!(r.accuracy));
+            m.insert("macro_f1".into(), json!(r.macro_f1));
+            m.insert("loss".into(), json!(ev.loss));
+            m.insert("micro_f1".into(), json!(r.micro_f1));
+            m.insert("macro_precision".into(), json!(r.macro_precision));
+            m.insert("macro_recall".into(), json!(r.macro_recall));
+            m.insert("log_loss".into(), json!(r.log_loss));
+            if let Some(t) = r.top3_accuracy {
+                m.insert("top3_accuracy".into(), json!(t));
+            }
+            m.insert("per_class".into(), json!(r.per_class));
+            m.insert("confusion".into(), json!(r.confusion.counts));
+        }
+        Report::Regression(r) => {
+            m.insert("rmse".into(), json!(r.rmse));
+            m.insert("mae".into(), json!(r.mae));
+            m.insert("r2".into(), json!(r.r2));
+            m.insert("loss".into(), json!(ev.loss));
+        }
+    }
+    m.insert(
+        "n_samples".into(),
+        json!(ev.outputs.len() / ev.n_outputs.max(1)),
+    );
+    Value::Object(m)
+}
+
+/// One line summarising an evaluation.
+pub fn summary_line(ev: &Evaluation) -> String {
+    match &ev.report {
+        Report::Classification(r) => format!(
+            "accuracy {:.4}  macro F1 {:.4}  loss {:.4}",
+            r.accuracy, r.macro_f1, ev.loss
+        ),
+        Report::Regression(r) => format!("rmse {:.4}  mae {:.4}  r2 {:.4}", r.rmse, r.mae, r.r2),
+    }
+}
+
+fn headline_keys(ev: &Evaluation) -> &'static [&'static str] {
+    match ev.report {
+        Report::Classification(_) => &["accuracy", "macro_f1", "loss"],
+        Report::Regression(_) => &["rmse", "mae", "r2", "loss"],
+    }
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs").join(chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string())
+}
+
+/// Runs `strata train`.
+///
+/// # Errors
+/// Any invalid input, and training or I/O failures.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    if args.resume && args.out.is_none() {
+        return Err(Error::Usage(
+            "--resume needs --out DIR (the run to resume)".into(),
+        ));
+    }
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let mut config = resolve(args, &out)?;
+    config.validate()?;
+    let device = config.backend.usable_device()?;
+    let source = load_source(&config.dataset, &config.label)?;
+    let (train_raw, valid_raw, test_raw) = split_source(source, &config)?;
+    fit_loss_to_task(&mut config, &train_raw)?;
+    // The pool that k-fold cross-validates over, before standardisation.
+    let pool = (config.kfold >= 2).then(|| concat(train_raw.clone(), valid_raw.clone()));
+    let prepared = prepare(train_raw, valid_raw, test_raw, &config)?;
+    let n_out = n_outputs(prepared.train.task(), &config);
+    network_config(&config, &prepared.preprocess, n_out)?; // fail before writing anything
+
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    prepared.preprocess.save(&out)?;
+    let quiet = !config.fit.progress;
+    if !quiet {
+        eprintln!(
+            "training {} on {} ({} train / {} valid / {} test) with {} on {}",
+            config.model,
+            config.dataset,
+            prepared.train.len(),
+            prepared.valid.len(),
+            prepared.test.len(),
+            config.optimizer.kind.name(),
+            config.backend
+        );
+    }
+
+    let kfold = match pool {
+        Some(pool) => Some(cross_validate(&config, &pool, &device, &out)?),
+        None => None,
+    };
+
+    let (outcome, _net) = train_once(
+        &config,
+        &prepared,
+        &prepared.train,
+        &prepared.valid,
+        &device,
+        Some(&out.join("checkpoints")),
+        args.resume,
+        args.pause_after,
+    )?;
+    let metric_name = if prepared.train.task() == Task::Regression {
+        "rmse"
+    } else {
+        "accuracy"
+    };
+    write_csv(&out.join("history.csv"), metric_name, &outcome.history)?;
+    write_curves_svg(
+        &out.join("curves.svg"),
+        &format!(
+            "{} on {} ({})",
+            config.model, config.dataset, config.backend
+        ),
+        metric_name,
+        &outcome.history,
+    )?;
+    if !outcome.finished {
+        eprintln!(
+            "paused after epoch {}; continue with: strata train --out {} --resume",
+            outcome.epochs_run,
+            out.display()
+        );
+        return Ok(());
+    }
+    let model = outcome.model.valid();
+    save_safetensors(&model, &out.join("model.safetensors"))?;
+    let test = eval(&model, &config, &prepared.test, &device)?;
+    let valid = eval(&model, &config, &prepared.valid, &device)?;
+    let mut metrics = json!({
+        "model": config.model,
+        "dataset": config.dataset,
+        "backend": config.backend.name(),
+        "epochs_run": outcome.epochs_run,
+        "train_seconds": outcome.train_seconds,
+        "stop_reason": outcome.stop_reason,
+        "best_epoch": outcome.best.map(|(_, e)| e),
+        "test": metrics_json(&test),
+        "valid": metrics_json(&valid),
+    });
+    if let Some(k) = kfold {
+        metrics["kfold"] = k;
+    }
+    let text = serde_json::to_string_pretty(&metrics).expect("serialisable");
+    write_atomic(&out.join("metrics.json"), text.as_bytes())?;
+    println!(
+        "test {}  ({} on {}, {}, {} epochs, {:.1} s)",
+        summary_line(&test),
+        config.model,
+        config.dataset,
+        config.backend,
+        outcome.epochs_run,
+        outcome.train_seconds
+    );
+    println!("run written to {}", out.display());
+    Ok(())
+}
+
+fn concat(mut a: Dataset, b: Dataset) -> Dataset {
+    a.features.extend_from_slice(&b.features);
+    match (&mut a.targets, b.targets) {
+        (
+            strata::data::Targets::Classes { labels, .. },
+            strata::data::Targets::Classes { labels: l2, .. },
+        ) => labels.extend(l2),
+        (strata::data::Targets::Values(v), strata::data::Targets::Values(v2)) => v.extend(v2),
+        _ => unreachable!("train and validation come from one data set"),
+    }
+    a
+}
+
+/// Stratified k-fold over the train+validation pool: each fold trains on k-1 parts (the
+/// preprocessing fitted on them), is evaluated on the held-out part; returns per-fold metrics
+/// with their mean and standard deviation.
+fn cross_validate(
+    config: &RunConfig,
+    pool: &Dataset,
+    device: &Device,
+    out: &Path,
+) -> Result<Value> {
+    let folds = stratified_kfold(&pool.strata(), config.kfold, config.fit.seed)?;
+    let mut rows = Vec::new();
+    let mut keys: &[&str] = &[];
+    for (i, fold) in folds.iter().enumerate() {
+        if config.fit.progress {
+            eprintln!("fold {}/{}", i + 1, folds.len());
+        }
+        let train = pool.subset(&fold.train);
+        let held = pool.subset(&fold.valid);
+        let prepared = prepare(train, held.clone(), held, config)?;
+        let (outcome, _) = train_once(
+            config,
+            &prepared,
+            &prepared.train,
+            &prepared.valid,
+            device,
+            Some(&out.join(format!("fold-{}", i + 1))),
+            false,
+            None,
+        )?;
+        let ev = eval(&outcome.model.valid(), config, &prepared.valid, device)?;
+        keys = headline_keys(&ev);
+        let m = metrics_json(&ev);
+        let mut row = Map::new();
+        row.insert("fold".into(), json!(i + 1));
+        for k in keys {
+            row.insert((*k).into(), m[*k].clone());
+        }
+        row.insert("epochs_run".into(), json!(outcome.epochs_run));
+        rows.push(Value::Object(row));
+        let _ = std::fs::remove_dir_all(out.join(format!("fold-{}", i + 1)));
+    }
+    let mut mean = Map::new();
+    let mut std = Map::new();
+    for k in keys {
+        let v: Vec<f64> = rows.iter().filter_map(|r| r[*k].as_f64()).collect();
+        let mu = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+        mean.insert((*k).into(), json!(mu));
+        std.insert((*k).into(), json!(var.sqrt()));
+    }
+    if config.fit.progress {
+        let first = keys.first().copied().unwrap_or("loss");
+        eprintln!(
+            "{}-fold cross-validation: {first} {:.4} ± {:.4}",
+            folds.len(),
+            mean[first].as_f64().unwrap_or(f64::NAN),
+            std[first].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(json!({ "k": folds.len(), "folds": rows, "mean": mean, "std": std }))
+}

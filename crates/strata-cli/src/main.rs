@@ -1,0 +1,43 @@
+//! The `strata` command line: `train`, `evaluate`, `predict`, `list`.
+//!
+//! `strata` with no arguments trains the CNN on the embedded UCI digits on the default CPU
+//! backend and prints its test metrics.
+
+mod args;
+mod commands;
+mod data_source;
+mod error;
+mod network;
+mod run_config;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, TrainArgs};
+
+fn main() {
+    // Failures are reported as one line; a panic (a bug) also ends in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        let first = msg.lines().next().unwrap_or("");
+        eprintln!("strata: internal error: {first}");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Train(Box::default())) {
+        Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
+        Command::Evaluate(args) => commands::evaluate::run(&args),
+        Command::Predict(args) => commands::predict::run(&args),
+        Command::List => {
+            commands::list::run();
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("strata: error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,213 @@
+//! The resolved configuration of a run: what `config.toml` holds and `--config` reads back.
+
+use serde::{Deserialize, Serialize};
+use strata::arch::{ActivationKind, Pooling};
+use strata::data::{LabelColumn, Sampling};
+use strata::loss::LossConfig;
+use strata::optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
+use strata::tensor::Backend;
+use strata::train::{EarlyStopping, FitConfig, Monitor};
+
+use crate::error::{Error, Result};
+
+/// Architecture hyper-parameters (the sizes that depend on the data are filled in at run time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// MLP hidden widths.
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// CNN stage channels.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<usize>,
+    /// CNN kernel size.
+    #[serde(default = "default_kernel")]
+    pub kernel_size: usize,
+    /// CNN pooling.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// CNN dense head width (0 = none).
+    #[serde(default = "default_head")]
+    pub d_hidden: usize,
+    /// Activation.
+    #[serde(default)]
+    pub activation: ActivationKind,
+    /// Dropout probability.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Batch normalisation.
+    #[serde(default)]
+    pub batch_norm: bool,
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![256, 128]
+}
+fn default_channels() -> Vec<usize> {
+    vec![32, 64]
+}
+fn default_kernel() -> usize {
+    3
+}
+fn default_head() -> usize {
+    128
+}
+
+/// A run, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `mlp` or `cnn`.
+    pub model: String,
+    /// `digits`, `iris`, `fashion-mnist[:DIR]` or `csv:PATH`.
+    pub dataset: String,
+    /// Label column of a CSV data set.
+    #[serde(default)]
+    pub label: LabelColumn,
+    /// Backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Fraction of the data held out for validation.
+    pub valid_fraction: f64,
+    /// Fraction held out for testing (data sets with their own test set ignore it).
+    pub test_fraction: f64,
+    /// Standardise features (fitted on the training split). Default: on for tabular data, off
+    /// for images (already scaled to [0, 1]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<bool>,
+    /// Folds of cross-validation (0 = none).
+    #[serde(default)]
+    pub kfold: usize,
+    /// Use balanced class weights in the loss.
+    #[serde(default)]
+    pub class_weights: bool,
+    /// Architecture hyper-parameters.
+    pub network: NetworkSpec,
+    /// Training settings.
+    pub fit: FitConfig,
+    /// Optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Loss.
+    pub loss: LossConfig,
+}
+
+impl RunConfig {
+    /// Defaults for a model (tuned on the embedded digits; see docs/results.md).
+    pub fn defaults(model: &str) -> Self {
+        let cnn = model == "cnn";
+        RunConfig {
+            model: model.to_string(),
+            dataset: "digits".into(),
+            label: LabelColumn::Last,
+            backend: Backend::Flex,
+            valid_fraction: 0.15,
+            test_fraction: 0.2,
+            standardize: None,
+            kfold: 0,
+            class_weights: false,
+            network: NetworkSpec {
+                hidden: default_hidden(),
+                channels: default_channels(),
+                kernel_size: default_kernel(),
+                pooling: Pooling::Max,
+                d_hidden: default_head(),
+                activation: ActivationKind::Relu,
+                dropout: if cnn { 0.25 } else { 0.2 },
+                batch_norm: cnn,
+            },
+            fit: FitConfig {
+                epochs: 30,
+                batch_size: 32,
+                seed: 42,
+                early_stopping: Some(EarlyStopping {
+                    monitor: Monitor::ValidLoss,
+                    patience: 10,
+                    min_delta: 0.0,
+                }),
+                sampling: Sampling::Shuffle,
+                max_seconds: None,
+                restore_best: true,
+                progress: true,
+            },
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig {
+                kind: ScheduleKind::Cosine { min_lr: 0.0 },
+                warmup_epochs: 0,
+            },
+            loss: LossConfig::default(),
+        }
+    }
+
+    /// Reads a TOML config.
+    ///
+    /// # Errors
+    /// An unreadable file or invalid TOML, naming the field.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run config serialises")
+    }
+
+    /// Checks everything that does not need the data.
+    ///
+    /// # Errors
+    /// The first invalid value.
+    pub fn validate(&self) -> Result<()> {
+        if !["mlp", "cnn"].contains(&self.model.as_str()) {
+            return Err(Error::Usage(format!(
+                "unknown model `{}`: expected mlp or cnn (see `strata list`)",
+                self.model
+            )));
+        }
+        self.fit.validate()?;
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        self.loss.validate()?;
+        for (name, f) in [
+            ("valid fraction", self.valid_fraction),
+            ("test fraction", self.test_fraction),
+        ] {
+            if !(0.0..1.0).contains(&f) || (name == "valid fraction" && f == 0.0) {
+                return Err(Error::Usage(format!("{name} must be in (0, 1), got {f}")));
+            }
+        }
+        if self.kfold == 1 {
+            return Err(Error::Usage("--kfold needs at least 2 folds".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trips() {
+        for m in ["mlp", "cnn"] {
+            let c = RunConfig::defaults(m);
+            let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_caught() {
+        let mut c = RunConfig::defaults("cnn");
+        c.fit.batch_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("batch size"));
+        let mut c = RunConfig::defaults("cnn");
+        c.model = "transformer9".into();
+        assert!(c.validate().is_err());
+        let mut c = RunConfig::defaults("mlp");
+        c.optimizer.lr = -1.0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! The `strata` binary end to end: a small run writes its directory, `evaluate` and `predict`
+//! reload it, `--config` reproduces it, `--kfold` reports folds, and bad input ends with one
+//! line and exit code 1, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env_remove("STRATA_BACKEND")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+const IRIS: &[&str] = &[
+    "train",
+    "--model",
+    "mlp",
+    "--dataset",
+    "iris",
+    "--epochs",
+    "40",
+    "--lr",
+    "0.01",
+    "--hidden",
+    "16",
+    "--quiet",
+];
+
+#[test]
+fn list_shows_models_datasets_backends() {
+    let o = strata(&["list"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "mlp",
+        "cnn",
+        "digits",
+        "iris",
+        "fashion-mnist",
+        "csv:PATH",
+        "flex",
+        "ndarray",
+        "wgpu",
+    ] {
+        assert!(text.contains(word), "`strata list` lacks {word}:\n{text}");
+    }
+    assert!(text.contains("flex") && text.contains("usable"));
+}
+
+#[test]
+fn a_run_writes_its_directory_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = strata(&[IRIS, &["--out", out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "config.toml",
+        "history.csv",
+        "curves.svg",
+        "model.safetensors",
+        "metrics.json",
+        "preprocess.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m = metrics(&out);
+    assert_eq!(m["model"], "mlp");
+    assert_eq!(m["dataset"], "iris");
+    assert_eq!(m["backend"], "flex");
+    assert_eq!(m["epochs_run"].as_u64().unwrap(), 40);
+    let acc = m["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.85, "iris accuracy {acc}");
+    assert!(m["test"]["macro_f1"].as_f64().is_some() && m["test"]["loss"].as_f64().is_some());
+    assert!(m["train_seconds"].as_f64().unwrap() > 0.0);
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 41);
+
+    // evaluate reloads the safetensors weights and finds the same test metrics.
+    let o = strata(&["evaluate", "--run", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap())
+            .unwrap();
+    assert!((e["test"]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9);
+    assert!(
+        (e["test"]["loss"].as_f64().unwrap() - m["test"]["loss"].as_f64().unwrap()).abs() < 1e-5
+    );
+
+    // predict: class and probabilities for each row of a CSV (here with the label column).
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3,2\n").unwrap();
+    let o = strata(&[
+        "predict",
+        "--run",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "row,class,p_setosa,p_versicolor,p_virginica");
+    assert!(lines[1].starts_with("0,setosa,"), "{text}");
+    assert!(lines[2].starts_with("1,virginica,"), "{text}");
+    let p: f64 = lines[1]
+        .split(',')
+        .skip(2)
+        .map(|v| v.parse::<f64>().unwrap())
+        .sum();
+    assert!((p - 1.0).abs() < 1e-4);
+
+    // The written config reproduces the run.
+    let again = dir.path().join("again");
+    let o = strata(&[
+        "train",
+        "--config",
+        out.join("config.toml").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(metrics(&again)["test"], m["test"]);
+}
+
+#[test]
+fn kfold_reports_each_fold_mean_and_std() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kf");
+    let o = strata(
+        &[
+            IRIS,
+            &[
+                "--kfold",
+                "3",
+                "--epochs",
+                "20",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let k = &metrics(&out)["kfold"];
+    assert_eq!(k["k"], 3);
+    assert_eq!(k["folds"].as_array().unwrap().len(), 3);
+    let mean = k["mean"]["accuracy"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&mean), "{mean}");
+    assert!(k["std"]["accuracy"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn resume_continues_a_paused_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let args = [IRIS, &["--epochs", "6", "--out", out.to_str().unwrap()]].concat();
+    let o = strata(&[&args[..], &["--pause-after", "2"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("metrics.json").exists());
+    let o = strata(&[
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(metrics(&out)["epochs_run"], 6);
+}
+
+fn assert_clean_failure(args: &[&str], expect: &str) {
+    let o = strata(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "args {args:?}: {err}");
+    assert!(
+        err.contains(expect),
+        "args {args:?}: expected `{expect}` in:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked")
+            && !err.contains("RUST_BACKTRACE")
+            && !err.contains("internal error"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got:\n{err}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str, text: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        format!("csv:{}", path.display())
+    };
+    let out = dir.path().join("o");
+    let out = out.to_str().unwrap();
+    let na = p("na.csv", b"a,b,y\n1,2,0\n3,NA,1\n");
+    let text = p("text.csv", b"1,2,0\n3,abc,1\n");
+    let good = p("good.csv", b"a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n");
+    let tiny = p("tiny.csv", b"1,2,0\n3,4,1\n5,6,0\n");
+    let corrupt = p("bad.csv.gz", &[0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad]);
+    let q = "--quiet";
+    assert_clean_failure(
+        &[
+            "train",
+            "--dataset",
+            "csv:/nonexistent/x.csv",
+            "--out",
+            out,
+            q,
+        ],
+        "/nonexistent/x.csv",
+    );
+    assert_clean_failure(
+        &["train", "--model", "mlp", "--dataset", &na, "--out", out, q],
+        "`NA` is not a number",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            &text,
+            "--out",
+            out,
+            q,
+        ],
+        "`abc` is not a number",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            &good,
+            "--label",
+            "price",
+            "--out",
+            out,
+            q,
+        ],
+        "label column `price` not found",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            &good,
+            "--label",
+            "7",
+            "--out",
+            out,
+            q,
+        ],
+        "label column index 7 not found",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            &tiny,
+            "--out",
+            out,
+            q,
+        ],
+        "too small",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            &corrupt,
+            "--out",
+            out,
+            q,
+        ],
+        "bad.csv.gz",
+    );
+    assert_clean_failure(
+        &["train", "--model", "rnn9", "--out", out, q],
+        "unknown model `rnn9`",
+    );
+    assert_clean_failure(
+        &["train", "--backend", "cuda9", "--out", out, q],
+        "unknown backend `cuda9`",
+    );
+    assert_clean_failure(
+        &["train", "--dataset", "mnist2", "--out", out, q],
+        "unknown data set `mnist2`",
+    );
+    assert_clean_failure(
+        &["train", "--batch-size", "0", "--out", out, q],
+        "batch size must be >= 1",
+    );
+    assert_clean_failure(
+        &[
+            "train", "--model", "mlp", "--hidden", "16,0", "--out", out, q,
+        ],
+        "d_hidden[1] must be >= 1",
+    );
+    assert_clean_failure(
+        &["train", "--lr", "-0.1", "--out", out, q],
+        "learning rate must be > 0",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "cnn",
+            "--dataset",
+            "iris",
+            "--out",
+            out,
+            q,
+        ],
+        "needs image data",
+    );
+    assert_clean_failure(
+        &["train", "--optimizer", "lbfgs9", "--out", out, q],
+        "unknown optimizer",
+    );
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "model = \"mlp\"\n[fit]\nepochs = -3\n").unwrap();
+    assert_clean_failure(
+        &["train", "--config", cfg.to_str().unwrap(), "--out", out, q],
+        "bad.toml",
+    );
+    assert_clean_failure(
+        &["evaluate", "--run", dir.path().to_str().unwrap()],
+        "not a run directory",
+    );
+    assert_clean_failure(&["train", "--resume", q], "--resume needs --out");
+}

@@ -1,0 +1,119 @@
+//! # strata-data
+//!
+//! Data for Strata: the embedded UCI digits and iris, a CSV loader for any numeric CSV
+//! (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
+//! standardisation fitted on the training split, stratified train/validation/test splits,
+//! stratified k-fold, class-balanced sampling, and batchers that make burn tensors.
+//!
+//! ```
+//! use strata_data::{digits, stratified_split, Standardizer, Batcher};
+//! let data = digits();
+//! let split = stratified_split(&data.strata(), 0.15, 0.15, 42)?;
+//! let mut train = data.subset(&split.train);
+//! let scaler = Standardizer::fit(&train)?;
+//! scaler.transform(&mut train)?;
+//! let batcher = Batcher::new(burn::tensor::Device::flex());
+//! let batch = batcher.batch(&train, &[0, 1, 2, 3]);
+//! assert_eq!(batch.inputs.dims(), [4, 64]);
+//! # Ok::<(), strata_data::Error>(())
+//! ```
+
+mod batch;
+mod csv_loader;
+mod dataset;
+mod embedded;
+mod error;
+mod idx;
+mod sampler;
+mod split;
+mod standardize;
+
+pub use batch::{Batch, Batcher};
+pub use csv_loader::{
+    CsvOptions, Header, LabelColumn, TaskHint, load_csv, parse_csv, read_feature_rows,
+};
+pub use dataset::{Dataset, Targets, Task};
+pub use embedded::{EMBEDDED, digits, embedded, iris};
+pub use error::{Error, Result};
+pub use idx::{
+    FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IdxArray, fashion_mnist, images_from_idx, parse_idx,
+    read_idx,
+};
+pub use sampler::{BalancedSampler, Sampling, balanced_class_weights, epoch_order};
+pub use split::{Fold, Split, stratified_kfold, stratified_split};
+pub use standardize::Standardizer;
+
+#[cfg(test)]
+mod csv_proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn table() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<usize>)> {
+        (1usize..6, 1usize..40).prop_flat_map(|(d, n)| {
+            (
+                prop::collection::vec(prop::collection::vec(-1e6f32..1e6, d), n),
+                prop::collection::vec(0usize..5, n),
+            )
+        })
+    }
+
+    fn write(rows: &[Vec<f32>], labels: &[usize], header: bool) -> String {
+        let mut s = String::new();
+        if header {
+            let d = rows[0].len();
+            let names: Vec<String> = (0..d).map(|j| format!("f{j}")).collect();
+            s.push_str(&format!("{},label\n", names.join(",")));
+        }
+        for (r, l) in rows.iter().zip(labels) {
+            let cells: Vec<String> = r.iter().map(|v| format!("{v:?}")).collect();
+            s.push_str(&format!("{},{l}\n", cells.join(",")));
+        }
+        s
+    }
+
+    proptest! {
+        #[test]
+        fn well_formed_files_round_trip((rows, labels) in table(), header in any::<bool>()) {
+            let text = write(&rows, &labels, header);
+            let d = parse_csv(text.as_bytes(), "p.csv", &CsvOptions {
+                task: TaskHint::Classification, ..Default::default()
+            }).unwrap();
+            let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+            prop_assert_eq!(&d.features, &flat);
+            // Classes are the sorted distinct labels; mapping back gives the input labels.
+            let names = d.class_names().unwrap();
+            let back: Vec<usize> = d.labels().unwrap().iter().map(|&i| names[i].parse().unwrap()).collect();
+            prop_assert_eq!(back, labels);
+        }
+
+        #[test]
+        fn a_bad_cell_is_always_an_error(
+            (rows, labels) in table(),
+            bad in prop::sample::select(vec!["NA", "", "?", "abc", "1.2.3", "nan", "inf"]),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let mut text_rows: Vec<Vec<String>> = rows.iter().zip(&labels).map(|(r, l)| {
+                let mut c: Vec<String> = r.iter().map(|v| format!("{v:?}")).collect();
+                c.push(l.to_string());
+                c
+            }).collect();
+            let i = pick.index(text_rows.len());
+            let j = pick.index(rows[0].len());
+            text_rows[i][j] = bad.to_string();
+            let text: String = text_rows.iter().map(|r| r.join(",") + "\n").collect();
+            let result = parse_csv(text.as_bytes(), "p.csv", &CsvOptions {
+                header: Header::No, ..Default::default()
+            });
+            prop_assert!(result.is_err(), "{:?} accepted", bad);
+        }
+
+        #[test]
+        fn a_ragged_row_is_always_an_error((rows, labels) in table(), pick in any::<prop::sample::Index>()) {
+            let mut text_rows: Vec<String> = write(&rows, &labels, false).lines().map(String::from).collect();
+            let i = pick.index(text_rows.len());
+            text_rows[i].push_str(",7");
+            let text = text_rows.join("\n");
+            prop_assert!(parse_csv(text.as_bytes(), "p.csv", &CsvOptions::default()).is_err());
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `Conv2d -> [BatchNorm2d] -> activation -> [pool]`: the stage of a LeNet / VGG-style CNN.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::activation::Activation;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::activation::ActivationKind;
+
+/// Spatial pooling after a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// 2x2 max pooling, stride 2 (default).
+    #[default]
+    Max,
+    /// 2x2 average pooling, stride 2.
+    Avg,
+    /// No pooling.
+    None,
+}
+
+/// Configuration of a [`ConvBlock`].
+#[derive(Config, Debug)]
+pub struct ConvBlockConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size; padding keeps the spatial size ("same").
+    #[config(default = 3)]
+    pub kernel_size: usize,
+    /// Activation.
+    #[config(default = "ActivationKind::Relu")]
+    pub activation: ActivationKind,
+    /// Batch normalisation after the convolution.
+    #[config(default = false)]
+    pub batch_norm: bool,
+    /// Pooling after the activation.
+    #[config(default = "Pooling::Max")]
+    pub pooling: Pooling,
+}
+
+/// One convolutional stage.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    /// The convolution (`weight` `[out, in, k, k]`, `bias`, as PyTorch's `nn.Conv2d`).
+    pub conv: Conv2d,
+    /// Optional batch normalisation.
+    pub norm: Option<BatchNorm>,
+    /// The activation.
+    pub activation: Activation,
+    /// Max pooling, when chosen.
+    pub max_pool: Option<MaxPool2d>,
+    /// Average pooling, when chosen.
+    pub avg_pool: Option<AvgPool2d>,
+}
+
+impl ConvBlockConfig {
+    /// Builds the block on `device`.
+    pub fn init(&self, device: &Device) -> ConvBlock {
+        let k = self.kernel_size;
+        let pad_lo = (k - 1) / 2;
+        let pad_hi = k - 1 - pad_lo;
+        ConvBlock {
+            conv: Conv2dConfig::new([self.in_channels, self.out_channels], [k, k])
+                .with_padding(PaddingConfig2d::Explicit(pad_lo, pad_lo, pad_hi, pad_hi))
+                .init(device),
+            norm: self
+                .batch_norm
+                .then(|| BatchNormConfig::new(self.out_channels).init(device)),
+            activation: self.activation.init(device),
+            max_pool: (self.pooling == Pooling::Max)
+                .then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()),
+            avg_pool: (self.pooling == Pooling::Avg)
+                .then(|| AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init()),
+        }
+    }
+
+    /// The spatial size after this block for an input of `size` (pooling halves it, rounding
+    /// down).
+    pub fn output_size(&self, size: usize) -> usize {
+        match self.pooling {
+            Pooling::None => size,
+            Pooling::Max | Pooling::Avg => size / 2,
+        }
+    }
+}
+
+impl ConvBlock {
+    /// Applies the block.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, height', width']`, halved when pooling
+    ///
+    /// # Panics
+    /// When the input has the wrong channel count.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = self.conv.forward(input);
+        if let Some(norm) = &self.norm {
+            x = norm.forward(x);
+        }
+        x = self.activation.forward(x);
+        if let Some(pool) = &self.max_pool {
+            x = pool.forward(x);
+        }
+        if let Some(pool) = &self.avg_pool {
+            x = pool.forward(x);
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_then_pool_halves() {
+        let d = Device::flex();
+        for (k, pooling, want) in [
+            (3, Pooling::Max, 4),
+            (5, Pooling::Avg, 4),
+            (4, Pooling::None, 8),
+        ] {
+            let c = ConvBlockConfig::new(1, 6)
+                .with_kernel_size(k)
+                .with_pooling(pooling)
+                .with_batch_norm(true);
+            let y = c.init(&d).forward(Tensor::<4>::ones([2, 1, 8, 8], &d));
+            assert_eq!(y.dims(), [2, 6, want, want]);
+            assert_eq!(c.output_size(8), want);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # strata-layers
+//!
+//! Building blocks that burn lacks as single modules: a dense block
+//! (`Linear -> [BatchNorm] -> activation -> [Dropout]`), a convolutional stage
+//! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), and activation names as users write them.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use strata_layers::{ConvBlockConfig, DenseBlockConfig, Pooling};
+//! let device = Device::flex();
+//! let stage = ConvBlockConfig::new(1, 8).with_pooling(Pooling::Max).init(&device);
+//! let x = stage.forward(Tensor::<4>::zeros([2, 1, 8, 8], &device));
+//! assert_eq!(x.dims(), [2, 8, 4, 4]);
+//! let hidden = DenseBlockConfig::new(128, 16).init(&device);
+//! assert_eq!(hidden.forward(x.reshape([2, 128])).dims(), [2, 16]);
+//! ```
+
+mod activation;
+mod conv_block;
+mod dense_block;
+
+pub use activation::ActivationKind;
+pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
+pub use dense_block::{DenseBlock, DenseBlockConfig};

@@ -1,0 +1,400 @@
+//! The training loop: epochs of mini-batch steps, validation, early stopping, checkpoints,
+//! resume, a time budget, divergence detection and a progress bar.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use strata_data::{BalancedSampler, Batcher, Dataset, Sampling, Task, epoch_order};
+use strata_loss::Loss;
+use strata_optim::{OptimizerConfig, ScheduleConfig};
+use strata_tensor::convert::scalar;
+use strata_tensor::derive_seed;
+
+use crate::checkpoint::{Checkpointer, TrainState};
+use crate::error::{Error, Result};
+use crate::evaluate::evaluate;
+use crate::history::EpochRecord;
+
+/// What early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Validation loss (lower is better).
+    #[default]
+    ValidLoss,
+    /// Validation accuracy (higher is better), or RMSE for regression (lower is better).
+    ValidMetric,
+}
+
+/// Early stopping: stop when the monitored value has not improved by `min_delta` for
+/// `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// What to watch.
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+/// Settings of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Samples per training step.
+    pub batch_size: usize,
+    /// Seed of weight initialisation, data order and dropout.
+    pub seed: u64,
+    /// Optional early stopping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Shuffled or class-balanced epochs.
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// Stop cleanly after the epoch in which this many seconds of training have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<f64>,
+    /// Return the weights of the best epoch (by the monitored value) rather than the last.
+    #[serde(default = "yes")]
+    pub restore_best: bool,
+    /// Show a progress bar and one line per epoch on standard error.
+    #[serde(default = "yes", skip_serializing)]
+    pub progress: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 64,
+            seed: 42,
+            early_stopping: None,
+            sampling: Sampling::Shuffle,
+            max_seconds: None,
+            restore_best: true,
+            progress: true,
+        }
+    }
+}
+
+impl FitConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// Zero epochs or batch size, a non-positive time budget.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Invalid("epochs must be >= 1, got 0".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Invalid("batch size must be >= 1, got 0".into()));
+        }
+        if let Some(s) = self.max_seconds
+            && !(s > 0.0)
+        {
+            return Err(Error::Invalid(format!("max seconds must be > 0, got {s}")));
+        }
+        Ok(())
+    }
+}
+
+/// Everything [`fit`] needs besides the model and the data.
+pub struct Fit<'a, F> {
+    /// Maps a batch of flat inputs to outputs.
+    pub forward: F,
+    /// The training loss.
+    pub loss: &'a dyn Loss,
+    /// Optimizer settings.
+    pub optimizer: &'a OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: &'a ScheduleConfig,
+    /// Run settings.
+    pub config: &'a FitConfig,
+    /// The autodiff device the model lives on.
+    pub device: Device,
+    /// Where checkpoints go; `None` keeps everything in memory (no resume).
+    pub checkpoint_dir: Option<&'a Path>,
+    /// Continue from the checkpoint in `checkpoint_dir` when there is one.
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many epochs in this call; the checkpoint allows a
+    /// later call with `resume` to go on. For running long jobs in sessions, and for tests.
+    pub pause_after: Option<usize>,
+}
+
+/// The outcome of [`fit`].
+#[derive(Debug)]
+pub struct FitOutcome<M> {
+    /// The trained model (best epoch's weights when `restore_best`).
+    pub model: M,
+    /// One record per epoch, over all sessions.
+    pub history: Vec<EpochRecord>,
+    /// Epochs run in total.
+    pub epochs_run: usize,
+    /// Training wall time in total.
+    pub train_seconds: f64,
+    /// The best epoch and its monitored value.
+    pub best: Option<(f64, usize)>,
+    /// Why training stopped (`completed`, `early stopping`, `time budget`, `paused`).
+    pub stop_reason: String,
+    /// The epoch this call resumed after, when it resumed.
+    pub resumed_from: Option<usize>,
+    /// Whether the run has finished (false when paused).
+    pub finished: bool,
+}
+
+fn lower_is_better(monitor: Monitor, task: Task) -> bool {
+    match monitor {
+        Monitor::ValidLoss => true,
+        Monitor::ValidMetric => task == Task::Regression,
+    }
+}
+
+/// Trains `model` on `train`, validating on `valid` after each epoch.
+///
+/// Each epoch's data order and dropout masks are derived from `(seed, epoch)` alone, so a run
+/// resumed from a checkpoint repeats the uninterrupted run on the same backend.
+///
+/// # Errors
+/// Invalid settings, a loss that rejects the data, I/O errors while checkpointing, and
+/// [`Error::Diverged`] when the loss becomes NaN or infinite.
+pub fn fit<M, F>(
+    model: M,
+    train: &Dataset,
+    valid: &Dataset,
+    f: &Fit<'_, F>,
+) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
+    let config = f.config;
+    config.validate()?;
+    if train.is_empty() || valid.is_empty() {
+        return Err(Error::Invalid(format!(
+            "training needs non-empty train and validation sets (got {} and {})",
+            train.len(),
+            valid.len()
+        )));
+    }
+    let device = f.device.clone();
+    let plain = device.clone().without_autodiff();
+    let mut optim: ModuleOptimizer = f.optimizer.build()?;
+    let mut model = model;
+    let checkpointer = f.checkpoint_dir.map(Checkpointer::new);
+    let mut state = TrainState {
+        epochs_done: 0,
+        history: Vec::new(),
+        schedule: f.schedule.start(f.optimizer.lr, config.epochs)?,
+        best: None,
+        bad_epochs: 0,
+        train_seconds: 0.0,
+        finished: false,
+        stop_reason: None,
+    };
+    let mut resumed_from = None;
+    if f.resume
+        && let Some(ck) = &checkpointer
+        && let Some(saved) = ck.load_state()?
+    {
+        let (m, o) = ck.load(model, optim, &saved)?;
+        model = m;
+        optim = o;
+        resumed_from = Some(saved.epochs_done);
+        state = saved;
+        if f.config.progress {
+            eprintln!("resuming after epoch {}", state.epochs_done);
+        }
+    }
+
+    let task = train.task();
+    let monitor = config
+        .early_stopping
+        .as_ref()
+        .map(|e| e.monitor)
+        .unwrap_or_default();
+    let lower = lower_is_better(monitor, task);
+    let batcher = Batcher::new(device.clone());
+    let sampler = match (config.sampling, train.labels()) {
+        (Sampling::Balanced, Some(labels)) => Some(BalancedSampler::new(labels)?),
+        (Sampling::Balanced, None) => {
+            return Err(Error::Invalid(
+                "balanced sampling needs class labels".into(),
+            ));
+        }
+        _ => None,
+    };
+    let n_batches = train.len().div_ceil(config.batch_size);
+    let mut epochs_this_call = 0usize;
+
+    while !state.finished && state.epochs_done < config.epochs {
+        if let Some(p) = f.pause_after
+            && epochs_this_call >= p
+        {
+            break;
+        }
+        let epoch = state.epochs_done; // 0-based index of the epoch about to run
+        let started = Instant::now();
+        let lr = state.schedule.lr(epoch);
+        device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
+        let order = match &sampler {
+            Some(s) => s.epoch(config.seed, epoch),
+            None => epoch_order(train.len(), config.seed, epoch),
+        };
+        let bar = progress_bar(config.progress, n_batches, epoch + 1, config.epochs);
+        let mut loss_sum = 0.0f64;
+        let mut seen = 0usize;
+        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            let batch = batcher.batch(train, chunk);
+            let outputs = (f.forward)(&model, batch.inputs);
+            let loss = f.loss.forward(outputs, &batch.targets)?;
+            let value = scalar(loss.clone());
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(Error::Diverged {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    loss: value,
+                    last_good: if checkpointer.is_some() {
+                        state.epochs_done
+                    } else {
+                        0
+                    },
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            loss_sum += value as f64 * chunk.len() as f64;
+            seen += chunk.len();
+            bar.inc(1);
+            if b % 10 == 0 {
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+        }
+        bar.finish_and_clear();
+
+        let eval_model = model.valid();
+        let ev = evaluate(
+            &eval_model,
+            &f.forward,
+            f.loss,
+            valid,
+            config.batch_size.max(256),
+            &plain,
+        )?;
+        let metric = ev.report.headline();
+        let seconds = started.elapsed().as_secs_f64();
+        state.train_seconds += seconds;
+        state.epochs_done += 1;
+        epochs_this_call += 1;
+        state.schedule.observe(ev.loss);
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            valid_loss: ev.loss,
+            valid_metric: metric,
+            lr,
+            seconds,
+        };
+        let watched = match monitor {
+            Monitor::ValidLoss => ev.loss,
+            Monitor::ValidMetric => metric,
+        };
+        let min_delta = config.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+        let improved = match state.best {
+            None => true,
+            Some((best, _)) if lower => watched < best - min_delta,
+            Some((best, _)) => watched > best + min_delta,
+        };
+        if improved {
+            state.best = Some((watched, epoch + 1));
+            state.bad_epochs = 0;
+            if let Some(ck) = &checkpointer {
+                ck.save_best(&model)?;
+            }
+        } else {
+            state.bad_epochs += 1;
+        }
+        if config.progress {
+            let metric_name = if task == Task::Regression {
+                "rmse"
+            } else {
+                "acc"
+            };
+            eprintln!(
+                "epoch {:>3}/{}  train loss {:.4}  valid loss {:.4}  valid {metric_name} {:.4}  lr {:.2e}  {:.1}s{}",
+                epoch + 1,
+                config.epochs,
+                record.train_loss,
+                record.valid_loss,
+                metric,
+                lr,
+                seconds,
+                if improved { "  *" } else { "" }
+            );
+        }
+        state.history.push(record);
+
+        if let Some(es) = &config.early_stopping
+            && state.bad_epochs >= es.patience
+        {
+            state.finished = true;
+            state.stop_reason = Some("early stopping".into());
+        } else if state.epochs_done >= config.epochs {
+            state.finished = true;
+            state.stop_reason = Some("completed".into());
+        } else if let Some(budget) = config.max_seconds
+            && state.train_seconds >= budget
+        {
+            state.finished = true;
+            state.stop_reason = Some("time budget".into());
+        }
+        if let Some(ck) = &checkpointer {
+            ck.save(&model, &optim, &state)?;
+        }
+    }
+
+    let finished = state.finished;
+    let best_epoch = state.best.map(|(_, e)| e);
+    if finished && config.restore_best && best_epoch != Some(state.epochs_done) {
+        if let Some(ck) = &checkpointer {
+            model = ck.load_best(model)?;
+        }
+    }
+    Ok(FitOutcome {
+        model,
+        history: state.history,
+        epochs_run: state.epochs_done,
+        train_seconds: state.train_seconds,
+        best: state.best,
+        stop_reason: state.stop_reason.unwrap_or_else(|| "paused".into()),
+        resumed_from,
+        finished,
+    })
+}
+
+fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed}<{eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
+}

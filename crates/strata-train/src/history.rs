@@ -1,0 +1,248 @@
+//! Per-epoch history: the CSV file and the loss / metric curve (SVG).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::write_atomic;
+use crate::error::Result;
+
+/// One epoch of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Loss on the validation set.
+    pub valid_loss: f64,
+    /// The monitored validation metric (accuracy, or RMSE for regression).
+    pub valid_metric: f64,
+    /// Learning rate used in the epoch.
+    pub lr: f64,
+    /// Wall seconds the epoch took (training and validation).
+    pub seconds: f64,
+}
+
+/// Writes `history.csv` with a header naming the metric.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_csv(path: &Path, metric: &str, records: &[EpochRecord]) -> Result<()> {
+    let mut s = format!("epoch,train_loss,valid_loss,valid_{metric},lr,seconds\n");
+    for r in records {
+        let _ = writeln!(
+            s,
+            "{},{:.6},{:.6},{:.6},{:.6e},{:.3}",
+            r.epoch, r.train_loss, r.valid_loss, r.valid_metric, r.lr, r.seconds
+        );
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+/// Draws the training and validation loss (left) and the validation metric (right) against the
+/// epoch, as a self-contained SVG file.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_curves_svg(
+    path: &Path,
+    title: &str,
+    metric: &str,
+    records: &[EpochRecord],
+) -> Result<()> {
+    let (w, h) = (900.0, 360.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>
+"#,
+        w / 2.0,
+        escape(title)
+    );
+    let epochs: Vec<f64> = records.iter().map(|r| r.epoch as f64).collect();
+    let train: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
+    let valid: Vec<f64> = records.iter().map(|r| r.valid_loss).collect();
+    let metric_v: Vec<f64> = records.iter().map(|r| r.valid_metric).collect();
+    panel(
+        &mut s,
+        (60.0, 40.0, 370.0, 270.0),
+        "loss",
+        &epochs,
+        &[
+            ("train loss", "#1f77b4", &train),
+            ("validation loss", "#ff7f0e", &valid),
+        ],
+    );
+    let label = format!("validation {metric}");
+    panel(
+        &mut s,
+        (510.0, 40.0, 370.0, 270.0),
+        metric,
+        &epochs,
+        &[(&label, "#2ca02c", &metric_v)],
+    );
+    s.push_str("</svg>\n");
+    write_atomic(path, s.as_bytes())
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn panel(
+    s: &mut String,
+    (x0, y0, pw, ph): (f64, f64, f64, f64),
+    y_label: &str,
+    xs: &[f64],
+    series: &[(&str, &str, &Vec<f64>)],
+) {
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().copied())
+            .filter(|v| v.is_finite())
+    };
+    let (mut lo, mut hi) = (
+        finite().fold(f64::INFINITY, f64::min),
+        finite().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        lo -= 0.5;
+        hi += 0.5;
+    }
+    let pad = (hi - lo) * 0.05;
+    let (lo, hi) = (lo - pad, hi + pad);
+    let (x_lo, x_hi) = (
+        xs.first().copied().unwrap_or(0.0),
+        xs.last()
+            .copied()
+            .unwrap_or(1.0)
+            .max(xs.first().copied().unwrap_or(0.0) + 1.0),
+    );
+    let px = |x: f64| x0 + (x - x_lo) / (x_hi - x_lo) * pw;
+    let py = |y: f64| y0 + ph - (y - lo) / (hi - lo) * ph;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+    );
+    for i in 0..=4 {
+        let v = lo + (hi - lo) * i as f64 / 4.0;
+        let y = py(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            x0 + pw,
+            x0 - 4.0,
+            y + 4.0,
+            format_tick(v)
+        );
+    }
+    let n_ticks = (x_hi - x_lo).min(8.0).max(1.0) as usize;
+    for i in 0..=n_ticks {
+        let e = x_lo + (x_hi - x_lo) * i as f64 / n_ticks as f64;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            px(e),
+            y0 + ph + 16.0,
+            e.round()
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">epoch</text><text x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>"#,
+        x0 + pw / 2.0,
+        y0 + ph + 32.0,
+        x0 - 45.0,
+        y0 + ph / 2.0,
+        x0 - 45.0,
+        y0 + ph / 2.0,
+        escape(y_label)
+    );
+    for (k, (name, colour, ys)) in series.iter().enumerate() {
+        let points: Vec<String> = xs
+            .iter()
+            .zip(ys.iter())
+            .filter(|(_, y)| y.is_finite())
+            .map(|(&x, &y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
+        let ly = y0 + 14.0 + 16.0 * k as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            x0 + pw - 150.0,
+            x0 + pw - 130.0,
+            x0 + pw - 125.0,
+            ly + 4.0,
+            escape(name)
+        );
+    }
+}
+
+fn format_tick(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Vec<EpochRecord> {
+        (1..=3)
+            .map(|e| EpochRecord {
+                epoch: e,
+                train_loss: 1.0 / e as f64,
+                valid_loss: 1.2 / e as f64,
+                valid_metric: 0.5 + 0.1 * e as f64,
+                lr: 1e-3,
+                seconds: 0.5,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_has_header_and_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("history.csv");
+        write_csv(&p, "accuracy", &records()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "epoch,train_loss,valid_loss,valid_accuracy,lr,seconds"
+        );
+        assert_eq!(lines.len(), 4);
+        assert!(lines[1].starts_with("1,1.000000,1.200000,0.600000,"));
+    }
+
+    #[test]
+    fn svg_is_well_formed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("curves.svg");
+        write_curves_svg(&p, "cnn <digits>", "accuracy", &records()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+        assert_eq!(text.matches("<polyline").count(), 3);
+        assert!(text.contains("cnn &lt;digits&gt;"));
+    }
+}

@@ -1,0 +1,61 @@
+//! # strata-train
+//!
+//! The Strata training runner. [`fit`] trains any burn module with any [`Loss`] and optimizer:
+//! validation each epoch, early stopping on a chosen metric, a progress bar, checkpoints
+//! written atomically, resume from the last checkpoint (a resumed run repeats an uninterrupted
+//! one on the same backend and seed), a time budget, and a clear error when the loss diverges.
+//! [`write_csv`] and [`write_curves_svg`] record the history.
+//!
+//! It knows no architecture: the model's forward pass is a closure.
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use strata_arch::MlpConfig;
+//! use strata_data::{iris, stratified_split, Standardizer};
+//! use strata_loss::LossConfig;
+//! use strata_optim::{OptimizerConfig, ScheduleConfig};
+//! use strata_train::{fit, evaluate, Fit, FitConfig, Report};
+//!
+//! let data = iris();
+//! let split = stratified_split(&data.strata(), 0.2, 0.2, 7)?;
+//! let (mut train, mut valid) = (data.subset(&split.train), data.subset(&split.valid));
+//! let scaler = Standardizer::fit(&train)?;
+//! scaler.transform(&mut train)?;
+//! scaler.transform(&mut valid)?;
+//!
+//! let device = Device::flex().autodiff();
+//! device.seed(7);
+//! let model = MlpConfig::new(4, 3).with_d_hidden(vec![16]).init(&device)?;
+//! let loss = LossConfig::default().init(&device)?;
+//! let optimizer = OptimizerConfig { lr: 0.01, ..Default::default() };
+//! let config = FitConfig { epochs: 30, batch_size: 16, progress: false, ..Default::default() };
+//! let outcome = fit(model, &train, &valid, &Fit {
+//!     forward: |m: &strata_arch::Mlp, x| m.forward(x),
+//!     loss: loss.as_ref(),
+//!     optimizer: &optimizer,
+//!     schedule: &ScheduleConfig::default(),
+//!     config: &config,
+//!     device: device.clone(),
+//!     checkpoint_dir: None,
+//!     resume: false,
+//!     pause_after: None,
+//! })?;
+//! assert_eq!(outcome.history.len(), 30);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`Loss`]: strata_loss::Loss
+
+mod atomic;
+mod checkpoint;
+mod error;
+mod evaluate;
+mod fit;
+mod history;
+
+pub use atomic::write_atomic;
+pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
+pub use error::{Error, Result};
+pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
+pub use fit::{EarlyStopping, Fit, FitConfig, FitOutcome, Monitor, fit};
+pub use history::{EpochRecord, write_csv, write_curves_svg};

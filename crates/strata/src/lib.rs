@@ -1,0 +1,40 @@
+//! # strata
+//!
+//! A deep-learning toolkit on [burn](https://burn.dev): standard architectures, trained,
+//! evaluated and shipped, on CPU (flex, ndarray) and GPU (wgpu) with the same code.
+//!
+//! This crate re-exports the workspace's crates under one name:
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`tensor`] | `strata-tensor` | backends, devices, seeding |
+//! | [`layers`] | `strata-layers` | building blocks burn lacks |
+//! | [`arch`] | `strata-arch` | complete architectures |
+//! | [`loss`] | `strata-loss` | losses and the custom-loss trait |
+//! | [`optim`] | `strata-optim` | optimizers, schedules, clipping |
+//! | [`data`] | `strata-data` | data sets, splits, k-fold, batchers |
+//! | [`metrics`] | `strata-metrics` | classification and regression metrics |
+//! | [`train`] | `strata-train` | the training runner |
+//!
+//! ```
+//! use strata::arch::CnnConfig;
+//! use strata::data::digits;
+//! use strata::tensor::Backend;
+//! let device = Backend::Flex.usable_device()?;
+//! let data = digits();
+//! let [c, h, w] = data.image_shape.unwrap();
+//! let cnn = CnnConfig::new(c, h, w, 10).init(&device)?;
+//! let batch = strata::data::Batcher::new(device).batch(&data, &[0, 1]);
+//! assert_eq!(cnn.forward_flat(batch.inputs).dims(), [2, 10]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub use burn;
+pub use strata_arch as arch;
+pub use strata_data as data;
+pub use strata_layers as layers;
+pub use strata_loss as loss;
+pub use strata_metrics as metrics;
+pub use strata_optim as optim;
+pub use strata_tensor as tensor;
+pub use strata_train as train;

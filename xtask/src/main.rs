@@ -1,0 +1,277 @@
+//! Project automation.
+//!
+//! - `cargo xtask ci`: format check, clippy with warnings denied, every test (release profile,
+//!   so burn is built once for the tests and the main job).
+//! - `cargo xtask bench [--steps N]`: Strata's training-step benchmarks on each CPU backend
+//!   beside PyTorch's, in one run; prints ms/step and the Strata/PyTorch ratio.
+//! - `cargo xtask accuracy [NAME...]`: the long accuracy runs; regenerates docs/results.md.
+//! - `cargo xtask fixtures`: regenerates the PyTorch fixtures (needs PyTorch).
+//!
+//! PyTorch is found as `$STRATA_PYTHON`, else `python3`; when it cannot import torch the
+//! PyTorch parts are skipped with a message.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<(), String> {
+    eprintln!("+ {c:?}");
+    let status = c.status().map_err(|e| format!("cannot start {c:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{c:?} failed: {status}"))
+    }
+}
+
+fn python() -> Option<String> {
+    let py = std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import torch"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok.then_some(py)
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    let mut test = cargo();
+    test.args(["test", "--release", "--workspace"]);
+    run(test)
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let steps = args
+        .iter()
+        .position(|a| a == "--steps")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "30".into());
+    let backends = args
+        .iter()
+        .position(|a| a == "--backends")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "flex,ndarray".into());
+    let mut b = cargo();
+    b.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "strata-benches",
+        "--bin",
+        "strata-bench",
+        "--",
+    ])
+    .args(["--steps", &steps, "--backends", &backends]);
+    eprintln!("+ {b:?}");
+    let out = b.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "strata-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let ours = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let mut torch: BTreeMap<String, f64> = BTreeMap::new();
+    match python() {
+        Some(py) => {
+            let out = Command::new(&py)
+                .current_dir(root())
+                .args([
+                    "benches/pytorch/train_step.py",
+                    "--steps",
+                    &steps,
+                    "--threads",
+                    "2",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            for v in json_lines(&String::from_utf8_lossy(&out.stdout)) {
+                if let (Some(m), Some(ms)) = (v["model"].as_str(), v["ms_per_step"].as_f64()) {
+                    torch.insert(m.to_string(), ms);
+                }
+            }
+        }
+        None => eprintln!("PyTorch not installed (set STRATA_PYTHON): skipping the PyTorch column"),
+    }
+    println!("| model | backend | Strata ms/step | PyTorch ms/step | Strata / PyTorch |");
+    println!("|---|---|---|---|---|");
+    for v in &ours {
+        let model = v["model"].as_str().unwrap_or("?");
+        let ms = v["ms_per_step"].as_f64().unwrap_or(f64::NAN);
+        let (t, ratio) = match torch.get(model) {
+            Some(t) => (format!("{t:.2}"), format!("{:.2}", ms / t)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {model} | {} | {ms:.2} | {t} | {ratio} |",
+            v["backend"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// The accuracy runs: name, `strata train` flags, metric and bar.
+const RUNS: &[(&str, &[&str], &str, f64)] = &[
+    ("cnn-digits", &[], "accuracy", 0.98),
+    ("mlp-digits", &["--model", "mlp"], "accuracy", 0.97),
+    (
+        "mlp-iris",
+        &[
+            "--model",
+            "mlp",
+            "--dataset",
+            "iris",
+            "--epochs",
+            "100",
+            "--lr",
+            "0.01",
+            "--hidden",
+            "32",
+        ],
+        "accuracy",
+        0.93,
+    ),
+    (
+        "cnn-fashion-mnist",
+        &[
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "64",
+            "--patience",
+            "4",
+        ],
+        "accuracy",
+        0.90,
+    ),
+];
+
+fn accuracy(args: &[String]) -> Result<(), String> {
+    let mut b = cargo();
+    b.args(["build", "--release", "-p", "strata-cli"]);
+    run(b)?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let exe = target.join("release").join("strata");
+    let mut rows = Vec::new();
+    for (name, flags, metric, bar) in RUNS {
+        if !args.is_empty() && !args.iter().any(|a| a == name) {
+            continue;
+        }
+        let out = root().join("runs").join(format!("accuracy-{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut c = Command::new(&exe);
+        c.current_dir(root())
+            .arg("train")
+            .args(*flags)
+            .arg("--out")
+            .arg(&out)
+            .arg("--quiet");
+        let started = Instant::now();
+        run(c)?;
+        let wall = started.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(out.join("metrics.json")).map_err(|e| e.to_string())?;
+        let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let value = m["test"][*metric].as_f64().unwrap_or(f64::NAN);
+        let command = format!("strata train {}", flags.join(" "))
+            .trim()
+            .to_string();
+        rows.push(format!(
+            "| {name} | `{command}` | {metric} {value:.4} | {bar} | {} | {} | {:.0} s | {} |",
+            if value >= *bar { "yes" } else { "**no**" },
+            m["epochs_run"],
+            wall,
+            m["backend"].as_str().unwrap_or("?")
+        ));
+    }
+    let md = format!(
+        "# Results\n\nRegenerated by `cargo xtask accuracy` (release build, this machine: 2 cores). Each row is\none `strata train` run; the figure is the test-split metric from its `metrics.json`, the wall\ntime is the whole command (data loading, training, evaluation).\n\n| run | command | test | bar | met | epochs | wall | backend |\n|---|---|---|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    if args.is_empty() {
+        std::fs::write(root().join("docs/results.md"), md).map_err(|e| e.to_string())?;
+        eprintln!("docs/results.md written");
+    } else {
+        print!("{md}");
+    }
+    Ok(())
+}
+
+fn fixtures() -> Result<(), String> {
+    let py = python().ok_or("PyTorch not installed (set STRATA_PYTHON to a python with torch)")?;
+    let dir = root().join("tests/fixtures");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("gen_"))
+        })
+        .collect();
+    scripts.sort();
+    for s in scripts {
+        let mut c = Command::new(&py);
+        c.current_dir(&dir).arg(&s);
+        run(c)?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        Some("accuracy") => accuracy(&args[1..]),
+        Some("fixtures") => fixtures(),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] | accuracy [NAME...] | fixtures".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
