@@ -14,6 +14,14 @@ use strata::train::{
     EarlyStopping, Error, Fit, FitConfig, FitOutcome, Monitor, Report, evaluate, fit,
 };
 
+/// burn seeds one random generator per backend for the whole process, so tests that depend
+/// on the seed (weight init, dropout) must not draw from it concurrently: each takes this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Split {
     train: Dataset,
     valid: Dataset,
@@ -36,6 +44,7 @@ fn split(data: Dataset, standardize: bool, seed: u64) -> Split {
     Split { train, valid, test }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     net: &NetworkConfig,
     s: &Split,
@@ -97,6 +106,7 @@ fn quiet(epochs: usize, batch_size: usize) -> FitConfig {
 
 #[test]
 fn mlp_learns_iris() {
+    let _guard = serial();
     let s = split(iris(), true, 1);
     let net = NetworkConfig::Mlp(MlpConfig::new(4, 3).with_d_hidden(vec![32]));
     let opt = OptimizerConfig {
@@ -122,6 +132,7 @@ fn mlp_learns_iris() {
 
 #[test]
 fn cnn_learns_digits_in_a_few_epochs() {
+    let _guard = serial();
     let s = split(digits(), false, 2);
     let net = NetworkConfig::Cnn(CnnConfig::new(1, 8, 8, 10));
     let loss = LossConfig::default().init(&Device::flex()).unwrap();
@@ -144,6 +155,7 @@ fn cnn_learns_digits_in_a_few_epochs() {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    let _guard = serial();
     let s = split(digits(), false, 4);
     // Dropout and batch norm on, so the random generator and running statistics both matter.
     let net = NetworkConfig::Mlp(
@@ -205,6 +217,7 @@ fn resumed_run_matches_uninterrupted_run() {
 
 #[test]
 fn early_stopping_stops_and_restores_best() {
+    let _guard = serial();
     let s = split(iris(), true, 5);
     let net = NetworkConfig::Mlp(MlpConfig::new(4, 3).with_d_hidden(vec![8]));
     let loss = LossConfig::default().init(&Device::flex()).unwrap();
@@ -256,6 +269,7 @@ impl Loss for NanAfter {
 
 #[test]
 fn divergence_is_an_error_and_keeps_the_last_good_checkpoint() {
+    let _guard = serial();
     let s = split(iris(), true, 6);
     let net = NetworkConfig::Mlp(MlpConfig::new(4, 3).with_d_hidden(vec![8]));
     let d = Device::flex();
@@ -313,6 +327,7 @@ fn err_message_mentions_checkpoint(dir: &Path) -> bool {
 
 #[test]
 fn custom_mlp_forward_closure_works() {
+    let _guard = serial();
     // fit accepts any module and closure, not only strata's Network.
     let s = split(iris(), true, 7);
     let d = Device::flex().autodiff();

@@ -79,6 +79,8 @@ impl NetworkConfig {
 }
 
 /// A network of any architecture.
+// The variants differ in size, but a model is built once per run and never moved in a hot loop.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     /// A multi-layer perceptron.

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Strata: train, evaluate and use standard deep-learning models on real data.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about)]
+#[command(name = "strata", version, about, args_override_self = true)]
 pub struct Cli {
     /// The command (default: `train` with no flags).
     #[command(subcommand)]

@@ -26,7 +26,21 @@ fn main() {
         let first = msg.lines().next().unwrap_or("");
         eprintln!("strata: internal error: {first}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, as for every other error; `strata help` shows the usage.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            eprintln!("strata: error: {first} (see `strata --help`)");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Train(Box::default())) {
         Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
         Command::Evaluate(args) => commands::evaluate::run(&args),

@@ -321,7 +321,7 @@ fn bad_input_is_one_line_and_exit_code_1() {
         "d_hidden[1] must be >= 1",
     );
     assert_clean_failure(
-        &["train", "--lr", "-0.1", "--out", out, q],
+        &["train", "--lr=-0.1", "--out", out, q],
         "learning rate must be > 0",
     );
     assert_clean_failure(
@@ -352,4 +352,8 @@ fn bad_input_is_one_line_and_exit_code_1() {
         "not a run directory",
     );
     assert_clean_failure(&["train", "--resume", q], "--resume needs --out");
+    // Flag errors are one line too, with clap's exit code 2.
+    let o = strata(&["train", "--epochs", "many"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
 }

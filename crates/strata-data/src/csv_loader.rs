@@ -309,6 +309,95 @@ fn make_targets(raw: &[(usize, String)], source: &str, hint: TaskHint) -> Result
     }
 }
 
+/// Reads feature rows for prediction: a CSV (gzipped or not, header detected) with either
+/// exactly `n_features` columns, or `n_features + 1` columns of which `label` is dropped.
+/// Returns the row-major features and the number of rows.
+///
+/// # Errors
+/// A missing file, a row of another width, or a non-numeric feature.
+pub fn read_feature_rows(
+    path: impl AsRef<Path>,
+    n_features: usize,
+    label: &LabelColumn,
+) -> Result<(Vec<f32>, usize)> {
+    let path = path.as_ref();
+    let bytes = read_maybe_gz(path)?;
+    let source = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(&bytes[..]);
+    let mut features = Vec::new();
+    let mut rows = 0usize;
+    let mut header: Option<Vec<String>> = None;
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| Error::Csv {
+            path: source.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        let line = record
+            .position()
+            .map(|p| p.line() as usize)
+            .unwrap_or(i + 1);
+        let cells: Vec<&str> = record.iter().collect();
+        if cells.iter().all(|c| c.is_empty()) {
+            continue;
+        }
+        if rows == 0 && header.is_none() && cells.iter().any(|c| !is_number(c)) {
+            header = Some(cells.iter().map(|s| s.to_string()).collect());
+            continue;
+        }
+        let drop = if cells.len() == n_features {
+            None
+        } else if cells.len() == n_features + 1 {
+            Some(match label {
+                LabelColumn::Last => n_features,
+                LabelColumn::Index(j) => *j,
+                LabelColumn::Name(name) => header
+                    .as_ref()
+                    .and_then(|h| h.iter().position(|c| c == name))
+                    .ok_or_else(|| Error::NoSuchColumn(format!("`{name}`"), "no header".into()))?,
+            })
+        } else {
+            return Err(Error::Csv {
+                path: source.clone(),
+                line,
+                message: format!(
+                    "expected {n_features} feature columns (or {} with the label), found {}",
+                    n_features + 1,
+                    cells.len()
+                ),
+            });
+        };
+        for (j, cell) in cells.iter().enumerate() {
+            if Some(j) == drop {
+                continue;
+            }
+            let v = cell
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| Error::Csv {
+                    path: source.clone(),
+                    line,
+                    message: format!("column {j}: `{cell}` is not a number"),
+                })?;
+            features.push(v);
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(Error::Csv {
+            path: source,
+            line: 1,
+            message: "no rows to predict".into(),
+        });
+    }
+    Ok((features, rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,93 +501,4 @@ mod tests {
             Err(Error::Io { .. })
         ));
     }
-}
-
-/// Reads feature rows for prediction: a CSV (gzipped or not, header detected) with either
-/// exactly `n_features` columns, or `n_features + 1` columns of which `label` is dropped.
-/// Returns the row-major features and the number of rows.
-///
-/// # Errors
-/// A missing file, a row of another width, or a non-numeric feature.
-pub fn read_feature_rows(
-    path: impl AsRef<Path>,
-    n_features: usize,
-    label: &LabelColumn,
-) -> Result<(Vec<f32>, usize)> {
-    let path = path.as_ref();
-    let bytes = read_maybe_gz(path)?;
-    let source = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
-    let mut features = Vec::new();
-    let mut rows = 0usize;
-    let mut header: Option<Vec<String>> = None;
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| Error::Csv {
-            path: source.clone(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        let line = record
-            .position()
-            .map(|p| p.line() as usize)
-            .unwrap_or(i + 1);
-        let cells: Vec<&str> = record.iter().collect();
-        if cells.iter().all(|c| c.is_empty()) {
-            continue;
-        }
-        if rows == 0 && header.is_none() && cells.iter().any(|c| !is_number(c)) {
-            header = Some(cells.iter().map(|s| s.to_string()).collect());
-            continue;
-        }
-        let drop = if cells.len() == n_features {
-            None
-        } else if cells.len() == n_features + 1 {
-            Some(match label {
-                LabelColumn::Last => n_features,
-                LabelColumn::Index(j) => *j,
-                LabelColumn::Name(name) => header
-                    .as_ref()
-                    .and_then(|h| h.iter().position(|c| c == name))
-                    .ok_or_else(|| Error::NoSuchColumn(format!("`{name}`"), "no header".into()))?,
-            })
-        } else {
-            return Err(Error::Csv {
-                path: source.clone(),
-                line,
-                message: format!(
-                    "expected {n_features} feature columns (or {} with the label), found {}",
-                    n_features + 1,
-                    cells.len()
-                ),
-            });
-        };
-        for (j, cell) in cells.iter().enumerate() {
-            if Some(j) == drop {
-                continue;
-            }
-            let v = cell
-                .parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::Csv {
-                    path: source.clone(),
-                    line,
-                    message: format!("column {j}: `{cell}` is not a number"),
-                })?;
-            features.push(v);
-        }
-        rows += 1;
-    }
-    if rows == 0 {
-        return Err(Error::Csv {
-            path: source,
-            line: 1,
-            message: "no rows to predict".into(),
-        });
-    }
-    Ok((features, rows))
 }

@@ -67,7 +67,7 @@ impl Standardizer {
     /// When the length is not a multiple of the number of features.
     pub fn transform_rows(&self, features: &mut [f32]) -> Result<()> {
         let d = self.mean.len();
-        if d == 0 || features.len() % d != 0 {
+        if d == 0 || !features.len().is_multiple_of(d) {
             return Err(Error::Mismatch(format!(
                 "standardiser fitted on {d} features, data has {} values",
                 features.len()

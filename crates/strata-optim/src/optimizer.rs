@@ -399,7 +399,7 @@ mod tests {
             &mut self,
             param: burn::module::Param<Tensor<D>>,
         ) -> burn::module::Param<Tensor<D>> {
-            param.map(|t| t.zeros_like().add_scalar(self.0))
+            param.map(|t| t.zeros_like().add_scalar(self.0).require_grad())
         }
     }
 }

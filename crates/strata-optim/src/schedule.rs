@@ -121,7 +121,7 @@ impl ScheduleConfig {
                 }
             }
             ScheduleKind::Cosine { min_lr } | ScheduleKind::Plateau { min_lr, .. }
-                if !(*min_lr >= 0.0) =>
+                if min_lr.is_nan() || *min_lr < 0.0 =>
             {
                 Err(Error::Invalid(format!("min_lr must be >= 0, got {min_lr}")))
             }
@@ -144,7 +144,7 @@ impl ScheduleConfig {
             total_epochs,
             plateau: PlateauState {
                 scale: 1.0,
-                best: f64::INFINITY,
+                best: None,
                 bad_epochs: 0,
             },
         })
@@ -156,8 +156,8 @@ impl ScheduleConfig {
 pub struct PlateauState {
     /// The current multiplier of the base rate.
     pub scale: f64,
-    /// The best validation loss so far.
-    pub best: f64,
+    /// The best validation loss so far (`None` before the first epoch).
+    pub best: Option<f64>,
     /// Epochs since the last improvement.
     pub bad_epochs: usize,
 }
@@ -206,8 +206,12 @@ impl Schedule {
             ..
         } = self.config.kind
         {
-            if valid_loss < self.plateau.best * (1.0 - threshold) {
-                self.plateau.best = valid_loss;
+            let improved = match self.plateau.best {
+                None => true,
+                Some(best) => valid_loss < best * (1.0 - threshold),
+            };
+            if improved {
+                self.plateau.best = Some(valid_loss);
                 self.plateau.bad_epochs = 0;
             } else {
                 self.plateau.bad_epochs += 1;
@@ -285,6 +289,19 @@ mod tests {
         assert_eq!(s.lr(3), 0.5);
         s.observe(0.5); // improvement
         assert_eq!(s.lr(4), 0.5);
+    }
+
+    #[test]
+    fn plateau_state_survives_json() {
+        let mut s = ScheduleConfig::by_name("plateau")
+            .unwrap()
+            .start(0.1, 5)
+            .unwrap();
+        let fresh: Schedule = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(fresh, s);
+        s.observe(0.5);
+        let back: Schedule = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

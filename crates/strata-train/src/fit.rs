@@ -103,7 +103,7 @@ impl FitConfig {
             return Err(Error::Invalid("batch size must be >= 1, got 0".into()));
         }
         if let Some(s) = self.max_seconds
-            && !(s > 0.0)
+            && (s.is_nan() || s <= 0.0)
         {
             return Err(Error::Invalid(format!("max seconds must be > 0, got {s}")));
         }
@@ -368,10 +368,12 @@ where
 
     let finished = state.finished;
     let best_epoch = state.best.map(|(_, e)| e);
-    if finished && config.restore_best && best_epoch != Some(state.epochs_done) {
-        if let Some(ck) = &checkpointer {
-            model = ck.load_best(model)?;
-        }
+    if finished
+        && config.restore_best
+        && best_epoch != Some(state.epochs_done)
+        && let Some(ck) = &checkpointer
+    {
+        model = ck.load_best(model)?;
     }
     Ok(FitOutcome {
         model,

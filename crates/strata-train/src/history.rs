@@ -146,7 +146,7 @@ fn panel(
             format_tick(v)
         );
     }
-    let n_ticks = (x_hi - x_lo).min(8.0).max(1.0) as usize;
+    let n_ticks = (x_hi - x_lo).clamp(1.0, 8.0) as usize;
     for i in 0..=n_ticks {
         let e = x_lo + (x_hi - x_lo) * i as f64 / n_ticks as f64;
         let _ = writeln!(

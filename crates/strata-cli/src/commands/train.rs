@@ -216,6 +216,7 @@ fn fit_loss_to_task(config: &mut RunConfig, train: &Dataset) -> Result<()> {
 }
 
 /// Trains one model on `train`, validating on `valid`.
+#[allow(clippy::too_many_arguments)] // internal helper shared by the main run and the folds
 fn train_once(
     config: &RunConfig,
     prepared: &Prepared,
