@@ -17,12 +17,7 @@ use crate::args::{Cli, Command, TrainArgs};
 fn main() {
     // Failures are reported as one line; a panic (a bug) also ends in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
+        let msg = strata::tensor::panic_message(info.payload());
         let first = msg.lines().next().unwrap_or("");
         eprintln!("strata: internal error: {first}");
     }));

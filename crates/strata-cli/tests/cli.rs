@@ -136,6 +136,39 @@ fn a_run_writes_its_directory_and_reloads() {
 }
 
 #[test]
+fn trains_on_wgpu_when_usable() {
+    let list = String::from_utf8_lossy(&strata(&["list"]).stdout).to_string();
+    let wgpu = list
+        .lines()
+        .find(|l| l.trim_start().starts_with("wgpu"))
+        .unwrap_or("");
+    if wgpu.contains("NOT usable") {
+        eprintln!("SKIPPED: {}", wgpu.trim());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    let o = strata(
+        &[
+            IRIS,
+            &[
+                "--backend",
+                "wgpu",
+                "--epochs",
+                "3",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&out);
+    assert_eq!(m["backend"], "wgpu");
+    assert!(m["test"]["loss"].as_f64().unwrap().is_finite());
+}
+
+#[test]
 fn kfold_reports_each_fold_mean_and_std() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("kf");

@@ -184,6 +184,29 @@ mod tests {
         assert!(parse_idx(&wrong_type, "x").is_err());
     }
 
+    /// Reads the real Fashion-MNIST from Debian's package when it is installed (CI installs it).
+    #[test]
+    fn reads_debian_fashion_mnist_when_installed() {
+        if !Path::new(FASHION_MNIST_DIR)
+            .join("train-images-idx3-ubyte.gz")
+            .exists()
+        {
+            eprintln!(
+                "SKIPPED: {FASHION_MNIST_DIR} not installed (apt install dataset-fashion-mnist)"
+            );
+            return;
+        }
+        let (train, test) = fashion_mnist(None).unwrap();
+        assert_eq!((train.len(), test.len()), (60_000, 10_000));
+        assert_eq!(train.image_shape, Some([1, 28, 28]));
+        let mut counts = [0usize; 10];
+        for &l in train.labels().unwrap() {
+            counts[l] += 1;
+        }
+        assert!(counts.iter().all(|&c| c == 6000), "{counts:?}");
+        assert!(train.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    }
+
     #[test]
     fn missing_directory_says_how_to_install() {
         let e = fashion_mnist(Some(Path::new("/nonexistent/fm"))).unwrap_err();

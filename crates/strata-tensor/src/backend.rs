@@ -101,6 +101,15 @@ impl Backend {
     }
 }
 
+/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
 /// Runs `1 + 1` on the backend in a separate thread with the panic message captured, so a
 /// missing adapter becomes an error value.
 fn probe(backend: Backend) -> std::result::Result<(), String> {
@@ -109,13 +118,7 @@ fn probe(backend: Backend) -> std::result::Result<(), String> {
     {
         let message = message.clone();
         std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".to_string());
-            *message.lock().unwrap_or_else(|e| e.into_inner()) = text;
+            *message.lock().unwrap_or_else(|e| e.into_inner()) = panic_message(info.payload());
         }));
     }
     let joined = std::thread::spawn(move || {

@@ -22,7 +22,7 @@ mod error;
 mod seed;
 mod target;
 
-pub use backend::{BACKEND_ENV, Backend, BackendStatus, backends};
+pub use backend::{BACKEND_ENV, Backend, BackendStatus, backends, panic_message};
 pub use error::{Error, Result};
 pub use seed::{derive_seed, seed_device};
 pub use target::TargetBatch;
