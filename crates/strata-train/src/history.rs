@@ -52,7 +52,7 @@ pub fn write_curves_svg(
     metric: &str,
     records: &[EpochRecord],
 ) -> Result<()> {
-    let (w, h) = (900.0, 360.0);
+    let (w, h) = (900.0, 380.0);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -69,7 +69,7 @@ pub fn write_curves_svg(
     let metric_v: Vec<f64> = records.iter().map(|r| r.valid_metric).collect();
     panel(
         &mut s,
-        (60.0, 40.0, 370.0, 270.0),
+        (60.0, 60.0, 370.0, 270.0),
         "loss",
         &epochs,
         &[
@@ -80,7 +80,7 @@ pub fn write_curves_svg(
     let label = format!("validation {metric}");
     panel(
         &mut s,
-        (510.0, 40.0, 370.0, 270.0),
+        (510.0, 60.0, 370.0, 270.0),
         metric,
         &epochs,
         &[(&label, "#2ca02c", &metric_v)],
@@ -120,7 +120,15 @@ fn panel(
         hi += 0.5;
     }
     let pad = (hi - lo) * 0.05;
-    let (lo, hi) = (lo - pad, hi + pad);
+    // Losses and accuracies are not negative: do not pad below zero.
+    let (lo, hi) = (
+        if lo >= 0.0 {
+            (lo - pad).max(0.0)
+        } else {
+            lo - pad
+        },
+        hi + pad,
+    );
     let (x_lo, x_hi) = (
         xs.first().copied().unwrap_or(0.0),
         xs.last()
@@ -180,7 +188,8 @@ fn panel(
             r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
             points.join(" ")
         );
-        let ly = y0 + 14.0 + 16.0 * k as f64;
+        // Legend above the panel, right-aligned, so it never hides a curve.
+        let ly = y0 - 8.0 - 15.0 * (series.len() - 1 - k) as f64;
         let _ = writeln!(
             s,
             r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
