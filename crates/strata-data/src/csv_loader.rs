@@ -107,6 +107,21 @@ pub fn load_csv(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Dataset>
     parse_csv(&bytes, &name, options)
 }
 
+/// The reader every CSV entry point uses: no header handling (we detect it), ragged rows let
+/// through (we report them with their line), cells trimmed.
+fn csv_reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes)
+}
+
+/// A cell as a finite `f32`; `None` for text, empty cells, `NA`, `nan` and infinities.
+fn finite_f32(cell: &str) -> Option<f32> {
+    cell.parse::<f32>().ok().filter(|v| v.is_finite())
+}
+
 fn is_number(cell: &str) -> bool {
     let t = cell.trim();
     !t.is_empty() && t.parse::<f64>().map(|v| v.is_finite()).unwrap_or(false)
@@ -117,11 +132,7 @@ fn is_number(cell: &str) -> bool {
 /// # Errors
 /// As [`load_csv`].
 pub fn parse_csv(bytes: &[u8], source: &str, options: &CsvOptions) -> Result<Dataset> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes);
+    let mut reader = csv_reader(bytes);
     let mut rows: Vec<(usize, Vec<String>)> = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| Error::Csv {
@@ -225,7 +236,7 @@ pub fn parse_csv(bytes: &[u8], source: &str, options: &CsvOptions) -> Result<Dat
                 .as_ref()
                 .map(|h| format!("`{}`", h[j]))
                 .unwrap_or_else(|| format!("{j}"));
-            let value: f32 = cell.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
+            let value: f32 = finite_f32(cell).ok_or_else(|| {
                 Error::Csv {
                     path: source.into(),
                     line: *line,
@@ -292,17 +303,11 @@ fn make_targets(raw: &[(usize, String)], source: &str, hint: TaskHint) -> Result
     } else {
         let mut values = Vec::with_capacity(raw.len());
         for (line, s) in raw {
-            let v = s
-                .parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::Csv {
-                    path: source.into(),
-                    line: *line,
-                    message: format!(
-                        "label `{s}` is not a number (regression needs numeric labels)"
-                    ),
-                })?;
+            let v = finite_f32(s).ok_or_else(|| Error::Csv {
+                path: source.into(),
+                line: *line,
+                message: format!("label `{s}` is not a number (regression needs numeric labels)"),
+            })?;
             values.push(v);
         }
         Ok(Targets::Values(values))
@@ -323,11 +328,7 @@ pub fn read_feature_rows(
     let path = path.as_ref();
     let bytes = read_maybe_gz(path)?;
     let source = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
+    let mut reader = csv_reader(&bytes);
     let mut features = Vec::new();
     let mut rows = 0usize;
     let mut header: Option<Vec<String>> = None;
@@ -375,15 +376,11 @@ pub fn read_feature_rows(
             if Some(j) == drop {
                 continue;
             }
-            let v = cell
-                .parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::Csv {
-                    path: source.clone(),
-                    line,
-                    message: format!("column {j}: `{cell}` is not a number"),
-                })?;
+            let v = finite_f32(cell).ok_or_else(|| Error::Csv {
+                path: source.clone(),
+                line,
+                message: format!("column {j}: `{cell}` is not a number"),
+            })?;
             features.push(v);
         }
         rows += 1;

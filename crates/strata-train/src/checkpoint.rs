@@ -76,12 +76,7 @@ impl Checkpointer {
         state: &TrainState,
     ) -> Result<()> {
         let epoch = state.epochs_done;
-        let model_bytes = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| self.err(&self.model_file(epoch), e))?;
-        write_atomic(&self.model_file(epoch), &model_bytes)?;
+        save_model(model, &self.model_file(epoch))?;
         let optim_bytes = optim
             .into_bytes()
             .map_err(|e| self.err(&self.optim_file(epoch), e))?;
@@ -114,13 +109,7 @@ impl Checkpointer {
     /// # Errors
     /// Serialisation or I/O errors.
     pub fn save_best<M: Module>(&self, model: &M) -> Result<()> {
-        let path = self.dir.join(BEST);
-        let bytes = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| self.err(&path, e))?;
-        write_atomic(&path, &bytes)
+        save_model(model, &self.dir.join(BEST))
     }
 
     /// Loads the best model saved by [`save_best`](Self::save_best) into `model`.
