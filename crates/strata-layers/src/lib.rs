@@ -2,7 +2,8 @@
 //!
 //! Building blocks that burn lacks as single modules: a dense block
 //! (`Linear -> [BatchNorm] -> activation -> [Dropout]`), a convolutional stage
-//! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), and activation names as users write them.
+//! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), activation names as users write them, and
+//! stacked, bidirectional, maskable recurrent layers (RNN, LSTM, GRU) in PyTorch's layout.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -18,7 +19,12 @@
 mod activation;
 mod conv_block;
 mod dense_block;
+mod recurrent;
 
 pub use activation::ActivationKind;
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
+pub use recurrent::{
+    CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,
+    pytorch_key_remapping,
+};

@@ -1,0 +1,527 @@
+//! Recurrent layers (vanilla RNN, LSTM, GRU): stacked, optionally bidirectional, with padding
+//! masks, laid out exactly like PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`.
+//!
+//! burn has `Rnn`, `Lstm` and `Gru` (and `Bi*`), but they take no lengths or mask, compute each
+//! gate with its own pair of linear layers (eight matrix products per LSTM step), and stack
+//! neither layers nor directions. This module keeps PyTorch's fused layout instead: per layer and
+//! direction a `weight_ih` of `[gates * d_hidden, d_input]`, a `weight_hh` of
+//! `[gates * d_hidden, d_hidden]` and two biases, gates in PyTorch's order (LSTM `i, f, g, o`;
+//! GRU `r, z, n`). The input projection of all time steps is one matrix product, each step one
+//! more. A PyTorch `state_dict` loads with a key remapping ([`pytorch_key_remapping`]) and no
+//! tensor transformation.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use strata_layers::{CellKind, RecurrentConfig};
+//! let device = Device::flex();
+//! let lstm = RecurrentConfig::new(CellKind::Lstm, 3, 8)
+//!     .with_n_layers(2)
+//!     .with_bidirectional(true)
+//!     .init(&device);
+//! let x = Tensor::<3>::zeros([4, 5, 3], &device); // [batch, time, features]
+//! let (y, state) = lstm.forward(x, None, None);
+//! assert_eq!(y.dims(), [4, 5, 16]); // both directions, concatenated
+//! assert_eq!(state.hidden.dims(), [4, 4, 8]); // [layers * directions, batch, hidden]
+//! ```
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Initializer};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// The recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellKind {
+    /// Elman RNN with tanh, `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)` (PyTorch `nn.RNN`).
+    RnnTanh,
+    /// Elman RNN with ReLU (`nn.RNN(nonlinearity="relu")`).
+    RnnRelu,
+    /// Long short-term memory (`nn.LSTM`), gates `i, f, g, o`.
+    Lstm,
+    /// Gated recurrent unit (`nn.GRU`), gates `r, z, n`.
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gate blocks in the fused weights: 1, 4 or 3.
+    pub fn n_gates(self) -> usize {
+        match self {
+            CellKind::RnnTanh | CellKind::RnnRelu => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// Whether the state has a cell tensor besides the hidden one (LSTM).
+    pub fn has_cell(self) -> bool {
+        self == CellKind::Lstm
+    }
+}
+
+/// Configuration of a [`Recurrent`] layer stack.
+#[derive(Config, Debug)]
+pub struct RecurrentConfig {
+    /// The cell.
+    pub cell: CellKind,
+    /// Input features per time step.
+    pub d_input: usize,
+    /// Hidden units per direction.
+    pub d_hidden: usize,
+    /// Stacked layers, default 1.
+    #[config(default = 1)]
+    pub n_layers: usize,
+    /// Run a second, time-reversed direction in each layer and concatenate, default false.
+    #[config(default = false)]
+    pub bidirectional: bool,
+    /// Dropout on each layer's output except the last (as PyTorch), default 0.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Biases `bias_ih` and `bias_hh`, default true.
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+/// One direction of one layer: PyTorch's fused weights.
+#[derive(Module, Debug)]
+pub struct Direction {
+    /// `[gates * d_hidden, d_input]`.
+    pub weight_ih: Param<Tensor<2>>,
+    /// `[gates * d_hidden, d_hidden]`.
+    pub weight_hh: Param<Tensor<2>>,
+    /// `[gates * d_hidden]`.
+    pub bias_ih: Option<Param<Tensor<1>>>,
+    /// `[gates * d_hidden]`.
+    pub bias_hh: Option<Param<Tensor<1>>>,
+}
+
+/// One layer: a forward direction and, when bidirectional, a reverse one.
+#[derive(Module, Debug)]
+pub struct RecurrentLayer {
+    /// Reads the sequence first to last.
+    pub forward: Direction,
+    /// Reads the sequence last to first.
+    pub reverse: Option<Direction>,
+}
+
+/// Hidden (and, for LSTM, cell) state of a [`Recurrent`] stack, in PyTorch's layout:
+/// `[n_layers * directions, batch, d_hidden]`, index `layer * directions + direction`.
+#[derive(Debug, Clone)]
+pub struct RecurrentState {
+    /// `h`, `[n_layers * directions, batch, d_hidden]`.
+    pub hidden: Tensor<3>,
+    /// `c` for LSTM, same shape; `None` for RNN and GRU.
+    pub cell: Option<Tensor<3>>,
+}
+
+impl RecurrentState {
+    /// The state cut from the autodiff graph (truncated back-propagation through time).
+    pub fn detach(self) -> Self {
+        Self {
+            hidden: self.hidden.detach(),
+            cell: self.cell.map(Tensor::detach),
+        }
+    }
+}
+
+/// A stack of recurrent layers, batch first. Build it with [`RecurrentConfig::init`].
+#[derive(Module, Debug)]
+pub struct Recurrent {
+    /// The layers, first to last.
+    pub layers: Vec<RecurrentLayer>,
+    /// Dropout between layers.
+    pub dropout: Dropout,
+    /// The cell (not a parameter).
+    #[module(skip)]
+    pub cell: CellKind,
+    /// Hidden units per direction.
+    pub d_hidden: usize,
+}
+
+impl RecurrentConfig {
+    /// Builds the stack with PyTorch's initialisation: every weight and bias uniform in
+    /// `[-1/sqrt(d_hidden), 1/sqrt(d_hidden)]`.
+    ///
+    /// # Panics
+    /// When a size is zero; [`Recurrent`] users validate their config first (the
+    /// architectures in `strata-arch` do).
+    pub fn init(&self, device: &Device) -> Recurrent {
+        assert!(
+            self.d_input > 0 && self.d_hidden > 0 && self.n_layers > 0,
+            "recurrent sizes must be >= 1"
+        );
+        let k = 1.0 / (self.d_hidden as f64).sqrt();
+        let init = Initializer::Uniform { min: -k, max: k };
+        let g = self.cell.n_gates() * self.d_hidden;
+        let dirs = if self.bidirectional { 2 } else { 1 };
+        let direction = |d_in: usize| Direction {
+            weight_ih: init.init([g, d_in], device),
+            weight_hh: init.init([g, self.d_hidden], device),
+            bias_ih: self.bias.then(|| init.init([g], device)),
+            bias_hh: self.bias.then(|| init.init([g], device)),
+        };
+        let layers = (0..self.n_layers)
+            .map(|l| {
+                let d_in = if l == 0 {
+                    self.d_input
+                } else {
+                    self.d_hidden * dirs
+                };
+                RecurrentLayer {
+                    forward: direction(d_in),
+                    reverse: self.bidirectional.then(|| direction(d_in)),
+                }
+            })
+            .collect();
+        Recurrent {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            cell: self.cell,
+            d_hidden: self.d_hidden,
+        }
+    }
+}
+
+/// A `[batch, time]` mask with 1 where `t < lengths[b]` and 0 after.
+///
+/// # Panics
+/// When a length exceeds `time` (callers check lengths against their batch).
+pub fn length_mask(lengths: &[usize], time: usize, device: &Device) -> Tensor<2> {
+    let mut m = Vec::with_capacity(lengths.len() * time);
+    for &len in lengths {
+        assert!(len <= time, "length {len} exceeds the {time} time steps");
+        m.extend((0..time).map(|t| if t < len { 1.0f32 } else { 0.0 }));
+    }
+    Tensor::from_data(TensorData::new(m, [lengths.len(), time]), device)
+}
+
+/// The key remapping that loads a PyTorch `nn.RNN`/`nn.LSTM`/`nn.GRU` `state_dict` into a
+/// [`Recurrent`] stored at `path` in a model (empty for the stack itself), as
+/// `(pattern, replacement)` pairs for burn-store's `with_key_remapping`; `prefix` is the module's
+/// name in the PyTorch model (`"lstm."`, or `""` for a bare `nn.LSTM`).
+pub fn pytorch_key_remapping(prefix: &str, path: &str) -> [(String, String); 2] {
+    let to = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}.")
+    };
+    let p = regex_escape(prefix);
+    [
+        (
+            format!(r"^{p}(weight|bias)_(ih|hh)_l(\d+)_reverse$"),
+            format!("{to}layers.$3.reverse.${{1}}_$2"),
+        ),
+        (
+            format!(r"^{p}(weight|bias)_(ih|hh)_l(\d+)$"),
+            format!("{to}layers.$3.forward.${{1}}_$2"),
+        ),
+    ]
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Direction {
+    /// Runs this direction over `x` (`[batch, time, d_input]`), from `h0` (and `c0`), reading
+    /// the steps in reverse when `reverse`. Masked steps (`mask[b, t] = 0`) leave the state
+    /// unchanged and output zeros.
+    fn run(
+        &self,
+        cell: CellKind,
+        x: Tensor<3>,
+        mask: Option<&Tensor<2>>,
+        h0: Tensor<2>,
+        c0: Option<Tensor<2>>,
+        reverse: bool,
+    ) -> (Tensor<3>, Tensor<2>, Option<Tensor<2>>) {
+        let [batch, time, d_in] = x.dims();
+        let g = self.weight_ih.dims()[0];
+        let d_hidden = self.weight_hh.dims()[1];
+        // Input projection of every step at once.
+        let mut xi = x
+            .reshape([batch * time, d_in])
+            .matmul(self.weight_ih.val().transpose());
+        if let Some(b) = &self.bias_ih {
+            xi = xi + b.val().unsqueeze_dim(0);
+        }
+        let xi = xi.reshape([batch, time, g]);
+        let w_hh = self.weight_hh.val().transpose();
+        let b_hh = self.bias_hh.as_ref().map(|b| b.val().unsqueeze_dim::<2>(0));
+        let mut h = h0;
+        let mut c = c0;
+        let mut outputs: Vec<Option<Tensor<3>>> = vec![None; time];
+        let steps: Box<dyn Iterator<Item = usize>> = if reverse {
+            Box::new((0..time).rev())
+        } else {
+            Box::new(0..time)
+        };
+        for t in steps {
+            let xt = xi.clone().narrow(1, t, 1).reshape([batch, g]);
+            let mut gh = h.clone().matmul(w_hh.clone());
+            if let Some(b) = &b_hh {
+                gh = gh + b.clone();
+            }
+            let (h_new, c_new) = match cell {
+                CellKind::RnnTanh => ((xt + gh).tanh(), None),
+                CellKind::RnnRelu => (relu(xt + gh), None),
+                CellKind::Lstm => {
+                    let mut gates = (xt + gh).chunk(4, 1).into_iter();
+                    let (i, f, gg, o) = (
+                        sigmoid(gates.next().expect("4 gates")),
+                        sigmoid(gates.next().expect("4 gates")),
+                        gates.next().expect("4 gates").tanh(),
+                        sigmoid(gates.next().expect("4 gates")),
+                    );
+                    let c_prev = c.clone().expect("an LSTM state has a cell");
+                    let c_new = f * c_prev + i * gg;
+                    (o * c_new.clone().tanh(), Some(c_new))
+                }
+                CellKind::Gru => {
+                    let mut xs = xt.chunk(3, 1).into_iter();
+                    let mut hs = gh.chunk(3, 1).into_iter();
+                    let mut next = || (xs.next().expect("3 gates"), hs.next().expect("3 gates"));
+                    let (xr, hr) = next();
+                    let (xz, hz) = next();
+                    let (xn, hn) = next();
+                    let r = sigmoid(xr + hr);
+                    let z = sigmoid(xz + hz);
+                    let n = (xn + r * hn).tanh();
+                    let h_new = n.clone() + z * (h.clone() - n);
+                    (h_new, None)
+                }
+            };
+            let (h_next, c_next, out) = match mask {
+                None => (h_new.clone(), c_new, h_new),
+                Some(m) => {
+                    let mt = m.clone().narrow(1, t, 1); // [batch, 1]
+                    let keep = mt.clone().neg() + 1.0;
+                    let h_next = h_new.clone() * mt.clone() + h.clone() * keep.clone();
+                    let c_next = match (c_new, c.take()) {
+                        (Some(cn), Some(cp)) => Some(cn * mt.clone() + cp * keep),
+                        _ => None,
+                    };
+                    (h_next, c_next, h_new * mt)
+                }
+            };
+            outputs[t] = Some(out.reshape([batch, 1, d_hidden]));
+            h = h_next;
+            c = c_next;
+        }
+        let outputs: Vec<Tensor<3>> = outputs.into_iter().flatten().collect();
+        (Tensor::cat(outputs, 1), h, c)
+    }
+}
+
+impl Recurrent {
+    /// The cell of this stack.
+    pub fn cell_kind(&self) -> CellKind {
+        self.cell
+    }
+
+    /// Directions per layer (1 or 2).
+    pub fn directions(&self) -> usize {
+        if self.layers.first().is_some_and(|l| l.reverse.is_some()) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Features of each output step: `d_hidden * directions`.
+    pub fn d_output(&self) -> usize {
+        self.d_hidden * self.directions()
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: usize, device: &Device) -> RecurrentState {
+        let n = self.layers.len() * self.directions();
+        let zeros = || Tensor::<3>::zeros([n, batch, self.d_hidden], device);
+        RecurrentState {
+            hidden: zeros(),
+            cell: self.cell.has_cell().then(zeros),
+        }
+    }
+
+    /// Runs the stack over a batch of sequences.
+    ///
+    /// `mask` (`[batch, time]`, 1 for real steps and 0 for padding, e.g. from
+    /// [`length_mask`]) makes padded steps leave every state unchanged and output zeros, as
+    /// PyTorch's packed sequences do; padding must come after the real steps.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, time, d_input]`
+    /// - `state`: [`RecurrentState`] of `[n_layers * directions, batch, d_hidden]`, zeros when
+    ///   `None`
+    /// - returns the last layer's outputs `[batch, time, d_hidden * directions]` (directions
+    ///   concatenated, forward first) and the final state.
+    ///
+    /// # Panics
+    /// When `x`, `mask` or `state` disagree in shape with each other or with the config.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<2>>,
+        state: Option<RecurrentState>,
+    ) -> (Tensor<3>, RecurrentState) {
+        let [batch, _, _] = x.dims();
+        let device = x.device();
+        let cell = self.cell;
+        let dirs = self.directions();
+        let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
+        let mut h_out = Vec::with_capacity(self.layers.len() * dirs);
+        let mut c_out = Vec::new();
+        let pick =
+            |t: &Tensor<3>, i: usize| t.clone().narrow(0, i, 1).reshape([batch, self.d_hidden]);
+        let mut input = x;
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut outs = Vec::with_capacity(dirs);
+            let directions = std::iter::once((&layer.forward, false))
+                .chain(layer.reverse.as_ref().map(|d| (d, true)));
+            for (d, (dir, reverse)) in directions.enumerate() {
+                let i = l * dirs + d;
+                let h0 = pick(&state.hidden, i);
+                let c0 = state.cell.as_ref().map(|c| pick(c, i));
+                let (y, h, c) = dir.run(cell, input.clone(), mask.as_ref(), h0, c0, reverse);
+                outs.push(y);
+                h_out.push(h);
+                if let Some(c) = c {
+                    c_out.push(c);
+                }
+            }
+            let y = if outs.len() == 1 {
+                outs.pop().expect("one direction")
+            } else {
+                Tensor::cat(outs, 2)
+            };
+            input = if l < last { self.dropout.forward(y) } else { y };
+        }
+        let state = RecurrentState {
+            hidden: Tensor::stack(h_out, 0),
+            cell: (!c_out.is_empty()).then(|| Tensor::stack(c_out, 0)),
+        };
+        (input, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn close(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        let d = (a - b).abs().max().into_data();
+        d.iter::<f32>().next().unwrap_or(f32::NAN)
+    }
+
+    #[test]
+    fn shapes_for_every_cell() {
+        let device = Device::flex();
+        for cell in [
+            CellKind::RnnTanh,
+            CellKind::RnnRelu,
+            CellKind::Lstm,
+            CellKind::Gru,
+        ] {
+            for bi in [false, true] {
+                let m = RecurrentConfig::new(cell, 3, 4)
+                    .with_n_layers(2)
+                    .with_bidirectional(bi)
+                    .init(&device);
+                let x = Tensor::<3>::random([2, 6, 3], Distribution::Default, &device);
+                let (y, s) = m.forward(x, None, None);
+                let dirs = if bi { 2 } else { 1 };
+                assert_eq!(y.dims(), [2, 6, 4 * dirs]);
+                assert_eq!(s.hidden.dims(), [2 * dirs, 2, 4]);
+                assert_eq!(s.cell.is_some(), cell == CellKind::Lstm);
+            }
+        }
+    }
+
+    #[test]
+    fn the_final_forward_state_is_the_last_output() {
+        let device = Device::flex();
+        let m = RecurrentConfig::new(CellKind::Gru, 2, 5).init(&device);
+        let x = Tensor::<3>::random([3, 4, 2], Distribution::Default, &device);
+        let (y, s) = m.forward(x, None, None);
+        let last = y.narrow(1, 3, 1).swap_dims(0, 1);
+        assert!(close(last, s.hidden) < 1e-6);
+    }
+
+    #[test]
+    fn remapping_names_pytorch_keys() {
+        let [(rev, rev_to), (fwd, fwd_to)] = pytorch_key_remapping("lstm.", "rnn");
+        assert_eq!(rev, r"^lstm\.(weight|bias)_(ih|hh)_l(\d+)_reverse$");
+        assert_eq!(rev_to, "rnn.layers.$3.reverse.${1}_$2");
+        assert_eq!(fwd_to, "rnn.layers.$3.forward.${1}_$2");
+        assert!(fwd.ends_with(r"_l(\d+)$"));
+    }
+
+    mod padding {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cells() -> impl Strategy<Value = CellKind> {
+            prop::sample::select(vec![
+                CellKind::RnnTanh,
+                CellKind::RnnRelu,
+                CellKind::Lstm,
+                CellKind::Gru,
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            /// Running a padded batch with its mask gives, for every sequence, the outputs and
+            /// final state of running that sequence alone, unpadded, whatever the padding holds.
+            #[test]
+            fn padding_changes_no_output_and_no_state(
+                cell in cells(),
+                bidirectional in any::<bool>(),
+                lengths in prop::collection::vec(1usize..6, 1..4),
+                garbage in -50.0f32..50.0,
+                seed in any::<u64>(),
+            ) {
+                let device = Device::flex();
+                device.seed(seed);
+                let m = RecurrentConfig::new(cell, 2, 3)
+                    .with_n_layers(2)
+                    .with_bidirectional(bidirectional)
+                    .init(&device);
+                let time = *lengths.iter().max().unwrap_or(&1);
+                let batch = lengths.len();
+                let x = Tensor::<3>::random([batch, time, 2], Distribution::Default, &device);
+                // Fill the padding with a large value: it must not leak.
+                let m2 = length_mask(&lengths, time, &device).unsqueeze_dim::<3>(2);
+                let padded = x.clone() * m2.clone() + (m2.neg() + 1.0) * garbage;
+                let mask = length_mask(&lengths, time, &device);
+                let (y, s) = m.forward(padded, Some(mask), None);
+                for (b, &len) in lengths.iter().enumerate() {
+                    let alone = x.clone().narrow(0, b, 1).narrow(1, 0, len);
+                    let (ya, sa) = m.forward(alone, None, None);
+                    let yb = y.clone().narrow(0, b, 1);
+                    prop_assert!(close(yb.clone().narrow(1, 0, len), ya) < 1e-5);
+                    if len < time {
+                        // Padded steps output zeros.
+                        let rest = yb.narrow(1, len, time - len);
+                        prop_assert!(close(rest.clone(), rest.zeros_like()) == 0.0);
+                    }
+                    prop_assert!(close(s.hidden.clone().narrow(1, b, 1), sa.hidden) < 1e-5);
+                    if let (Some(c), Some(ca)) = (&s.cell, sa.cell) {
+                        prop_assert!(close(c.clone().narrow(1, b, 1), ca) < 1e-5);
+                    }
+                }
+            }
+        }
+    }
+}
