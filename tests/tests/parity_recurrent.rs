@@ -98,8 +98,16 @@ fn load(case: &str, f: &Value, device: &Device) -> Recurrent {
     model
 }
 
+/// A weight and its bias under PyTorch's names: `(weight name, weight, bias, bias name)`.
+type Named<'a> = (
+    String,
+    &'a Param<Tensor<2>>,
+    Option<&'a Param<Tensor<1>>>,
+    String,
+);
+
 /// PyTorch's parameter name of each of our parameters, with the parameter.
-fn named(model: &Recurrent) -> Vec<(String, &Param<Tensor<2>>, Option<&Param<Tensor<1>>>, String)> {
+fn named(model: &Recurrent) -> Vec<Named<'_>> {
     let mut out = Vec::new();
     for (l, layer) in model.layers.iter().enumerate() {
         let dirs: Vec<(&Direction, &str)> = std::iter::once((&layer.forward, ""))

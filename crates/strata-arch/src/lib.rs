@@ -1,8 +1,10 @@
 //! # strata-arch
 //!
 //! Complete architectures for Strata, each a serde `Config` + burn `Module` + documented
-//! `forward`: a feed-forward [`Mlp`] and a LeNet-style [`Cnn`], and [`Network`], which holds
-//! either so that a model can be picked by name at run time.
+//! `forward`: a feed-forward [`Mlp`], a LeNet-style [`Cnn`], recurrent [`SequenceModel`]s
+//! (classifier or forecaster over RNN/LSTM/GRU layers), a character-level [`CharLm`] with
+//! sampling, and [`Network`], which holds any of the first three so that a model can be picked
+//! by name at run time.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -16,13 +18,17 @@
 //! # Ok::<(), strata_arch::Error>(())
 //! ```
 
+pub mod char_lm;
 pub mod cnn;
 mod error;
 pub mod mlp;
 mod network;
+pub mod recurrent;
 
+pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
-pub use network::{MODELS, Network, NetworkConfig, check_input};
-pub use strata_layers::{ActivationKind, Pooling};
+pub use network::{MODELS, Network, NetworkConfig, cell_name, check_input};
+pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
+pub use strata_layers::{ActivationKind, CellKind, Pooling, RecurrentConfig, RecurrentState};

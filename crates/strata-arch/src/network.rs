@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cnn::{Cnn, CnnConfig};
 use crate::error::{Error, Result};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::recurrent::{SequenceModel, SequenceModelConfig};
 
 /// The architectures a run can name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,10 +17,12 @@ pub enum NetworkConfig {
     Mlp(MlpConfig),
     /// A LeNet-style CNN.
     Cnn(CnnConfig),
+    /// A recurrent sequence classifier or forecaster (RNN, LSTM or GRU).
+    Recurrent(SequenceModelConfig),
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 2] = [
+pub const MODELS: [(&str, &str); 5] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -27,6 +30,18 @@ pub const MODELS: [(&str, &str); 2] = [
     (
         "cnn",
         "LeNet-style CNN: conv stages (batch norm, pooling), dense head; needs image data",
+    ),
+    (
+        "rnn",
+        "Elman RNN (tanh): classifier, forecaster or character LM; stacked, bidirectional",
+    ),
+    (
+        "lstm",
+        "LSTM: classifier, forecaster or character LM; stacked, bidirectional",
+    ),
+    (
+        "gru",
+        "GRU: classifier, forecaster or character LM; stacked, bidirectional",
     ),
 ];
 
@@ -36,6 +51,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::Mlp(_) => "mlp",
             NetworkConfig::Cnn(_) => "cnn",
+            NetworkConfig::Recurrent(c) => cell_name(c.rnn.cell),
         }
     }
 
@@ -44,6 +60,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::Mlp(c) => c.d_input,
             NetworkConfig::Cnn(c) => c.in_channels * c.height * c.width,
+            NetworkConfig::Recurrent(c) => c.seq_len * c.rnn.d_input,
         }
     }
 
@@ -52,6 +69,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::Mlp(c) => c.d_output,
             NetworkConfig::Cnn(c) => c.n_classes,
+            NetworkConfig::Recurrent(c) => c.d_output,
         }
     }
 
@@ -63,6 +81,7 @@ impl NetworkConfig {
         Ok(match self {
             NetworkConfig::Mlp(c) => Network::Mlp(c.init(device)?),
             NetworkConfig::Cnn(c) => Network::Cnn(c.init(device)?),
+            NetworkConfig::Recurrent(c) => Network::Recurrent(c.init(device)?),
         })
     }
 
@@ -74,6 +93,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::Mlp(c) => c.validate(),
             NetworkConfig::Cnn(c) => c.validate(),
+            NetworkConfig::Recurrent(c) => c.validate(),
         }
     }
 }
@@ -87,6 +107,8 @@ pub enum Network {
     Mlp(Mlp),
     /// A LeNet-style CNN.
     Cnn(Cnn),
+    /// A recurrent sequence model.
+    Recurrent(SequenceModel),
 }
 
 impl Network {
@@ -102,7 +124,19 @@ impl Network {
         match self {
             Network::Mlp(m) => m.forward(input),
             Network::Cnn(m) => m.forward_flat(input),
+            Network::Recurrent(m) => m.forward_flat(input),
         }
+    }
+}
+
+/// The name users give a recurrent cell on the command line (`rnn` is the tanh RNN).
+pub fn cell_name(cell: strata_layers::CellKind) -> &'static str {
+    use strata_layers::CellKind;
+    match cell {
+        CellKind::RnnTanh => "rnn",
+        CellKind::RnnRelu => "rnn-relu",
+        CellKind::Lstm => "lstm",
+        CellKind::Gru => "gru",
     }
 }
 

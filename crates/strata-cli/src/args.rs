@@ -22,6 +22,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Write predictions (class and probabilities, or values) for a CSV of features.
     Predict(PredictArgs),
+    /// Generate text from a trained character language model.
+    Generate(GenerateArgs),
     /// List models, data sets and backends (with which are usable here).
     List,
 }
@@ -29,10 +31,11 @@ pub enum Command {
 /// `strata train`. Flags override `--config`, which overrides the model's defaults.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Model: mlp or cnn [default: cnn].
+    /// Model: mlp, cnn, rnn, rnn-relu, lstm or gru [default: cnn].
     #[arg(long)]
     pub model: Option<String>,
-    /// Data set: digits, iris, fashion-mnist[:DIR] or csv:PATH [default: digits].
+    /// Data set: digits, iris, fashion-mnist[-rows][:DIR], airline, sunspots, co2,
+    /// shakespeare, csv:PATH or text:PATH [default: digits; airline for recurrent models].
     #[arg(long)]
     pub dataset: Option<String>,
     /// Label column of a CSV: a name, a 0-based index, or `last` [default: last].
@@ -83,7 +86,7 @@ pub struct TrainArgs {
     /// Draw class-balanced training batches.
     #[arg(long)]
     pub balanced: bool,
-    /// Hidden widths of the MLP, e.g. 256,128.
+    /// Hidden widths of the MLP, e.g. 256,128; hidden units of a recurrent model.
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// Channels of the CNN stages, e.g. 32,64.
@@ -101,6 +104,25 @@ pub struct TrainArgs {
     /// Batch normalisation: true or false.
     #[arg(long)]
     pub batch_norm: Option<bool>,
+    /// Stacked recurrent layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Bidirectional recurrent layers.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Time steps: the forecasting window, the back-propagation length of a language model,
+    /// or the steps a CSV row is cut into.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Character embedding width of a language model.
+    #[arg(long)]
+    pub embed: Option<usize>,
+    /// Sequence summary of a recurrent classifier: last or mean.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// Training chunks per epoch of a language model.
+    #[arg(long)]
+    pub steps_per_epoch: Option<usize>,
     /// Early-stopping patience in epochs (0 turns early stopping off).
     #[arg(long)]
     pub patience: Option<usize>,
@@ -110,7 +132,7 @@ pub struct TrainArgs {
     /// Test fraction (ignored by data sets with their own test set).
     #[arg(long)]
     pub test_fraction: Option<f64>,
-    /// Stop cleanly after the epoch in which this many seconds have passed.
+    /// Time budget in seconds: training stops cleanly (checkpoints, then evaluates) once spent.
     #[arg(long)]
     pub max_seconds: Option<f64>,
     /// Seed.
@@ -162,6 +184,32 @@ pub struct PredictArgs {
     /// Output CSV [default: RUN/predictions.csv]; `-` for standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Backend [default: the run's].
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// `strata generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The run directory of a character language model.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Text to start from [default: a newline].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 300)]
+    pub length: usize,
+    /// Sampling temperature (0: always the most likely character).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the k most likely characters only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,

@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata::data::{
-    CsvOptions, Dataset, LabelColumn, Standardizer, Task, embedded, fashion_mnist, load_csv,
-    stratified_split,
+    CharVocab, CsvOptions, Dataset, LabelColumn, Series, SeriesScaler, Standardizer, Task,
+    TimeSplit, airline, co2, embedded, fashion_mnist, load_csv, parse_series, shakespeare,
+    stratified_split, sunspots,
 };
 
 use crate::error::{Error, Result};
 use crate::run_config::RunConfig;
 
 /// The data sets `strata list` shows.
-pub const DATASETS: [(&str, &str); 4] = [
+pub const DATASETS: [(&str, &str); 11] = [
     (
         "digits",
         "UCI handwritten digits, 1797 8x8 images, 10 classes (embedded)",
@@ -26,10 +27,48 @@ pub const DATASETS: [(&str, &str); 4] = [
         "Fashion-MNIST, 60k/10k 28x28 images, 10 classes (Debian dataset-fashion-mnist)",
     ),
     (
+        "fashion-mnist-rows[:DIR]",
+        "Fashion-MNIST for recurrent models: each image is 28 steps of 28 pixels",
+    ),
+    (
         "csv:PATH",
         "any numeric CSV (gzipped or not); --label picks the label column",
     ),
+    (
+        "airline",
+        "monthly airline passengers 1949-1960, 144 values; forecast the last 24 months (embedded)",
+    ),
+    (
+        "sunspots",
+        "yearly sunspot numbers 1700-2008, 309 values; forecast the last 30 years (embedded)",
+    ),
+    (
+        "co2",
+        "Mauna Loa CO2, weekly 1958-2001 averaged to 526 months; forecast the last 60 (embedded)",
+    ),
+    (
+        "shakespeare",
+        "Shakespeare's works, 5.0M characters; character language model (embedded)",
+    ),
+    (
+        "series:PATH",
+        "a `time,value` CSV series to forecast; last 10% test, 10% before it validation",
+    ),
+    (
+        "text:PATH",
+        "any UTF-8 text for a character language model; last 2% test, 2% before it validation",
+    ),
 ];
+
+/// A time series and its fixed split: validation and test periods at the end.
+pub struct SeriesSource {
+    /// The series.
+    pub series: Series,
+    /// Steps of validation before the test period.
+    pub valid: usize,
+    /// Steps of test at the end.
+    pub test: usize,
+}
 
 /// A data set as named, before splitting.
 pub enum Source {
@@ -37,6 +76,50 @@ pub enum Source {
     Single(Dataset),
     /// A set with its own test set.
     TrainTest(Dataset, Dataset),
+    /// A series to forecast.
+    Series(SeriesSource),
+    /// Text for a character language model.
+    Text {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Loads a named series (or `series:PATH`, a `time,value` CSV with a header, whose last 10%
+/// is the test period and the 10% before it validation; its season is 1, so the baseline is
+/// the last value) with its validation and test periods.
+///
+/// # Errors
+/// An unknown name, an unreadable or malformed file, a series too short to split.
+pub fn load_series(spec: &str) -> Result<SeriesSource> {
+    if let Some(path) = spec.strip_prefix("series:") {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let name = Path::new(path)
+            .file_stem()
+            .map_or_else(|| path.to_string(), |s| s.to_string_lossy().to_string());
+        let series = parse_series(&text, &name, "", 1)?;
+        let part = (series.values.len() / 10).max(1);
+        return Ok(SeriesSource {
+            series,
+            valid: part,
+            test: part,
+        });
+    }
+    let (series, valid, test) = match spec {
+        "airline" => (airline(), 12, 24),
+        "sunspots" => (sunspots(), 30, 30),
+        "co2" => (co2(), 24, 60),
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown series `{other}`: expected airline, sunspots or co2"
+            )));
+        }
+    };
+    Ok(SeriesSource {
+        series,
+        valid,
+        test,
+    })
 }
 
 /// Loads the data set a run names.
@@ -51,15 +134,31 @@ pub fn load_source(spec: &str, label: &LabelColumn) -> Result<Source> {
         };
         return Ok(Source::Single(load_csv(path, &options)?));
     }
-    if spec == "fashion-mnist" || spec.starts_with("fashion-mnist:") {
-        let dir = spec.strip_prefix("fashion-mnist:").map(PathBuf::from);
+    if let Some(path) = spec.strip_prefix("text:") {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        return Ok(Source::Text { text });
+    }
+    let fm = ["fashion-mnist-rows", "fashion-mnist"]
+        .into_iter()
+        .find(|p| spec == *p || spec.starts_with(&format!("{p}:")));
+    if let Some(prefix) = fm {
+        let dir = spec
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(PathBuf::from);
         let (train, test) = fashion_mnist(dir.as_deref())?;
         return Ok(Source::TrainTest(train, test));
     }
     match spec {
         "digits" | "iris" => Ok(Source::Single(embedded(spec)?)),
+        s if ["airline", "sunspots", "co2"].contains(&s) || s.starts_with("series:") => {
+            Ok(Source::Series(load_series(spec)?))
+        }
+        "shakespeare" => Ok(Source::Text {
+            text: shakespeare(),
+        }),
         other => Err(Error::Usage(format!(
-            "unknown data set `{other}`: expected digits, iris, fashion-mnist[:DIR] or csv:PATH"
+            "unknown data set `{other}`: expected digits, iris, fashion-mnist[-rows][:DIR], airline, sunspots, co2, shakespeare, csv:PATH or text:PATH (see `strata list`)"
         ))),
     }
 }
@@ -76,6 +175,24 @@ pub struct Preprocess {
     pub class_names: Option<Vec<String>>,
     /// Standardisation fitted on the training split.
     pub standardizer: Option<Standardizer>,
+    /// For forecasting runs: the series' split, scaling and window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<SeriesPrep>,
+    /// For language models: the character vocabulary (saved with the model so that
+    /// `strata generate` can encode prompts and decode samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<CharVocab>,
+}
+
+/// How a forecasting run read its series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPrep {
+    /// The split by time.
+    pub split: TimeSplit,
+    /// Scaling fitted on the training period.
+    pub scaler: SeriesScaler,
+    /// Values per input window.
+    pub window: usize,
 }
 
 impl Preprocess {
@@ -157,6 +274,12 @@ pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Data
             let s = stratified_split(&train.strata(), config.valid_fraction, 0.0, seed)?;
             (train.subset(&s.train), train.subset(&s.valid), test)
         }
+        Source::Series(_) | Source::Text { .. } => {
+            return Err(Error::Usage(format!(
+                "`{}` is a series or a text, not a table of samples",
+                config.dataset
+            )));
+        }
     })
 }
 
@@ -185,6 +308,8 @@ pub fn prepare(
         image_shape: train.image_shape,
         class_names: train.class_names().map(<[String]>::to_vec),
         standardizer,
+        series: None,
+        vocab: None,
     };
     Ok(Prepared {
         train,

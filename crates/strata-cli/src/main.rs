@@ -1,4 +1,4 @@
-//! The `strata` command line: `train`, `evaluate`, `predict`, `list`.
+//! The `strata` command line: `train`, `evaluate`, `predict`, `generate`, `list`.
 //!
 //! `strata` with no arguments trains the CNN on the embedded UCI digits on the default CPU
 //! backend and prints its test metrics.
@@ -40,6 +40,7 @@ fn main() {
         Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
         Command::Evaluate(args) => commands::evaluate::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
+        Command::Generate(args) => commands::generate::run(&args),
         Command::List => {
             commands::list::run();
             Ok(())

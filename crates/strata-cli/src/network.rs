@@ -3,13 +3,17 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
-use strata::arch::{CnnConfig, MlpConfig, Network, NetworkConfig};
+use strata::arch::{
+    CellKind, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
+    SequenceHead, SequenceModelConfig,
+};
 
 use crate::data_source::Preprocess;
 use crate::error::{Error, Result};
-use crate::run_config::RunConfig;
+use crate::run_config::{RunConfig, is_recurrent};
 
 /// The architecture config for `config` on data described by `pre` with `n_out` outputs.
 ///
@@ -43,9 +47,23 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
                     .with_batch_norm(n.batch_norm),
             )
         }
+        m if is_recurrent(m) => {
+            let (seq_len, d_input) = sequence_shape(config, pre)?;
+            let head = if pre.series.is_some() {
+                SequenceHead::Forecast { residual: true }
+            } else {
+                SequenceHead::Classify {
+                    pooling: n.sequence_pooling,
+                }
+            };
+            NetworkConfig::Recurrent(
+                SequenceModelConfig::new(recurrent_config(config, d_input)?, seq_len, n_out, head)
+                    .with_dropout(n.dropout),
+            )
+        }
         other => {
             return Err(Error::Usage(format!(
-                "unknown model `{other}`: expected mlp or cnn"
+                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm or gru"
             )));
         }
     };
@@ -53,11 +71,82 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
     Ok(net)
 }
 
+/// The cell a recurrent model name stands for.
+pub fn cell_kind(model: &str) -> Result<CellKind> {
+    Ok(match model {
+        "rnn" => CellKind::RnnTanh,
+        "rnn-relu" => CellKind::RnnRelu,
+        "lstm" => CellKind::Lstm,
+        "gru" => CellKind::Gru,
+        other => {
+            return Err(Error::Usage(format!(
+                "`{other}` is not a recurrent model (rnn, rnn-relu, lstm, gru)"
+            )));
+        }
+    })
+}
+
+/// The recurrent stack a run asks for, reading `d_input` features per step.
+///
+/// # Errors
+/// A model that is not recurrent, or no hidden size.
+pub fn recurrent_config(config: &RunConfig, d_input: usize) -> Result<RecurrentConfig> {
+    let n = &config.network;
+    let d_hidden = *n
+        .hidden
+        .first()
+        .ok_or_else(|| Error::Usage("a recurrent model needs a hidden size (--hidden N)".into()))?;
+    Ok(
+        RecurrentConfig::new(cell_kind(&config.model)?, d_input, d_hidden)
+            .with_n_layers(n.layers)
+            .with_bidirectional(n.bidirectional)
+            .with_dropout(if n.layers > 1 { n.dropout } else { 0.0 }),
+    )
+}
+
+/// Steps per sample and features per step of flat rows: a series window is one value per
+/// step, an image one row per step, other rows `--seq-len` equal steps.
+fn sequence_shape(config: &RunConfig, pre: &Preprocess) -> Result<(usize, usize)> {
+    if let Some(s) = &pre.series {
+        return Ok((s.window, 1));
+    }
+    if let Some([c, h, w]) = pre.image_shape {
+        if c != 1 {
+            return Err(Error::Usage(format!(
+                "recurrent models read images row by row and need one channel, got {c}"
+            )));
+        }
+        return Ok((h, w));
+    }
+    let steps = match config.network.seq_len {
+        0 => pre.n_features,
+        s => s,
+    };
+    if !pre.n_features.is_multiple_of(steps) {
+        return Err(Error::Usage(format!(
+            "--seq-len {steps} does not divide the {} features per sample",
+            pre.n_features
+        )));
+    }
+    Ok((steps, pre.n_features / steps))
+}
+
+/// The character language model a run asks for over a vocabulary of `vocab` characters.
+///
+/// # Errors
+/// A model that is not recurrent, or invalid sizes.
+pub fn char_lm_config(config: &RunConfig, vocab: usize) -> Result<CharLmConfig> {
+    let c = CharLmConfig::new(vocab, recurrent_config(config, config.network.embed)?)
+        .with_dropout(config.network.dropout);
+    c.validate()?;
+    Ok(c)
+}
+
 /// Writes the weights as safetensors (PyTorch-style dotted names).
 ///
 /// # Errors
 /// I/O or serialisation errors.
-pub fn save_safetensors(model: &Network, path: &Path) -> Result<()> {
+pub fn save_safetensors<M: Module>(model: &M, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
     model.save_into(&mut store).map_err(|e| Error::Config {
@@ -73,13 +162,21 @@ pub fn save_safetensors(model: &Network, path: &Path) -> Result<()> {
 /// # Errors
 /// A missing or corrupt file, or weights of another architecture.
 pub fn load_safetensors(net: &NetworkConfig, path: &Path, device: &Device) -> Result<Network> {
+    load_weights(net.init(device)?, net.name(), path)
+}
+
+/// Loads weights from a safetensors file into `model`, insisting that every parameter is
+/// present with the right shape.
+///
+/// # Errors
+/// A missing or corrupt file, or weights of another architecture.
+pub fn load_weights<M: Module>(mut model: M, name: &str, path: &Path) -> Result<M> {
     if !path.exists() {
         return Err(Error::io(
             path,
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    let mut model = net.init(device)?;
     let mut store = SafetensorsStore::from_file(path)
         .validate(true)
         .allow_partial(false);
@@ -87,14 +184,15 @@ pub fn load_safetensors(net: &NetworkConfig, path: &Path, device: &Device) -> Re
         path: path.to_path_buf(),
         message: format!("cannot read weights: {e}"),
     })?;
-    if !result.errors.is_empty() || !result.missing.is_empty() {
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
         return Err(Error::Config {
             path: path.to_path_buf(),
             message: format!(
-                "weights do not fit this {} model: missing {:?}, errors {:?}",
-                net.name(),
+                "weights do not fit this {} model: missing {:?}, unexpected {:?}, errors {:?}",
+                name,
                 missing,
+                result.unused,
                 result
                     .errors
                     .iter()

@@ -1,7 +1,7 @@
 //! The resolved configuration of a run: what `config.toml` holds and `--config` reads back.
 
 use serde::{Deserialize, Serialize};
-use strata::arch::{ActivationKind, Pooling};
+use strata::arch::{ActivationKind, Pooling, SequencePooling};
 use strata::data::{LabelColumn, Sampling};
 use strata::loss::LossConfig;
 use strata::optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
@@ -37,6 +37,38 @@ pub struct NetworkSpec {
     /// Batch normalisation.
     #[serde(default)]
     pub batch_norm: bool,
+    /// Recurrent layers.
+    #[serde(default = "one")]
+    pub layers: usize,
+    /// Bidirectional recurrent layers.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Time steps per sample: the forecasting window, the back-propagation length of a
+    /// language model, or the steps a flat row is cut into (0: one feature per step; image
+    /// rows for images).
+    #[serde(default)]
+    pub seq_len: usize,
+    /// How a recurrent classifier summarises a sequence.
+    #[serde(default)]
+    pub sequence_pooling: SequencePooling,
+    /// Character embedding width of a language model.
+    #[serde(default = "default_embed")]
+    pub embed: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_embed() -> usize {
+    64
+}
+
+/// The recurrent model names.
+pub const RECURRENT: [&str; 4] = ["rnn", "rnn-relu", "lstm", "gru"];
+
+/// Whether `model` names a recurrent model.
+pub fn is_recurrent(model: &str) -> bool {
+    RECURRENT.contains(&model)
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -89,15 +121,93 @@ pub struct RunConfig {
     pub schedule: ScheduleConfig,
     /// Loss.
     pub loss: LossConfig,
+    /// Training chunks per epoch of a language model (default: one pass over the text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_epoch: Option<usize>,
 }
 
 impl RunConfig {
+    /// The data set a model trains on when none is named: digits, or the airline series for
+    /// recurrent models.
+    pub fn default_dataset(model: &str) -> &'static str {
+        if is_recurrent(model) {
+            "airline"
+        } else {
+            "digits"
+        }
+    }
+
+    /// Defaults for a model on a data set (tuned per data set; see docs/results.md).
+    pub fn defaults_for(model: &str, dataset: &str) -> Self {
+        let mut c = Self::defaults(model);
+        c.dataset = dataset.to_string();
+        if !is_recurrent(model) {
+            return c;
+        }
+        // Recurrent models: gradient clipping on, as users of RNNs expect; Adam.
+        c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+        c.network.dropout = 0.0;
+        c.network.batch_norm = false;
+        c.fit.batch_size = 16;
+        c.fit.epochs = 300;
+        c.fit.early_stopping = Some(EarlyStopping {
+            monitor: Monitor::ValidLoss,
+            patience: 40,
+            min_delta: 0.0,
+        });
+        c.optimizer.lr = 0.005;
+        c.schedule = ScheduleConfig {
+            kind: ScheduleKind::Constant,
+            warmup_epochs: 0,
+        };
+        let base = dataset.split(':').next().unwrap_or(dataset);
+        match base {
+            "airline" | "co2" => {
+                c.network.hidden = vec![64];
+                c.network.seq_len = 24;
+            }
+            "sunspots" => {
+                c.network.hidden = vec![32];
+                c.network.seq_len = 22;
+            }
+            "shakespeare" | "text" => {
+                c.network.hidden = vec![256];
+                c.network.layers = 2;
+                c.network.seq_len = 100;
+                c.network.dropout = 0.1;
+                c.fit.batch_size = 32;
+                c.fit.epochs = 50;
+                c.fit.early_stopping = None;
+                c.optimizer.lr = 0.003;
+                c.optimizer.clip = Some(strata::optim::Clipping::Norm(5.0));
+                c.steps_per_epoch = Some(100);
+            }
+            _ => {
+                // Classification of rows (images as sequences of rows, CSV rows).
+                c.network.hidden = vec![128];
+                c.fit.batch_size = 64;
+                c.fit.epochs = 10;
+                c.fit.early_stopping = Some(EarlyStopping {
+                    monitor: Monitor::ValidLoss,
+                    patience: 3,
+                    min_delta: 0.0,
+                });
+                c.optimizer.lr = 0.002;
+                c.schedule = ScheduleConfig {
+                    kind: ScheduleKind::Cosine { min_lr: 0.0 },
+                    warmup_epochs: 0,
+                };
+            }
+        }
+        c
+    }
+
     /// Defaults for a model (tuned on the embedded digits; see docs/results.md).
     pub fn defaults(model: &str) -> Self {
         let cnn = model == "cnn";
         RunConfig {
             model: model.to_string(),
-            dataset: "digits".into(),
+            dataset: Self::default_dataset(model).into(),
             label: LabelColumn::Last,
             backend: Backend::Flex,
             valid_fraction: 0.15,
@@ -114,6 +224,11 @@ impl RunConfig {
                 activation: ActivationKind::Relu,
                 dropout: if cnn { 0.25 } else { 0.2 },
                 batch_norm: cnn,
+                layers: 1,
+                bidirectional: false,
+                seq_len: 0,
+                sequence_pooling: SequencePooling::Last,
+                embed: default_embed(),
             },
             fit: FitConfig {
                 epochs: 30,
@@ -135,6 +250,7 @@ impl RunConfig {
                 warmup_epochs: 0,
             },
             loss: LossConfig::default(),
+            steps_per_epoch: None,
         }
     }
 
@@ -160,11 +276,17 @@ impl RunConfig {
     /// # Errors
     /// The first invalid value.
     pub fn validate(&self) -> Result<()> {
-        if !["mlp", "cnn"].contains(&self.model.as_str()) {
+        if !["mlp", "cnn"].contains(&self.model.as_str()) && !is_recurrent(&self.model) {
             return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp or cnn (see `strata list`)",
+                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm or gru (see `strata list`)",
                 self.model
             )));
+        }
+        if self.steps_per_epoch == Some(0) {
+            return Err(Error::Usage("steps per epoch must be >= 1".into()));
+        }
+        if is_recurrent(&self.model) && self.network.layers == 0 {
+            return Err(Error::Usage("--layers must be >= 1".into()));
         }
         self.fit.validate()?;
         self.optimizer.validate()?;
@@ -191,8 +313,14 @@ mod tests {
 
     #[test]
     fn toml_round_trips() {
-        for m in ["mlp", "cnn"] {
-            let c = RunConfig::defaults(m);
+        for (m, d) in [
+            ("mlp", "digits"),
+            ("cnn", "digits"),
+            ("lstm", "airline"),
+            ("gru", "shakespeare"),
+            ("rnn", "fashion-mnist-rows"),
+        ] {
+            let c = RunConfig::defaults_for(m, d);
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
             assert_eq!(back, c);
         }

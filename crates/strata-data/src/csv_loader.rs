@@ -118,7 +118,7 @@ fn csv_reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
 }
 
 /// A cell as a finite `f32`; `None` for text, empty cells, `NA`, `nan` and infinities.
-fn finite_f32(cell: &str) -> Option<f32> {
+pub(crate) fn finite_f32(cell: &str) -> Option<f32> {
     cell.parse::<f32>().ok().filter(|v| v.is_finite())
 }
 

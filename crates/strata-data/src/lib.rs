@@ -1,6 +1,8 @@
 //! # strata-data
 //!
-//! Data for Strata: the embedded UCI digits and iris, a CSV loader for any numeric CSV
+//! Data for Strata: the embedded UCI digits and iris, the airline, sunspot and CO2 series
+//! (sliding windows, split by time, seasonal-naive baseline), the Shakespeare corpus (character
+//! vocabulary, contiguous split, streams for truncated back-propagation), a CSV loader for any numeric CSV
 //! (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
 //! standardisation fitted on the training split, stratified train/validation/test splits,
 //! stratified k-fold, class-balanced sampling, and batchers that make burn tensors.
@@ -25,8 +27,10 @@ mod embedded;
 mod error;
 mod idx;
 mod sampler;
+mod series;
 mod split;
 mod standardize;
+mod text;
 
 pub use batch::{Batch, Batcher};
 pub use csv_loader::{
@@ -40,8 +44,13 @@ pub use idx::{
     read_idx,
 };
 pub use sampler::{BalancedSampler, Sampling, balanced_class_weights, epoch_order};
+pub use series::{
+    Series, SeriesScaler, TimeSplit, Windows, airline, co2, interpolate_gaps, parse_series,
+    sunspots,
+};
 pub use split::{Fold, Split, stratified_kfold, stratified_split};
 pub use standardize::Standardizer;
+pub use text::{CharVocab, TextSplit, TokenChunk, TokenStreams, contiguous_split, shakespeare};
 
 #[cfg(test)]
 mod csv_proptests {

@@ -256,7 +256,12 @@ where
         let bar = progress_bar(config.progress, n_batches, epoch + 1, config.epochs);
         let mut loss_sum = 0.0f64;
         let mut seen = 0usize;
+        let mut cut_short = false;
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            if over_budget(config, state.train_seconds, started) {
+                cut_short = true;
+                break;
+            }
             let batch = batcher.batch(train, chunk);
             let outputs = (f.forward)(&model, batch.inputs);
             let loss = f.loss.forward(outputs, &batch.targets)?;
@@ -296,10 +301,7 @@ where
         )?;
         let metric = ev.report.headline();
         let seconds = started.elapsed().as_secs_f64();
-        state.train_seconds += seconds;
-        state.epochs_done += 1;
         epochs_this_call += 1;
-        state.schedule.observe(ev.loss);
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -308,73 +310,29 @@ where
             lr,
             seconds,
         };
-        let watched = match monitor {
-            Monitor::ValidLoss => ev.loss,
-            Monitor::ValidMetric => metric,
-        };
-        let min_delta = config.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
-        let improved = match state.best {
-            None => true,
-            Some((best, _)) if lower => watched < best - min_delta,
-            Some((best, _)) => watched > best + min_delta,
-        };
-        if improved {
-            state.best = Some((watched, epoch + 1));
-            state.bad_epochs = 0;
-            if let Some(ck) = &checkpointer {
-                ck.save_best(&model)?;
-            }
+        let metric_name = if task == Task::Regression {
+            "rmse"
         } else {
-            state.bad_epochs += 1;
-        }
-        if config.progress {
-            let metric_name = if task == Task::Regression {
-                "rmse"
-            } else {
-                "acc"
-            };
-            eprintln!(
-                "epoch {:>3}/{}  train loss {:.4}  valid loss {:.4}  valid {metric_name} {:.4}  lr {:.2e}  {:.1}s{}",
-                epoch + 1,
-                config.epochs,
-                record.train_loss,
-                record.valid_loss,
-                metric,
-                lr,
-                seconds,
-                if improved { "  *" } else { "" }
-            );
-        }
-        state.history.push(record);
-
-        if let Some(es) = &config.early_stopping
-            && state.bad_epochs >= es.patience
-        {
-            state.finished = true;
-            state.stop_reason = Some("early stopping".into());
-        } else if state.epochs_done >= config.epochs {
-            state.finished = true;
-            state.stop_reason = Some("completed".into());
-        } else if let Some(budget) = config.max_seconds
-            && state.train_seconds >= budget
-        {
-            state.finished = true;
-            state.stop_reason = Some("time budget".into());
-        }
-        if let Some(ck) = &checkpointer {
-            ck.save(&model, &optim, &state)?;
-        }
+            "acc"
+        };
+        end_epoch(
+            &mut state,
+            record,
+            &EpochEnd {
+                config,
+                monitor,
+                lower,
+                cut_short,
+                metric_name,
+                checkpointer: checkpointer.as_ref(),
+            },
+            &model,
+            &optim,
+        )?;
     }
 
     let finished = state.finished;
-    let best_epoch = state.best.map(|(_, e)| e);
-    if finished
-        && config.restore_best
-        && best_epoch != Some(state.epochs_done)
-        && let Some(ck) = &checkpointer
-    {
-        model = ck.load_best(model)?;
-    }
+    let model = restore_best(model, &state, config, checkpointer.as_ref())?;
     Ok(FitOutcome {
         model,
         history: state.history,
@@ -387,7 +345,113 @@ where
     })
 }
 
-fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+/// Whether the time budget is spent, counting the epoch under way.
+pub(crate) fn over_budget(config: &FitConfig, done: f64, started: Instant) -> bool {
+    config
+        .max_seconds
+        .is_some_and(|budget| done + started.elapsed().as_secs_f64() >= budget)
+}
+
+/// What [`end_epoch`] needs besides the state and the model.
+pub(crate) struct EpochEnd<'a> {
+    pub config: &'a FitConfig,
+    pub monitor: Monitor,
+    pub lower: bool,
+    /// The time budget ran out during the epoch.
+    pub cut_short: bool,
+    pub metric_name: &'a str,
+    pub checkpointer: Option<&'a Checkpointer>,
+}
+
+/// Records an epoch: best value and best weights, the progress line, the stop decision
+/// (early stopping, all epochs, time budget) and the checkpoint.
+pub(crate) fn end_epoch<M: Module>(
+    state: &mut TrainState,
+    record: EpochRecord,
+    e: &EpochEnd<'_>,
+    model: &M,
+    optim: &ModuleOptimizer,
+) -> Result<()> {
+    let config = e.config;
+    state.train_seconds += record.seconds;
+    state.epochs_done += 1;
+    state.schedule.observe(record.valid_loss);
+    let watched = match e.monitor {
+        Monitor::ValidLoss => record.valid_loss,
+        Monitor::ValidMetric => record.valid_metric,
+    };
+    let min_delta = config.early_stopping.as_ref().map_or(0.0, |x| x.min_delta);
+    let improved = match state.best {
+        None => true,
+        Some((best, _)) if e.lower => watched < best - min_delta,
+        Some((best, _)) => watched > best + min_delta,
+    };
+    if improved {
+        state.best = Some((watched, record.epoch));
+        state.bad_epochs = 0;
+        if let Some(ck) = e.checkpointer {
+            ck.save_best(model)?;
+        }
+    } else {
+        state.bad_epochs += 1;
+    }
+    if config.progress {
+        eprintln!(
+            "epoch {:>3}/{}  train loss {:.4}  valid loss {:.4}  valid {} {:.4}  lr {:.2e}  {:.1}s{}",
+            record.epoch,
+            config.epochs,
+            record.train_loss,
+            record.valid_loss,
+            e.metric_name,
+            record.valid_metric,
+            record.lr,
+            record.seconds,
+            if improved { "  *" } else { "" }
+        );
+    }
+    state.history.push(record);
+
+    if let Some(es) = &config.early_stopping
+        && state.bad_epochs >= es.patience
+    {
+        state.finished = true;
+        state.stop_reason = Some("early stopping".into());
+    } else if state.epochs_done >= config.epochs {
+        state.finished = true;
+        state.stop_reason = Some("completed".into());
+    } else if e.cut_short
+        || config
+            .max_seconds
+            .is_some_and(|budget| state.train_seconds >= budget)
+    {
+        state.finished = true;
+        state.stop_reason = Some("time budget".into());
+    }
+    if let Some(ck) = e.checkpointer {
+        ck.save(model, optim, state)?;
+    }
+    Ok(())
+}
+
+/// Puts the best epoch's weights back when the run has finished and asks for them.
+pub(crate) fn restore_best<M: Module>(
+    model: M,
+    state: &TrainState,
+    config: &FitConfig,
+    checkpointer: Option<&Checkpointer>,
+) -> Result<M> {
+    let best_epoch = state.best.map(|(_, e)| e);
+    match checkpointer {
+        Some(ck)
+            if state.finished && config.restore_best && best_epoch != Some(state.epochs_done) =>
+        {
+            ck.load_best(model)
+        }
+        _ => Ok(model),
+    }
+}
+
+pub(crate) fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

@@ -4,7 +4,8 @@
 //! validation each epoch, early stopping on a chosen metric, a progress bar, checkpoints
 //! written atomically, resume from the last checkpoint (a resumed run repeats an uninterrupted
 //! one on the same backend and seed), a time budget, and a clear error when the loss diverges.
-//! [`write_csv`] and [`write_curves_svg`] record the history.
+//! [`fit_tbptt`] trains language models the same way by truncated back-propagation through
+//! time. [`write_csv`] and [`write_curves_svg`] record the history.
 //!
 //! It knows no architecture: the model's forward pass is a closure.
 //!
@@ -52,6 +53,7 @@ mod error;
 mod evaluate;
 mod fit;
 mod history;
+mod tbptt;
 
 pub use atomic::write_atomic;
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
@@ -59,3 +61,4 @@ pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
 pub use fit::{EarlyStopping, Fit, FitConfig, FitOutcome, Monitor, fit};
 pub use history::{EpochRecord, write_csv, write_curves_svg};
+pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};

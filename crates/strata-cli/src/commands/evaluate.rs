@@ -8,7 +8,10 @@ use strata::tensor::Backend;
 use strata::train::{Evaluation, evaluate, write_atomic};
 
 use crate::args::EvaluateArgs;
+use crate::commands::forecast::{forecast_metrics, prepare_series};
+use crate::commands::language::{eval_nats, load_lm, split_text};
 use crate::commands::train::{metrics_json, summary_line};
+use crate::data_source::load_series;
 use crate::data_source::{Preprocess, Source, load_source, n_outputs, split_source};
 use crate::error::{Error, Result};
 use crate::network::{load_safetensors, network_config};
@@ -70,7 +73,14 @@ pub fn load_run(dir: &Path, backend: Option<&str>) -> Result<LoadedRun> {
 /// # Errors
 /// As [`load_run`], and data errors.
 pub fn run(args: &EvaluateArgs) -> Result<()> {
+    let pre = Preprocess::load(&args.run).ok();
+    if pre.as_ref().is_some_and(|p| p.vocab.is_some()) {
+        return evaluate_lm(args);
+    }
     let run = load_run(&args.run, args.backend.as_deref())?;
+    if run.preprocess.series.is_some() {
+        return evaluate_forecaster(args, &run);
+    }
     let config = &run.config;
     let (name, mut data) = match &args.dataset {
         None => {
@@ -81,6 +91,12 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
         Some(spec) => match load_source(spec, &config.label)? {
             Source::Single(d) => (spec.clone(), d),
             Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
+            Source::Series(_) | Source::Text { .. } => {
+                return Err(Error::Usage(format!(
+                    "{spec} is a series or a text; this {} model was trained on samples of {} features",
+                    config.model, run.preprocess.n_features
+                )));
+            }
         },
     };
     if let (Some(names), Some(got)) = (&run.preprocess.class_names, data.class_names())
@@ -116,4 +132,70 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     )?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+fn write_evaluation(dir: &Path, out: &serde_json::Value) -> Result<()> {
+    let path = dir.join("evaluation.json");
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(out).expect("json").as_bytes(),
+    )?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+/// Re-evaluates a forecasting run on its series' test period (or on another series).
+fn evaluate_forecaster(args: &EvaluateArgs, run: &LoadedRun) -> Result<()> {
+    let name = args.dataset.as_deref().unwrap_or(&run.config.dataset);
+    let src = load_series(name)?;
+    let prep = prepare_series(&run.config, &src)?;
+    let m = forecast_metrics(&run.model, &src, &prep, &run.device)?;
+    let t = &m["test"];
+    println!(
+        "{name} (test period): rmse {:.3}  mae {:.3}  r2 {:.4}  (seasonal naive rmse {:.3})",
+        t["rmse"].as_f64().unwrap_or(f64::NAN),
+        t["mae"].as_f64().unwrap_or(f64::NAN),
+        t["r2"].as_f64().unwrap_or(f64::NAN),
+        t["baseline_rmse"].as_f64().unwrap_or(f64::NAN),
+    );
+    write_evaluation(
+        &args.run,
+        &json!({
+            "model": run.config.model,
+            "dataset": name,
+            "backend": run.config.backend.name(),
+            "test": m["test"],
+        }),
+    )
+}
+
+/// Re-evaluates a language model on its text's test part (or another text's, read with the
+/// model's vocabulary).
+fn evaluate_lm(args: &EvaluateArgs) -> Result<()> {
+    let lm = load_lm(&args.run, args.backend.as_deref())?;
+    let name = args.dataset.as_deref().unwrap_or(&lm.config.dataset);
+    let Source::Text { text, .. } = load_source(name, &lm.config.label)? else {
+        return Err(Error::Usage(format!(
+            "{name} is not a text: a language model is evaluated on text (shakespeare, text:PATH)"
+        )));
+    };
+    let (vocab, split) = split_text(&text)?;
+    let tokens = if vocab == lm.vocab {
+        split.test
+    } else {
+        // Another text: all of it, in the model's vocabulary.
+        lm.vocab.encode(&text)?
+    };
+    let nats = eval_nats(&lm.model, &tokens, &lm.device)?;
+    let bpc = nats / std::f64::consts::LN_2;
+    println!("{name}: loss {nats:.4} nats/char ({bpc:.4} bits/char)");
+    write_evaluation(
+        &args.run,
+        &json!({
+            "model": lm.config.model,
+            "dataset": name,
+            "backend": lm.config.backend.name(),
+            "test": {"loss_nats": nats, "bits_per_char": bpc, "n_chars": tokens.len()},
+        }),
+    )
 }

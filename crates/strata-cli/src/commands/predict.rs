@@ -15,11 +15,26 @@ use crate::error::{Error, Result};
 /// # Errors
 /// A bad run directory or input file.
 pub fn run(args: &PredictArgs) -> Result<()> {
+    if let Ok(pre) = crate::data_source::Preprocess::load(&args.run)
+        && pre.vocab.is_some()
+    {
+        return Err(Error::Usage(format!(
+            "{} is a language model: use `strata generate --run {}`",
+            args.run.display(),
+            args.run.display()
+        )));
+    }
     let run = load_run(&args.run, args.backend.as_deref())?;
     let pre = &run.preprocess;
     let (mut features, n) = read_feature_rows(&args.input, pre.n_features, &run.config.label)?;
     if let Some(s) = &pre.standardizer {
         s.transform_rows(&mut features)?;
+    }
+    // A forecaster reads rows of `window` raw values, oldest first, scaled as in training.
+    if let Some(s) = &pre.series {
+        for v in &mut features {
+            *v = s.scaler.scale(*v);
+        }
     }
     let data = strata::data::Dataset::new(
         "input",
@@ -51,7 +66,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         None => {
             let _ = writeln!(csv, "row,prediction");
             for (i, v) in outputs.chunks(k.max(1)).enumerate() {
-                let _ = writeln!(csv, "{i},{}", v[0]);
+                let value = pre.series.as_ref().map_or(v[0], |s| s.scaler.unscale(v[0]));
+                let _ = writeln!(csv, "{i},{value}");
             }
         }
     }

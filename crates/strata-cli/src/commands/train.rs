@@ -19,10 +19,11 @@ use strata::train::{
 };
 
 use crate::args::TrainArgs;
-use crate::data_source::{Prepared, load_source, n_outputs, prepare, split_source};
+use crate::commands::{forecast, language};
+use crate::data_source::{Prepared, Source, load_source, n_outputs, prepare, split_source};
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
-use crate::run_config::RunConfig;
+use crate::run_config::{RunConfig, is_recurrent};
 
 /// Builds the run config: the model's defaults, then `--config` (or the resumed run's
 /// config.toml), then each flag given.
@@ -36,7 +37,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
     } else if args.resume && resumed_config.exists() {
         RunConfig::load(&resumed_config)?
     } else {
-        let mut c = RunConfig::defaults(args.model.as_deref().unwrap_or("cnn"));
+        let model = args.model.as_deref().unwrap_or("cnn");
+        let dataset = args
+            .dataset
+            .as_deref()
+            .unwrap_or(RunConfig::default_dataset(model));
+        let mut c = RunConfig::defaults_for(model, dataset);
         if let Some(b) = Backend::from_env()? {
             c.backend = b;
         }
@@ -46,9 +52,35 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
         if *m != c.model {
             // Switching model keeps the file's other settings but takes the model's network
             // defaults.
-            c.network = RunConfig::defaults(m).network;
+            c.network = RunConfig::defaults_for(m, &c.dataset).network;
         }
         c.model = m.clone();
+    }
+    if let Some(l) = args.layers {
+        c.network.layers = l;
+    }
+    if args.bidirectional {
+        c.network.bidirectional = true;
+    }
+    if let Some(s) = args.seq_len {
+        c.network.seq_len = s;
+    }
+    if let Some(e) = args.embed {
+        c.network.embed = e;
+    }
+    if let Some(p) = &args.pooling {
+        c.network.sequence_pooling = match p.as_str() {
+            "last" => strata::arch::SequencePooling::Last,
+            "mean" => strata::arch::SequencePooling::Mean,
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown sequence pooling `{other}`: expected last or mean"
+                )));
+            }
+        };
+    }
+    if let Some(s) = args.steps_per_epoch {
+        c.steps_per_epoch = Some(s);
     }
     if let Some(d) = &args.dataset {
         c.dataset = d.clone();
@@ -179,7 +211,7 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
 
 /// Adapts the loss to the data: regression gets MSE when the loss is the classification
 /// default, class weights are computed from the training labels when asked for.
-fn fit_loss_to_task(config: &mut RunConfig, train: &Dataset) -> Result<()> {
+pub(crate) fn fit_loss_to_task(config: &mut RunConfig, train: &Dataset) -> Result<()> {
     match (train.task(), &mut config.loss) {
         (Task::Regression, LossConfig::CrossEntropy { .. }) => config.loss = LossConfig::Mse,
         (Task::Regression, LossConfig::Mse) => {}
@@ -217,7 +249,7 @@ fn fit_loss_to_task(config: &mut RunConfig, train: &Dataset) -> Result<()> {
 
 /// Trains one model on `train`, validating on `valid`.
 #[allow(clippy::too_many_arguments)] // internal helper shared by the main run and the folds
-fn train_once(
+pub(crate) fn train_once(
     config: &RunConfig,
     prepared: &Prepared,
     train: &Dataset,
@@ -320,7 +352,7 @@ fn headline_keys(ev: &Evaluation) -> &'static [&'static str] {
     }
 }
 
-fn default_out() -> PathBuf {
+pub(crate) fn default_out() -> PathBuf {
     PathBuf::from("runs").join(chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string())
 }
 
@@ -339,6 +371,19 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     config.validate()?;
     let device = config.backend.usable_device()?;
     let source = load_source(&config.dataset, &config.label)?;
+    let source = match source {
+        Source::Series(s) => return forecast::train(&config, &s, &device, &out, args),
+        Source::Text { text, .. } => return language::train(&config, &text, &device, &out, args),
+        other => other,
+    };
+    if is_recurrent(&config.model)
+        && config.network.seq_len == 0
+        && config.dataset.starts_with("csv:")
+    {
+        eprintln!(
+            "note: reading each CSV row as one feature per step (set --seq-len to group features)"
+        );
+    }
     let (train_raw, valid_raw, test_raw) = split_source(source, &config)?;
     fit_loss_to_task(&mut config, &train_raw)?;
     // The pool that k-fold cross-validates over, before standardisation.
@@ -384,22 +429,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     } else {
         "accuracy"
     };
-    write_csv(&out.join("history.csv"), metric_name, &outcome.history)?;
-    write_curves_svg(
-        &out.join("curves.svg"),
-        &format!(
-            "{} on {} ({})",
-            config.model, config.dataset, config.backend
-        ),
-        metric_name,
-        &outcome.history,
-    )?;
-    if !outcome.finished {
-        eprintln!(
-            "paused after epoch {}; continue with: strata train --out {} --resume",
-            outcome.epochs_run,
-            out.display()
-        );
+    if !write_history(&config, &out, metric_name, &outcome)? {
         return Ok(());
     }
     let model = outcome.model.valid();
@@ -420,8 +450,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(k) = kfold {
         metrics["kfold"] = k;
     }
-    let text = serde_json::to_string_pretty(&metrics).expect("serialisable");
-    write_atomic(&out.join("metrics.json"), text.as_bytes())?;
+    write_metrics(&out, &metrics)?;
     println!(
         "test {}  ({} on {}, {}, {} epochs, {:.1} s)",
         summary_line(&test),
@@ -432,6 +461,47 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         outcome.train_seconds
     );
     println!("run written to {}", out.display());
+    Ok(())
+}
+
+/// Writes `history.csv` and `curves.svg`; returns whether the run finished (when paused, says
+/// how to resume).
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn write_history<M>(
+    config: &RunConfig,
+    out: &Path,
+    metric_name: &str,
+    outcome: &FitOutcome<M>,
+) -> Result<bool> {
+    write_csv(&out.join("history.csv"), metric_name, &outcome.history)?;
+    write_curves_svg(
+        &out.join("curves.svg"),
+        &format!(
+            "{} on {} ({})",
+            config.model, config.dataset, config.backend
+        ),
+        metric_name,
+        &outcome.history,
+    )?;
+    if !outcome.finished {
+        eprintln!(
+            "paused after epoch {}; continue with: strata train --out {} --resume",
+            outcome.epochs_run,
+            out.display()
+        );
+    }
+    Ok(outcome.finished)
+}
+
+/// Writes `metrics.json` atomically.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn write_metrics(out: &Path, metrics: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(metrics).expect("serialisable");
+    write_atomic(&out.join("metrics.json"), text.as_bytes())?;
     Ok(())
 }
 
