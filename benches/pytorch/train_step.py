@@ -1,6 +1,7 @@
 """PyTorch counterparts of Strata's training-step benchmarks (benches/src/main.rs).
 
-Same models, batch 64, Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+Same models: MLP and CNN at batch 64; character LMs (Embedding(84, 64), one nn.LSTM or nn.GRU
+layer of 256, Linear(256, 84)) on 32 sequences of 50 steps. All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -42,13 +43,34 @@ class Cnn(nn.Module):
         return self.head(x.flatten(1))
 
 
+class CharLm(nn.Module):
+    """Strata's CharLmConfig::new(84, RecurrentConfig::new(cell, 64, 256))."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.embedding = nn.Embedding(84, 64)
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(64, 256, batch_first=True)
+        self.head = nn.Linear(256, 84)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.embedding(x))
+        return self.head(y).reshape(-1, 84)
+
+
 def bench(name, steps, warmup=3):
     torch.manual_seed(0)
-    model = mlp() if name == "mlp" else Cnn()
+    if name in ("lstm", "gru"):
+        model = CharLm(name)
+        ids = (torch.arange(32 * 50) * 7) % 84
+        x = ids.reshape(32, 50)
+        y = (ids + 1) % 84
+        steps, warmup = min(steps, 10), 2
+    else:
+        model = mlp() if name == "mlp" else Cnn()
+        x = torch.rand(64, 784)
+        y = torch.arange(64) % 10
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
-    x = torch.rand(64, 784)
-    y = torch.arange(64) % 10
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
@@ -63,19 +85,19 @@ def bench(name, steps, warmup=3):
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) * 1000.0 / steps
+    return (time.perf_counter() - start) * 1000.0 / steps, steps
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--models", default="mlp,cnn,lstm,gru")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for m in a.models.split(","):
-        ms = bench(m, a.steps)
-        print(json.dumps({"model": m, "backend": "pytorch", "ms_per_step": round(ms, 3), "steps": a.steps}))
+        ms, steps = bench(m, a.steps)
+        print(json.dumps({"model": m, "backend": "pytorch", "ms_per_step": round(ms, 3), "steps": steps}))
 
 
 if __name__ == "__main__":

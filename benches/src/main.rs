@@ -1,6 +1,7 @@
 //! Training-step benchmarks: ms per step (forward, backward, Adam update) for the MLP
-//! (784-256-128-10) and the LeNet-style CNN (28x28, channels 32-64, head 128) at batch 64, on
-//! each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! (784-256-128-10) and the LeNet-style CNN (28x28, channels 32-64, head 128) at batch 64, and
+//! for character language models with one LSTM or GRU layer (vocabulary 84, embedding 64,
+//! hidden 256) on batches of 32 sequences of 50 steps, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -9,9 +10,12 @@
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use strata::arch::{CnnConfig, MlpConfig, Network, NetworkConfig};
+use strata::arch::{
+    CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
+};
 use strata::loss::LossConfig;
 use strata::optim::OptimizerConfig;
 use strata::tensor::{Backend, TargetBatch};
@@ -63,9 +67,45 @@ fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
     ms
 }
 
+/// Mean ms per training step of a character LM: batch 32, 50 steps, vocabulary 84.
+fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64 {
+    let (batch, time, vocab) = (32, 50, 84);
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let mut lm: CharLm = CharLmConfig::new(vocab, RecurrentConfig::new(cell, 64, 256))
+        .init(&ad)
+        .expect("valid config");
+    let mut optim = OptimizerConfig::default().build().expect("adam");
+    let ids = |offset: i64| -> Vec<i64> {
+        (0..(batch * time) as i64)
+            .map(|i| (i * 7 + offset) % vocab as i64)
+            .collect()
+    };
+    let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
+    let ce = CrossEntropyLossConfig::new().init(&ad);
+    let mut step = |lm: CharLm| -> CharLm {
+        let (logits, _) = lm.forward(x.clone(), None);
+        let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &lm);
+        optim.step(1e-3, lm, grads)
+    };
+    for _ in 0..warmup {
+        lm = step(lm);
+    }
+    let _ = device.sync();
+    let start = Instant::now();
+    for _ in 0..steps {
+        lm = step(lm);
+    }
+    let _ = device.sync();
+    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+}
+
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
-    let models = arg("--models").unwrap_or_else(|| "mlp,cnn".into());
+    let models = arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru".into());
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
         let backend: Backend = match b.parse() {
@@ -81,12 +121,22 @@ fn main() {
         }
         for model in models.split(',') {
             // ndarray's convolution backward takes over a second a step: fewer steps there.
-            let n = if backend == Backend::Ndarray && model == "cnn" {
-                steps.min(5)
+            let recurrent = match model {
+                "lstm" => Some(CellKind::Lstm),
+                "gru" => Some(CellKind::Gru),
+                _ => None,
+            };
+            // ndarray's convolution backward takes over a second a step, and a recurrent step
+            // runs 50 time steps: fewer steps there.
+            let n = if (backend == Backend::Ndarray && model == "cnn") || recurrent.is_some() {
+                steps.min(10)
             } else {
                 steps
             };
-            let ms = bench(model, &backend.device(), n, 3);
+            let ms = match recurrent {
+                Some(cell) => bench_lm(cell, &backend.device(), n, 2),
+                None => bench(model, &backend.device(), n, 3),
+            };
             println!(
                 "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
             );

@@ -232,78 +232,79 @@ fn regex_escape(s: &str) -> String {
 }
 
 impl Direction {
-    /// Runs this direction over `x` (`[batch, time, d_input]`), from `h0` (and `c0`), reading
-    /// the steps in reverse when `reverse`. Masked steps (`mask[b, t] = 0`) leave the state
-    /// unchanged and output zeros.
+    /// Runs this direction over the steps `xs` (each `[batch, d_input]`), from `h0` (and
+    /// `c0`), reading them in reverse when `reverse`. Masked steps (`mask[b, t] = 0`) leave the
+    /// state unchanged and output zeros. Returns one output per step, in time order.
+    ///
+    /// The steps are separate tensors rather than slices of one `[batch, time, _]` tensor: the
+    /// gradient of a slice is a zero tensor of the whole input, so slicing every step would
+    /// cost time squared in the backward pass.
     fn run(
         &self,
         cell: CellKind,
-        x: Tensor<3>,
-        mask: Option<&Tensor<2>>,
+        xs: &[Tensor<2>],
+        mask: Option<&[Tensor<2>]>,
         h0: Tensor<2>,
         c0: Option<Tensor<2>>,
         reverse: bool,
-    ) -> (Tensor<3>, Tensor<2>, Option<Tensor<2>>) {
-        let [batch, time, d_in] = x.dims();
-        let g = self.weight_ih.dims()[0];
+    ) -> (Vec<Tensor<2>>, Tensor<2>, Option<Tensor<2>>) {
+        let time = xs.len();
         let d_hidden = self.weight_hh.dims()[1];
-        // Input projection of every step at once.
-        let mut xi = x
-            .reshape([batch * time, d_in])
-            .matmul(self.weight_ih.val().transpose());
-        if let Some(b) = &self.bias_ih {
-            xi = xi + b.val().unsqueeze_dim(0);
-        }
-        let xi = xi.reshape([batch, time, g]);
+        let w_ih = self.weight_ih.val().transpose();
         let w_hh = self.weight_hh.val().transpose();
+        let b_ih = self.bias_ih.as_ref().map(|b| b.val().unsqueeze_dim::<2>(0));
         let b_hh = self.bias_hh.as_ref().map(|b| b.val().unsqueeze_dim::<2>(0));
+        // Outside the GRU's candidate gate the two biases always appear summed: add them once.
+        let gru = cell == CellKind::Gru;
+        let (b_x, b_h) = match (b_ih, b_hh) {
+            (Some(i), Some(h)) if !gru => (Some(i + h), None),
+            (i, h) => (i, h),
+        };
         let mut h = h0;
         let mut c = c0;
-        let mut outputs: Vec<Option<Tensor<3>>> = vec![None; time];
+        let mut outputs: Vec<Option<Tensor<2>>> = vec![None; time];
         let steps: Box<dyn Iterator<Item = usize>> = if reverse {
             Box::new((0..time).rev())
         } else {
             Box::new(0..time)
         };
         for t in steps {
-            let xt = xi.clone().narrow(1, t, 1).reshape([batch, g]);
+            let mut gx = xs[t].clone().matmul(w_ih.clone());
+            if let Some(b) = &b_x {
+                gx = gx + b.clone();
+            }
             let mut gh = h.clone().matmul(w_hh.clone());
-            if let Some(b) = &b_hh {
+            if let Some(b) = &b_h {
                 gh = gh + b.clone();
             }
             let (h_new, c_new) = match cell {
-                CellKind::RnnTanh => ((xt + gh).tanh(), None),
-                CellKind::RnnRelu => (relu(xt + gh), None),
+                CellKind::RnnTanh => ((gx + gh).tanh(), None),
+                CellKind::RnnRelu => (relu(gx + gh), None),
                 CellKind::Lstm => {
-                    let mut gates = (xt + gh).chunk(4, 1).into_iter();
-                    let (i, f, gg, o) = (
-                        sigmoid(gates.next().expect("4 gates")),
-                        sigmoid(gates.next().expect("4 gates")),
-                        gates.next().expect("4 gates").tanh(),
-                        sigmoid(gates.next().expect("4 gates")),
-                    );
+                    let pre = gx + gh;
+                    // One sigmoid over all four blocks; i, f and o are read from it.
+                    let act = sigmoid(pre.clone());
+                    let i = act.clone().narrow(1, 0, d_hidden);
+                    let f = act.clone().narrow(1, d_hidden, d_hidden);
+                    let o = act.narrow(1, 3 * d_hidden, d_hidden);
+                    let g = pre.narrow(1, 2 * d_hidden, d_hidden).tanh();
                     let c_prev = c.clone().expect("an LSTM state has a cell");
-                    let c_new = f * c_prev + i * gg;
+                    let c_new = f * c_prev + i * g;
                     (o * c_new.clone().tanh(), Some(c_new))
                 }
                 CellKind::Gru => {
-                    let mut xs = xt.chunk(3, 1).into_iter();
-                    let mut hs = gh.chunk(3, 1).into_iter();
-                    let mut next = || (xs.next().expect("3 gates"), hs.next().expect("3 gates"));
-                    let (xr, hr) = next();
-                    let (xz, hz) = next();
-                    let (xn, hn) = next();
-                    let r = sigmoid(xr + hr);
-                    let z = sigmoid(xz + hz);
-                    let n = (xn + r * hn).tanh();
-                    let h_new = n.clone() + z * (h.clone() - n);
-                    (h_new, None)
+                    let two = 2 * d_hidden;
+                    let rz = sigmoid(gx.clone().narrow(1, 0, two) + gh.clone().narrow(1, 0, two));
+                    let r = rz.clone().narrow(1, 0, d_hidden);
+                    let z = rz.narrow(1, d_hidden, d_hidden);
+                    let n = (gx.narrow(1, two, d_hidden) + r * gh.narrow(1, two, d_hidden)).tanh();
+                    (n.clone() + z * (h.clone() - n), None)
                 }
             };
             let (h_next, c_next, out) = match mask {
                 None => (h_new.clone(), c_new, h_new),
                 Some(m) => {
-                    let mt = m.clone().narrow(1, t, 1); // [batch, 1]
+                    let mt = m[t].clone(); // [batch, 1]
                     let keep = mt.clone().neg() + 1.0;
                     let h_next = h_new.clone() * mt.clone() + h.clone() * keep.clone();
                     let c_next = match (c_new, c.take()) {
@@ -313,12 +314,11 @@ impl Direction {
                     (h_next, c_next, h_new * mt)
                 }
             };
-            outputs[t] = Some(out.reshape([batch, 1, d_hidden]));
+            outputs[t] = Some(out);
             h = h_next;
             c = c_next;
         }
-        let outputs: Vec<Tensor<3>> = outputs.into_iter().flatten().collect();
-        (Tensor::cat(outputs, 1), h, c)
+        (outputs.into_iter().flatten().collect(), h, c)
     }
 }
 
@@ -373,16 +373,45 @@ impl Recurrent {
         mask: Option<Tensor<2>>,
         state: Option<RecurrentState>,
     ) -> (Tensor<3>, RecurrentState) {
-        let [batch, _, _] = x.dims();
-        let device = x.device();
+        let [batch, time, d_in] = x.dims();
+        let steps: Vec<Tensor<2>> = (0..time)
+            .map(|t| x.clone().narrow(1, t, 1).reshape([batch, d_in]))
+            .collect();
+        let (ys, state) = self.forward_steps(steps, mask, state);
+        let ys: Vec<Tensor<3>> = ys.into_iter().map(|y| y.unsqueeze_dim(1)).collect();
+        (Tensor::cat(ys, 1), state)
+    }
+
+    /// [`forward`](Self::forward) over steps given as separate tensors, returning one output
+    /// per step. Cheaper to differentiate when the steps are made one by one (e.g. embedded
+    /// token by token), since no step is a slice of a larger tensor.
+    ///
+    /// # Shapes
+    /// - `steps`: `time` tensors of `[batch, d_input]`
+    /// - `mask`, `state`: as [`forward`](Self::forward)
+    /// - returns `time` tensors of `[batch, d_hidden * directions]` and the final state
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward), and for an empty `steps`.
+    pub fn forward_steps(
+        &self,
+        steps: Vec<Tensor<2>>,
+        mask: Option<Tensor<2>>,
+        state: Option<RecurrentState>,
+    ) -> (Vec<Tensor<2>>, RecurrentState) {
+        let [batch, _] = steps.first().expect("at least one time step").dims();
+        let time = steps.len();
+        let device = steps[0].device();
         let cell = self.cell;
         let dirs = self.directions();
         let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
+        let mask: Option<Vec<Tensor<2>>> =
+            mask.map(|m| (0..time).map(|t| m.clone().narrow(1, t, 1)).collect());
         let mut h_out = Vec::with_capacity(self.layers.len() * dirs);
         let mut c_out = Vec::new();
         let pick =
             |t: &Tensor<3>, i: usize| t.clone().narrow(0, i, 1).reshape([batch, self.d_hidden]);
-        let mut input = x;
+        let mut input = steps;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let mut outs = Vec::with_capacity(dirs);
@@ -392,19 +421,29 @@ impl Recurrent {
                 let i = l * dirs + d;
                 let h0 = pick(&state.hidden, i);
                 let c0 = state.cell.as_ref().map(|c| pick(c, i));
-                let (y, h, c) = dir.run(cell, input.clone(), mask.as_ref(), h0, c0, reverse);
-                outs.push(y);
+                let (ys, h, c) = dir.run(cell, &input, mask.as_deref(), h0, c0, reverse);
+                outs.push(ys);
                 h_out.push(h);
                 if let Some(c) = c {
                     c_out.push(c);
                 }
             }
-            let y = if outs.len() == 1 {
+            let ys: Vec<Tensor<2>> = if outs.len() == 1 {
                 outs.pop().expect("one direction")
             } else {
-                Tensor::cat(outs, 2)
+                let back = outs.pop().expect("two directions");
+                let front = outs.pop().expect("two directions");
+                front
+                    .into_iter()
+                    .zip(back)
+                    .map(|(a, b)| Tensor::cat(vec![a, b], 1))
+                    .collect()
             };
-            input = if l < last { self.dropout.forward(y) } else { y };
+            input = if l < last {
+                ys.into_iter().map(|y| self.dropout.forward(y)).collect()
+            } else {
+                ys
+            };
         }
         let state = RecurrentState {
             hidden: Tensor::stack(h_out, 0),

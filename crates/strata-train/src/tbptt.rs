@@ -1,0 +1,262 @@
+//! Language-model training by truncated back-propagation through time (TBPTT): the token
+//! sequence is cut into parallel streams ([`TokenStreams`]), read chunk by chunk, and the
+//! model's state is carried from each chunk to the next with its gradient history cut.
+//!
+//! Epochs, validation, early stopping, checkpoints, resume, the time budget (checked after
+//! every step here, since one pass over a corpus can take longer than the budget) and the
+//! progress bar are those of [`fit`](crate::fit).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use strata_data::{TokenChunk, TokenStreams};
+use strata_optim::{OptimizerConfig, ScheduleConfig};
+use strata_tensor::convert::scalar;
+use strata_tensor::derive_seed;
+
+use crate::checkpoint::{Checkpointer, TrainState};
+use crate::error::{Error, Result};
+use crate::fit::{
+    EpochEnd, FitConfig, FitOutcome, Monitor, end_epoch, over_budget, progress_bar, restore_best,
+};
+use crate::history::EpochRecord;
+
+/// Everything [`fit_tbptt`] needs besides the model and the tokens.
+pub struct Tbptt<'a, F, D> {
+    /// `(model, tokens [batch, time], state) -> (logits [batch, time, vocab], state)`.
+    pub forward: F,
+    /// Cuts a state from the autodiff graph.
+    pub detach: D,
+    /// Optimizer settings.
+    pub optimizer: &'a OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: &'a ScheduleConfig,
+    /// Run settings; `batch_size` is the number of parallel streams.
+    pub config: &'a FitConfig,
+    /// Steps back-propagated through (the chunk length).
+    pub seq_len: usize,
+    /// Chunks per epoch; `None` is one pass over the training streams. Later epochs go on
+    /// where the last one stopped, wrapping around.
+    pub steps_per_epoch: Option<usize>,
+    /// The autodiff device the model lives on.
+    pub device: Device,
+    /// Where checkpoints go; `None` keeps everything in memory.
+    pub checkpoint_dir: Option<&'a Path>,
+    /// Continue from the checkpoint in `checkpoint_dir` when there is one (the carried state
+    /// restarts from zeros).
+    pub resume: bool,
+    /// Stop, resumable, after this many epochs in this call.
+    pub pause_after: Option<usize>,
+}
+
+/// Parallel streams used to evaluate a language model (many streams make evaluation fast;
+/// each stream starts from a zero state, a negligible effect on long texts).
+pub const EVAL_STREAMS: usize = 128;
+
+/// Steps per evaluation chunk.
+pub const EVAL_CHUNK: usize = 256;
+
+fn chunk_tensors(c: &TokenChunk, device: &Device) -> (Tensor<2, Int>, Tensor<1, Int>) {
+    let ids = |v: &[usize]| v.iter().map(|&i| i as i64).collect::<Vec<i64>>();
+    (
+        Tensor::from_data(TensorData::new(ids(&c.inputs), [c.batch, c.len]), device),
+        Tensor::from_data(TensorData::new(ids(&c.targets), [c.batch * c.len]), device),
+    )
+}
+
+/// Mean cross-entropy (nats per token) of next-token prediction over `tokens`, read as
+/// `batch` streams in chunks of `seq_len` with the state carried through.
+///
+/// # Errors
+/// [`Error::Invalid`] when the tokens cannot fill `batch` streams.
+pub fn evaluate_tokens<M, S, F>(
+    model: &M,
+    forward: &F,
+    tokens: &[usize],
+    batch: usize,
+    seq_len: usize,
+    device: &Device,
+) -> Result<f64>
+where
+    F: Fn(&M, Tensor<2, Int>, Option<S>) -> (Tensor<3>, S),
+{
+    let streams = TokenStreams::new(tokens, batch.min(tokens.len() / 2).max(1))
+        .map_err(|e| Error::Invalid(format!("evaluation text: {e}")))?;
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let mut state = None;
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for k in 0..streams.n_chunks(seq_len) {
+        let chunk = streams.chunk(k, seq_len);
+        let (x, y) = chunk_tensors(&chunk, device);
+        let (logits, s) = forward(model, x, state);
+        let [b, t, v] = logits.dims();
+        let loss = scalar(ce.forward(logits.reshape([b * t, v]), y)) as f64;
+        sum += loss * (b * t) as f64;
+        n += b * t;
+        state = Some(s);
+    }
+    Ok(sum / n.max(1) as f64)
+}
+
+/// Trains a language model on `train` tokens, validating on `valid` after each epoch. The
+/// validation metric is bits per character; early stopping and best weights follow validation
+/// loss (nats per token).
+///
+/// # Errors
+/// Invalid settings, too little text for the streams, I/O errors while checkpointing, and
+/// [`Error::Diverged`] when the loss becomes NaN or infinite.
+pub fn fit_tbptt<M, S, F, D>(
+    model: M,
+    train: &[usize],
+    valid: &[usize],
+    f: &Tbptt<'_, F, D>,
+) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2, Int>, Option<S>) -> (Tensor<3>, S),
+    D: Fn(S) -> S,
+{
+    let config = f.config;
+    config.validate()?;
+    if f.seq_len == 0 {
+        return Err(Error::Invalid("sequence length must be >= 1, got 0".into()));
+    }
+    let streams = TokenStreams::new(train, config.batch_size)
+        .map_err(|e| Error::Invalid(format!("training text: {e}")))?;
+    let device = f.device.clone();
+    let plain = device.clone().without_autodiff();
+    let mut optim: ModuleOptimizer = f.optimizer.build()?;
+    let mut model = model;
+    let checkpointer = f.checkpoint_dir.map(Checkpointer::new);
+    let mut state = TrainState {
+        epochs_done: 0,
+        history: Vec::new(),
+        schedule: f.schedule.start(f.optimizer.lr, config.epochs)?,
+        best: None,
+        bad_epochs: 0,
+        train_seconds: 0.0,
+        finished: false,
+        stop_reason: None,
+    };
+    let mut resumed_from = None;
+    if f.resume
+        && let Some(ck) = &checkpointer
+        && let Some(saved) = ck.load_state()?
+    {
+        let (m, o) = ck.load(model, optim, &saved)?;
+        model = m;
+        optim = o;
+        resumed_from = Some(saved.epochs_done);
+        state = saved;
+        if config.progress {
+            eprintln!("resuming after epoch {}", state.epochs_done);
+        }
+    }
+    let per_epoch = f
+        .steps_per_epoch
+        .unwrap_or_else(|| streams.n_chunks(f.seq_len))
+        .max(1);
+    let ce = CrossEntropyLossConfig::new().init(&device);
+    let mut carry: Option<S> = None;
+    let mut epochs_this_call = 0usize;
+
+    while !state.finished && state.epochs_done < config.epochs {
+        if f.pause_after.is_some_and(|p| epochs_this_call >= p) {
+            break;
+        }
+        let epoch = state.epochs_done;
+        let started = Instant::now();
+        let lr = state.schedule.lr(epoch);
+        device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
+        let bar = progress_bar(config.progress, per_epoch, epoch + 1, config.epochs);
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        let mut cut_short = false;
+        for step in 0..per_epoch {
+            if over_budget(config, state.train_seconds, started) {
+                cut_short = true;
+                break;
+            }
+            let k = epoch * per_epoch + step;
+            if k.is_multiple_of(streams.n_chunks(f.seq_len)) {
+                carry = None; // a new pass starts the streams afresh
+            }
+            let chunk = streams.chunk(k, f.seq_len);
+            let (x, y) = chunk_tensors(&chunk, &device);
+            let (logits, s) = (f.forward)(&model, x, carry.take());
+            carry = Some((f.detach)(s));
+            let [b, t, v] = logits.dims();
+            let loss = ce.forward(logits.reshape([b * t, v]), y);
+            let value = scalar(loss.clone());
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(Error::Diverged {
+                    epoch: epoch + 1,
+                    batch: step + 1,
+                    loss: value,
+                    last_good: if checkpointer.is_some() {
+                        state.epochs_done
+                    } else {
+                        0
+                    },
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            loss_sum += value as f64;
+            seen += 1;
+            bar.inc(1);
+            if step % 10 == 0 {
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+        }
+        bar.finish_and_clear();
+        let eval_model = model.valid();
+        let valid_loss = evaluate_tokens(
+            &eval_model,
+            &f.forward,
+            valid,
+            EVAL_STREAMS,
+            EVAL_CHUNK,
+            &plain,
+        )?;
+        epochs_this_call += 1;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            valid_loss,
+            valid_metric: valid_loss / std::f64::consts::LN_2,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        end_epoch(
+            &mut state,
+            record,
+            &EpochEnd {
+                config,
+                monitor: Monitor::ValidLoss,
+                lower: true,
+                cut_short,
+                metric_name: "bpc",
+                checkpointer: checkpointer.as_ref(),
+            },
+            &model,
+            &optim,
+        )?;
+    }
+    let finished = state.finished;
+    let model = restore_best(model, &state, config, checkpointer.as_ref())?;
+    Ok(FitOutcome {
+        model,
+        history: state.history,
+        epochs_run: state.epochs_done,
+        train_seconds: state.train_seconds,
+        best: state.best,
+        stop_reason: state.stop_reason.unwrap_or_else(|| "paused".into()),
+        resumed_from,
+        finished,
+    })
+}
