@@ -8,7 +8,10 @@
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
-use strata::arch::{CnnConfig, MlpConfig, Network, NetworkConfig};
+use strata::arch::{
+    CellKind, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig, SequenceHead,
+    SequenceModelConfig, SequencePooling,
+};
 use strata::data::{Batcher, digits};
 use strata::loss::LossConfig;
 use strata::optim::OptimizerConfig;
@@ -88,4 +91,21 @@ fn cnn_step_matches_across_backends() {
             .with_d_hidden(32)
             .with_dropout(0.0),
     ));
+}
+
+#[test]
+fn recurrent_step_matches_across_backends() {
+    // A 2-layer bidirectional LSTM reading each 8x8 digit as 8 steps of 8 pixels, and a GRU.
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        check(NetworkConfig::Recurrent(SequenceModelConfig::new(
+            RecurrentConfig::new(cell, 8, 16)
+                .with_n_layers(2)
+                .with_bidirectional(true),
+            8,
+            10,
+            SequenceHead::Classify {
+                pooling: SequencePooling::Mean,
+            },
+        )));
+    }
 }

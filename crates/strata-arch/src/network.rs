@@ -22,7 +22,7 @@ pub enum NetworkConfig {
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 5] = [
+pub const MODELS: [(&str, &str); 6] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -35,6 +35,7 @@ pub const MODELS: [(&str, &str); 5] = [
         "rnn",
         "Elman RNN (tanh): classifier, forecaster or character LM; stacked, bidirectional",
     ),
+    ("rnn-relu", "Elman RNN with ReLU: as rnn"),
     (
         "lstm",
         "LSTM: classifier, forecaster or character LM; stacked, bidirectional",
