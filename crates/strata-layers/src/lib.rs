@@ -19,12 +19,16 @@
 mod activation;
 mod conv_block;
 mod dense_block;
+mod error;
 mod recurrent;
+mod torch_import;
 
 pub use activation::ActivationKind;
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
+pub use error::{Error, Result};
 pub use recurrent::{
     CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,
     pytorch_key_remapping,
 };
+pub use torch_import::{StateDict, load_encoder_layer, load_layer_norm, load_linear, load_mha};

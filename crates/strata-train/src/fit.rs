@@ -191,33 +191,20 @@ where
     }
     let device = f.device.clone();
     let plain = device.clone().without_autodiff();
-    let mut optim: ModuleOptimizer = f.optimizer.build()?;
-    let mut model = model;
-    let checkpointer = f.checkpoint_dir.map(Checkpointer::new);
-    let mut state = TrainState {
-        epochs_done: 0,
-        history: Vec::new(),
-        schedule: f.schedule.start(f.optimizer.lr, config.epochs)?,
-        best: None,
-        bad_epochs: 0,
-        train_seconds: 0.0,
-        finished: false,
-        stop_reason: None,
-    };
-    let mut resumed_from = None;
-    if f.resume
-        && let Some(ck) = &checkpointer
-        && let Some(saved) = ck.load_state()?
-    {
-        let (m, o) = ck.load(model, optim, &saved)?;
-        model = m;
-        optim = o;
-        resumed_from = Some(saved.epochs_done);
-        state = saved;
-        if f.config.progress {
-            eprintln!("resuming after epoch {}", state.epochs_done);
-        }
-    }
+    let Start {
+        mut model,
+        mut optim,
+        mut state,
+        checkpointer,
+        resumed_from,
+    } = start(
+        model,
+        f.optimizer,
+        f.schedule,
+        config,
+        f.checkpoint_dir,
+        f.resume,
+    )?;
 
     let task = train.task();
     let monitor = config
@@ -331,8 +318,74 @@ where
         )?;
     }
 
-    let finished = state.finished;
-    let model = restore_best(model, &state, config, checkpointer.as_ref())?;
+    finish(model, state, config, checkpointer.as_ref(), resumed_from)
+}
+
+/// A run's starting point: fresh, or the last checkpoint when resuming.
+pub(crate) struct Start<M> {
+    pub model: M,
+    pub optim: ModuleOptimizer,
+    pub state: TrainState,
+    pub checkpointer: Option<Checkpointer>,
+    pub resumed_from: Option<usize>,
+}
+
+/// Builds the optimizer and schedule, and resumes from the checkpoint in `checkpoint_dir`
+/// when asked to and one exists.
+pub(crate) fn start<M: Module>(
+    model: M,
+    optimizer: &OptimizerConfig,
+    schedule: &ScheduleConfig,
+    config: &FitConfig,
+    checkpoint_dir: Option<&Path>,
+    resume: bool,
+) -> Result<Start<M>> {
+    let optim: ModuleOptimizer = optimizer.build()?;
+    let checkpointer = checkpoint_dir.map(Checkpointer::new);
+    let state = TrainState {
+        epochs_done: 0,
+        history: Vec::new(),
+        schedule: schedule.start(optimizer.lr, config.epochs)?,
+        best: None,
+        bad_epochs: 0,
+        train_seconds: 0.0,
+        finished: false,
+        stop_reason: None,
+    };
+    if resume
+        && let Some(ck) = &checkpointer
+        && let Some(saved) = ck.load_state()?
+    {
+        let (model, optim) = ck.load(model, optim, &saved)?;
+        if config.progress {
+            eprintln!("resuming after epoch {}", saved.epochs_done);
+        }
+        return Ok(Start {
+            model,
+            optim,
+            resumed_from: Some(saved.epochs_done),
+            state: saved,
+            checkpointer,
+        });
+    }
+    Ok(Start {
+        model,
+        optim,
+        state,
+        checkpointer,
+        resumed_from: None,
+    })
+}
+
+/// The outcome of a run that stopped (finished or paused), best weights restored.
+pub(crate) fn finish<M: Module>(
+    model: M,
+    state: TrainState,
+    config: &FitConfig,
+    checkpointer: Option<&Checkpointer>,
+    resumed_from: Option<usize>,
+) -> Result<FitOutcome<M>> {
+    let model = restore_best(model, &state, config, checkpointer)?;
     Ok(FitOutcome {
         model,
         history: state.history,
@@ -340,8 +393,8 @@ where
         train_seconds: state.train_seconds,
         best: state.best,
         stop_reason: state.stop_reason.unwrap_or_else(|| "paused".into()),
+        finished: state.finished,
         resumed_from,
-        finished,
     })
 }
 

@@ -11,17 +11,17 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use strata_data::{TokenChunk, TokenStreams};
 use strata_optim::{OptimizerConfig, ScheduleConfig};
 use strata_tensor::convert::scalar;
 use strata_tensor::derive_seed;
 
-use crate::checkpoint::{Checkpointer, TrainState};
 use crate::error::{Error, Result};
 use crate::fit::{
-    EpochEnd, FitConfig, FitOutcome, Monitor, end_epoch, over_budget, progress_bar, restore_best,
+    EpochEnd, FitConfig, FitOutcome, Monitor, Start, end_epoch, finish, over_budget, progress_bar,
+    start,
 };
 use crate::history::EpochRecord;
 
@@ -129,33 +129,20 @@ where
         .map_err(|e| Error::Invalid(format!("training text: {e}")))?;
     let device = f.device.clone();
     let plain = device.clone().without_autodiff();
-    let mut optim: ModuleOptimizer = f.optimizer.build()?;
-    let mut model = model;
-    let checkpointer = f.checkpoint_dir.map(Checkpointer::new);
-    let mut state = TrainState {
-        epochs_done: 0,
-        history: Vec::new(),
-        schedule: f.schedule.start(f.optimizer.lr, config.epochs)?,
-        best: None,
-        bad_epochs: 0,
-        train_seconds: 0.0,
-        finished: false,
-        stop_reason: None,
-    };
-    let mut resumed_from = None;
-    if f.resume
-        && let Some(ck) = &checkpointer
-        && let Some(saved) = ck.load_state()?
-    {
-        let (m, o) = ck.load(model, optim, &saved)?;
-        model = m;
-        optim = o;
-        resumed_from = Some(saved.epochs_done);
-        state = saved;
-        if config.progress {
-            eprintln!("resuming after epoch {}", state.epochs_done);
-        }
-    }
+    let Start {
+        mut model,
+        mut optim,
+        mut state,
+        checkpointer,
+        resumed_from,
+    } = start(
+        model,
+        f.optimizer,
+        f.schedule,
+        config,
+        f.checkpoint_dir,
+        f.resume,
+    )?;
     let per_epoch = f
         .steps_per_epoch
         .unwrap_or_else(|| streams.n_chunks(f.seq_len))
@@ -247,16 +234,5 @@ where
             &optim,
         )?;
     }
-    let finished = state.finished;
-    let model = restore_best(model, &state, config, checkpointer.as_ref())?;
-    Ok(FitOutcome {
-        model,
-        history: state.history,
-        epochs_run: state.epochs_done,
-        train_seconds: state.train_seconds,
-        best: state.best,
-        stop_reason: state.stop_reason.unwrap_or_else(|| "paused".into()),
-        resumed_from,
-        finished,
-    })
+    finish(model, state, config, checkpointer.as_ref(), resumed_from)
 }

@@ -29,11 +29,11 @@ pub struct LoadedRun {
     pub device: burn::tensor::Device,
 }
 
-/// Loads a run directory.
+/// Reads a run directory's `config.toml`, with the backend overridden when one is given.
 ///
 /// # Errors
-/// A directory that is not a finished run, or weights that do not fit its config.
-pub fn load_run(dir: &Path, backend: Option<&str>) -> Result<LoadedRun> {
+/// A directory without `config.toml`, an unreadable config, an unknown backend.
+pub fn load_run_config(dir: &Path, backend: Option<&str>) -> Result<RunConfig> {
     let config_path = dir.join("config.toml");
     if !config_path.exists() {
         return Err(Error::Usage(format!(
@@ -45,6 +45,15 @@ pub fn load_run(dir: &Path, backend: Option<&str>) -> Result<LoadedRun> {
     if let Some(b) = backend {
         config.backend = b.parse::<Backend>()?;
     }
+    Ok(config)
+}
+
+/// Loads a run directory.
+///
+/// # Errors
+/// A directory that is not a finished run, or weights that do not fit its config.
+pub fn load_run(dir: &Path, backend: Option<&str>) -> Result<LoadedRun> {
+    let config = load_run_config(dir, backend)?;
     let preprocess = Preprocess::load(dir)?;
     let task = match &preprocess.class_names {
         Some(names) => strata::data::Task::Classification(names.len()),

@@ -13,7 +13,9 @@ use strata::metrics::RegressionReport;
 use strata::train::predict;
 
 use crate::args::TrainArgs;
-use crate::commands::train::{fit_loss_to_task, train_once, write_history, write_metrics};
+use crate::commands::train::{
+    fit_loss_to_task, run_summary, train_once, write_history, write_metrics,
+};
 use crate::data_source::{Prepared, Preprocess, SeriesPrep, SeriesSource};
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
@@ -196,18 +198,10 @@ pub fn train(
     save_safetensors(&model, &out.join("model.safetensors"))?;
     let m = forecast_metrics(&model, src, &prepared, device)?;
     let test = &m["test"];
-    let metrics = json!({
-        "model": config.model,
-        "dataset": config.dataset,
-        "backend": config.backend.name(),
-        "epochs_run": outcome.epochs_run,
-        "train_seconds": outcome.train_seconds,
-        "stop_reason": outcome.stop_reason,
-        "best_epoch": outcome.best.map(|(_, e)| e),
-        "window": window,
-        "test": m["test"],
-        "valid": m["valid"],
-    });
+    let mut metrics = run_summary(&config, &outcome);
+    metrics["window"] = json!(window);
+    metrics["test"] = m["test"].clone();
+    metrics["valid"] = m["valid"].clone();
     write_metrics(out, &metrics)?;
     println!(
         "test rmse {:.3}  mae {:.3}  r2 {:.4}  (seasonal naive rmse {:.3}) {} — {} on {}, {}, {} epochs, {:.1} s",

@@ -12,7 +12,7 @@ use strata::tensor::seed_device;
 use strata::train::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
 
 use crate::args::TrainArgs;
-use crate::commands::train::{write_history, write_metrics};
+use crate::commands::train::{run_summary, write_history, write_metrics};
 use crate::data_source::Preprocess;
 use crate::error::{Error, Result};
 use crate::network::{char_lm_config, load_weights, save_safetensors};
@@ -137,18 +137,12 @@ pub fn train(
     let test = eval_nats(&model, &split.test, device)?;
     let valid = eval_nats(&model, &split.valid, device)?;
     let ln2 = std::f64::consts::LN_2;
-    let metrics = json!({
-        "model": config.model,
-        "dataset": config.dataset,
-        "backend": config.backend.name(),
-        "epochs_run": outcome.epochs_run,
-        "train_seconds": outcome.train_seconds,
-        "stop_reason": outcome.stop_reason,
-        "best_epoch": outcome.best.map(|(_, e)| e),
-        "vocab_size": vocab.len(),
-        "test": {"loss_nats": test, "bits_per_char": test / ln2, "n_chars": split.test.len()},
-        "valid": {"loss_nats": valid, "bits_per_char": valid / ln2, "n_chars": split.valid.len()},
-    });
+    let mut metrics = run_summary(config, &outcome);
+    metrics["vocab_size"] = json!(vocab.len());
+    metrics["test"] =
+        json!({"loss_nats": test, "bits_per_char": test / ln2, "n_chars": split.test.len()});
+    metrics["valid"] =
+        json!({"loss_nats": valid, "bits_per_char": valid / ln2, "n_chars": split.valid.len()});
     write_metrics(out, &metrics)?;
     println!(
         "test loss {test:.4} nats/char ({:.4} bits/char) — {} on {}, {}, {} epochs, {:.1} s",
@@ -180,17 +174,7 @@ pub struct LoadedLm {
 /// # Errors
 /// A directory that is not a finished language-model run.
 pub fn load_lm(dir: &Path, backend: Option<&str>) -> Result<LoadedLm> {
-    let config_path = dir.join("config.toml");
-    if !config_path.exists() {
-        return Err(Error::Usage(format!(
-            "{} is not a run directory (no config.toml)",
-            dir.display()
-        )));
-    }
-    let mut config = RunConfig::load(&config_path)?;
-    if let Some(b) = backend {
-        config.backend = b.parse()?;
-    }
+    let config = crate::commands::evaluate::load_run_config(dir, backend)?;
     let pre = Preprocess::load(dir)?;
     let Some(vocab) = pre.vocab else {
         return Err(Error::Usage(format!(

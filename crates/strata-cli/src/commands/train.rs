@@ -436,17 +436,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     save_safetensors(&model, &out.join("model.safetensors"))?;
     let test = eval(&model, &config, &prepared.test, &device)?;
     let valid = eval(&model, &config, &prepared.valid, &device)?;
-    let mut metrics = json!({
-        "model": config.model,
-        "dataset": config.dataset,
-        "backend": config.backend.name(),
-        "epochs_run": outcome.epochs_run,
-        "train_seconds": outcome.train_seconds,
-        "stop_reason": outcome.stop_reason,
-        "best_epoch": outcome.best.map(|(_, e)| e),
-        "test": metrics_json(&test),
-        "valid": metrics_json(&valid),
-    });
+    let mut metrics = run_summary(&config, &outcome);
+    metrics["test"] = metrics_json(&test);
+    metrics["valid"] = metrics_json(&valid);
     if let Some(k) = kfold {
         metrics["kfold"] = k;
     }
@@ -493,6 +485,20 @@ pub(crate) fn write_history<M>(
         );
     }
     Ok(outcome.finished)
+}
+
+/// The head of a run's `metrics.json`: model, data set, backend and how training went; the
+/// caller adds `test` and `valid`.
+pub(crate) fn run_summary<M>(config: &RunConfig, outcome: &FitOutcome<M>) -> Value {
+    json!({
+        "model": config.model,
+        "dataset": config.dataset,
+        "backend": config.backend.name(),
+        "epochs_run": outcome.epochs_run,
+        "train_seconds": outcome.train_seconds,
+        "stop_reason": outcome.stop_reason,
+        "best_epoch": outcome.best.map(|(_, e)| e),
+    })
 }
 
 /// Writes `metrics.json` atomically.

@@ -1,0 +1,221 @@
+//! burn's attention and transformer encoder layer, loaded from PyTorch `state_dict`s with
+//! `strata::layers::load_mha` / `load_encoder_layer`, against PyTorch.
+//!
+//! `tests/fixtures/gen_transformer.py` saves `nn.MultiheadAttention(8, 2, batch_first=True)`
+//! (run as self-attention with a key padding mask and a causal `attn_mask`,
+//! `average_attn_weights=False`) and `nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0,
+//! batch_first=True)` in post-norm/ReLU and pre-norm/GELU form (run with
+//! `src_key_padding_mask`), with their outputs and the gradients of `(out * R).sum()`.
+//! Outputs must agree within 1e-5 (attention weights too), gradients within 1e-4.
+
+use burn::nn::activation::ActivationConfig;
+use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
+use burn::nn::transformer::TransformerEncoderConfig;
+use burn::tensor::{Bool, Device, Gradients, Tensor, TensorData};
+use serde_json::Value;
+use strata::layers::{StateDict, load_encoder_layer, load_mha};
+use strata::tensor::convert::to_vec;
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/transformer.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn state_dict(case: &str) -> StateDict {
+    StateDict::read(format!(
+        "{}/fixtures/transformer/{case}.pt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn flat(v: &Value) -> (Vec<f32>, Vec<usize>) {
+    fn walk(v: &Value, out: &mut Vec<f32>, shape: &mut Vec<usize>, depth: usize) {
+        match v {
+            Value::Array(items) => {
+                if shape.len() == depth {
+                    shape.push(items.len());
+                }
+                for item in items {
+                    walk(item, out, shape, depth + 1);
+                }
+            }
+            Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
+            Value::Bool(b) => out.push(if *b { 1.0 } else { 0.0 }),
+            other => panic!("not a number: {other}"),
+        }
+    }
+    let (mut out, mut shape) = (Vec::new(), Vec::new());
+    walk(v, &mut out, &mut shape, 0);
+    (out, shape)
+}
+
+fn tensor3(v: &Value, d: &Device) -> Tensor<3> {
+    let (data, shape) = flat(v);
+    Tensor::from_data(TensorData::new(data, shape), d)
+}
+
+fn pad_mask(v: &Value, d: &Device) -> Tensor<2, Bool> {
+    let (data, shape) = flat(v);
+    let t: Tensor<2> = Tensor::from_data(TensorData::new(data, shape), d);
+    t.greater_elem(0.5)
+}
+
+fn assert_close(what: &str, got: Vec<f32>, want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= tol,
+        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
+    );
+}
+
+fn close_to(what: &str, got: Vec<f32>, want: &Value, tol: f32) {
+    assert_close(what, got, &flat(want).0, tol);
+}
+
+/// The gradient of a burn `[in, out]` weight as PyTorch's `[out, in]`, flattened.
+fn grad_out_in(w: &burn::module::Param<Tensor<2>>, grads: &Gradients) -> Vec<f32> {
+    to_vec(w.val().grad(grads).unwrap().transpose())
+}
+
+#[test]
+fn multihead_attention_matches_pytorch() {
+    let f = &fixture()["mha"];
+    let device = Device::flex().autodiff();
+    let mha = MultiHeadAttentionConfig::new(8, 2)
+        .with_dropout(0.0)
+        .init(&device);
+    let mut sd = state_dict("mha");
+    let mha = load_mha(mha, &mut sd, "", &device).unwrap();
+    sd.finish().unwrap();
+    let x = tensor3(&f["x"], &device).require_grad();
+    let [b, t, _] = x.dims();
+    let causal: Tensor<2, Bool> = Tensor::<2>::ones([t, t], &device).triu(1).greater_elem(0.5);
+    let causal = causal.unsqueeze_dim::<3>(0).expand([b, t, t]);
+    let out = mha.forward(
+        MhaInput::self_attn(x.clone())
+            .mask_pad(pad_mask(&f["pad"], &device))
+            .mask_attn(causal),
+    );
+    close_to(
+        "mha output",
+        to_vec(out.context.clone()),
+        &f["output"],
+        1e-5,
+    );
+    close_to("mha weights", to_vec(out.weights), &f["weights"], 1e-5);
+    let grads = (out.context * tensor3(&f["r"], &device)).sum().backward();
+    close_to(
+        "mha grad x",
+        to_vec(x.grad(&grads).unwrap()),
+        &f["grad_x"],
+        1e-4,
+    );
+    let g = &f["grad_params"];
+    let in_proj: Vec<f32> = [&mha.query, &mha.key, &mha.value]
+        .iter()
+        .flat_map(|l| grad_out_in(&l.weight, &grads))
+        .collect();
+    assert_close(
+        "grad in_proj_weight",
+        in_proj,
+        &flat(&g["in_proj_weight"]).0,
+        1e-4,
+    );
+    let in_bias: Vec<f32> = [&mha.query, &mha.key, &mha.value]
+        .iter()
+        .flat_map(|l| to_vec(l.bias.as_ref().unwrap().val().grad(&grads).unwrap()))
+        .collect();
+    assert_close(
+        "grad in_proj_bias",
+        in_bias,
+        &flat(&g["in_proj_bias"]).0,
+        1e-4,
+    );
+    close_to(
+        "grad out_proj.weight",
+        grad_out_in(&mha.output.weight, &grads),
+        &g["out_proj.weight"],
+        1e-4,
+    );
+}
+
+#[test]
+fn encoder_layers_match_pytorch_post_and_pre_norm() {
+    let all = fixture();
+    for case in ["encoder_post_relu", "encoder_pre_gelu"] {
+        let f = &all[case];
+        let device = Device::flex().autodiff();
+        let norm_first = f["norm_first"].as_bool().unwrap();
+        let activation = match f["activation"].as_str().unwrap() {
+            "relu" => ActivationConfig::Relu,
+            _ => ActivationConfig::Gelu,
+        };
+        let mut encoder = TransformerEncoderConfig::new(8, 16, 2, 1)
+            .with_dropout(0.0)
+            .with_norm_first(norm_first)
+            .with_activation(activation)
+            .init(&device);
+        let mut sd = state_dict(case);
+        let layer = load_encoder_layer(encoder.layers.remove(0), &mut sd, "", &device).unwrap();
+        sd.finish().unwrap();
+        let x = tensor3(&f["x"], &device).require_grad();
+        let y = layer.forward(x.clone(), Some(pad_mask(&f["pad"], &device)), None);
+        close_to(
+            &format!("{case} output"),
+            to_vec(y.clone()),
+            &f["output"],
+            1e-5,
+        );
+        let grads = (y * tensor3(&f["r"], &device)).sum().backward();
+        close_to(
+            &format!("{case} grad x"),
+            to_vec(x.grad(&grads).unwrap()),
+            &f["grad_x"],
+            1e-4,
+        );
+        let g = &f["grad_params"];
+        let (n1, n2) = if norm_first {
+            (&layer.norm_2, &layer.norm_1)
+        } else {
+            (&layer.norm_1, &layer.norm_2)
+        };
+        for (name, got) in [
+            (
+                "linear1.weight",
+                grad_out_in(&layer.pwff.linear_inner.weight, &grads),
+            ),
+            (
+                "linear2.weight",
+                grad_out_in(&layer.pwff.linear_outer.weight, &grads),
+            ),
+            ("norm1.weight", to_vec(n1.gamma.val().grad(&grads).unwrap())),
+            ("norm2.weight", to_vec(n2.gamma.val().grad(&grads).unwrap())),
+            (
+                "self_attn.out_proj.weight",
+                grad_out_in(&layer.mha.output.weight, &grads),
+            ),
+        ] {
+            close_to(&format!("{case} grad {name}"), got, &g[name], 1e-4);
+        }
+    }
+}
+
+#[test]
+fn a_state_dict_of_another_shape_is_refused() {
+    let device = Device::flex();
+    let mha = MultiHeadAttentionConfig::new(16, 2).init(&device);
+    let mut sd = state_dict("mha");
+    let e = load_mha(mha, &mut sd, "", &device).unwrap_err().to_string();
+    assert!(e.contains("in_proj_weight") && e.contains("[24, 8]"), "{e}");
+    let mut sd = state_dict("encoder_post_relu");
+    let mha = MultiHeadAttentionConfig::new(8, 2).init(&device);
+    load_mha(mha, &mut sd, "self_attn", &device).unwrap();
+    let unused = sd.finish().unwrap_err().to_string();
+    assert!(unused.contains("linear1.weight"), "{unused}");
+}
