@@ -57,9 +57,39 @@ class CharLm(nn.Module):
         return self.head(y).reshape(-1, 84)
 
 
+class TransformerLm(nn.Module):
+    """Strata's TransformerLmConfig::new(84, 128): token + learned position embeddings (128),
+    dropout 0.1, 2 pre-norm nn.TransformerEncoderLayer(128, 4, 512, GELU, dropout 0.1) under
+    a causal mask, final LayerNorm, Linear(128, 84)."""
+
+    def __init__(self, vocab=84, context=128, d=128):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, d)
+        self.position = nn.Embedding(context, d)
+        self.drop = nn.Dropout(0.1)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.1, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
+
+    def forward(self, x):
+        t = x.shape[1]
+        h = self.drop(self.embedding(x) + self.position(torch.arange(t)))
+        h = self.encoder(h, mask=self.mask[:t, :t], is_causal=True)
+        return self.head(self.norm(h)).reshape(-1, 84)
+
+
 def bench(name, steps, warmup=3):
     torch.manual_seed(0)
-    if name in ("lstm", "gru"):
+    if name == "transformer":
+        model = TransformerLm()
+        ids = (torch.arange(32 * 128) * 7) % 84
+        x = ids.reshape(32, 128)
+        y = (ids + 1) % 84
+        steps, warmup = min(steps, 10), 2
+    elif name in ("lstm", "gru"):
         model = CharLm(name)
         ids = (torch.arange(32 * 50) * 7) % 84
         x = ids.reshape(32, 50)
@@ -90,7 +120,7 @@ def bench(name, steps, warmup=3):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,cnn,lstm,gru")
+    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

@@ -1,7 +1,8 @@
 //! Training-step benchmarks: ms per step (forward, backward, Adam update) for the MLP
 //! (784-256-128-10) and the LeNet-style CNN (28x28, channels 32-64, head 128) at batch 64, and
 //! for character language models with one LSTM or GRU layer (vocabulary 84, embedding 64,
-//! hidden 256) on batches of 32 sequences of 50 steps, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! hidden 256) on batches of 32 sequences of 50 steps, and for the transformer LM (context
+//! 128, width 128, 4 heads, 2 layers) on batches of 32, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -15,6 +16,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use strata::arch::{
     CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
+    TransformerLm, TransformerLmConfig,
 };
 use strata::loss::LossConfig;
 use strata::optim::OptimizerConfig;
@@ -103,9 +105,46 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
     start.elapsed().as_secs_f64() * 1000.0 / steps as f64
 }
 
+/// Mean ms per training step of the transformer LM: batch 32, context 128, width 128, 4 heads,
+/// 2 layers, feed-forward 512, vocabulary 84, dropout 0.1.
+fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
+    let (batch, time, vocab) = (32, 128, 84);
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let mut lm: TransformerLm = TransformerLmConfig::new(vocab, time)
+        .init(&ad)
+        .expect("valid config");
+    let mut optim = OptimizerConfig::default().build().expect("adam");
+    let ids = |offset: i64| -> Vec<i64> {
+        (0..(batch * time) as i64)
+            .map(|i| (i * 7 + offset) % vocab as i64)
+            .collect()
+    };
+    let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
+    let ce = CrossEntropyLossConfig::new().init(&ad);
+    let mut step = |lm: TransformerLm| -> TransformerLm {
+        let logits = lm.forward(x.clone());
+        let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &lm);
+        optim.step(1e-3, lm, grads)
+    };
+    for _ in 0..warmup {
+        lm = step(lm);
+    }
+    let _ = device.sync();
+    let start = Instant::now();
+    for _ in 0..steps {
+        lm = step(lm);
+    }
+    let _ = device.sync();
+    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+}
+
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
-    let models = arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru".into());
+    let models = arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer".into());
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
         let backend: Backend = match b.parse() {
@@ -128,13 +167,15 @@ fn main() {
             };
             // ndarray's convolution backward takes over a second a step, and a recurrent step
             // runs 50 time steps: fewer steps there.
-            let n = if (backend == Backend::Ndarray && model == "cnn") || recurrent.is_some() {
+            let slow = recurrent.is_some() || model == "transformer";
+            let n = if (backend == Backend::Ndarray && model == "cnn") || slow {
                 steps.min(10)
             } else {
                 steps
             };
             let ms = match recurrent {
                 Some(cell) => bench_lm(cell, &backend.device(), n, 2),
+                None if model == "transformer" => bench_transformer(&backend.device(), n, 2),
                 None => bench(model, &backend.device(), n, 3),
             };
             println!(

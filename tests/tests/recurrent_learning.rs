@@ -168,6 +168,7 @@ fn a_char_lstm_learns_more_than_character_frequencies() {
             schedule: &ScheduleConfig::default(),
             config: &config,
             seq_len: 50,
+            eval_chunk: strata::train::EVAL_CHUNK,
             steps_per_epoch: Some(60),
             device,
             checkpoint_dir: None,

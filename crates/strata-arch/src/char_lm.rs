@@ -139,24 +139,7 @@ impl CharLm {
         sampling: &Sampling,
         device: &Device,
     ) -> crate::Result<Vec<usize>> {
-        let vocab = self.vocab_size();
-        if prompt.is_empty() {
-            return Err(Error::Invalid("the prompt is empty".into()));
-        }
-        if let Some(&bad) = prompt.iter().find(|&&i| i >= vocab) {
-            return Err(Error::Invalid(format!(
-                "prompt index {bad} outside the vocabulary of {vocab}"
-            )));
-        }
-        if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-            return Err(Error::Invalid(format!(
-                "temperature must be >= 0, got {}",
-                sampling.temperature
-            )));
-        }
-        if sampling.top_k == Some(0) {
-            return Err(Error::Invalid("top-k must be >= 1".into()));
-        }
+        check_sampling(prompt, self.vocab_size(), sampling)?;
         let mut rng = ChaCha8Rng::seed_from_u64(sampling.seed);
         let tokens = |ids: &[usize]| {
             let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
@@ -181,8 +164,38 @@ impl CharLm {
     }
 }
 
+/// Checks a prompt against a vocabulary of `vocab` tokens, and the sampling settings.
+///
+/// # Errors
+/// [`Error::Invalid`] for an empty prompt, an index outside the vocabulary, a negative or
+/// non-finite temperature, or `top_k = 0`.
+pub(crate) fn check_sampling(
+    prompt: &[usize],
+    vocab: usize,
+    sampling: &Sampling,
+) -> crate::Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt is empty".into()));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&i| i >= vocab) {
+        return Err(Error::Invalid(format!(
+            "prompt index {bad} outside the vocabulary of {vocab}"
+        )));
+    }
+    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "temperature must be >= 0, got {}",
+            sampling.temperature
+        )));
+    }
+    if sampling.top_k == Some(0) {
+        return Err(Error::Invalid("top-k must be >= 1".into()));
+    }
+    Ok(())
+}
+
 /// Draws an index from `logits` with temperature and top-k.
-fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
+pub(crate) fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
     let argmax = || {
         logits
             .iter()

@@ -24,6 +24,7 @@ mod error;
 pub mod mlp;
 mod network;
 pub mod recurrent;
+pub mod transformer_lm;
 
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
@@ -32,3 +33,4 @@ pub use mlp::{Mlp, MlpConfig};
 pub use network::{MODELS, Network, NetworkConfig, cell_name, check_input};
 pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
 pub use strata_layers::{ActivationKind, CellKind, Pooling, RecurrentConfig, RecurrentState};
+pub use transformer_lm::{Positional, TransformerLm, TransformerLmConfig};

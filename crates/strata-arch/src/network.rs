@@ -22,7 +22,7 @@ pub enum NetworkConfig {
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 6] = [
+pub const MODELS: [(&str, &str); 7] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -43,6 +43,10 @@ pub const MODELS: [(&str, &str); 6] = [
     (
         "gru",
         "GRU: classifier, forecaster or character LM; stacked, bidirectional",
+    ),
+    (
+        "transformer-lm",
+        "decoder-only transformer character LM (GPT-style), key-value cache for generation",
     ),
 ];
 

@@ -31,7 +31,7 @@ pub enum Command {
 /// `strata train`. Flags override `--config`, which overrides the model's defaults.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Model: mlp, cnn, rnn, rnn-relu, lstm or gru [default: cnn].
+    /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm [default: cnn].
     #[arg(long)]
     pub model: Option<String>,
     /// Data set: digits, iris, fashion-mnist[-rows][:DIR], airline, sunspots, co2,
@@ -117,6 +117,12 @@ pub struct TrainArgs {
     /// Character embedding width of a language model.
     #[arg(long)]
     pub embed: Option<usize>,
+    /// Attention heads of a transformer.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Positions of a transformer: learned or sinusoidal.
+    #[arg(long)]
+    pub positional: Option<String>,
     /// Sequence summary of a recurrent classifier: last or mean.
     #[arg(long)]
     pub pooling: Option<String>,

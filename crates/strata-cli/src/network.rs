@@ -8,7 +8,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use strata::arch::{
     CellKind, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
-    SequenceHead, SequenceModelConfig,
+    SequenceHead, SequenceModelConfig, TransformerLmConfig,
 };
 
 use crate::data_source::Preprocess;
@@ -61,9 +61,15 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
                     .with_dropout(n.dropout),
             )
         }
+        "transformer-lm" => {
+            return Err(Error::Usage(format!(
+                "transformer-lm is a language model: train it on text (shakespeare, text:PATH), not `{}`",
+                config.dataset
+            )));
+        }
         other => {
             return Err(Error::Usage(format!(
-                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm or gru"
+                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm"
             )));
         }
     };
@@ -129,6 +135,28 @@ fn sequence_shape(config: &RunConfig, pre: &Preprocess) -> Result<(usize, usize)
         )));
     }
     Ok((steps, pre.n_features / steps))
+}
+
+/// The transformer language model a run asks for over a vocabulary of `vocab` characters:
+/// width `--hidden`, `--heads`, `--layers`, context `--seq-len`, feed-forward 4x the width.
+///
+/// # Errors
+/// Invalid sizes, heads that do not divide the width.
+pub fn transformer_lm_config(config: &RunConfig, vocab: usize) -> Result<TransformerLmConfig> {
+    let n = &config.network;
+    let d_model = *n
+        .hidden
+        .first()
+        .ok_or_else(|| Error::Usage("a transformer needs a width (--hidden N)".into()))?;
+    let c = TransformerLmConfig::new(vocab, n.seq_len)
+        .with_d_model(d_model)
+        .with_n_heads(n.heads)
+        .with_n_layers(n.layers)
+        .with_d_ff(4 * d_model)
+        .with_dropout(n.dropout)
+        .with_positional(n.positional);
+    c.validate()?;
+    Ok(c)
 }
 
 /// The character language model a run asks for over a vocabulary of `vocab` characters.

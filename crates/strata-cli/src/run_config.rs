@@ -1,7 +1,7 @@
 //! The resolved configuration of a run: what `config.toml` holds and `--config` reads back.
 
 use serde::{Deserialize, Serialize};
-use strata::arch::{ActivationKind, Pooling, SequencePooling};
+use strata::arch::{ActivationKind, Pooling, Positional, SequencePooling};
 use strata::data::{LabelColumn, Sampling};
 use strata::loss::LossConfig;
 use strata::optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
@@ -54,6 +54,21 @@ pub struct NetworkSpec {
     /// Character embedding width of a language model.
     #[serde(default = "default_embed")]
     pub embed: usize,
+    /// Attention heads of a transformer.
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    /// Positions of a transformer: learned or sinusoidal.
+    #[serde(default)]
+    pub positional: Positional,
+}
+
+fn default_heads() -> usize {
+    4
+}
+
+/// Whether `model` is a language model that is not recurrent (the transformer LM).
+pub fn is_transformer_lm(model: &str) -> bool {
+    model == "transformer-lm"
 }
 
 fn one() -> usize {
@@ -130,7 +145,9 @@ impl RunConfig {
     /// The data set a model trains on when none is named: digits, or the airline series for
     /// recurrent models.
     pub fn default_dataset(model: &str) -> &'static str {
-        if is_recurrent(model) {
+        if is_transformer_lm(model) {
+            "shakespeare"
+        } else if is_recurrent(model) {
             "airline"
         } else {
             "digits"
@@ -141,6 +158,28 @@ impl RunConfig {
     pub fn defaults_for(model: &str, dataset: &str) -> Self {
         let mut c = Self::defaults(model);
         c.dataset = dataset.to_string();
+        if is_transformer_lm(model) {
+            // GPT-style: width 128, 4 heads, 2 layers, context 128; AdamW with warm-up and
+            // cosine decay, as transformer users expect.
+            c.network.hidden = vec![128];
+            c.network.layers = 2;
+            c.network.seq_len = 128;
+            c.network.dropout = 0.1;
+            c.network.batch_norm = false;
+            c.fit.batch_size = 32;
+            c.fit.epochs = 30;
+            c.fit.early_stopping = None;
+            c.steps_per_epoch = Some(100);
+            c.optimizer.kind =
+                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
+            c.optimizer.lr = 0.002;
+            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+            c.schedule = ScheduleConfig {
+                kind: ScheduleKind::Cosine { min_lr: 0.0002 },
+                warmup_epochs: 1,
+            };
+            return c;
+        }
         if !is_recurrent(model) {
             return c;
         }
@@ -229,6 +268,8 @@ impl RunConfig {
                 seq_len: 0,
                 sequence_pooling: SequencePooling::Last,
                 embed: default_embed(),
+                heads: default_heads(),
+                positional: Positional::Learned,
             },
             fit: FitConfig {
                 epochs: 30,
@@ -276,9 +317,12 @@ impl RunConfig {
     /// # Errors
     /// The first invalid value.
     pub fn validate(&self) -> Result<()> {
-        if !["mlp", "cnn"].contains(&self.model.as_str()) && !is_recurrent(&self.model) {
+        if !["mlp", "cnn"].contains(&self.model.as_str())
+            && !is_recurrent(&self.model)
+            && !is_transformer_lm(&self.model)
+        {
             return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm or gru (see `strata list`)",
+                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm (see `strata list`)",
                 self.model
             )));
         }
@@ -319,6 +363,7 @@ mod tests {
             ("lstm", "airline"),
             ("gru", "shakespeare"),
             ("rnn", "fashion-mnist-rows"),
+            ("transformer-lm", "shakespeare"),
         ] {
             let c = RunConfig::defaults_for(m, d);
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();

@@ -371,3 +371,76 @@ fn bad_recurrent_input_is_one_clear_line() {
         "not a character language model",
     );
 }
+
+#[test]
+fn a_transformer_lm_trains_generates_and_checks_its_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = small_text(dir.path());
+    let out = dir.path().join("tlm");
+    let run = out.to_str().unwrap();
+    let o = strata(&[
+        "train",
+        "--model",
+        "transformer-lm",
+        "--dataset",
+        &text,
+        "--hidden",
+        "32",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--seq-len",
+        "32",
+        "--steps-per-epoch",
+        "10",
+        "--epochs",
+        "2",
+        "--out",
+        run,
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&out.join("metrics.json"));
+    assert!(m["test"]["loss_nats"].as_f64().is_some_and(f64::is_finite));
+    let g = strata(&[
+        "generate", "--run", run, "--prompt", "KING", "--length", "60", "--seed", "2",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    // 64 characters: longer than the 32-step context, so the window slides.
+    assert_eq!(stdout(&g).trim_end_matches('\n').chars().count(), 64);
+    let e = strata(&["evaluate", "--run", run]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let q = "--quiet";
+    let bad = dir.path().join("bad");
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "transformer-lm",
+            "--dataset",
+            &text,
+            "--hidden",
+            "30",
+            "--heads",
+            "4",
+            "--out",
+            bad.to_str().unwrap(),
+            q,
+        ],
+        "4 heads do not divide the model width 30",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "transformer-lm",
+            "--dataset",
+            "airline",
+            "--out",
+            bad.to_str().unwrap(),
+            q,
+        ],
+        "train it on text",
+    );
+}

@@ -39,6 +39,9 @@ pub struct Tbptt<'a, F, D> {
     pub config: &'a FitConfig,
     /// Steps back-propagated through (the chunk length).
     pub seq_len: usize,
+    /// Steps per validation chunk ([`EVAL_CHUNK`] for recurrent models; at most the context
+    /// of a transformer).
+    pub eval_chunk: usize,
     /// Chunks per epoch; `None` is one pass over the training streams. Later epochs go on
     /// where the last one stopped, wrapping around.
     pub steps_per_epoch: Option<usize>,
@@ -207,7 +210,7 @@ where
             &f.forward,
             valid,
             EVAL_STREAMS,
-            EVAL_CHUNK,
+            f.eval_chunk.max(1),
             &plain,
         )?;
         epochs_this_call += 1;

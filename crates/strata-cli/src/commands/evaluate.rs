@@ -9,7 +9,7 @@ use strata::train::{Evaluation, evaluate, write_atomic};
 
 use crate::args::EvaluateArgs;
 use crate::commands::forecast::{forecast_metrics, prepare_series};
-use crate::commands::language::{eval_nats, load_lm, split_text};
+use crate::commands::language::{load_lm, split_text};
 use crate::commands::train::{metrics_json, summary_line};
 use crate::data_source::load_series;
 use crate::data_source::{Preprocess, Source, load_source, n_outputs, split_source};
@@ -195,7 +195,7 @@ fn evaluate_lm(args: &EvaluateArgs) -> Result<()> {
         // Another text: all of it, in the model's vocabulary.
         lm.vocab.encode(&text)?
     };
-    let nats = eval_nats(&lm.model, &tokens, &lm.device)?;
+    let nats = lm.model.eval_nats(&tokens, &lm.device)?;
     let bpc = nats / std::f64::consts::LN_2;
     println!("{name}: loss {nats:.4} nats/char ({bpc:.4} bits/char)");
     write_evaluation(

@@ -161,6 +161,12 @@ pub fn train(
             config.dataset
         )));
     }
+    if crate::run_config::is_transformer_lm(&config.model) {
+        return Err(Error::Usage(format!(
+            "transformer-lm is a language model: train it on text (shakespeare, text:PATH), not `{}`",
+            config.dataset
+        )));
+    }
     let mut config = config.clone();
     let prepared = prepare_series(&config, src)?;
     fit_loss_to_task(&mut config, &prepared.train)?;

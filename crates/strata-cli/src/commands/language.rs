@@ -6,17 +6,17 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::json;
-use strata::arch::{CharLm, RecurrentState};
+use strata::arch::{CharLm, RecurrentState, Sampling, TransformerLm};
 use strata::data::{CharVocab, TextSplit, contiguous_split};
 use strata::tensor::seed_device;
-use strata::train::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
+use strata::train::{EVAL_CHUNK, EVAL_STREAMS, FitOutcome, Tbptt, evaluate_tokens, fit_tbptt};
 
 use crate::args::TrainArgs;
 use crate::commands::train::{run_summary, write_history, write_metrics};
 use crate::data_source::Preprocess;
 use crate::error::{Error, Result};
-use crate::network::{char_lm_config, load_weights, save_safetensors};
-use crate::run_config::{RunConfig, is_recurrent};
+use crate::network::{char_lm_config, load_weights, save_safetensors, transformer_lm_config};
+use crate::run_config::{RunConfig, is_recurrent, is_transformer_lm};
 
 /// Validation and test fractions of a text (contiguous, at its end).
 pub const TEXT_VALID: f64 = 0.02;
@@ -33,7 +33,17 @@ pub fn split_text(text: &str) -> Result<(CharVocab, TextSplit)> {
     Ok((vocab, contiguous_split(&ids, TEXT_VALID, TEXT_TEST)?))
 }
 
-/// The model's forward pass as the trainer takes it.
+/// A character language model of either family.
+// Built once per run and never moved in a loop: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Lm {
+    /// Embedding, recurrent layers, linear head.
+    Recurrent(CharLm),
+    /// Decoder-only transformer.
+    Transformer(TransformerLm),
+}
+
+/// The recurrent model's forward pass as the trainer takes it.
 pub fn lm_forward(
     m: &CharLm,
     x: burn::tensor::Tensor<2, burn::tensor::Int>,
@@ -42,19 +52,53 @@ pub fn lm_forward(
     m.forward(x, s)
 }
 
-/// Mean test loss (nats per character) of `model` on `tokens`.
-///
-/// # Errors
-/// Too little text.
-pub fn eval_nats(model: &CharLm, tokens: &[usize], device: &Device) -> Result<f64> {
-    Ok(evaluate_tokens(
-        model,
-        &lm_forward,
-        tokens,
-        EVAL_STREAMS,
-        EVAL_CHUNK,
-        device,
-    )?)
+/// The transformer's forward pass as the trainer takes it: no state crosses chunks.
+pub fn transformer_forward(
+    m: &TransformerLm,
+    x: burn::tensor::Tensor<2, burn::tensor::Int>,
+    _: Option<()>,
+) -> (burn::tensor::Tensor<3>, ()) {
+    (m.forward(x), ())
+}
+
+impl Lm {
+    /// Mean loss (nats per character) on `tokens`: recurrent models read 128 streams in chunks
+    /// of 256 with the state carried; transformers read chunks of their context, each on its
+    /// own (the first characters of a chunk see little context, as in training).
+    ///
+    /// # Errors
+    /// Too little text.
+    pub fn eval_nats(&self, tokens: &[usize], device: &Device) -> Result<f64> {
+        Ok(match self {
+            Lm::Recurrent(m) => {
+                evaluate_tokens(m, &lm_forward, tokens, EVAL_STREAMS, EVAL_CHUNK, device)?
+            }
+            Lm::Transformer(m) => evaluate_tokens(
+                m,
+                &transformer_forward,
+                tokens,
+                EVAL_STREAMS,
+                m.context,
+                device,
+            )?,
+        })
+    }
+
+    /// Generates text after `prompt` (the transformer reuses its key-value cache).
+    ///
+    /// # Errors
+    /// Bad prompt indices or sampling settings.
+    pub fn generate(
+        &self,
+        prompt: &[usize],
+        sampling: &Sampling,
+        device: &Device,
+    ) -> Result<Vec<usize>> {
+        Ok(match self {
+            Lm::Recurrent(m) => m.generate(prompt, sampling, device)?,
+            Lm::Transformer(m) => m.generate(prompt, sampling, true, device)?,
+        })
+    }
 }
 
 /// Trains a character language model and writes the run directory.
@@ -68,19 +112,24 @@ pub fn train(
     out: &Path,
     args: &TrainArgs,
 ) -> Result<()> {
-    if !is_recurrent(&config.model) {
+    if !is_recurrent(&config.model) && !is_transformer_lm(&config.model) {
         return Err(Error::Usage(format!(
-            "`{}` is text: train a character language model with --model rnn, lstm or gru, not {}",
+            "`{}` is text: train a character language model with --model rnn, lstm, gru or transformer-lm, not {}",
             config.dataset, config.model
         )));
     }
     if config.network.seq_len == 0 {
         return Err(Error::Usage(
-            "a language model needs --seq-len >= 1 (steps of back-propagation)".into(),
+            "a language model needs --seq-len >= 1 (steps of back-propagation, or the transformer's context)".into(),
         ));
     }
     let (vocab, split) = split_text(text)?;
-    let lm_config = char_lm_config(config, vocab.len())?;
+    // Check the model's settings before writing anything.
+    if is_transformer_lm(&config.model) {
+        transformer_lm_config(config, vocab.len())?;
+    } else {
+        char_lm_config(config, vocab.len())?;
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     strata::train::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let preprocess = Preprocess {
@@ -110,32 +159,64 @@ pub fn train(
     }
     let ad = device.clone().autodiff();
     seed_device(&ad, config.fit.seed);
-    let model = lm_config.init(&ad)?;
-    let outcome = fit_tbptt(
-        model,
-        &split.train,
-        &split.valid,
-        &Tbptt {
-            forward: lm_forward,
-            detach: RecurrentState::detach,
-            optimizer: &config.optimizer,
-            schedule: &config.schedule,
-            config: &config.fit,
-            seq_len: config.network.seq_len,
-            steps_per_epoch: config.steps_per_epoch,
-            device: ad,
-            checkpoint_dir: Some(&out.join("checkpoints")),
-            resume: args.resume,
-            pause_after: args.pause_after,
-        },
-    )?;
+    let ckpt = out.join("checkpoints");
+    let (lm, outcome) = if is_transformer_lm(&config.model) {
+        let model = transformer_lm_config(config, vocab.len())?.init(&ad)?;
+        let context = model.context;
+        let o = fit_tbptt(
+            model,
+            &split.train,
+            &split.valid,
+            &Tbptt {
+                forward: transformer_forward,
+                detach: |s: ()| s,
+                optimizer: &config.optimizer,
+                schedule: &config.schedule,
+                config: &config.fit,
+                seq_len: config.network.seq_len,
+                eval_chunk: context,
+                steps_per_epoch: config.steps_per_epoch,
+                device: ad.clone(),
+                checkpoint_dir: Some(&ckpt),
+                resume: args.resume,
+                pause_after: args.pause_after,
+            },
+        )?;
+        let (model, summary) = split_outcome(o);
+        (Lm::Transformer(model.valid()), summary)
+    } else {
+        let model = char_lm_config(config, vocab.len())?.init(&ad)?;
+        let o = fit_tbptt(
+            model,
+            &split.train,
+            &split.valid,
+            &Tbptt {
+                forward: lm_forward,
+                detach: RecurrentState::detach,
+                optimizer: &config.optimizer,
+                schedule: &config.schedule,
+                config: &config.fit,
+                seq_len: config.network.seq_len,
+                eval_chunk: EVAL_CHUNK,
+                steps_per_epoch: config.steps_per_epoch,
+                device: ad.clone(),
+                checkpoint_dir: Some(&ckpt),
+                resume: args.resume,
+                pause_after: args.pause_after,
+            },
+        )?;
+        let (model, summary) = split_outcome(o);
+        (Lm::Recurrent(model.valid()), summary)
+    };
     if !write_history(config, out, "bits_per_char", &outcome)? {
         return Ok(());
     }
-    let model = outcome.model.valid();
-    save_safetensors(&model, &out.join("model.safetensors"))?;
-    let test = eval_nats(&model, &split.test, device)?;
-    let valid = eval_nats(&model, &split.valid, device)?;
+    match &lm {
+        Lm::Recurrent(m) => save_safetensors(m, &out.join("model.safetensors"))?,
+        Lm::Transformer(m) => save_safetensors(m, &out.join("model.safetensors"))?,
+    }
+    let test = lm.eval_nats(&split.test, device)?;
+    let valid = lm.eval_nats(&split.valid, device)?;
     let ln2 = std::f64::consts::LN_2;
     let mut metrics = run_summary(config, &outcome);
     metrics["vocab_size"] = json!(vocab.len());
@@ -157,6 +238,33 @@ pub fn train(
     Ok(())
 }
 
+/// The trained model, and the rest of the outcome without it (the two model types share it).
+fn split_outcome<M>(o: FitOutcome<M>) -> (M, FitOutcome<()>) {
+    let FitOutcome {
+        model,
+        history,
+        epochs_run,
+        train_seconds,
+        best,
+        stop_reason,
+        resumed_from,
+        finished,
+    } = o;
+    (
+        model,
+        FitOutcome {
+            model: (),
+            history,
+            epochs_run,
+            train_seconds,
+            best,
+            stop_reason,
+            resumed_from,
+            finished,
+        },
+    )
+}
+
 /// A language-model run loaded back.
 pub struct LoadedLm {
     /// The run's config.
@@ -164,7 +272,7 @@ pub struct LoadedLm {
     /// Its vocabulary.
     pub vocab: CharVocab,
     /// The model in evaluation mode.
-    pub model: CharLm,
+    pub model: Lm,
     /// Its device.
     pub device: Device,
 }
@@ -192,8 +300,13 @@ pub fn load_lm(dir: &Path, backend: Option<&str>) -> Result<LoadedLm> {
             dir.display()
         )));
     }
-    let model = char_lm_config(&config, vocab.len())?.init(&device)?;
-    let model = load_weights(model, &config.model, &weights)?;
+    let model = if is_transformer_lm(&config.model) {
+        let m = transformer_lm_config(&config, vocab.len())?.init(&device)?;
+        Lm::Transformer(load_weights(m, &config.model, &weights)?)
+    } else {
+        let m = char_lm_config(&config, vocab.len())?.init(&device)?;
+        Lm::Recurrent(load_weights(m, &config.model, &weights)?)
+    };
     Ok(LoadedLm {
         config,
         vocab,

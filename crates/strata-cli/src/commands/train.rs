@@ -79,6 +79,20 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             }
         };
     }
+    if let Some(h) = args.heads {
+        c.network.heads = h;
+    }
+    if let Some(p) = &args.positional {
+        c.network.positional = match p.as_str() {
+            "learned" => strata::arch::Positional::Learned,
+            "sinusoidal" => strata::arch::Positional::Sinusoidal,
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown positional encoding `{other}`: expected learned or sinusoidal"
+                )));
+            }
+        };
+    }
     if let Some(s) = args.steps_per_epoch {
         c.steps_per_epoch = Some(s);
     }
