@@ -10,7 +10,6 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
@@ -40,14 +39,14 @@ fn network(model: &str) -> NetworkConfig {
 fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
     let ad = device.clone().autodiff();
     ad.seed(0);
-    let mut net: Network = network(model).init(&ad).expect("valid config");
+    let net: Network = network(model).init(&ad).expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
     let loss = LossConfig::default().init(&ad).expect("ce");
     let x = Tensor::<2>::random([64, 784], Distribution::Default, &ad);
     let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &ad);
     let targets = TargetBatch::Classes(y);
-    let mut step = |net: Network| -> Network {
+    let step = |net: Network| -> Network {
         let out = net.forward_flat(x.clone());
         let l = loss.forward(out, &targets).expect("loss");
         // Reading the loss back synchronises the device, as a training loop does.
@@ -55,18 +54,28 @@ fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
         let grads = GradientsParams::from_grads(l.backward(), &net);
         optim.step(1e-3, net, grads)
     };
+    time_steps(net, device, steps, warmup, step)
+}
+
+/// Mean ms per call of `step` after `warmup` untimed calls, the device synchronised around
+/// the timed ones.
+fn time_steps<M>(
+    mut model: M,
+    device: &Device,
+    steps: usize,
+    warmup: usize,
+    mut step: impl FnMut(M) -> M,
+) -> f64 {
     for _ in 0..warmup {
-        net = step(net);
+        model = step(model);
     }
     let _ = device.sync();
     let start = Instant::now();
     for _ in 0..steps {
-        net = step(net);
+        model = step(model);
     }
     let _ = device.sync();
-    let ms = start.elapsed().as_secs_f64() * 1000.0 / steps as f64;
-    let _ = net.num_params();
-    ms
+    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
 }
 
 /// Mean ms per training step of a character LM: batch 32, 50 steps, vocabulary 84.
@@ -74,7 +83,7 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
     let (batch, time, vocab) = (32, 50, 84);
     let ad = device.clone().autodiff();
     ad.seed(0);
-    let mut lm: CharLm = CharLmConfig::new(vocab, RecurrentConfig::new(cell, 64, 256))
+    let lm: CharLm = CharLmConfig::new(vocab, RecurrentConfig::new(cell, 64, 256))
         .init(&ad)
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
@@ -86,23 +95,14 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
     let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
     let ce = CrossEntropyLossConfig::new().init(&ad);
-    let mut step = |lm: CharLm| -> CharLm {
+    let step = |lm: CharLm| -> CharLm {
         let (logits, _) = lm.forward(x.clone(), None);
         let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
         let _ = l.clone().into_data();
         let grads = GradientsParams::from_grads(l.backward(), &lm);
         optim.step(1e-3, lm, grads)
     };
-    for _ in 0..warmup {
-        lm = step(lm);
-    }
-    let _ = device.sync();
-    let start = Instant::now();
-    for _ in 0..steps {
-        lm = step(lm);
-    }
-    let _ = device.sync();
-    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+    time_steps(lm, device, steps, warmup, step)
 }
 
 /// Mean ms per training step of the transformer LM: batch 32, context 128, width 128, 4 heads,
@@ -111,7 +111,7 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
     let (batch, time, vocab) = (32, 128, 84);
     let ad = device.clone().autodiff();
     ad.seed(0);
-    let mut lm: TransformerLm = TransformerLmConfig::new(vocab, time)
+    let lm: TransformerLm = TransformerLmConfig::new(vocab, time)
         .init(&ad)
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
@@ -123,23 +123,14 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
     let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
     let ce = CrossEntropyLossConfig::new().init(&ad);
-    let mut step = |lm: TransformerLm| -> TransformerLm {
+    let step = |lm: TransformerLm| -> TransformerLm {
         let logits = lm.forward(x.clone());
         let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
         let _ = l.clone().into_data();
         let grads = GradientsParams::from_grads(l.backward(), &lm);
         optim.step(1e-3, lm, grads)
     };
-    for _ in 0..warmup {
-        lm = step(lm);
-    }
-    let _ = device.sync();
-    let start = Instant::now();
-    for _ in 0..steps {
-        lm = step(lm);
-    }
-    let _ = device.sync();
-    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+    time_steps(lm, device, steps, warmup, step)
 }
 
 fn main() {

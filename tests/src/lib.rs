@@ -18,3 +18,29 @@ pub fn usable_backends() -> Vec<(Backend, Device)> {
         })
         .collect()
 }
+
+/// A nested JSON array of numbers (or booleans, as 0/1) as a flat vector and its shape: the
+/// layout of the PyTorch fixtures' tensors (`tensor.tolist()`).
+///
+/// # Panics
+/// On anything but nested arrays of numbers or booleans.
+pub fn json_tensor(v: &serde_json::Value) -> (Vec<f32>, Vec<usize>) {
+    fn walk(v: &serde_json::Value, out: &mut Vec<f32>, shape: &mut Vec<usize>, depth: usize) {
+        match v {
+            serde_json::Value::Array(items) => {
+                if shape.len() == depth {
+                    shape.push(items.len());
+                }
+                for item in items {
+                    walk(item, out, shape, depth + 1);
+                }
+            }
+            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap_or(f64::NAN) as f32),
+            serde_json::Value::Bool(b) => out.push(if *b { 1.0 } else { 0.0 }),
+            other => panic!("not a number: {other}"),
+        }
+    }
+    let (mut out, mut shape) = (Vec::new(), Vec::new());
+    walk(v, &mut out, &mut shape, 0);
+    (out, shape)
+}

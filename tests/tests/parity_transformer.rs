@@ -30,24 +30,7 @@ fn state_dict(case: &str) -> StateDict {
 }
 
 fn flat(v: &Value) -> (Vec<f32>, Vec<usize>) {
-    fn walk(v: &Value, out: &mut Vec<f32>, shape: &mut Vec<usize>, depth: usize) {
-        match v {
-            Value::Array(items) => {
-                if shape.len() == depth {
-                    shape.push(items.len());
-                }
-                for item in items {
-                    walk(item, out, shape, depth + 1);
-                }
-            }
-            Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
-            Value::Bool(b) => out.push(if *b { 1.0 } else { 0.0 }),
-            other => panic!("not a number: {other}"),
-        }
-    }
-    let (mut out, mut shape) = (Vec::new(), Vec::new());
-    walk(v, &mut out, &mut shape, 0);
-    (out, shape)
+    strata_tests::json_tensor(v)
 }
 
 fn tensor3(v: &Value, d: &Device) -> Tensor<3> {

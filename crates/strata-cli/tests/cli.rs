@@ -2,20 +2,10 @@
 //! reload it, `--config` reproduces it, `--kfold` reports folds, and bad input ends with one
 //! line and exit code 1, never a panic.
 
+mod common;
+use common::{assert_clean_failure, stderr, strata};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .env_remove("STRATA_BACKEND")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
@@ -220,23 +210,6 @@ fn resume_continues_a_paused_run() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(metrics(&out)["epochs_run"], 6);
-}
-
-fn assert_clean_failure(args: &[&str], expect: &str) {
-    let o = strata(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "args {args:?}: {err}");
-    assert!(
-        err.contains(expect),
-        "args {args:?}: expected `{expect}` in:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked")
-            && !err.contains("RUST_BACKTRACE")
-            && !err.contains("internal error"),
-        "{err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "one line, got:\n{err}");
 }
 
 #[test]

@@ -4,43 +4,10 @@
 //! classification, and clean one-line errors for bad series, windows, prompts and run
 //! directories.
 
+mod common;
+use common::{assert_clean_failure, json, stderr, stdout, strata};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .env_remove("STRATA_BACKEND")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn assert_clean_failure(args: &[&str], expect: &str) {
-    let o = strata(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "args {args:?}: {err}");
-    assert!(
-        err.contains(expect),
-        "args {args:?}: expected `{expect}` in:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "one line, got:\n{err}");
-}
 
 #[test]
 fn a_forecasting_run_reports_series_units_and_reloads() {

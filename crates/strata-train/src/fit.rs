@@ -253,19 +253,7 @@ where
             let outputs = (f.forward)(&model, batch.inputs);
             let loss = f.loss.forward(outputs, &batch.targets)?;
             let value = scalar(loss.clone());
-            if !value.is_finite() {
-                bar.abandon();
-                return Err(Error::Diverged {
-                    epoch: epoch + 1,
-                    batch: b + 1,
-                    loss: value,
-                    last_good: if checkpointer.is_some() {
-                        state.epochs_done
-                    } else {
-                        0
-                    },
-                });
-            }
+            check_finite(value, epoch, b, &state, checkpointer.is_some(), &bar)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             loss_sum += value as f64 * chunk.len() as f64;
@@ -395,6 +383,28 @@ pub(crate) fn finish<M: Module>(
         stop_reason: state.stop_reason.unwrap_or_else(|| "paused".into()),
         finished: state.finished,
         resumed_from,
+    })
+}
+
+/// [`Error::Diverged`] (with the last checkpointed epoch) when the loss of batch `batch` (0-based)
+/// of epoch `epoch` is NaN or infinite.
+pub(crate) fn check_finite(
+    value: f32,
+    epoch: usize,
+    batch: usize,
+    state: &TrainState,
+    checkpointing: bool,
+    bar: &ProgressBar,
+) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    bar.abandon();
+    Err(Error::Diverged {
+        epoch: epoch + 1,
+        batch: batch + 1,
+        loss: value,
+        last_good: if checkpointing { state.epochs_done } else { 0 },
     })
 }
 

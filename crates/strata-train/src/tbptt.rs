@@ -20,8 +20,8 @@ use strata_tensor::derive_seed;
 
 use crate::error::{Error, Result};
 use crate::fit::{
-    EpochEnd, FitConfig, FitOutcome, Monitor, Start, end_epoch, finish, over_budget, progress_bar,
-    start,
+    EpochEnd, FitConfig, FitOutcome, Monitor, Start, check_finite, end_epoch, finish, over_budget,
+    progress_bar, start,
 };
 use crate::history::EpochRecord;
 
@@ -181,19 +181,7 @@ where
             let [b, t, v] = logits.dims();
             let loss = ce.forward(logits.reshape([b * t, v]), y);
             let value = scalar(loss.clone());
-            if !value.is_finite() {
-                bar.abandon();
-                return Err(Error::Diverged {
-                    epoch: epoch + 1,
-                    batch: step + 1,
-                    loss: value,
-                    last_good: if checkpointer.is_some() {
-                        state.epochs_done
-                    } else {
-                        0
-                    },
-                });
-            }
+            check_finite(value, epoch, step, &state, checkpointer.is_some(), &bar)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             loss_sum += value as f64;

@@ -160,53 +160,22 @@ pub fn train(
     let ad = device.clone().autodiff();
     seed_device(&ad, config.fit.seed);
     let ckpt = out.join("checkpoints");
+    let lm_run = LmRun {
+        config,
+        split: &split,
+        device: ad.clone(),
+        checkpoint_dir: &ckpt,
+        args,
+    };
     let (lm, outcome) = if is_transformer_lm(&config.model) {
         let model = transformer_lm_config(config, vocab.len())?.init(&ad)?;
         let context = model.context;
-        let o = fit_tbptt(
-            model,
-            &split.train,
-            &split.valid,
-            &Tbptt {
-                forward: transformer_forward,
-                detach: |s: ()| s,
-                optimizer: &config.optimizer,
-                schedule: &config.schedule,
-                config: &config.fit,
-                seq_len: config.network.seq_len,
-                eval_chunk: context,
-                steps_per_epoch: config.steps_per_epoch,
-                device: ad.clone(),
-                checkpoint_dir: Some(&ckpt),
-                resume: args.resume,
-                pause_after: args.pause_after,
-            },
-        )?;
-        let (model, summary) = split_outcome(o);
-        (Lm::Transformer(model.valid()), summary)
+        let (model, o) = lm_run.fit(model, transformer_forward, |s: ()| s, context)?;
+        (Lm::Transformer(model.valid()), o)
     } else {
         let model = char_lm_config(config, vocab.len())?.init(&ad)?;
-        let o = fit_tbptt(
-            model,
-            &split.train,
-            &split.valid,
-            &Tbptt {
-                forward: lm_forward,
-                detach: RecurrentState::detach,
-                optimizer: &config.optimizer,
-                schedule: &config.schedule,
-                config: &config.fit,
-                seq_len: config.network.seq_len,
-                eval_chunk: EVAL_CHUNK,
-                steps_per_epoch: config.steps_per_epoch,
-                device: ad.clone(),
-                checkpoint_dir: Some(&ckpt),
-                resume: args.resume,
-                pause_after: args.pause_after,
-            },
-        )?;
-        let (model, summary) = split_outcome(o);
-        (Lm::Recurrent(model.valid()), summary)
+        let (model, o) = lm_run.fit(model, lm_forward, RecurrentState::detach, EVAL_CHUNK)?;
+        (Lm::Recurrent(model.valid()), o)
     };
     if !write_history(config, out, "bits_per_char", &outcome)? {
         return Ok(());
@@ -236,6 +205,57 @@ pub fn train(
     );
     println!("run written to {}", out.display());
     Ok(())
+}
+
+/// What training a language model of either family needs besides the model.
+struct LmRun<'a> {
+    config: &'a RunConfig,
+    split: &'a TextSplit,
+    device: Device,
+    checkpoint_dir: &'a Path,
+    args: &'a TrainArgs,
+}
+
+impl LmRun<'_> {
+    /// Trains `model` by truncated back-propagation; returns it and the rest of the outcome.
+    fn fit<M, S, F, D>(
+        &self,
+        model: M,
+        forward: F,
+        detach: D,
+        eval_chunk: usize,
+    ) -> Result<(M, FitOutcome<()>)>
+    where
+        M: burn::module::Module,
+        F: Fn(
+            &M,
+            burn::tensor::Tensor<2, burn::tensor::Int>,
+            Option<S>,
+        ) -> (burn::tensor::Tensor<3>, S),
+        D: Fn(S) -> S,
+    {
+        let c = self.config;
+        let o = fit_tbptt(
+            model,
+            &self.split.train,
+            &self.split.valid,
+            &Tbptt {
+                forward,
+                detach,
+                optimizer: &c.optimizer,
+                schedule: &c.schedule,
+                config: &c.fit,
+                seq_len: c.network.seq_len,
+                eval_chunk,
+                steps_per_epoch: c.steps_per_epoch,
+                device: self.device.clone(),
+                checkpoint_dir: Some(self.checkpoint_dir),
+                resume: self.args.resume,
+                pause_after: self.args.pause_after,
+            },
+        )?;
+        Ok(split_outcome(o))
+    }
 }
 
 /// The trained model, and the rest of the outcome without it (the two model types share it).
