@@ -6,7 +6,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::activation::ActivationConfig;
-use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderAutoregressiveCache, TransformerEncoderConfig,
     TransformerEncoderInput,
@@ -211,6 +211,35 @@ impl TransformerLm {
         self.output(y)
     }
 
+    /// The attention weights of every layer for `tokens`, for inspection and plots: one
+    /// `[batch, n_heads, time, time]` tensor per layer (row `i` is how position `i` spreads its
+    /// attention over positions `0..=i`; each row sums to 1).
+    ///
+    /// # Panics
+    /// When `time` exceeds the context.
+    pub fn attention_weights(&self, tokens: Tensor<2, Int>) -> Vec<Tensor<4>> {
+        let [batch, time] = tokens.dims();
+        let device = tokens.device();
+        let mask = generate_autoregressive_mask(batch, time, &device);
+        let mut x = self.embed(tokens);
+        let mut weights = Vec::with_capacity(self.encoder.layers.len());
+        for layer in &self.encoder.layers {
+            // The attention sub-layer's input: normalised first in pre-norm layers (burn's
+            // `norm_2` sits before attention there).
+            let attn_in = if layer.norm_first {
+                layer.norm_2.forward(x.clone())
+            } else {
+                x.clone()
+            };
+            let out = layer
+                .mha
+                .forward(MhaInput::self_attn(attn_in).mask_attn(mask.clone()));
+            weights.push(out.weights);
+            x = layer.forward(x, None, Some(mask.clone()));
+        }
+        weights
+    }
+
     /// The logits of the last position of `tokens`, computing only that position's layers
     /// when `cache` holds the earlier ones (burn's autoregressive cache).
     fn last_logits(
@@ -337,6 +366,29 @@ mod tests {
                 .max()
                 .into_scalar::<f32>();
             assert!(late > 1e-4);
+        }
+    }
+
+    #[test]
+    fn attention_weights_are_causal_distributions() {
+        let d = Device::flex();
+        for (nf, pos) in [(true, Positional::Learned), (false, Positional::Sinusoidal)] {
+            let m = lm(nf, pos);
+            let t = Tensor::<2, Int>::from_data(
+                TensorData::new(vec![1i64, 2, 3, 4, 5, 6, 7, 8], [2, 4]),
+                &d,
+            );
+            let w = m.attention_weights(t);
+            assert_eq!(w.len(), 2);
+            for layer in w {
+                assert_eq!(layer.dims(), [2, 2, 4, 4]);
+                let sums = layer.clone().sum_dim(3);
+                let off = (sums - 1.0).abs().max().into_scalar::<f32>();
+                assert!(off < 1e-5, "rows sum to 1, off by {off}");
+                // Nothing above the diagonal: no position attends to a later one.
+                let future = layer.triu(1).abs().max().into_scalar::<f32>();
+                assert!(future < 1e-6, "attention to the future {future}");
+            }
         }
     }
 
