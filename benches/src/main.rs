@@ -78,6 +78,24 @@ fn time_steps<M>(
     start.elapsed().as_secs_f64() * 1000.0 / steps as f64
 }
 
+/// A fixed batch of `batch x time` token ids and their next-token targets (flattened).
+fn token_batch(
+    batch: usize,
+    time: usize,
+    vocab: usize,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<1, Int>) {
+    let ids = |offset: i64| -> Vec<i64> {
+        (0..(batch * time) as i64)
+            .map(|i| (i * 7 + offset) % vocab as i64)
+            .collect()
+    };
+    (
+        Tensor::from_data(TensorData::new(ids(0), [batch, time]), device),
+        Tensor::from_data(TensorData::new(ids(1), [batch * time]), device),
+    )
+}
+
 /// Mean ms per training step of a character LM: batch 32, 50 steps, vocabulary 84.
 fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64 {
     let (batch, time, vocab) = (32, 50, 84);
@@ -87,13 +105,7 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
         .init(&ad)
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
-    let ids = |offset: i64| -> Vec<i64> {
-        (0..(batch * time) as i64)
-            .map(|i| (i * 7 + offset) % vocab as i64)
-            .collect()
-    };
-    let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
+    let (x, y) = token_batch(batch, time, vocab, &ad);
     let ce = CrossEntropyLossConfig::new().init(&ad);
     let step = |lm: CharLm| -> CharLm {
         let (logits, _) = lm.forward(x.clone(), None);
@@ -115,13 +127,7 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
         .init(&ad)
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
-    let ids = |offset: i64| -> Vec<i64> {
-        (0..(batch * time) as i64)
-            .map(|i| (i * 7 + offset) % vocab as i64)
-            .collect()
-    };
-    let x = Tensor::<2, Int>::from_data(TensorData::new(ids(0), [batch, time]), &ad);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(ids(1), [batch * time]), &ad);
+    let (x, y) = token_batch(batch, time, vocab, &ad);
     let ce = CrossEntropyLossConfig::new().init(&ad);
     let step = |lm: TransformerLm| -> TransformerLm {
         let logits = lm.forward(x.clone());

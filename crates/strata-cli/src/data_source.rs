@@ -85,6 +85,9 @@ pub enum Source {
     },
 }
 
+/// The embedded series `load_series` knows by name.
+pub const SERIES: [&str; 3] = ["airline", "sunspots", "co2"];
+
 /// Loads a named series (or `series:PATH`, a `time,value` CSV with a header, whose last 10%
 /// is the test period and the 10% before it validation; its season is 1, so the baseline is
 /// the last value) with its validation and test periods.
@@ -151,7 +154,7 @@ pub fn load_source(spec: &str, label: &LabelColumn) -> Result<Source> {
     }
     match spec {
         "digits" | "iris" => Ok(Source::Single(embedded(spec)?)),
-        s if ["airline", "sunspots", "co2"].contains(&s) || s.starts_with("series:") => {
+        s if SERIES.contains(&s) || s.starts_with("series:") => {
             Ok(Source::Series(load_series(spec)?))
         }
         "shakespeare" => Ok(Source::Text {
