@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
 use strata::arch::{
     CellKind, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig, SequenceHead,
-    SequenceModelConfig, SequencePooling,
+    SequenceModelConfig, SequencePooling, TokenInput, TransformerClassifierConfig,
 };
 use strata::data::{Batcher, digits};
 use strata::loss::LossConfig;
@@ -90,6 +90,28 @@ fn cnn_step_matches_across_backends() {
             .with_channels(vec![8, 16])
             .with_d_hidden(32)
             .with_dropout(0.0),
+    ));
+}
+
+#[test]
+fn vision_transformer_step_matches_across_backends() {
+    // Patch embedding (strided convolution), class token, learned positions, attention,
+    // layer norm; dropout off.
+    check(NetworkConfig::Transformer(
+        TransformerClassifierConfig::new(
+            TokenInput::Patches {
+                in_channels: 1,
+                height: 8,
+                width: 8,
+                patch_size: 2,
+            },
+            10,
+        )
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_n_layers(2)
+        .with_d_ff(32)
+        .with_dropout(0.0),
     ));
 }
 

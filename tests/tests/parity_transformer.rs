@@ -1,19 +1,25 @@
-//! burn's attention and transformer encoder layer, loaded from PyTorch `state_dict`s with
-//! `strata::layers::load_mha` / `load_encoder_layer`, against PyTorch.
+//! burn's attention and transformer encoder and decoder layers, loaded from PyTorch
+//! `state_dict`s with `strata::layers::load_mha` / `load_encoder_layer` /
+//! `load_decoder_layer`, against PyTorch.
 //!
 //! `tests/fixtures/gen_transformer.py` saves `nn.MultiheadAttention(8, 2, batch_first=True)`
 //! (run as self-attention with a key padding mask and a causal `attn_mask`,
 //! `average_attn_weights=False`) and `nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0,
 //! batch_first=True)` in post-norm/ReLU and pre-norm/GELU form (run with
-//! `src_key_padding_mask`), with their outputs and the gradients of `(out * R).sum()`.
+//! `src_key_padding_mask`), and `nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0,
+//! batch_first=True)` in both forms (run with a causal `tgt_mask`, `tgt_key_padding_mask` and
+//! `memory_key_padding_mask` over a longer memory), with their outputs and the gradients of
+//! `(out * R).sum()`.
 //! Outputs must agree within 1e-5 (attention weights too), gradients within 1e-4.
 
 use burn::nn::activation::ActivationConfig;
-use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
-use burn::nn::transformer::TransformerEncoderConfig;
+use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig, generate_autoregressive_mask};
+use burn::nn::transformer::{
+    TransformerDecoderConfig, TransformerDecoderInput, TransformerEncoderConfig,
+};
 use burn::tensor::{Bool, Device, Gradients, Tensor, TensorData};
 use serde_json::Value;
-use strata::layers::{StateDict, load_encoder_layer, load_mha};
+use strata::layers::{StateDict, load_decoder_layer, load_encoder_layer, load_mha};
 use strata::tensor::convert::to_vec;
 
 fn fixture() -> Value {
@@ -186,6 +192,105 @@ fn encoder_layers_match_pytorch_post_and_pre_norm() {
         ] {
             close_to(&format!("{case} grad {name}"), got, &g[name], 1e-4);
         }
+    }
+}
+
+#[test]
+fn decoder_layers_match_pytorch_post_and_pre_norm() {
+    let all = fixture();
+    for case in ["decoder_post_relu", "decoder_pre_gelu"] {
+        let f = &all[case];
+        let device = Device::flex().autodiff();
+        let norm_first = f["norm_first"].as_bool().unwrap();
+        let activation = match f["activation"].as_str().unwrap() {
+            "relu" => ActivationConfig::Relu,
+            _ => ActivationConfig::Gelu,
+        };
+        let mut decoder = TransformerDecoderConfig::new(8, 16, 2, 1)
+            .with_dropout(0.0)
+            .with_norm_first(norm_first)
+            .with_activation(activation)
+            .init(&device);
+        let mut sd = state_dict(case);
+        let layer = load_decoder_layer(decoder.layers.remove(0), &mut sd, "", &device).unwrap();
+        sd.finish().unwrap();
+        decoder.layers.insert(0, layer);
+        let x = tensor3(&f["x"], &device).require_grad();
+        let memory = tensor3(&f["memory"], &device).require_grad();
+        let [b, t, _] = x.dims();
+        let y = decoder.forward(
+            TransformerDecoderInput::new(x.clone(), memory.clone())
+                .target_mask_attn(generate_autoregressive_mask(b, t, &device))
+                .target_mask_pad(pad_mask(&f["pad"], &device))
+                .memory_mask_pad(pad_mask(&f["memory_pad"], &device)),
+        );
+        close_to(
+            &format!("{case} output"),
+            to_vec(y.clone()),
+            &f["output"],
+            1e-5,
+        );
+        let grads = (y * tensor3(&f["r"], &device)).sum().backward();
+        close_to(
+            &format!("{case} grad x"),
+            to_vec(x.grad(&grads).unwrap()),
+            &f["grad_x"],
+            1e-4,
+        );
+        close_to(
+            &format!("{case} grad memory"),
+            to_vec(memory.grad(&grads).unwrap()),
+            &f["grad_memory"],
+            1e-4,
+        );
+        let layer = &decoder.layers[0];
+        let (n1, n2, n3) = if norm_first {
+            (&layer.norm_3, &layer.norm_1, &layer.norm_2)
+        } else {
+            (&layer.norm_1, &layer.norm_2, &layer.norm_3)
+        };
+        let g = &f["grad_params"];
+        for (name, got) in [
+            (
+                "linear1.weight",
+                grad_out_in(&layer.pwff.linear_inner.weight, &grads),
+            ),
+            (
+                "linear2.bias",
+                to_vec(
+                    layer
+                        .pwff
+                        .linear_outer
+                        .bias
+                        .as_ref()
+                        .unwrap()
+                        .val()
+                        .grad(&grads)
+                        .unwrap(),
+                ),
+            ),
+            ("norm1.weight", to_vec(n1.gamma.val().grad(&grads).unwrap())),
+            ("norm2.weight", to_vec(n2.gamma.val().grad(&grads).unwrap())),
+            (
+                "norm3.bias",
+                to_vec(n3.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
+            ),
+            (
+                "self_attn.out_proj.weight",
+                grad_out_in(&layer.self_attn.output.weight, &grads),
+            ),
+            (
+                "multihead_attn.out_proj.weight",
+                grad_out_in(&layer.cross_attn.output.weight, &grads),
+            ),
+        ] {
+            close_to(&format!("{case} grad {name}"), got, &g[name], 1e-4);
+        }
+        // The cross-attention's key projection is the part of `multihead_attn.in_proj_weight`
+        // after the query's rows.
+        let key = grad_out_in(&layer.cross_attn.key.weight, &grads);
+        let want = &flat(&g["multihead_attn.in_proj_weight"]).0[64..128];
+        assert_close(&format!("{case} grad cross-attention key"), key, want, 1e-4);
     }
 }
 

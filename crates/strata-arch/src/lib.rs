@@ -3,8 +3,10 @@
 //! Complete architectures for Strata, each a serde `Config` + burn `Module` + documented
 //! `forward`: a feed-forward [`Mlp`], a LeNet-style [`Cnn`], recurrent [`SequenceModel`]s
 //! (classifier or forecaster over RNN/LSTM/GRU layers), a character-level [`CharLm`] with
-//! sampling, and [`Network`], which holds any of the first three so that a model can be picked
-//! by name at run time.
+//! sampling, transformers (a GPT-style [`TransformerLm`], a [`TransformerClassifier`] over
+//! tokens, image patches (ViT) or table features (FT-Transformer), an encoder-decoder
+//! [`Seq2Seq`] with greedy and beam-search decoding), and [`Network`], which holds the row
+//! classifiers so that a model can be picked by name at run time.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -24,6 +26,8 @@ mod error;
 pub mod mlp;
 mod network;
 pub mod recurrent;
+pub mod seq2seq;
+pub mod transformer;
 pub mod transformer_lm;
 
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
@@ -32,5 +36,9 @@ pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{MODELS, Network, NetworkConfig, cell_name, check_input};
 pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
-pub use strata_layers::{ActivationKind, CellKind, Pooling, RecurrentConfig, RecurrentState};
-pub use transformer_lm::{Positional, TransformerLm, TransformerLmConfig};
+pub use seq2seq::{BeamSearch, Hypothesis, Seq2Seq, Seq2SeqConfig};
+pub use strata_layers::{
+    ActivationKind, CellKind, Pooling, Positional, RecurrentConfig, RecurrentState,
+};
+pub use transformer::{TokenInput, TransformerClassifier, TransformerClassifierConfig};
+pub use transformer_lm::{TransformerLm, TransformerLmConfig};

@@ -8,6 +8,7 @@ use crate::cnn::{Cnn, CnnConfig};
 use crate::error::{Error, Result};
 use crate::mlp::{Mlp, MlpConfig};
 use crate::recurrent::{SequenceModel, SequenceModelConfig};
+use crate::transformer::{TransformerClassifier, TransformerClassifierConfig};
 
 /// The architectures a run can name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,10 +20,13 @@ pub enum NetworkConfig {
     Cnn(CnnConfig),
     /// A recurrent sequence classifier or forecaster (RNN, LSTM or GRU).
     Recurrent(SequenceModelConfig),
+    /// A transformer encoder classifier over tokens, image patches (ViT) or tabular features
+    /// (FT-Transformer).
+    Transformer(TransformerClassifierConfig),
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 7] = [
+pub const MODELS: [(&str, &str); 10] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -48,6 +52,18 @@ pub const MODELS: [(&str, &str); 7] = [
         "transformer-lm",
         "decoder-only transformer character LM (GPT-style), key-value cache for generation",
     ),
+    (
+        "vit",
+        "Vision Transformer: image patches, class token, encoder layers; needs image data",
+    ),
+    (
+        "tab-transformer",
+        "FT-Transformer for tables: a token per numeric feature and per category; adult, csv",
+    ),
+    (
+        "seq2seq",
+        "encoder-decoder transformer, greedy and beam-search decoding; reverse, sort, copy",
+    ),
 ];
 
 impl NetworkConfig {
@@ -57,6 +73,7 @@ impl NetworkConfig {
             NetworkConfig::Mlp(_) => "mlp",
             NetworkConfig::Cnn(_) => "cnn",
             NetworkConfig::Recurrent(c) => cell_name(c.rnn.cell),
+            NetworkConfig::Transformer(c) => c.input.model_name(),
         }
     }
 
@@ -66,6 +83,7 @@ impl NetworkConfig {
             NetworkConfig::Mlp(c) => c.d_input,
             NetworkConfig::Cnn(c) => c.in_channels * c.height * c.width,
             NetworkConfig::Recurrent(c) => c.seq_len * c.rnn.d_input,
+            NetworkConfig::Transformer(c) => c.input.d_input(),
         }
     }
 
@@ -75,6 +93,7 @@ impl NetworkConfig {
             NetworkConfig::Mlp(c) => c.d_output,
             NetworkConfig::Cnn(c) => c.n_classes,
             NetworkConfig::Recurrent(c) => c.d_output,
+            NetworkConfig::Transformer(c) => c.n_classes,
         }
     }
 
@@ -87,6 +106,7 @@ impl NetworkConfig {
             NetworkConfig::Mlp(c) => Network::Mlp(c.init(device)?),
             NetworkConfig::Cnn(c) => Network::Cnn(c.init(device)?),
             NetworkConfig::Recurrent(c) => Network::Recurrent(c.init(device)?),
+            NetworkConfig::Transformer(c) => Network::Transformer(c.init(device)?),
         })
     }
 
@@ -99,6 +119,7 @@ impl NetworkConfig {
             NetworkConfig::Mlp(c) => c.validate(),
             NetworkConfig::Cnn(c) => c.validate(),
             NetworkConfig::Recurrent(c) => c.validate(),
+            NetworkConfig::Transformer(c) => c.validate(),
         }
     }
 }
@@ -114,6 +135,8 @@ pub enum Network {
     Cnn(Cnn),
     /// A recurrent sequence model.
     Recurrent(SequenceModel),
+    /// A transformer encoder classifier.
+    Transformer(TransformerClassifier),
 }
 
 impl Network {
@@ -130,6 +153,7 @@ impl Network {
             Network::Mlp(m) => m.forward(input),
             Network::Cnn(m) => m.forward_flat(input),
             Network::Recurrent(m) => m.forward_flat(input),
+            Network::Transformer(m) => m.forward_flat(input),
         }
     }
 }

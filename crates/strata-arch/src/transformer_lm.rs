@@ -5,34 +5,22 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::activation::ActivationConfig;
-use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
+use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderAutoregressiveCache, TransformerEncoderConfig,
-    TransformerEncoderInput,
+    TransformerEncoder, TransformerEncoderAutoregressiveCache, TransformerEncoderInput,
 };
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig, PositionalEncoding, PositionalEncodingConfig,
+    LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use strata_layers::{Positional, Positions, PositionsConfig};
 
 use crate::char_lm::{Sampling, check_sampling, sample};
-use crate::error::{Error, check_dropout, check_size};
-
-/// How positions are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Positional {
-    /// A learned embedding per position (GPT).
-    #[default]
-    Learned,
-    /// Fixed sinusoids (Vaswani et al.), burn's `PositionalEncoding`.
-    Sinusoidal,
-}
+use crate::error::{Error, check_size};
+use crate::transformer::{check_transformer, encoder_attention, encoder_stack};
 
 /// Configuration of a [`TransformerLm`].
 #[derive(Config, Debug)]
@@ -69,10 +57,8 @@ pub struct TransformerLmConfig {
 pub struct TransformerLm {
     /// Token embeddings `[vocab_size, d_model]`.
     pub embedding: Embedding,
-    /// Learned position embeddings `[context, d_model]`, when positions are learned.
-    pub position: Option<Embedding>,
-    /// Sinusoidal positions, when positions are fixed.
-    pub sinusoids: Option<PositionalEncoding>,
+    /// Learned or sinusoidal position codes.
+    pub positions: Positions,
     /// Dropout on the embeddings.
     pub dropout: Dropout,
     /// The causally masked layers.
@@ -91,23 +77,15 @@ impl TransformerLmConfig {
     /// # Errors
     /// A zero size, heads that do not divide the width, a dropout outside `[0, 1)`.
     pub fn validate(&self) -> crate::Result<()> {
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("context", self.context),
-            ("d_model", self.d_model),
-            ("n_heads", self.n_heads),
-            ("n_layers", self.n_layers),
-            ("d_ff", self.d_ff),
-        ] {
-            check_size(name, v)?;
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(Error::Invalid(format!(
-                "{} heads do not divide the model width {}",
-                self.n_heads, self.d_model
-            )));
-        }
-        check_dropout(self.dropout)
+        check_size("vocab_size", self.vocab_size)?;
+        check_size("context", self.context)?;
+        check_transformer(
+            self.d_model,
+            self.n_heads,
+            self.n_layers,
+            self.d_ff,
+            self.dropout,
+        )
     }
 
     /// Builds the model.
@@ -116,27 +94,21 @@ impl TransformerLmConfig {
     /// As [`validate`](Self::validate).
     pub fn init(&self, device: &Device) -> crate::Result<TransformerLm> {
         self.validate()?;
-        let learned = self.positional == Positional::Learned;
         Ok(TransformerLm {
             embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
-            position: learned
-                .then(|| EmbeddingConfig::new(self.context, self.d_model).init(device)),
-            sinusoids: (!learned).then(|| {
-                PositionalEncodingConfig::new(self.d_model)
-                    .with_max_sequence_size(self.context)
-                    .init(device)
-            }),
+            positions: PositionsConfig::new(self.context, self.d_model)
+                .with_kind(self.positional)
+                .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            encoder: TransformerEncoderConfig::new(
+            encoder: encoder_stack(
                 self.d_model,
                 self.d_ff,
                 self.n_heads,
                 self.n_layers,
-            )
-            .with_dropout(self.dropout)
-            .with_norm_first(self.norm_first)
-            .with_activation(ActivationConfig::Gelu)
-            .init(device),
+                self.dropout,
+                self.norm_first,
+                device,
+            ),
             norm: self
                 .norm_first
                 .then(|| LayerNormConfig::new(self.d_model).init(device)),
@@ -167,19 +139,7 @@ impl TransformerLm {
     }
 
     fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let [batch, time] = tokens.dims();
-        let device = tokens.device();
-        let x = self.embedding.forward(tokens);
-        let x = match (&self.position, &self.sinusoids) {
-            (Some(p), _) => {
-                let pos = Tensor::<1, Int>::arange(0..time as i64, &device)
-                    .unsqueeze_dim::<2>(0)
-                    .expand([batch, time]);
-                x + p.forward(pos)
-            }
-            (None, Some(s)) => s.forward(x),
-            (None, None) => x,
-        };
+        let x = self.positions.forward(self.embedding.forward(tokens));
         self.dropout.forward(x)
     }
 
@@ -221,23 +181,7 @@ impl TransformerLm {
         let [batch, time] = tokens.dims();
         let device = tokens.device();
         let mask = generate_autoregressive_mask(batch, time, &device);
-        let mut x = self.embed(tokens);
-        let mut weights = Vec::with_capacity(self.encoder.layers.len());
-        for layer in &self.encoder.layers {
-            // The attention sub-layer's input: normalised first in pre-norm layers (burn's
-            // `norm_2` sits before attention there).
-            let attn_in = if layer.norm_first {
-                layer.norm_2.forward(x.clone())
-            } else {
-                x.clone()
-            };
-            let out = layer
-                .mha
-                .forward(MhaInput::self_attn(attn_in).mask_attn(mask.clone()));
-            weights.push(out.weights);
-            x = layer.forward(x, None, Some(mask.clone()));
-        }
-        weights
+        encoder_attention(&self.encoder, self.embed(tokens), None, Some(mask))
     }
 
     /// The logits of the last position of `tokens`, computing only that position's layers

@@ -31,11 +31,13 @@ pub enum Command {
 /// `strata train`. Flags override `--config`, which overrides the model's defaults.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm [default: cnn].
+    /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer or
+    /// seq2seq [default: cnn].
     #[arg(long)]
     pub model: Option<String>,
-    /// Data set: digits, iris, fashion-mnist[-rows][:DIR], airline, sunspots, co2,
-    /// shakespeare, csv:PATH or text:PATH [default: digits; airline for recurrent models].
+    /// Data set: digits, iris, adult, fashion-mnist[-rows][:DIR], airline, sunspots, co2,
+    /// shakespeare, reverse, sort, copy, csv:PATH, table:PATH or text:PATH [default: digits;
+    /// airline for recurrent models; shakespeare, adult or reverse for transformers].
     #[arg(long)]
     pub dataset: Option<String>,
     /// Label column of a CSV: a name, a 0-based index, or `last` [default: last].
@@ -123,6 +125,10 @@ pub struct TrainArgs {
     /// Positions of a transformer: learned or sinusoidal.
     #[arg(long)]
     pub positional: Option<String>,
+    /// Patch side of a Vision Transformer (default: the largest up to 4 that leaves at least
+    /// 16 patches).
+    #[arg(long)]
+    pub patch_size: Option<usize>,
     /// Sequence summary of a recurrent classifier: last or mean.
     #[arg(long)]
     pub pooling: Option<String>,
@@ -198,12 +204,16 @@ pub struct PredictArgs {
 /// `strata generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The run directory of a character language model.
+    /// The run directory of a character language model or a seq2seq model.
     #[arg(long)]
     pub run: PathBuf,
-    /// Text to start from [default: a newline].
+    /// Text to start from [default: a newline]; for a seq2seq run, the source symbols
+    /// (`3 1 4 1 5`).
     #[arg(long)]
     pub prompt: Option<String>,
+    /// Beam width of a seq2seq run's decoding (1: greedy).
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
     /// Characters to generate.
     #[arg(long, default_value_t = 300)]
     pub length: usize,

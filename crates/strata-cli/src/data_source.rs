@@ -4,16 +4,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata::data::{
-    CharVocab, CsvOptions, Dataset, LabelColumn, Series, SeriesScaler, Standardizer, Task,
-    TimeSplit, airline, co2, embedded, fashion_mnist, load_csv, parse_series, shakespeare,
-    stratified_split, sunspots,
+    CharVocab, CsvOptions, Dataset, Encoding, LabelColumn, Series, SeriesScaler, Standardizer,
+    Table, TableSchema, Task, TimeSplit, adult, airline, co2, embedded, fashion_mnist, load_csv,
+    parse_series, shakespeare, stratified_split, sunspots,
 };
 
 use crate::error::{Error, Result};
 use crate::run_config::RunConfig;
 
 /// The data sets `strata list` shows.
-pub const DATASETS: [(&str, &str); 11] = [
+pub const DATASETS: [(&str, &str); 14] = [
     (
         "digits",
         "UCI handwritten digits, 1797 8x8 images, 10 classes (embedded)",
@@ -35,6 +35,14 @@ pub const DATASETS: [(&str, &str); 11] = [
         "any numeric CSV (gzipped or not); --label picks the label column",
     ),
     (
+        "adult",
+        "UCI Adult census income, 32561/16281 rows, 6 numeric + 8 categorical columns, 2 classes (embedded)",
+    ),
+    (
+        "table:PATH",
+        "a CSV with a header and categorical columns (`?`, empty, NA: missing); --label picks the label",
+    ),
+    (
         "airline",
         "monthly airline passengers 1949-1960, 144 values; forecast the last 24 months (embedded)",
     ),
@@ -49,6 +57,10 @@ pub const DATASETS: [(&str, &str); 11] = [
     (
         "shakespeare",
         "Shakespeare's works, 5.0M characters; character language model (embedded)",
+    ),
+    (
+        "reverse|sort|copy",
+        "built-in transduction task for seq2seq: 10 symbols, lengths 4-12, 20k/1k/2k distinct sources",
     ),
     (
         "series:PATH",
@@ -71,6 +83,8 @@ pub struct SeriesSource {
 }
 
 /// A data set as named, before splitting.
+// Made once per run and never moved in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// One set, to split three ways.
     Single(Dataset),
@@ -83,6 +97,8 @@ pub enum Source {
         /// The text.
         text: String,
     },
+    /// A built-in sequence transduction task for a seq2seq model.
+    Transduction(strata::data::TransductionTask),
 }
 
 /// The embedded series `load_series` knows by name.
@@ -129,7 +145,23 @@ pub fn load_series(spec: &str) -> Result<SeriesSource> {
 ///
 /// # Errors
 /// Unknown names, missing files, malformed files.
-pub fn load_source(spec: &str, label: &LabelColumn) -> Result<Source> {
+pub fn load_source(spec: &str, label: &LabelColumn, model: &str) -> Result<Source> {
+    // Categorical columns: category indices for the tabular transformer's embeddings, one-hot
+    // for every other model.
+    let encoding = if model == "tab-transformer" {
+        Encoding::Indices
+    } else {
+        Encoding::OneHot
+    };
+    if spec == "adult" {
+        let (train, test, _) = adult(encoding)?;
+        return Ok(Source::TrainTest(train, test));
+    }
+    if let Some(path) = spec.strip_prefix("table:") {
+        let table = Table::load(path)?;
+        let schema = TableSchema::fit(&table, label, encoding)?;
+        return Ok(Source::Single(schema.encode(&table)?));
+    }
     if let Some(path) = spec.strip_prefix("csv:") {
         let options = CsvOptions {
             label: label.clone(),
@@ -160,8 +192,11 @@ pub fn load_source(spec: &str, label: &LabelColumn) -> Result<Source> {
         "shakespeare" => Ok(Source::Text {
             text: shakespeare(),
         }),
+        "reverse" | "sort" | "copy" => Ok(Source::Transduction(
+            strata::data::TransductionTask::by_name(spec)?,
+        )),
         other => Err(Error::Usage(format!(
-            "unknown data set `{other}`: expected digits, iris, fashion-mnist[-rows][:DIR], airline, sunspots, co2, shakespeare, csv:PATH or text:PATH (see `strata list`)"
+            "unknown data set `{other}`: expected digits, iris, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, csv:PATH or text:PATH (see `strata list`)"
         ))),
     }
 }
@@ -185,6 +220,10 @@ pub struct Preprocess {
     /// `strata generate` can encode prompts and decode samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vocab: Option<CharVocab>,
+    /// For tables with categorical columns: the schema fitted on the training table, which
+    /// encodes new rows the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableSchema>,
 }
 
 /// How a forecasting run read its series.
@@ -277,7 +316,7 @@ pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Data
             let s = stratified_split(&train.strata(), config.valid_fraction, 0.0, seed)?;
             (train.subset(&s.train), train.subset(&s.valid), test)
         }
-        Source::Series(_) | Source::Text { .. } => {
+        Source::Series(_) | Source::Text { .. } | Source::Transduction(_) => {
             return Err(Error::Usage(format!(
                 "`{}` is a series or a text, not a table of samples",
                 config.dataset
@@ -298,7 +337,11 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let standardize = config.standardize.unwrap_or(train.image_shape.is_none());
     let standardizer = if standardize {
-        let s = Standardizer::fit(&train)?;
+        let mut s = Standardizer::fit(&train)?;
+        if let Some(t) = &train.table {
+            // Category codes stay as they are.
+            s = s.numeric_only(t.n_numeric());
+        }
         s.transform(&mut train)?;
         s.transform(&mut valid)?;
         s.transform(&mut test)?;
@@ -313,6 +356,7 @@ pub fn prepare(
         standardizer,
         series: None,
         vocab: None,
+        table: train.table.clone(),
     };
     Ok(Prepared {
         train,

@@ -8,7 +8,8 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use strata::arch::{
     CellKind, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
-    SequenceHead, SequenceModelConfig, TransformerLmConfig,
+    SequenceHead, SequenceModelConfig, TokenInput, TransformerClassifierConfig,
+    TransformerLmConfig,
 };
 
 use crate::data_source::Preprocess;
@@ -61,6 +62,50 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
                     .with_dropout(n.dropout),
             )
         }
+        "vit" => {
+            let [c, h, w] = pre.image_shape.ok_or_else(|| {
+                Error::Usage(format!(
+                    "model vit needs image data (digits, fashion-mnist); `{}` is not images",
+                    config.dataset
+                ))
+            })?;
+            let patch_size = match n.patch_size {
+                0 => auto_patch(h, w),
+                p => p,
+            };
+            transformer_classifier(
+                config,
+                TokenInput::Patches {
+                    in_channels: c,
+                    height: h,
+                    width: w,
+                    patch_size,
+                },
+                n_out,
+            )?
+        }
+        "tab-transformer" => {
+            let table = pre.table.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "model tab-transformer needs a table with named columns (adult, table:PATH); `{}` is not one",
+                    config.dataset
+                ))
+            })?;
+            transformer_classifier(
+                config,
+                TokenInput::Features {
+                    n_numeric: table.n_numeric(),
+                    cardinalities: table.cardinalities(),
+                },
+                n_out,
+            )?
+        }
+        "seq2seq" => {
+            return Err(Error::Usage(format!(
+                "seq2seq trains on a transduction task (reverse, sort, copy), not `{}`",
+                config.dataset
+            )));
+        }
         "transformer-lm" => {
             return Err(Error::Usage(format!(
                 "transformer-lm is a language model: train it on text (shakespeare, text:PATH), not `{}`",
@@ -69,12 +114,53 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
         }
         other => {
             return Err(Error::Usage(format!(
-                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm"
+                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit or tab-transformer"
             )));
         }
     };
     net.validate()?;
     Ok(net)
+}
+
+/// The largest patch side up to 4 that divides both image sides and still leaves at least 16
+/// patches (4 for 28x28, 2 for 8x8), or 1.
+pub fn auto_patch(height: usize, width: usize) -> usize {
+    (1..=height.min(width).min(4))
+        .rev()
+        .find(|&p| {
+            height.is_multiple_of(p) && width.is_multiple_of(p) && (height / p) * (width / p) >= 16
+        })
+        .unwrap_or(1)
+}
+
+/// A transformer classifier over `input`: width `--hidden`, `--heads`, `--layers`, feed-forward
+/// twice the width.
+fn transformer_classifier(
+    config: &RunConfig,
+    input: TokenInput,
+    n_out: usize,
+) -> Result<NetworkConfig> {
+    let n = &config.network;
+    let d_model = transformer_width(config)?;
+    Ok(NetworkConfig::Transformer(
+        TransformerClassifierConfig::new(input, n_out)
+            .with_d_model(d_model)
+            .with_n_heads(n.heads)
+            .with_n_layers(n.layers)
+            .with_d_ff(2 * d_model)
+            .with_dropout(n.dropout)
+            .with_positional(n.positional),
+    ))
+}
+
+/// A transformer's width: the first `--hidden` value.
+fn transformer_width(config: &RunConfig) -> Result<usize> {
+    config
+        .network
+        .hidden
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Usage("a transformer needs a width (--hidden N)".into()))
 }
 
 /// The cell a recurrent model name stands for.
@@ -144,10 +230,7 @@ fn sequence_shape(config: &RunConfig, pre: &Preprocess) -> Result<(usize, usize)
 /// Invalid sizes, heads that do not divide the width.
 pub fn transformer_lm_config(config: &RunConfig, vocab: usize) -> Result<TransformerLmConfig> {
     let n = &config.network;
-    let d_model = *n
-        .hidden
-        .first()
-        .ok_or_else(|| Error::Usage("a transformer needs a width (--hidden N)".into()))?;
+    let d_model = transformer_width(config)?;
     let c = TransformerLmConfig::new(vocab, n.seq_len)
         .with_d_model(d_model)
         .with_n_heads(n.heads)
@@ -230,4 +313,18 @@ pub fn load_weights<M: Module>(mut model: M, name: &str, path: &Path) -> Result<
         });
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_patch;
+
+    #[test]
+    fn patches_default_to_at_most_four_pixels_and_at_least_sixteen_patches() {
+        assert_eq!(auto_patch(28, 28), 4); // 49 patches
+        assert_eq!(auto_patch(8, 8), 2); // 16 patches
+        assert_eq!(auto_patch(32, 32), 4);
+        assert_eq!(auto_patch(6, 6), 1); // 2x2 would leave 9
+        assert_eq!(auto_patch(12, 8), 2);
+    }
 }

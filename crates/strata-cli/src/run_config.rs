@@ -60,6 +60,10 @@ pub struct NetworkSpec {
     /// Positions of a transformer: learned or sinusoidal.
     #[serde(default)]
     pub positional: Positional,
+    /// Patch side of a Vision Transformer (0: the largest up to 4 that leaves at least 16
+    /// patches).
+    #[serde(default)]
+    pub patch_size: usize,
 }
 
 fn default_heads() -> usize {
@@ -70,6 +74,9 @@ fn default_heads() -> usize {
 pub fn is_transformer_lm(model: &str) -> bool {
     model == "transformer-lm"
 }
+
+/// The transformer classifiers: over image patches and over table features.
+pub const TRANSFORMER_CLASSIFIERS: [&str; 2] = ["vit", "tab-transformer"];
 
 fn one() -> usize {
     1
@@ -147,6 +154,10 @@ impl RunConfig {
     pub fn default_dataset(model: &str) -> &'static str {
         if is_transformer_lm(model) {
             "shakespeare"
+        } else if model == "tab-transformer" {
+            "adult"
+        } else if model == "seq2seq" {
+            "reverse"
         } else if is_recurrent(model) {
             "airline"
         } else {
@@ -178,6 +189,56 @@ impl RunConfig {
                 kind: ScheduleKind::Cosine { min_lr: 0.0002 },
                 warmup_epochs: 1,
             };
+            return c;
+        }
+        if model == "seq2seq" {
+            // Width 64, 4 heads, 2 encoder and 2 decoder layers, feed-forward 4x the width;
+            // AdamW with a warm-up epoch and cosine decay.
+            c.network.hidden = vec![64];
+            c.network.layers = 2;
+            c.network.dropout = 0.1;
+            c.network.batch_norm = false;
+            c.optimizer.kind =
+                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
+            c.optimizer.lr = 0.001;
+            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+            c.schedule = ScheduleConfig {
+                kind: ScheduleKind::Cosine { min_lr: 0.0 },
+                warmup_epochs: 1,
+            };
+            c.fit.batch_size = 64;
+            c.fit.epochs = 8;
+            c.fit.early_stopping = None;
+            return c;
+        }
+        if TRANSFORMER_CLASSIFIERS.contains(&model) {
+            // Width 64, 4 heads, 3 pre-norm layers, feed-forward 2x the width; AdamW with a
+            // warm-up epoch and cosine decay.
+            c.network.hidden = vec![64];
+            c.network.layers = 3;
+            c.network.dropout = 0.1;
+            c.network.batch_norm = false;
+            c.optimizer.kind =
+                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
+            c.optimizer.lr = 0.001;
+            c.optimizer.weight_decay = 0.05;
+            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+            c.schedule = ScheduleConfig {
+                kind: ScheduleKind::Cosine { min_lr: 0.0 },
+                warmup_epochs: 1,
+            };
+            c.fit.batch_size = 128;
+            c.fit.epochs = 12;
+            c.fit.early_stopping = None;
+            if model == "tab-transformer" {
+                c.fit.batch_size = 256;
+                c.fit.epochs = 10;
+                c.optimizer.weight_decay = 1e-5;
+            } else if dataset == "digits" {
+                // 1169 training images: smaller batches, more epochs.
+                c.fit.batch_size = 32;
+                c.fit.epochs = 30;
+            }
             return c;
         }
         if !is_recurrent(model) {
@@ -270,6 +331,7 @@ impl RunConfig {
                 embed: default_embed(),
                 heads: default_heads(),
                 positional: Positional::Learned,
+                patch_size: 0,
             },
             fit: FitConfig {
                 epochs: 30,
@@ -320,9 +382,11 @@ impl RunConfig {
         if !["mlp", "cnn"].contains(&self.model.as_str())
             && !is_recurrent(&self.model)
             && !is_transformer_lm(&self.model)
+            && !TRANSFORMER_CLASSIFIERS.contains(&self.model.as_str())
+            && self.model != "seq2seq"
         {
             return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru or transformer-lm (see `strata list`)",
+                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer or seq2seq (see `strata list`)",
                 self.model
             )));
         }
@@ -364,6 +428,9 @@ mod tests {
             ("gru", "shakespeare"),
             ("rnn", "fashion-mnist-rows"),
             ("transformer-lm", "shakespeare"),
+            ("vit", "fashion-mnist"),
+            ("tab-transformer", "adult"),
+            ("seq2seq", "reverse"),
         ] {
             let c = RunConfig::defaults_for(m, d);
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tabular::TableSchema;
 
 /// What is predicted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,9 @@ pub struct Dataset {
     pub feature_names: Vec<String>,
     /// `[channels, height, width]` when each row is an image.
     pub image_shape: Option<[usize; 3]>,
+    /// The schema of an encoded table with categorical columns: numeric features first, then
+    /// the categories.
+    pub table: Option<TableSchema>,
 }
 
 impl Dataset {
@@ -89,6 +93,7 @@ impl Dataset {
             targets,
             feature_names: (0..n_features).map(|i| format!("x{i}")).collect(),
             image_shape,
+            table: None,
         })
     }
 
@@ -158,6 +163,7 @@ impl Dataset {
             targets,
             feature_names: self.feature_names.clone(),
             image_shape: self.image_shape,
+            table: self.table.clone(),
         }
     }
 }

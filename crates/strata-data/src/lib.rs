@@ -2,8 +2,10 @@
 //!
 //! Data for Strata: the embedded UCI digits and iris, the airline, sunspot and CO2 series
 //! (sliding windows, split by time, seasonal-naive baseline), the Shakespeare corpus (character
-//! vocabulary, contiguous split, streams for truncated back-propagation), a CSV loader for any numeric CSV
-//! (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
+//! vocabulary, contiguous split, streams for truncated back-propagation), the UCI Adult census
+//! table and tables with categorical columns in general (schema fitted on the training table,
+//! category indices or one-hot), a CSV loader for any numeric CSV (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
+//! built-in sequence transduction tasks (reverse, sort, copy) for sequence-to-sequence models,
 //! standardisation fitted on the training split, stratified train/validation/test splits,
 //! stratified k-fold, class-balanced sampling, and batchers that make burn tensors.
 //!
@@ -30,7 +32,9 @@ mod sampler;
 mod series;
 mod split;
 mod standardize;
+mod tabular;
 mod text;
+mod transduction;
 
 pub use batch::{Batch, Batcher};
 pub use csv_loader::{
@@ -50,7 +54,11 @@ pub use series::{
 };
 pub use split::{Fold, Split, stratified_kfold, stratified_split};
 pub use standardize::Standardizer;
+pub use tabular::{
+    ADULT_COLUMNS, Column, Encoding, MISSING, Table, TableSchema, adult, adult_tables,
+};
 pub use text::{CharVocab, TextSplit, TokenChunk, TokenStreams, contiguous_split, shakespeare};
+pub use transduction::{Pair, TransductionConfig, TransductionTask};
 
 #[cfg(test)]
 mod csv_proptests {

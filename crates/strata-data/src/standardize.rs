@@ -53,6 +53,16 @@ impl Standardizer {
         })
     }
 
+    /// Leaves the features from index `first` on unchanged (mean 0, scale 1): the category
+    /// codes that follow the numeric features of an encoded table.
+    pub fn numeric_only(mut self, first: usize) -> Self {
+        for j in first..self.mean.len() {
+            self.mean[j] = 0.0;
+            self.scale[j] = 1.0;
+        }
+        self
+    }
+
     /// Standardises `data` in place.
     ///
     /// # Errors

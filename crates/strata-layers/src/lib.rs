@@ -3,7 +3,9 @@
 //! Building blocks that burn lacks as single modules: a dense block
 //! (`Linear -> [BatchNorm] -> activation -> [Dropout]`), a convolutional stage
 //! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), activation names as users write them, and
-//! stacked, bidirectional, maskable recurrent layers (RNN, LSTM, GRU) in PyTorch's layout.
+//! stacked, bidirectional, maskable recurrent layers (RNN, LSTM, GRU) in PyTorch's layout,
+//! learned or sinusoidal position codes for transformers, and loaders of PyTorch attention and
+//! transformer weights into burn's modules.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -20,6 +22,7 @@ mod activation;
 mod conv_block;
 mod dense_block;
 mod error;
+mod positions;
 mod recurrent;
 mod torch_import;
 
@@ -27,8 +30,11 @@ pub use activation::ActivationKind;
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
 pub use error::{Error, Result};
+pub use positions::{Positional, Positions, PositionsConfig};
 pub use recurrent::{
     CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,
     pytorch_key_remapping,
 };
-pub use torch_import::{StateDict, load_encoder_layer, load_layer_norm, load_linear, load_mha};
+pub use torch_import::{
+    StateDict, load_decoder_layer, load_encoder_layer, load_layer_norm, load_linear, load_mha,
+};

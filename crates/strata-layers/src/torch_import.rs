@@ -2,7 +2,8 @@
 //! layouts differ by more than names: PyTorch's `nn.MultiheadAttention` keeps the query, key
 //! and value projections fused in one `in_proj_weight` `[3E, E]`, linear weights are
 //! `[out, in]` (burn: `[in, out]`), and burn's `TransformerEncoderLayer` names its norms by
-//! position in the residual path, which swaps them in pre-norm mode. (Modules whose layout
+//! position in the residual path, which reorders them in pre-norm mode (encoder and decoder
+//! layers). (Modules whose layout
 //! matches PyTorch's, such as [`Recurrent`](crate::Recurrent), load with burn-store's
 //! `PytorchStore` and a key remapping instead.)
 //!
@@ -26,7 +27,7 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::attention::MultiHeadAttention;
-use burn::nn::transformer::TransformerEncoderLayer;
+use burn::nn::transformer::{TransformerDecoderLayer, TransformerEncoderLayer};
 use burn::nn::{LayerNorm, Linear};
 use burn::store::pytorch_reader::{DType, PytorchReader};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -204,6 +205,52 @@ pub fn load_mha(
     Ok(mha)
 }
 
+/// Loads the two linear layers of a transformer layer's feed-forward block (`linear1`,
+/// `linear2`).
+fn load_feed_forward(
+    mut pwff: burn::nn::transformer::PositionWiseFeedForward,
+    sd: &mut StateDict,
+    prefix: &str,
+    device: &Device,
+) -> Result<burn::nn::transformer::PositionWiseFeedForward> {
+    pwff.linear_inner = load_linear(pwff.linear_inner, sd, &prefixed(prefix, "linear1"), device)?;
+    pwff.linear_outer = load_linear(pwff.linear_outer, sd, &prefixed(prefix, "linear2"), device)?;
+    Ok(pwff)
+}
+
+/// Loads an `nn.TransformerDecoderLayer` stored under `prefix` (`self_attn`,
+/// `multihead_attn`, `linear1`, `linear2`, `norm1`..`norm3`). PyTorch numbers its norms by
+/// sub-layer (self-attention, cross-attention, feed-forward); burn's `norm_1`..`norm_3` follow
+/// the residual path, which in pre-norm layers puts `norm_3` before self-attention.
+///
+/// # Errors
+/// Missing tensors or other shapes.
+pub fn load_decoder_layer(
+    mut layer: TransformerDecoderLayer,
+    sd: &mut StateDict,
+    prefix: &str,
+    device: &Device,
+) -> Result<TransformerDecoderLayer> {
+    layer.self_attn = load_mha(layer.self_attn, sd, &prefixed(prefix, "self_attn"), device)?;
+    layer.cross_attn = load_mha(
+        layer.cross_attn,
+        sd,
+        &prefixed(prefix, "multihead_attn"),
+        device,
+    )?;
+    layer.pwff = load_feed_forward(layer.pwff, sd, prefix, device)?;
+    let [n1, n2, n3] = ["norm1", "norm2", "norm3"].map(|n| prefixed(prefix, n));
+    let (self_norm, cross_norm, ff_norm) = if layer.norm_first {
+        (&mut layer.norm_3, &mut layer.norm_1, &mut layer.norm_2)
+    } else {
+        (&mut layer.norm_1, &mut layer.norm_2, &mut layer.norm_3)
+    };
+    for (norm, key) in [(self_norm, n1), (cross_norm, n2), (ff_norm, n3)] {
+        *norm = load_layer_norm(norm.clone(), sd, &key, device)?;
+    }
+    Ok(layer)
+}
+
 /// Loads an `nn.TransformerEncoderLayer` stored under `prefix` (`self_attn`, `linear1`,
 /// `linear2`, `norm1`, `norm2`). PyTorch's `norm1` is the norm next to attention: burn's
 /// `norm_1` in post-norm layers, `norm_2` in pre-norm ones (`norm_first`).
@@ -217,18 +264,7 @@ pub fn load_encoder_layer(
     device: &Device,
 ) -> Result<TransformerEncoderLayer> {
     layer.mha = load_mha(layer.mha, sd, &prefixed(prefix, "self_attn"), device)?;
-    layer.pwff.linear_inner = load_linear(
-        layer.pwff.linear_inner,
-        sd,
-        &prefixed(prefix, "linear1"),
-        device,
-    )?;
-    layer.pwff.linear_outer = load_linear(
-        layer.pwff.linear_outer,
-        sd,
-        &prefixed(prefix, "linear2"),
-        device,
-    )?;
+    layer.pwff = load_feed_forward(layer.pwff, sd, prefix, device)?;
     let (norm1, norm2) = (prefixed(prefix, "norm1"), prefixed(prefix, "norm2"));
     if layer.norm_first {
         layer.norm_2 = load_layer_norm(layer.norm_2, sd, &norm1, device)?;

@@ -47,6 +47,9 @@ pub enum Error {
     /// A metric could not be computed.
     #[error(transparent)]
     Metrics(#[from] strata_metrics::Error),
+    /// An [`Objective`](crate::Objective) could not compute a loss or a metric.
+    #[error("{0}")]
+    Objective(String),
     /// A data operation failed.
     #[error(transparent)]
     Data(#[from] strata_data::Error),

@@ -155,10 +155,117 @@ pub struct FitOutcome<M> {
     pub finished: bool,
 }
 
-fn lower_is_better(monitor: Monitor, task: Task) -> bool {
-    match monitor {
-        Monitor::ValidLoss => true,
-        Monitor::ValidMetric => task == Task::Regression,
+/// What a training run optimises, for models whose batches are not rows of a [`Dataset`]
+/// with one target each (sequence-to-sequence models, autoencoders, ...): the loss of a batch
+/// of training examples named by index, and the validation loss and metric of the model.
+/// [`fit_objective`] runs it with everything [`fit`] has: epochs, schedule, early stopping,
+/// best weights, checkpoints and resume, time budget, divergence check, progress bar.
+pub trait Objective<M> {
+    /// Number of training examples.
+    fn n_train(&self) -> usize;
+
+    /// The order of the training examples in epoch `epoch` (0-based): shuffled from
+    /// `(seed, epoch)` alone by default, so a resumed run repeats an uninterrupted one.
+    ///
+    /// # Errors
+    /// When the order cannot be made (an objective with its own sampler).
+    fn epoch_order(&self, seed: u64, epoch: usize) -> Result<Vec<usize>> {
+        Ok(epoch_order(self.n_train(), seed, epoch))
+    }
+
+    /// The mean loss of the training examples `indices` (on the autodiff device).
+    ///
+    /// # Errors
+    /// When the loss cannot be computed.
+    fn batch_loss(&self, model: &M, indices: &[usize]) -> Result<Tensor<1>>;
+
+    /// The validation loss and metric of `model` (in evaluation mode).
+    ///
+    /// # Errors
+    /// When they cannot be computed.
+    fn validate(&self, model: &M) -> Result<(f64, f64)>;
+
+    /// The metric's short name for the progress lines (`acc`, `rmse`, `exact`).
+    fn metric_name(&self) -> &str;
+
+    /// Whether a lower metric is better (an error), rather than a higher one (an accuracy).
+    fn lower_metric_is_better(&self) -> bool;
+}
+
+/// The run settings of [`fit_objective`]: [`Fit`] without the forward pass and the loss.
+pub struct Run<'a> {
+    /// Optimizer settings.
+    pub optimizer: &'a OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: &'a ScheduleConfig,
+    /// Run settings (`sampling` is the objective's business).
+    pub config: &'a FitConfig,
+    /// The autodiff device the model lives on.
+    pub device: Device,
+    /// Where checkpoints go; `None` keeps everything in memory (no resume).
+    pub checkpoint_dir: Option<&'a Path>,
+    /// Continue from the checkpoint in `checkpoint_dir` when there is one.
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many epochs in this call.
+    pub pause_after: Option<usize>,
+}
+
+/// Supervised learning on rows of a [`Dataset`]: the objective behind [`fit`].
+struct Supervised<'a, F> {
+    train: &'a Dataset,
+    valid: &'a Dataset,
+    forward: &'a F,
+    loss: &'a dyn Loss,
+    batcher: Batcher,
+    plain: Device,
+    sampler: Option<BalancedSampler>,
+    eval_batch: usize,
+}
+
+impl<M, F> Objective<M> for Supervised<'_, F>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
+    fn n_train(&self) -> usize {
+        self.train.len()
+    }
+
+    fn epoch_order(&self, seed: u64, epoch: usize) -> Result<Vec<usize>> {
+        Ok(match &self.sampler {
+            Some(s) => s.epoch(seed, epoch),
+            None => epoch_order(self.train.len(), seed, epoch),
+        })
+    }
+
+    fn batch_loss(&self, model: &M, indices: &[usize]) -> Result<Tensor<1>> {
+        let batch = self.batcher.batch(self.train, indices);
+        let outputs = (self.forward)(model, batch.inputs);
+        Ok(self.loss.forward(outputs, &batch.targets)?)
+    }
+
+    fn validate(&self, model: &M) -> Result<(f64, f64)> {
+        let ev = evaluate(
+            model,
+            self.forward,
+            self.loss,
+            self.valid,
+            self.eval_batch,
+            &self.plain,
+        )?;
+        Ok((ev.loss, ev.report.headline()))
+    }
+
+    fn metric_name(&self) -> &str {
+        if self.train.task() == Task::Regression {
+            "rmse"
+        } else {
+            "acc"
+        }
+    }
+
+    fn lower_metric_is_better(&self) -> bool {
+        self.train.task() == Task::Regression
     }
 }
 
@@ -180,8 +287,6 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
-    let config = f.config;
-    config.validate()?;
     if train.is_empty() || valid.is_empty() {
         return Err(Error::Invalid(format!(
             "training needs non-empty train and validation sets (got {} and {})",
@@ -189,32 +294,7 @@ where
             valid.len()
         )));
     }
-    let device = f.device.clone();
-    let plain = device.clone().without_autodiff();
-    let Start {
-        mut model,
-        mut optim,
-        mut state,
-        checkpointer,
-        resumed_from,
-    } = start(
-        model,
-        f.optimizer,
-        f.schedule,
-        config,
-        f.checkpoint_dir,
-        f.resume,
-    )?;
-
-    let task = train.task();
-    let monitor = config
-        .early_stopping
-        .as_ref()
-        .map(|e| e.monitor)
-        .unwrap_or_default();
-    let lower = lower_is_better(monitor, task);
-    let batcher = Batcher::new(device.clone());
-    let sampler = match (config.sampling, train.labels()) {
+    let sampler = match (f.config.sampling, train.labels()) {
         (Sampling::Balanced, Some(labels)) => Some(BalancedSampler::new(labels)?),
         (Sampling::Balanced, None) => {
             return Err(Error::Invalid(
@@ -223,11 +303,79 @@ where
         }
         _ => None,
     };
-    let n_batches = train.len().div_ceil(config.batch_size);
+    let objective = Supervised {
+        train,
+        valid,
+        forward: &f.forward,
+        loss: f.loss,
+        batcher: Batcher::new(f.device.clone()),
+        plain: f.device.clone().without_autodiff(),
+        sampler,
+        eval_batch: f.config.batch_size.max(256),
+    };
+    fit_objective(
+        model,
+        &objective,
+        &Run {
+            optimizer: f.optimizer,
+            schedule: f.schedule,
+            config: f.config,
+            device: f.device.clone(),
+            checkpoint_dir: f.checkpoint_dir,
+            resume: f.resume,
+            pause_after: f.pause_after,
+        },
+    )
+}
+
+/// Trains `model` on an [`Objective`]: mini-batches of its training examples, validation
+/// after each epoch, and the rest of [`fit`]'s machinery.
+///
+/// # Errors
+/// Invalid settings, the objective's errors, I/O errors while checkpointing, and
+/// [`Error::Diverged`] when the loss becomes NaN or infinite.
+pub fn fit_objective<M, O>(model: M, objective: &O, run: &Run<'_>) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    O: Objective<M> + ?Sized,
+{
+    let config = run.config;
+    config.validate()?;
+    let n_train = objective.n_train();
+    if n_train == 0 {
+        return Err(Error::Invalid(
+            "training needs training examples, got none".into(),
+        ));
+    }
+    let device = run.device.clone();
+    let Start {
+        mut model,
+        mut optim,
+        mut state,
+        checkpointer,
+        resumed_from,
+    } = start(
+        model,
+        run.optimizer,
+        run.schedule,
+        config,
+        run.checkpoint_dir,
+        run.resume,
+    )?;
+    let monitor = config
+        .early_stopping
+        .as_ref()
+        .map(|e| e.monitor)
+        .unwrap_or_default();
+    let lower = match monitor {
+        Monitor::ValidLoss => true,
+        Monitor::ValidMetric => objective.lower_metric_is_better(),
+    };
+    let n_batches = n_train.div_ceil(config.batch_size);
     let mut epochs_this_call = 0usize;
 
     while !state.finished && state.epochs_done < config.epochs {
-        if let Some(p) = f.pause_after
+        if let Some(p) = run.pause_after
             && epochs_this_call >= p
         {
             break;
@@ -236,10 +384,7 @@ where
         let started = Instant::now();
         let lr = state.schedule.lr(epoch);
         device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
-        let order = match &sampler {
-            Some(s) => s.epoch(config.seed, epoch),
-            None => epoch_order(train.len(), config.seed, epoch),
-        };
+        let order = objective.epoch_order(config.seed, epoch)?;
         let bar = progress_bar(config.progress, n_batches, epoch + 1, config.epochs);
         let mut loss_sum = 0.0f64;
         let mut seen = 0usize;
@@ -249,9 +394,7 @@ where
                 cut_short = true;
                 break;
             }
-            let batch = batcher.batch(train, chunk);
-            let outputs = (f.forward)(&model, batch.inputs);
-            let loss = f.loss.forward(outputs, &batch.targets)?;
+            let loss = objective.batch_loss(&model, chunk)?;
             let value = scalar(loss.clone());
             check_finite(value, epoch, b, &state, checkpointer.is_some(), &bar)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -265,30 +408,16 @@ where
         }
         bar.finish_and_clear();
 
-        let eval_model = model.valid();
-        let ev = evaluate(
-            &eval_model,
-            &f.forward,
-            f.loss,
-            valid,
-            config.batch_size.max(256),
-            &plain,
-        )?;
-        let metric = ev.report.headline();
+        let (valid_loss, metric) = objective.validate(&model.valid())?;
         let seconds = started.elapsed().as_secs_f64();
         epochs_this_call += 1;
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / seen.max(1) as f64,
-            valid_loss: ev.loss,
+            valid_loss,
             valid_metric: metric,
             lr,
             seconds,
-        };
-        let metric_name = if task == Task::Regression {
-            "rmse"
-        } else {
-            "acc"
         };
         end_epoch(
             &mut state,
@@ -298,7 +427,7 @@ where
                 monitor,
                 lower,
                 cut_short,
-                metric_name,
+                metric_name: objective.metric_name(),
                 checkpointer: checkpointer.as_ref(),
             },
             &model,

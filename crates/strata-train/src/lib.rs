@@ -4,8 +4,9 @@
 //! validation each epoch, early stopping on a chosen metric, a progress bar, checkpoints
 //! written atomically, resume from the last checkpoint (a resumed run repeats an uninterrupted
 //! one on the same backend and seed), a time budget, and a clear error when the loss diverges.
-//! [`fit_tbptt`] trains language models the same way by truncated back-propagation through
-//! time. [`write_csv`] and [`write_curves_svg`] record the history.
+//! [`fit_objective`] runs the same loop on any [`Objective`] (a batch loss and a validation
+//! step: sequence-to-sequence models, autoencoders). [`fit_tbptt`] trains language models the
+//! same way by truncated back-propagation through time. [`write_csv`] and [`write_curves_svg`] record the history.
 //!
 //! It knows no architecture: the model's forward pass is a closure.
 //!
@@ -59,6 +60,8 @@ pub use atomic::write_atomic;
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
-pub use fit::{EarlyStopping, Fit, FitConfig, FitOutcome, Monitor, fit};
+pub use fit::{
+    EarlyStopping, Fit, FitConfig, FitOutcome, Monitor, Objective, Run, fit, fit_objective,
+};
 pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};

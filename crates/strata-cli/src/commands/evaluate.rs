@@ -86,6 +86,11 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     if pre.as_ref().is_some_and(|p| p.vocab.is_some()) {
         return evaluate_lm(args);
     }
+    if crate::commands::evaluate::load_run_config(&args.run, args.backend.as_deref())?.model
+        == "seq2seq"
+    {
+        return crate::commands::seq2seq::evaluate(&args.run, args.backend.as_deref());
+    }
     let run = load_run(&args.run, args.backend.as_deref())?;
     if run.preprocess.series.is_some() {
         return evaluate_forecaster(args, &run);
@@ -93,16 +98,31 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let config = &run.config;
     let (name, mut data) = match &args.dataset {
         None => {
-            let source = load_source(&config.dataset, &config.label)?;
+            let source = load_source(&config.dataset, &config.label, &config.model)?;
             let (_, _, test) = split_source(source, config)?;
             (format!("{} (test split)", config.dataset), test)
         }
-        Some(spec) => match load_source(spec, &config.label)? {
+        Some(spec) if run.preprocess.table.is_some() && !spec.contains(':') && spec != "adult" => {
+            return Err(Error::Usage(format!(
+                "this {} model reads tables with the columns it was trained on: give --dataset table:PATH",
+                config.model
+            )));
+        }
+        Some(spec) if run.preprocess.table.is_some() && spec != "adult" => {
+            // Encode with the training schema: an unseen category is an error, not a new code.
+            let path = spec.split_once(':').map_or(spec.as_str(), |(_, p)| p);
+            let schema = run.preprocess.table.as_ref().expect("checked above");
+            (
+                spec.clone(),
+                schema.encode(&strata::data::Table::load(path)?)?,
+            )
+        }
+        Some(spec) => match load_source(spec, &config.label, &config.model)? {
             Source::Single(d) => (spec.clone(), d),
             Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
-            Source::Series(_) | Source::Text { .. } => {
+            Source::Series(_) | Source::Text { .. } | Source::Transduction(_) => {
                 return Err(Error::Usage(format!(
-                    "{spec} is a series or a text; this {} model was trained on samples of {} features",
+                    "{spec} is a series, a text or a transduction task; this {} model was trained on samples of {} features",
                     config.model, run.preprocess.n_features
                 )));
             }
@@ -183,7 +203,7 @@ fn evaluate_forecaster(args: &EvaluateArgs, run: &LoadedRun) -> Result<()> {
 fn evaluate_lm(args: &EvaluateArgs) -> Result<()> {
     let lm = load_lm(&args.run, args.backend.as_deref())?;
     let name = args.dataset.as_deref().unwrap_or(&lm.config.dataset);
-    let Source::Text { text, .. } = load_source(name, &lm.config.label)? else {
+    let Source::Text { text, .. } = load_source(name, &lm.config.label, &lm.config.model)? else {
         return Err(Error::Usage(format!(
             "{name} is not a text: a language model is evaluated on text (shakespeare, text:PATH)"
         )));

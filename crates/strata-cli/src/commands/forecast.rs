@@ -45,6 +45,7 @@ pub fn prepare_series(config: &RunConfig, src: &SeriesSource) -> Result<Prepared
             window,
         }),
         vocab: None,
+        table: None,
     };
     Ok(Prepared {
         train: w.train,

@@ -139,6 +139,7 @@ pub fn train(
         standardizer: None,
         series: None,
         vocab: Some(vocab.clone()),
+        table: None,
     };
     preprocess.save(out)?;
     if config.fit.progress {

@@ -6,4 +6,5 @@ pub mod generate;
 pub mod language;
 pub mod list;
 pub mod predict;
+pub mod seq2seq;
 pub mod train;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use strata::arch::Network;
-use strata::data::read_feature_rows;
+use strata::data::{Table, read_feature_rows};
 use strata::train::{predict, probabilities, write_atomic};
 
 use crate::args::PredictArgs;
@@ -26,7 +26,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let run = load_run(&args.run, args.backend.as_deref())?;
     let pre = &run.preprocess;
-    let (mut features, n) = read_feature_rows(&args.input, pre.n_features, &run.config.label)?;
+    let (mut features, n) = match &pre.table {
+        // A table with categorical columns: encoded by the schema fitted in training, its
+        // columns found by name (the label column may be absent).
+        Some(schema) => {
+            let table = Table::load(&args.input)?;
+            let f = schema.encode_features(&table)?;
+            (f, table.rows.len())
+        }
+        None => read_feature_rows(&args.input, pre.n_features, &run.config.label)?,
+    };
     if let Some(s) = &pre.standardizer {
         s.transform_rows(&mut features)?;
     }

@@ -19,7 +19,7 @@ use strata::train::{
 };
 
 use crate::args::TrainArgs;
-use crate::commands::{forecast, language};
+use crate::commands::{forecast, language, seq2seq};
 use crate::data_source::{Prepared, Source, load_source, n_outputs, prepare, split_source};
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
@@ -92,6 +92,9 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
                 )));
             }
         };
+    }
+    if let Some(p) = args.patch_size {
+        c.network.patch_size = p;
     }
     if let Some(s) = args.steps_per_epoch {
         c.steps_per_epoch = Some(s);
@@ -384,10 +387,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut config = resolve(args, &out)?;
     config.validate()?;
     let device = config.backend.usable_device()?;
-    let source = load_source(&config.dataset, &config.label)?;
+    let source = load_source(&config.dataset, &config.label, &config.model)?;
     let source = match source {
         Source::Series(s) => return forecast::train(&config, &s, &device, &out, args),
         Source::Text { text, .. } => return language::train(&config, &text, &device, &out, args),
+        Source::Transduction(task) => return seq2seq::train(&config, task, &device, &out, args),
         other => other,
     };
     if is_recurrent(&config.model)

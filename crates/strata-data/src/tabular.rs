@@ -1,0 +1,526 @@
+//! Tables with categorical columns: a text CSV read as cells, a [`TableSchema`] fitted on the
+//! training table (which columns are numeric, the categories of the others, the classes), and
+//! the encoding of any table with that schema into a [`Dataset`], either as category indices
+//! (for embeddings: FT-Transformer) or one-hot (for linear models and MLPs).
+//!
+//! Missing values (`?`, empty, `NA`) in a categorical column are a category of their own,
+//! `?`; in a numeric column they are an error naming the line. A category the schema has not
+//! seen is an error naming the column, the value and the line, never a silent zero.
+//!
+//! The UCI Adult census data is embedded: [`adult`].
+//!
+//! ```
+//! use strata_data::{Encoding, LabelColumn, Table, TableSchema};
+//! let train = Table::parse(b"age,job,y\n30,clerk,no\n41,smith,yes\n25,?,no\n", "t", None)?;
+//! let schema = TableSchema::fit(&train, &LabelColumn::Last, Encoding::Indices)?;
+//! assert_eq!((schema.n_numeric(), schema.cardinalities()), (1, vec![3]));
+//! let data = schema.encode(&train)?;
+//! assert_eq!(data.row(1), &[41.0, 2.0]); // age, then the index of `smith` in [?, clerk, smith]
+//! let test = Table::parse(b"age,job,y\n50,baker,no\n", "test", None)?;
+//! assert!(schema.encode(&test).unwrap_err().to_string().contains("baker"));
+//! # Ok::<(), strata_data::Error>(())
+//! ```
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use crate::csv_loader::LabelColumn;
+use crate::dataset::{Dataset, Targets};
+use crate::error::{Error, Result};
+
+static ADULT_DATA_GZ: &[u8] = include_bytes!("../data/adult.data.gz");
+static ADULT_TEST_GZ: &[u8] = include_bytes!("../data/adult.test.gz");
+
+/// The column names of the Adult files (from `adult.names`), label last.
+pub const ADULT_COLUMNS: [&str; 15] = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
+];
+
+/// The name a missing categorical value gets.
+pub const MISSING: &str = "?";
+
+fn is_missing(cell: &str) -> bool {
+    matches!(cell, "" | "?" | "NA" | "na" | "N/A")
+}
+
+/// A CSV table as text cells, with its header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// The file name (for errors).
+    pub source: String,
+    /// Column names.
+    pub header: Vec<String>,
+    /// `(line, cells)` of each data row, 1-based lines.
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Table {
+    /// Parses CSV text. With `header` given, every line is data; otherwise the first line is
+    /// the header. Empty lines and lines starting with `|` (comments, as in the UCI files) are
+    /// skipped; cells are trimmed.
+    ///
+    /// # Errors
+    /// [`Error::Csv`] for a row with another number of cells than the header, or no rows.
+    pub fn parse(bytes: &[u8], source: &str, header: Option<&[&str]>) -> Result<Self> {
+        let text = String::from_utf8_lossy(bytes);
+        let csv_error = |line: usize, message: String| Error::Csv {
+            path: source.into(),
+            line,
+            message,
+        };
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('|'));
+        let split =
+            |l: &str| -> Vec<String> { l.split(',').map(|c| c.trim().to_string()).collect() };
+        let header: Vec<String> = match header {
+            Some(h) => h.iter().map(|s| s.to_string()).collect(),
+            None => match lines.next() {
+                Some((_, l)) => split(l),
+                None => return Err(csv_error(1, "the file has no rows".into())),
+            },
+        };
+        let mut rows = Vec::new();
+        for (line, l) in lines {
+            let cells = split(l);
+            if cells.len() != header.len() {
+                return Err(csv_error(
+                    line,
+                    format!("{} cells, the header has {}", cells.len(), header.len()),
+                ));
+            }
+            rows.push((line, cells));
+        }
+        if rows.is_empty() {
+            return Err(csv_error(1, "the file has no data rows".into()));
+        }
+        Ok(Self {
+            source: source.into(),
+            header,
+            rows,
+        })
+    }
+
+    /// Reads a CSV file from disk, gzipped or not, the first line being the header.
+    ///
+    /// # Errors
+    /// An unreadable file, or as [`parse`](Self::parse).
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = crate::csv_loader::read_maybe_gz(path)?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "csv".into(), |n| n.to_string_lossy().to_string());
+        Self::parse(&bytes, &name, None)
+    }
+
+    fn column(&self, label: &LabelColumn) -> Result<usize> {
+        let n = self.header.len();
+        let found = match label {
+            LabelColumn::Last => Some(n - 1),
+            LabelColumn::Index(i) => (*i < n).then_some(*i),
+            LabelColumn::Name(name) => self.header.iter().position(|h| h == name),
+        };
+        found.ok_or_else(|| {
+            Error::NoSuchColumn(
+                match label {
+                    LabelColumn::Name(s) => s.clone(),
+                    LabelColumn::Index(i) => i.to_string(),
+                    LabelColumn::Last => "last".into(),
+                },
+                self.header.join(", "),
+            )
+        })
+    }
+}
+
+/// How categorical columns become numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One value per categorical column: the category's index (for embeddings).
+    #[default]
+    Indices,
+    /// One 0/1 value per category.
+    OneHot,
+}
+
+/// A feature column: numeric, or categorical with its categories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// The header name.
+    pub name: String,
+    /// The categories in index order (sorted, `?` for missing), or `None` for a numeric
+    /// column.
+    pub categories: Option<Vec<String>>,
+}
+
+/// What the columns of a table mean, fitted on the training table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// The feature columns in file order (the label excluded).
+    pub columns: Vec<Column>,
+    /// The label column's name.
+    pub label: String,
+    /// The classes, sorted.
+    pub classes: Vec<String>,
+    /// How categories are encoded.
+    pub encoding: Encoding,
+}
+
+impl TableSchema {
+    /// Fits the schema: a column is numeric when every cell that is not missing is a number,
+    /// categorical otherwise; categories and classes are sorted.
+    ///
+    /// # Errors
+    /// A missing label column, a label missing on some row, fewer than 2 classes.
+    pub fn fit(table: &Table, label: &LabelColumn, encoding: Encoding) -> Result<Self> {
+        let li = table.column(label)?;
+        let mut columns = Vec::new();
+        for (j, name) in table.header.iter().enumerate() {
+            if j == li {
+                continue;
+            }
+            let numeric = table
+                .rows
+                .iter()
+                .map(|(_, r)| r[j].as_str())
+                .filter(|c| !is_missing(c))
+                .all(|c| c.parse::<f64>().is_ok_and(f64::is_finite));
+            let categories = (!numeric).then(|| {
+                table
+                    .rows
+                    .iter()
+                    .map(|(_, r)| category(&r[j]).to_string())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            });
+            columns.push(Column {
+                name: name.clone(),
+                categories,
+            });
+        }
+        let mut classes = BTreeSet::new();
+        for (line, r) in &table.rows {
+            if is_missing(&r[li]) {
+                return Err(Error::Csv {
+                    path: table.source.clone(),
+                    line: *line,
+                    message: format!("the label `{}` is missing", table.header[li]),
+                });
+            }
+            classes.insert(r[li].clone());
+        }
+        if classes.len() < 2 {
+            return Err(Error::TooSmall(format!(
+                "the label `{}` has {} class(es); classification needs 2",
+                table.header[li],
+                classes.len()
+            )));
+        }
+        Ok(Self {
+            columns,
+            label: table.header[li].clone(),
+            classes: classes.into_iter().collect(),
+            encoding,
+        })
+    }
+
+    /// Numeric features (first in an encoded row).
+    pub fn n_numeric(&self) -> usize {
+        self.columns
+            .iter()
+            .filter(|c| c.categories.is_none())
+            .count()
+    }
+
+    /// Categories of each categorical column, in file order.
+    pub fn cardinalities(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .filter_map(|c| c.categories.as_ref().map(Vec::len))
+            .collect()
+    }
+
+    /// Values per encoded row.
+    pub fn n_features(&self) -> usize {
+        let cats = self.cardinalities();
+        self.n_numeric()
+            + match self.encoding {
+                Encoding::Indices => cats.len(),
+                Encoding::OneHot => cats.iter().sum(),
+            }
+    }
+
+    /// The names of the encoded features: numeric columns, then a name per categorical column
+    /// (indices) or per category (`column=category`, one-hot).
+    pub fn feature_names(&self) -> Vec<String> {
+        let numeric = self.columns.iter().filter(|c| c.categories.is_none());
+        let mut names: Vec<String> = numeric.map(|c| c.name.clone()).collect();
+        for c in &self.columns {
+            if let Some(cats) = &c.categories {
+                match self.encoding {
+                    Encoding::Indices => names.push(c.name.clone()),
+                    Encoding::OneHot => {
+                        names.extend(cats.iter().map(|k| format!("{}={k}", c.name)));
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// Encodes the feature cells of one row (label excluded, file order).
+    fn encode_row(
+        &self,
+        cells: &[&str],
+        source: &str,
+        line: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let fail = |message: String| Error::Csv {
+            path: source.into(),
+            line,
+            message,
+        };
+        for (c, cell) in self.columns.iter().zip(cells) {
+            if c.categories.is_none() {
+                let v = cell.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
+                    fail(format!(
+                        "column `{}` is numeric, got `{cell}` (missing numeric values are not imputed)",
+                        c.name
+                    ))
+                })?;
+                out.push(v);
+            }
+        }
+        for (c, cell) in self.columns.iter().zip(cells) {
+            if let Some(cats) = &c.categories {
+                let k = category(cell);
+                let i = cats.binary_search_by(|x| x.as_str().cmp(k)).map_err(|_| {
+                    fail(format!(
+                        "unknown category `{k}` in column `{}`; the training data has {} categories: {}",
+                        c.name,
+                        cats.len(),
+                        preview(cats)
+                    ))
+                })?;
+                match self.encoding {
+                    Encoding::Indices => out.push(i as f32),
+                    Encoding::OneHot => {
+                        out.extend((0..cats.len()).map(|j| if j == i { 1.0 } else { 0.0 }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes a table with the label column into a classification [`Dataset`] whose
+    /// `table` is this schema.
+    ///
+    /// # Errors
+    /// Missing columns, a non-numeric value in a numeric column, an unknown category or class.
+    pub fn encode(&self, table: &Table) -> Result<Dataset> {
+        let li = table.column(&LabelColumn::Name(self.label.clone()))?;
+        let (features, labels) = self.encode_cells(table, Some(li))?;
+        self.dataset(table, features, labels)
+    }
+
+    /// Encodes the features of a table that may lack the label column (for prediction); each
+    /// feature column is found by name.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_features(&self, table: &Table) -> Result<Vec<f32>> {
+        let li = table.header.iter().position(|h| *h == self.label);
+        Ok(self.encode_cells(table, li)?.0)
+    }
+
+    fn encode_cells(&self, table: &Table, label: Option<usize>) -> Result<(Vec<f32>, Vec<usize>)> {
+        let idx: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|c| {
+                table
+                    .header
+                    .iter()
+                    .position(|h| *h == c.name)
+                    .ok_or_else(|| Error::NoSuchColumn(c.name.clone(), table.header.join(", ")))
+            })
+            .collect::<Result<_>>()?;
+        let mut features = Vec::with_capacity(table.rows.len() * self.n_features());
+        let mut labels = Vec::with_capacity(table.rows.len());
+        for (line, r) in &table.rows {
+            let cells: Vec<&str> = idx.iter().map(|&j| r[j].as_str()).collect();
+            self.encode_row(&cells, &table.source, *line, &mut features)?;
+            if let Some(li) = label {
+                let class = self.classes.binary_search(&r[li]).map_err(|_| Error::Csv {
+                    path: table.source.clone(),
+                    line: *line,
+                    message: format!(
+                        "unknown class `{}` in `{}`; the training data has {:?}",
+                        r[li], self.label, self.classes
+                    ),
+                })?;
+                labels.push(class);
+            }
+        }
+        Ok((features, labels))
+    }
+
+    fn dataset(&self, table: &Table, features: Vec<f32>, labels: Vec<usize>) -> Result<Dataset> {
+        let mut d = Dataset::new(
+            table.source.clone(),
+            features,
+            self.n_features(),
+            Targets::Classes {
+                labels,
+                names: self.classes.clone(),
+            },
+            None,
+        )?;
+        d.feature_names = self.feature_names();
+        d.table = Some(self.clone());
+        Ok(d)
+    }
+}
+
+fn category(cell: &str) -> &str {
+    if is_missing(cell) { MISSING } else { cell }
+}
+
+fn preview(cats: &[String]) -> String {
+    let shown: Vec<&str> = cats.iter().take(8).map(String::as_str).collect();
+    let more = if cats.len() > 8 { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("embedded Adult data decompress");
+    out
+}
+
+/// The embedded UCI Adult (census income) data as tables: 32,561 training and 16,281 test
+/// rows, 14 features (6 numeric, 8 categorical with missing values `?`) and the label
+/// `income` (`<=50K` or `>50K`). The test file's comment line is skipped and the dots its
+/// labels end with are removed.
+pub fn adult_tables() -> (Table, Table) {
+    let train = Table::parse(&gunzip(ADULT_DATA_GZ), "adult.data", Some(&ADULT_COLUMNS))
+        .expect("embedded Adult training data parse");
+    let mut test = Table::parse(&gunzip(ADULT_TEST_GZ), "adult.test", Some(&ADULT_COLUMNS))
+        .expect("embedded Adult test data parse");
+    for (_, r) in &mut test.rows {
+        if let Some(label) = r.last_mut()
+            && let Some(stripped) = label.strip_suffix('.')
+        {
+            *label = stripped.to_string();
+        }
+    }
+    (train, test)
+}
+
+/// UCI Adult encoded for training: the schema fitted on the training file, the training and
+/// test sets (label `income`, classes `<=50K`, `>50K`).
+///
+/// # Errors
+/// None for the embedded data in practice; the signature allows a category of the test file
+/// that the training file lacks.
+pub fn adult(encoding: Encoding) -> Result<(Dataset, Dataset, TableSchema)> {
+    let (train, test) = adult_tables();
+    let schema = TableSchema::fit(&train, &LabelColumn::Last, encoding)?;
+    let mut a = schema.encode(&train)?;
+    let mut b = schema.encode(&test)?;
+    a.name = "adult".into();
+    b.name = "adult".into();
+    Ok((a, b, schema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adult_has_its_documented_shape() {
+        let (train, test, schema) = adult(Encoding::Indices).unwrap();
+        assert_eq!((train.len(), test.len()), (32561, 16281));
+        assert_eq!(schema.n_numeric(), 6);
+        assert_eq!(schema.cardinalities().len(), 8);
+        assert_eq!(schema.classes, vec!["<=50K", ">50K"]);
+        // workclass, occupation and native-country have missing values: a `?` category.
+        for name in ["workclass", "occupation", "native-country"] {
+            let c = schema.columns.iter().find(|c| c.name == name).unwrap();
+            assert_eq!(c.categories.as_ref().unwrap()[0], "?", "{name}");
+        }
+        let positives = |d: &Dataset| d.labels().unwrap().iter().filter(|&&l| l == 1).count();
+        // 7841 of 32561 and 3846 of 16281 earn more than 50K (adult.names).
+        assert_eq!((positives(&train), positives(&test)), (7841, 3846));
+        assert_eq!(train.row(0)[..6], [39.0, 77516.0, 13.0, 2174.0, 0.0, 40.0]);
+        let (one_hot, _, s) = adult(Encoding::OneHot).unwrap();
+        assert_eq!(one_hot.n_features, s.n_features());
+        assert_eq!(
+            one_hot.n_features,
+            6 + s.cardinalities().iter().sum::<usize>()
+        );
+        let hot: f32 = one_hot.row(0)[6..].iter().sum();
+        assert_eq!(hot, 8.0);
+    }
+
+    #[test]
+    fn bad_tables_are_errors() {
+        let t = Table::parse(b"a,b,y\n1,x,p\n2,z,q\n", "t", None).unwrap();
+        let s = TableSchema::fit(&t, &LabelColumn::Last, Encoding::OneHot).unwrap();
+        let bad = Table::parse(b"a,b,y\n1,w,p\n", "u", None).unwrap();
+        let e = s.encode(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("u: line 2") && e.contains("unknown category `w` in column `b`"),
+            "{e}"
+        );
+        let bad = Table::parse(b"a,b,y\n?,x,p\n", "u", None).unwrap();
+        assert!(
+            s.encode(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("column `a` is numeric")
+        );
+        let bad = Table::parse(b"a,b,y\n1,x,r\n", "u", None).unwrap();
+        assert!(
+            s.encode(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown class `r`")
+        );
+        let e = Table::parse(b"a,b,y\n1,x\n", "u", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("2 cells"), "{e}");
+        let missing = Table::parse(b"b,y\nx,p\n", "u", None).unwrap();
+        assert!(s.encode(&missing).is_err());
+        let features = Table::parse(b"b,a\nz,3\n", "u", None).unwrap();
+        assert_eq!(s.encode_features(&features).unwrap(), vec![3.0, 0.0, 1.0]);
+        let one_class = Table::parse(b"a,y\n1,p\n2,p\n", "t", None).unwrap();
+        assert!(TableSchema::fit(&one_class, &LabelColumn::Last, Encoding::Indices).is_err());
+    }
+}
