@@ -11,7 +11,7 @@ use strata::loss::{Loss, LossConfig};
 use strata::optim::{OptimizerConfig, ScheduleConfig};
 use strata::tensor::TargetBatch;
 use strata::train::{
-    EarlyStopping, Error, Fit, FitConfig, FitOutcome, Monitor, Report, evaluate, fit,
+    EarlyStopping, Error, Fit, FitConfig, FitOutcome, Monitor, Report, Run, evaluate, fit,
 };
 
 /// burn seeds one random generator per backend for the whole process, so tests that depend
@@ -65,13 +65,15 @@ fn run(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss,
-            optimizer,
-            schedule: &ScheduleConfig::by_name("cosine").unwrap(),
-            config,
-            device,
-            checkpoint_dir: dir,
-            resume,
-            pause_after,
+            run: Run {
+                optimizer,
+                schedule: &ScheduleConfig::by_name("cosine").unwrap(),
+                config,
+                device,
+                checkpoint_dir: dir,
+                resume,
+                pause_after,
+            },
         },
     )
 }
@@ -349,16 +351,15 @@ fn custom_mlp_forward_closure_works() {
         &Fit {
             forward: |m: &Mlp, x| m.forward(x),
             loss: loss.as_ref(),
-            optimizer: &OptimizerConfig {
-                lr: 0.02,
-                ..Default::default()
-            },
-            schedule: &ScheduleConfig::default(),
-            config: &quiet(40, 16),
-            device: d,
-            checkpoint_dir: None,
-            resume: false,
-            pause_after: None,
+            run: Run::new(
+                &OptimizerConfig {
+                    lr: 0.02,
+                    ..Default::default()
+                },
+                &ScheduleConfig::default(),
+                &quiet(40, 16),
+                d,
+            ),
         },
     )
     .unwrap();

@@ -72,6 +72,19 @@ fn grad_out_in(w: &burn::module::Param<Tensor<2>>, grads: &Gradients) -> Vec<f32
     to_vec(w.val().grad(grads).unwrap().transpose())
 }
 
+/// A layer case's device (autodiff flex), norm placement and activation.
+fn layer_case(f: &Value) -> (Device, bool, ActivationConfig) {
+    let activation = match f["activation"].as_str().unwrap() {
+        "relu" => ActivationConfig::Relu,
+        _ => ActivationConfig::Gelu,
+    };
+    (
+        Device::flex().autodiff(),
+        f["norm_first"].as_bool().unwrap(),
+        activation,
+    )
+}
+
 #[test]
 fn multihead_attention_matches_pytorch() {
     let f = &fixture()["mha"];
@@ -139,12 +152,7 @@ fn encoder_layers_match_pytorch_post_and_pre_norm() {
     let all = fixture();
     for case in ["encoder_post_relu", "encoder_pre_gelu"] {
         let f = &all[case];
-        let device = Device::flex().autodiff();
-        let norm_first = f["norm_first"].as_bool().unwrap();
-        let activation = match f["activation"].as_str().unwrap() {
-            "relu" => ActivationConfig::Relu,
-            _ => ActivationConfig::Gelu,
-        };
+        let (device, norm_first, activation) = layer_case(f);
         let mut encoder = TransformerEncoderConfig::new(8, 16, 2, 1)
             .with_dropout(0.0)
             .with_norm_first(norm_first)
@@ -200,12 +208,7 @@ fn decoder_layers_match_pytorch_post_and_pre_norm() {
     let all = fixture();
     for case in ["decoder_post_relu", "decoder_pre_gelu"] {
         let f = &all[case];
-        let device = Device::flex().autodiff();
-        let norm_first = f["norm_first"].as_bool().unwrap();
-        let activation = match f["activation"].as_str().unwrap() {
-            "relu" => ActivationConfig::Relu,
-            _ => ActivationConfig::Gelu,
-        };
+        let (device, norm_first, activation) = layer_case(f);
         let mut decoder = TransformerDecoderConfig::new(8, 16, 2, 1)
             .with_dropout(0.0)
             .with_norm_first(norm_first)

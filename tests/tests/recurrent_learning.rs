@@ -15,7 +15,7 @@ use strata::data::{
 use strata::loss::LossConfig;
 use strata::metrics::RegressionReport;
 use strata::optim::{Clipping, OptimizerConfig, ScheduleConfig};
-use strata::train::{EarlyStopping, Fit, FitConfig, Monitor, Tbptt, fit, fit_tbptt, predict};
+use strata::train::{EarlyStopping, Fit, FitConfig, Monitor, Run, Tbptt, fit, fit_tbptt, predict};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -69,13 +69,15 @@ fn forecast(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
-            optimizer: &optimizer,
-            schedule: &ScheduleConfig::default(),
-            config: &config,
-            device: device.clone(),
-            checkpoint_dir: Some(dir.path()),
-            resume: false,
-            pause_after: None,
+            run: Run {
+                checkpoint_dir: Some(dir.path()),
+                ..Run::new(
+                    &optimizer,
+                    &ScheduleConfig::default(),
+                    &config,
+                    device.clone(),
+                )
+            },
         },
     )
     .unwrap();
@@ -164,16 +166,10 @@ fn a_char_lstm_learns_more_than_character_frequencies() {
         &Tbptt {
             forward: |m: &CharLm, x, s| m.forward(x, s),
             detach: RecurrentState::detach,
-            optimizer: &optimizer,
-            schedule: &ScheduleConfig::default(),
-            config: &config,
+            run: Run::new(&optimizer, &ScheduleConfig::default(), &config, device),
             seq_len: 50,
             eval_chunk: strata::train::EVAL_CHUNK,
             steps_per_epoch: Some(60),
-            device,
-            checkpoint_dir: None,
-            resume: false,
-            pause_after: None,
         },
     )
     .unwrap();

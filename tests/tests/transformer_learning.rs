@@ -8,7 +8,7 @@ use strata::arch::{Network, NetworkConfig, TokenInput, TransformerClassifierConf
 use strata::data::{Dataset, Encoding, Standardizer, Targets, adult, digits, stratified_split};
 use strata::loss::LossConfig;
 use strata::optim::{OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
-use strata::train::{Fit, FitConfig, evaluate, fit};
+use strata::train::{Fit, FitConfig, Run, evaluate, fit};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -62,13 +62,7 @@ fn accuracy(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
-            optimizer: &optimizer,
-            schedule: &schedule,
-            config: &config,
-            device: device.clone(),
-            checkpoint_dir: None,
-            resume: false,
-            pause_after: None,
+            run: Run::new(&optimizer, &schedule, &config, device.clone()),
         },
     )
     .unwrap();

@@ -22,8 +22,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::activation::ActivationConfig;
-use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{
     TransformerDecoder, TransformerDecoderConfig, TransformerDecoderInput, TransformerEncoder,
@@ -36,10 +35,10 @@ use burn::nn::{
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use strata_layers::{Positional, Positions, PositionsConfig};
+use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::error::{Error, check_size};
-use crate::transformer::{check_transformer, encoder_stack};
+use crate::transformer::{Stack, check_transformer, encoder_stack};
 
 /// Padding (ignored by attention and by the loss).
 pub const PAD: usize = 0;
@@ -78,6 +77,9 @@ pub struct Seq2SeqConfig {
     /// Pre-norm (default) or post-norm layers.
     #[config(default = true)]
     pub norm_first: bool,
+    /// Activation of the feed-forward layers, default GELU.
+    #[config(default = "ActivationKind::Gelu")]
+    pub activation: ActivationKind,
     /// Learned (default) or sinusoidal positions.
     #[config(default = "Positional::Learned")]
     pub positional: Positional,
@@ -171,12 +173,15 @@ impl Seq2SeqConfig {
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             encoder: encoder_stack(
-                d,
-                self.d_ff,
-                self.n_heads,
-                self.n_encoder_layers,
-                self.dropout,
-                self.norm_first,
+                &Stack {
+                    d_model: d,
+                    d_ff: self.d_ff,
+                    n_heads: self.n_heads,
+                    n_layers: self.n_encoder_layers,
+                    dropout: self.dropout,
+                    norm_first: self.norm_first,
+                    activation: self.activation,
+                },
                 device,
             ),
             encoder_norm: norm(),
@@ -188,7 +193,7 @@ impl Seq2SeqConfig {
             )
             .with_dropout(self.dropout)
             .with_norm_first(self.norm_first)
-            .with_activation(ActivationConfig::Gelu)
+            .with_activation(self.activation.config())
             .init(device),
             decoder_norm: norm(),
             head: LinearConfig::new(d, self.vocab_size).init(device),
@@ -292,6 +297,59 @@ impl Seq2Seq {
             None => y,
         };
         self.head.forward(y)
+    }
+
+    /// Each decoder layer's cross-attention weights `[batch, n_heads, tgt_len, src_len]`, for
+    /// inspection: row `i` is how target position `i` spreads its attention over the source
+    /// (each row sums to 1; padded source positions get none). A model that reverses its
+    /// source attends along the anti-diagonal.
+    ///
+    /// # Shapes
+    /// - `source`: `[batch, src_len]`; `target`: `[batch, tgt_len]` decoder inputs
+    pub fn cross_attention_weights(
+        &self,
+        source: Tensor<2, Int>,
+        target: Tensor<2, Int>,
+    ) -> Vec<Tensor<4>> {
+        let (memory, memory_mask) = self.encode(source);
+        let [batch, time] = target.dims();
+        let device = target.device();
+        let pad = target.clone().equal_elem(PAD as i64);
+        let causal = generate_autoregressive_mask(batch, time, &device);
+        let embedded = self.embed(target);
+        let mut weights = Vec::with_capacity(self.decoder.layers.len());
+        // burn's decoder input keeps its output private, so layer i's input comes from a
+        // decoder made of the layers before it.
+        let mut before = self.decoder.clone();
+        for (i, layer) in self.decoder.layers.iter().enumerate() {
+            before.layers = self.decoder.layers[..i].to_vec();
+            let x = before.forward(
+                TransformerDecoderInput::new(embedded.clone(), memory.clone())
+                    .target_mask_attn(causal.clone())
+                    .target_mask_pad(pad.clone())
+                    .memory_mask_pad(memory_mask.clone()),
+            );
+            // The self-attention sub-layer as burn's layer computes it (pre-norm layers
+            // normalise its input with `norm_3`), then the cross-attention's input:
+            // `norm_1` of the residual sum in both pre- and post-norm layers.
+            let self_in = if layer.norm_first {
+                layer.norm_3.forward(x.clone())
+            } else {
+                x.clone()
+            };
+            let attended = layer.self_attn.forward(
+                MhaInput::self_attn(self_in)
+                    .mask_pad(pad.clone())
+                    .mask_attn(causal.clone()),
+            );
+            let cross_in = layer.norm_1.forward(x + attended.context);
+            let out = layer.cross_attn.forward(
+                MhaInput::new(cross_in, memory.clone(), memory.clone())
+                    .mask_pad(memory_mask.clone()),
+            );
+            weights.push(out.weights);
+        }
+        weights
     }
 
     /// Teacher-forced logits.
@@ -618,6 +676,35 @@ mod tests {
                 .max()
                 .into_scalar::<f32>();
             assert!(late > 1e-5);
+        }
+    }
+
+    #[test]
+    fn cross_attention_spreads_over_the_real_source_only() {
+        let d = Device::flex();
+        for nf in [true, false] {
+            let m = model(nf);
+            let w = m.cross_attention_weights(
+                padded(&[vec![3, 4, 5, 3], vec![5, 4]], &d),
+                padded(&[vec![BOS, 3, 4], vec![BOS, 5, 5]], &d),
+            );
+            assert_eq!(w.len(), 2);
+            for layer in w {
+                assert_eq!(layer.dims(), [2, 2, 3, 4]);
+                let off = (layer.clone().sum_dim(3) - 1.0)
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(off < 1e-5, "rows sum to 1, off by {off}");
+                // The second source has 2 padding steps.
+                let pad = layer
+                    .narrow(0, 1, 1)
+                    .narrow(3, 2, 2)
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(pad < 1e-7, "{pad}");
+            }
         }
     }
 

@@ -32,7 +32,6 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::activation::ActivationConfig;
 use burn::nn::attention::MhaInput;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::transformer::{
@@ -44,7 +43,7 @@ use burn::nn::{
 };
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_layers::{Positional, Positions, PositionsConfig};
+use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::error::{Error, check_dropout, check_size};
 
@@ -72,20 +71,23 @@ pub(crate) fn check_transformer(
     check_dropout(dropout)
 }
 
-/// burn's encoder stack with GELU feed-forward layers.
-pub(crate) fn encoder_stack(
-    d_model: usize,
-    d_ff: usize,
-    n_heads: usize,
-    n_layers: usize,
-    dropout: f64,
-    norm_first: bool,
-    device: &Device,
-) -> TransformerEncoder {
-    TransformerEncoderConfig::new(d_model, d_ff, n_heads, n_layers)
-        .with_dropout(dropout)
-        .with_norm_first(norm_first)
-        .with_activation(ActivationConfig::Gelu)
+/// The shape of a stack of transformer layers.
+pub(crate) struct Stack {
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    pub dropout: f64,
+    pub norm_first: bool,
+    pub activation: ActivationKind,
+}
+
+/// burn's encoder stack.
+pub(crate) fn encoder_stack(s: &Stack, device: &Device) -> TransformerEncoder {
+    TransformerEncoderConfig::new(s.d_model, s.d_ff, s.n_heads, s.n_layers)
+        .with_dropout(s.dropout)
+        .with_norm_first(s.norm_first)
+        .with_activation(s.activation.config())
         .init(device)
 }
 
@@ -269,6 +271,9 @@ pub struct TransformerClassifierConfig {
     /// Pre-norm (default) or post-norm layers.
     #[config(default = true)]
     pub norm_first: bool,
+    /// Activation of the feed-forward layers, default GELU.
+    #[config(default = "ActivationKind::Gelu")]
+    pub activation: ActivationKind,
     /// Position codes of token and patch inputs: learned (default) or sinusoidal.
     #[config(default = "Positional::Learned")]
     pub positional: Positional,
@@ -390,12 +395,15 @@ impl TransformerClassifierConfig {
             }),
             dropout: DropoutConfig::new(self.dropout).init(),
             encoder: encoder_stack(
-                d,
-                self.d_ff,
-                self.n_heads,
-                self.n_layers,
-                self.dropout,
-                self.norm_first,
+                &Stack {
+                    d_model: d,
+                    d_ff: self.d_ff,
+                    n_heads: self.n_heads,
+                    n_layers: self.n_layers,
+                    dropout: self.dropout,
+                    norm_first: self.norm_first,
+                    activation: self.activation,
+                },
                 device,
             ),
             norm: LayerNormConfig::new(d).init(device),

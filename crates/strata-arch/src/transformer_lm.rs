@@ -16,11 +16,11 @@ use burn::nn::{
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use strata_layers::{Positional, Positions, PositionsConfig};
+use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::char_lm::{Sampling, check_sampling, sample};
 use crate::error::{Error, check_size};
-use crate::transformer::{check_transformer, encoder_attention, encoder_stack};
+use crate::transformer::{Stack, check_transformer, encoder_attention, encoder_stack};
 
 /// Configuration of a [`TransformerLm`].
 #[derive(Config, Debug)]
@@ -47,6 +47,9 @@ pub struct TransformerLmConfig {
     /// Pre-norm (default) or post-norm layers.
     #[config(default = true)]
     pub norm_first: bool,
+    /// Activation of the feed-forward layers, default GELU.
+    #[config(default = "ActivationKind::Gelu")]
+    pub activation: ActivationKind,
     /// Learned (default) or sinusoidal positions.
     #[config(default = "Positional::Learned")]
     pub positional: Positional,
@@ -101,12 +104,15 @@ impl TransformerLmConfig {
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             encoder: encoder_stack(
-                self.d_model,
-                self.d_ff,
-                self.n_heads,
-                self.n_layers,
-                self.dropout,
-                self.norm_first,
+                &Stack {
+                    d_model: self.d_model,
+                    d_ff: self.d_ff,
+                    n_heads: self.n_heads,
+                    n_layers: self.n_layers,
+                    dropout: self.dropout,
+                    norm_first: self.norm_first,
+                    activation: self.activation,
+                },
                 device,
             ),
             norm: self

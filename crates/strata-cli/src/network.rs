@@ -149,6 +149,7 @@ fn transformer_classifier(
             .with_n_layers(n.layers)
             .with_d_ff(2 * d_model)
             .with_dropout(n.dropout)
+            .with_activation(n.activation)
             .with_positional(n.positional),
     ))
 }
@@ -237,6 +238,7 @@ pub fn transformer_lm_config(config: &RunConfig, vocab: usize) -> Result<Transfo
         .with_n_layers(n.layers)
         .with_d_ff(4 * d_model)
         .with_dropout(n.dropout)
+        .with_activation(n.activation)
         .with_positional(n.positional);
     c.validate()?;
     Ok(c)

@@ -117,21 +117,8 @@ pub struct Fit<'a, F> {
     pub forward: F,
     /// The training loss.
     pub loss: &'a dyn Loss,
-    /// Optimizer settings.
-    pub optimizer: &'a OptimizerConfig,
-    /// Learning-rate schedule.
-    pub schedule: &'a ScheduleConfig,
-    /// Run settings.
-    pub config: &'a FitConfig,
-    /// The autodiff device the model lives on.
-    pub device: Device,
-    /// Where checkpoints go; `None` keeps everything in memory (no resume).
-    pub checkpoint_dir: Option<&'a Path>,
-    /// Continue from the checkpoint in `checkpoint_dir` when there is one.
-    pub resume: bool,
-    /// Stop (as if interrupted) after this many epochs in this call; the checkpoint allows a
-    /// later call with `resume` to go on. For running long jobs in sessions, and for tests.
-    pub pause_after: Option<usize>,
+    /// Optimizer, schedule, settings, device, checkpoints.
+    pub run: Run<'a>,
 }
 
 /// The outcome of [`fit`].
@@ -192,13 +179,15 @@ pub trait Objective<M> {
     fn lower_metric_is_better(&self) -> bool;
 }
 
-/// The run settings of [`fit_objective`]: [`Fit`] without the forward pass and the loss.
+/// What every runner ([`fit`], [`fit_objective`], [`fit_tbptt`](crate::fit_tbptt)) needs
+/// besides the model and its objective.
 pub struct Run<'a> {
     /// Optimizer settings.
     pub optimizer: &'a OptimizerConfig,
     /// Learning-rate schedule.
     pub schedule: &'a ScheduleConfig,
-    /// Run settings (`sampling` is the objective's business).
+    /// Run settings (for [`fit_objective`], `sampling` is the objective's business; for
+    /// [`fit_tbptt`](crate::fit_tbptt), `batch_size` is the number of parallel streams).
     pub config: &'a FitConfig,
     /// The autodiff device the model lives on.
     pub device: Device,
@@ -206,8 +195,41 @@ pub struct Run<'a> {
     pub checkpoint_dir: Option<&'a Path>,
     /// Continue from the checkpoint in `checkpoint_dir` when there is one.
     pub resume: bool,
-    /// Stop (as if interrupted) after this many epochs in this call.
+    /// Stop (as if interrupted) after this many epochs in this call; the checkpoint allows a
+    /// later call with `resume` to go on. For running long jobs in sessions, and for tests.
     pub pause_after: Option<usize>,
+}
+
+impl<'a> Run<'a> {
+    /// A run kept in memory (no checkpoints, no resume, no pause).
+    pub fn new(
+        optimizer: &'a OptimizerConfig,
+        schedule: &'a ScheduleConfig,
+        config: &'a FitConfig,
+        device: Device,
+    ) -> Self {
+        Self {
+            optimizer,
+            schedule,
+            config,
+            device,
+            checkpoint_dir: None,
+            resume: false,
+            pause_after: None,
+        }
+    }
+
+    fn reborrow(&self) -> Run<'_> {
+        Run {
+            optimizer: self.optimizer,
+            schedule: self.schedule,
+            config: self.config,
+            device: self.device.clone(),
+            checkpoint_dir: self.checkpoint_dir,
+            resume: self.resume,
+            pause_after: self.pause_after,
+        }
+    }
 }
 
 /// Supervised learning on rows of a [`Dataset`]: the objective behind [`fit`].
@@ -294,7 +316,8 @@ where
             valid.len()
         )));
     }
-    let sampler = match (f.config.sampling, train.labels()) {
+    let run = &f.run;
+    let sampler = match (run.config.sampling, train.labels()) {
         (Sampling::Balanced, Some(labels)) => Some(BalancedSampler::new(labels)?),
         (Sampling::Balanced, None) => {
             return Err(Error::Invalid(
@@ -308,24 +331,12 @@ where
         valid,
         forward: &f.forward,
         loss: f.loss,
-        batcher: Batcher::new(f.device.clone()),
-        plain: f.device.clone().without_autodiff(),
+        batcher: Batcher::new(run.device.clone()),
+        plain: run.device.clone().without_autodiff(),
         sampler,
-        eval_batch: f.config.batch_size.max(256),
+        eval_batch: run.config.batch_size.max(256),
     };
-    fit_objective(
-        model,
-        &objective,
-        &Run {
-            optimizer: f.optimizer,
-            schedule: f.schedule,
-            config: f.config,
-            device: f.device.clone(),
-            checkpoint_dir: f.checkpoint_dir,
-            resume: f.resume,
-            pause_after: f.pause_after,
-        },
-    )
+    fit_objective(model, &objective, &run.reborrow())
 }
 
 /// Trains `model` on an [`Objective`]: mini-batches of its training examples, validation

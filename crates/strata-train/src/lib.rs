@@ -16,7 +16,7 @@
 //! use strata_data::{iris, stratified_split, Standardizer};
 //! use strata_loss::LossConfig;
 //! use strata_optim::{OptimizerConfig, ScheduleConfig};
-//! use strata_train::{fit, evaluate, Fit, FitConfig, Report};
+//! use strata_train::{fit, evaluate, Fit, FitConfig, Report, Run};
 //!
 //! let data = iris();
 //! let split = stratified_split(&data.strata(), 0.2, 0.2, 7)?;
@@ -34,13 +34,7 @@
 //! let outcome = fit(model, &train, &valid, &Fit {
 //!     forward: |m: &strata_arch::Mlp, x| m.forward(x),
 //!     loss: loss.as_ref(),
-//!     optimizer: &optimizer,
-//!     schedule: &ScheduleConfig::default(),
-//!     config: &config,
-//!     device: device.clone(),
-//!     checkpoint_dir: None,
-//!     resume: false,
-//!     pause_after: None,
+//! run: Run::new(&optimizer, &ScheduleConfig::default(), &config, device.clone()),
 //! })?;
 //! assert_eq!(outcome.history.len(), 30);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -6,7 +6,6 @@
 //! every step here, since one pass over a corpus can take longer than the budget) and the
 //! progress bar are those of [`fit`](crate::fit).
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -14,13 +13,12 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use strata_data::{TokenChunk, TokenStreams};
-use strata_optim::{OptimizerConfig, ScheduleConfig};
 use strata_tensor::convert::scalar;
 use strata_tensor::derive_seed;
 
 use crate::error::{Error, Result};
 use crate::fit::{
-    EpochEnd, FitConfig, FitOutcome, Monitor, Start, check_finite, end_epoch, finish, over_budget,
+    EpochEnd, FitOutcome, Monitor, Run, Start, check_finite, end_epoch, finish, over_budget,
     progress_bar, start,
 };
 use crate::history::EpochRecord;
@@ -31,12 +29,9 @@ pub struct Tbptt<'a, F, D> {
     pub forward: F,
     /// Cuts a state from the autodiff graph.
     pub detach: D,
-    /// Optimizer settings.
-    pub optimizer: &'a OptimizerConfig,
-    /// Learning-rate schedule.
-    pub schedule: &'a ScheduleConfig,
-    /// Run settings; `batch_size` is the number of parallel streams.
-    pub config: &'a FitConfig,
+    /// Optimizer, schedule, settings (`batch_size` is the number of parallel streams),
+    /// device, checkpoints. On resume the carried state restarts from zeros.
+    pub run: Run<'a>,
     /// Steps back-propagated through (the chunk length).
     pub seq_len: usize,
     /// Steps per validation chunk ([`EVAL_CHUNK`] for recurrent models; at most the context
@@ -45,15 +40,6 @@ pub struct Tbptt<'a, F, D> {
     /// Chunks per epoch; `None` is one pass over the training streams. Later epochs go on
     /// where the last one stopped, wrapping around.
     pub steps_per_epoch: Option<usize>,
-    /// The autodiff device the model lives on.
-    pub device: Device,
-    /// Where checkpoints go; `None` keeps everything in memory.
-    pub checkpoint_dir: Option<&'a Path>,
-    /// Continue from the checkpoint in `checkpoint_dir` when there is one (the carried state
-    /// restarts from zeros).
-    pub resume: bool,
-    /// Stop, resumable, after this many epochs in this call.
-    pub pause_after: Option<usize>,
 }
 
 /// Parallel streams used to evaluate a language model (many streams make evaluation fast;
@@ -123,14 +109,14 @@ where
     F: Fn(&M, Tensor<2, Int>, Option<S>) -> (Tensor<3>, S),
     D: Fn(S) -> S,
 {
-    let config = f.config;
+    let config = f.run.config;
     config.validate()?;
     if f.seq_len == 0 {
         return Err(Error::Invalid("sequence length must be >= 1, got 0".into()));
     }
     let streams = TokenStreams::new(train, config.batch_size)
         .map_err(|e| Error::Invalid(format!("training text: {e}")))?;
-    let device = f.device.clone();
+    let device = f.run.device.clone();
     let plain = device.clone().without_autodiff();
     let Start {
         mut model,
@@ -140,11 +126,11 @@ where
         resumed_from,
     } = start(
         model,
-        f.optimizer,
-        f.schedule,
+        f.run.optimizer,
+        f.run.schedule,
         config,
-        f.checkpoint_dir,
-        f.resume,
+        f.run.checkpoint_dir,
+        f.run.resume,
     )?;
     let per_epoch = f
         .steps_per_epoch
@@ -155,7 +141,7 @@ where
     let mut epochs_this_call = 0usize;
 
     while !state.finished && state.epochs_done < config.epochs {
-        if f.pause_after.is_some_and(|p| epochs_this_call >= p) {
+        if f.run.pause_after.is_some_and(|p| epochs_this_call >= p) {
             break;
         }
         let epoch = state.epochs_done;

@@ -9,7 +9,7 @@ use serde_json::json;
 use strata::arch::{CharLm, RecurrentState, Sampling, TransformerLm};
 use strata::data::{CharVocab, TextSplit, contiguous_split};
 use strata::tensor::seed_device;
-use strata::train::{EVAL_CHUNK, EVAL_STREAMS, FitOutcome, Tbptt, evaluate_tokens, fit_tbptt};
+use strata::train::{EVAL_CHUNK, EVAL_STREAMS, FitOutcome, Run, Tbptt, evaluate_tokens, fit_tbptt};
 
 use crate::args::TrainArgs;
 use crate::commands::train::{run_summary, write_history, write_metrics};
@@ -243,16 +243,18 @@ impl LmRun<'_> {
             &Tbptt {
                 forward,
                 detach,
-                optimizer: &c.optimizer,
-                schedule: &c.schedule,
-                config: &c.fit,
+                run: Run {
+                    optimizer: &c.optimizer,
+                    schedule: &c.schedule,
+                    config: &c.fit,
+                    device: self.device.clone(),
+                    checkpoint_dir: Some(self.checkpoint_dir),
+                    resume: self.args.resume,
+                    pause_after: self.args.pause_after,
+                },
                 seq_len: c.network.seq_len,
                 eval_chunk,
                 steps_per_epoch: c.steps_per_epoch,
-                device: self.device.clone(),
-                checkpoint_dir: Some(self.checkpoint_dir),
-                resume: self.args.resume,
-                pause_after: self.args.pause_after,
             },
         )?;
         Ok(split_outcome(o))

@@ -63,6 +63,7 @@ pub fn seq2seq_config(config: &RunConfig, task: &TransductionConfig) -> Result<S
         .with_n_decoder_layers(n.layers)
         .with_d_ff(4 * d_model)
         .with_dropout(n.dropout)
+        .with_activation(n.activation)
         .with_positional(n.positional);
     c.validate()?;
     Ok(c)

@@ -14,7 +14,7 @@ use strata::loss::LossConfig;
 use strata::optim::{Clipping, OptimizerKind, ScheduleConfig};
 use strata::tensor::{Backend, seed_device};
 use strata::train::{
-    EarlyStopping, Evaluation, Fit, FitOutcome, Monitor, Report, evaluate, fit, write_atomic,
+    EarlyStopping, Evaluation, Fit, FitOutcome, Monitor, Report, Run, evaluate, fit, write_atomic,
     write_csv, write_curves_svg,
 };
 
@@ -290,13 +290,15 @@ pub(crate) fn train_once(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
-            optimizer: &config.optimizer,
-            schedule: &config.schedule,
-            config: &config.fit,
-            device: ad,
-            checkpoint_dir,
-            resume,
-            pause_after,
+            run: Run {
+                optimizer: &config.optimizer,
+                schedule: &config.schedule,
+                config: &config.fit,
+                device: ad,
+                checkpoint_dir,
+                resume,
+                pause_after,
+            },
         },
     )?;
     Ok((outcome, net_config))
