@@ -58,7 +58,7 @@ pub const MODELS: [(&str, &str); 10] = [
     ),
     (
         "tab-transformer",
-        "FT-Transformer for tables: a token per numeric feature and per category; adult, csv",
+        "FT-Transformer for tables: a token per numeric feature and per category; adult, table:PATH",
     ),
     (
         "seq2seq",
