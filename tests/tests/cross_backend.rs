@@ -9,8 +9,9 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
 use strata::arch::{
-    CellKind, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig, SequenceHead,
-    SequenceModelConfig, SequencePooling, TokenInput, TransformerClassifierConfig,
+    CellKind, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig, ResNetConfig,
+    SequenceHead, SequenceModelConfig, SequencePooling, Stem, TokenInput,
+    TransformerClassifierConfig,
 };
 use strata::data::{Batcher, digits};
 use strata::loss::LossConfig;
@@ -113,6 +114,18 @@ fn vision_transformer_step_matches_across_backends() {
         .with_d_ff(32)
         .with_dropout(0.0),
     ));
+}
+
+#[test]
+fn resnet_step_matches_across_backends() {
+    // Residual blocks with projection shortcuts and PyTorch-style batch norm in training mode
+    // (batch statistics, running update).
+    check(NetworkConfig::ResNet {
+        resnet: ResNetConfig::new(1, 10, vec![1, 1], vec![4, 8]).with_stem(Stem::Cifar),
+        name: "resnet".into(),
+        height: 8,
+        width: 8,
+    });
 }
 
 #[test]

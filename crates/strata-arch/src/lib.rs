@@ -26,6 +26,7 @@ mod error;
 pub mod mlp;
 mod network;
 pub mod recurrent;
+pub mod resnet;
 pub mod seq2seq;
 pub mod transformer;
 pub mod transformer_lm;
@@ -34,8 +35,9 @@ pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
-pub use network::{MODELS, Network, NetworkConfig, cell_name, check_input};
+pub use network::{ImageResNet, MODELS, Network, NetworkConfig, cell_name, check_input};
 pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
+pub use resnet::{RESNETS, ResNet, ResNetConfig, Stem};
 pub use seq2seq::{BeamSearch, Hypothesis, Seq2Seq, Seq2SeqConfig};
 pub use strata_layers::{
     ActivationKind, CellKind, Pooling, Positional, RecurrentConfig, RecurrentState,

@@ -5,9 +5,10 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cnn::{Cnn, CnnConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_size};
 use crate::mlp::{Mlp, MlpConfig};
 use crate::recurrent::{SequenceModel, SequenceModelConfig};
+use crate::resnet::{RESNETS, ResNet, ResNetConfig};
 use crate::transformer::{TransformerClassifier, TransformerClassifierConfig};
 
 /// The architectures a run can name.
@@ -23,10 +24,22 @@ pub enum NetworkConfig {
     /// A transformer encoder classifier over tokens, image patches (ViT) or tabular features
     /// (FT-Transformer).
     Transformer(TransformerClassifierConfig),
+    /// A residual network over images of `height x width`.
+    #[serde(rename = "resnet")]
+    ResNet {
+        /// The network (its name is `name`).
+        resnet: ResNetConfig,
+        /// Its name (`resnet20`, `resnet18`, ...).
+        name: String,
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+    },
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 10] = [
+pub const MODELS: [(&str, &str); 11] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -64,6 +77,10 @@ pub const MODELS: [(&str, &str); 10] = [
         "seq2seq",
         "encoder-decoder transformer, greedy and beam-search decoding; reverse, sort, copy",
     ),
+    (
+        "resnet20|32|56|18|34|50|101",
+        "ResNet: CIFAR-style (20/32/56) or torchvision's (18/34/50/101), batch norm; image data",
+    ),
 ];
 
 impl NetworkConfig {
@@ -74,6 +91,11 @@ impl NetworkConfig {
             NetworkConfig::Cnn(_) => "cnn",
             NetworkConfig::Recurrent(c) => cell_name(c.rnn.cell),
             NetworkConfig::Transformer(c) => c.input.model_name(),
+            NetworkConfig::ResNet { name, .. } => RESNETS
+                .iter()
+                .find(|n| **n == name.as_str())
+                .copied()
+                .unwrap_or("resnet"),
         }
     }
 
@@ -84,6 +106,12 @@ impl NetworkConfig {
             NetworkConfig::Cnn(c) => c.in_channels * c.height * c.width,
             NetworkConfig::Recurrent(c) => c.seq_len * c.rnn.d_input,
             NetworkConfig::Transformer(c) => c.input.d_input(),
+            NetworkConfig::ResNet {
+                resnet,
+                height,
+                width,
+                ..
+            } => resnet.in_channels * height * width,
         }
     }
 
@@ -94,6 +122,7 @@ impl NetworkConfig {
             NetworkConfig::Cnn(c) => c.n_classes,
             NetworkConfig::Recurrent(c) => c.d_output,
             NetworkConfig::Transformer(c) => c.n_classes,
+            NetworkConfig::ResNet { resnet, .. } => resnet.n_classes,
         }
     }
 
@@ -107,6 +136,15 @@ impl NetworkConfig {
             NetworkConfig::Cnn(c) => Network::Cnn(c.init(device)?),
             NetworkConfig::Recurrent(c) => Network::Recurrent(c.init(device)?),
             NetworkConfig::Transformer(c) => Network::Transformer(c.init(device)?),
+            NetworkConfig::ResNet {
+                resnet,
+                height,
+                width,
+                ..
+            } => Network::ResNet(ImageResNet {
+                resnet: resnet.init(device)?,
+                shape: [resnet.in_channels, *height, *width],
+            }),
         })
     }
 
@@ -120,6 +158,16 @@ impl NetworkConfig {
             NetworkConfig::Cnn(c) => c.validate(),
             NetworkConfig::Recurrent(c) => c.validate(),
             NetworkConfig::Transformer(c) => c.validate(),
+            NetworkConfig::ResNet {
+                resnet,
+                height,
+                width,
+                ..
+            } => {
+                check_size("height", *height)?;
+                check_size("width", *width)?;
+                resnet.validate()
+            }
         }
     }
 }
@@ -137,6 +185,18 @@ pub enum Network {
     Recurrent(SequenceModel),
     /// A transformer encoder classifier.
     Transformer(TransformerClassifier),
+    /// A residual network.
+    ResNet(ImageResNet),
+}
+
+/// A residual network reading flat rows as images.
+#[derive(Module, Debug)]
+pub struct ImageResNet {
+    /// The network.
+    pub resnet: ResNet,
+    /// `[channels, height, width]` of a row.
+    #[module(skip)]
+    pub shape: [usize; 3],
 }
 
 impl Network {
@@ -154,6 +214,11 @@ impl Network {
             Network::Cnn(m) => m.forward_flat(input),
             Network::Recurrent(m) => m.forward_flat(input),
             Network::Transformer(m) => m.forward_flat(input),
+            Network::ResNet(m) => {
+                let [c, h, w] = m.shape;
+                let b = input.dims()[0];
+                m.resnet.forward(input.reshape([b, c, h, w]))
+            }
         }
     }
 }

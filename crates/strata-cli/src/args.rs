@@ -31,8 +31,8 @@ pub enum Command {
 /// `strata train`. Flags override `--config`, which overrides the model's defaults.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer or
-    /// seq2seq [default: cnn].
+    /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer,
+    /// seq2seq, resnet20/32/56 or resnet18/34/50/101 [default: cnn].
     #[arg(long)]
     pub model: Option<String>,
     /// Data set: digits, iris, adult, fashion-mnist[-rows][:DIR], airline, sunspots, co2,

@@ -8,13 +8,13 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use strata::arch::{
     CellKind, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
-    SequenceHead, SequenceModelConfig, TokenInput, TransformerClassifierConfig,
+    ResNetConfig, SequenceHead, SequenceModelConfig, TokenInput, TransformerClassifierConfig,
     TransformerLmConfig,
 };
 
 use crate::data_source::Preprocess;
 use crate::error::{Error, Result};
-use crate::run_config::{RunConfig, is_recurrent};
+use crate::run_config::{RunConfig, is_recurrent, is_resnet};
 
 /// The architecture config for `config` on data described by `pre` with `n_out` outputs.
 ///
@@ -100,6 +100,20 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
                 n_out,
             )?
         }
+        m if is_resnet(m) => {
+            let [c, h, w] = pre.image_shape.ok_or_else(|| {
+                Error::Usage(format!(
+                    "model {m} needs image data (digits, fashion-mnist); `{}` is not images",
+                    config.dataset
+                ))
+            })?;
+            NetworkConfig::ResNet {
+                resnet: ResNetConfig::by_name(m, c, n_out)?,
+                name: m.to_string(),
+                height: h,
+                width: w,
+            }
+        }
         "seq2seq" => {
             return Err(Error::Usage(format!(
                 "seq2seq trains on a transduction task (reverse, sort, copy), not `{}`",
@@ -114,7 +128,7 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
         }
         other => {
             return Err(Error::Usage(format!(
-                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit or tab-transformer"
+                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq or a resnet"
             )));
         }
     };

@@ -75,6 +75,11 @@ pub fn is_transformer_lm(model: &str) -> bool {
     model == "transformer-lm"
 }
 
+/// Whether `model` names a residual network.
+pub fn is_resnet(model: &str) -> bool {
+    strata::arch::RESNETS.contains(&model)
+}
+
 /// The transformer classifiers: over image patches and over table features.
 pub const TRANSFORMER_CLASSIFIERS: [&str; 2] = ["vit", "tab-transformer"];
 
@@ -196,6 +201,24 @@ impl RunConfig {
                 kind: ScheduleKind::Cosine { min_lr: 0.0002 },
                 warmup_epochs: 1,
             };
+            return c;
+        }
+        if is_resnet(model) {
+            // He et al.'s recipe: SGD with momentum 0.9, weight decay 5e-4, cosine decay after
+            // a warm-up epoch; batch norm throughout, no dropout.
+            c.network.dropout = 0.0;
+            c.network.batch_norm = true;
+            c.optimizer.kind =
+                strata::optim::OptimizerKind::by_name("sgd").expect("sgd is an optimizer");
+            c.optimizer.lr = 0.05;
+            c.optimizer.weight_decay = 5e-4;
+            c.schedule = ScheduleConfig {
+                kind: ScheduleKind::Cosine { min_lr: 0.0 },
+                warmup_epochs: 1,
+            };
+            c.fit.batch_size = if dataset == "digits" { 32 } else { 128 };
+            c.fit.epochs = 15;
+            c.fit.early_stopping = None;
             return c;
         }
         if model == "seq2seq" {
@@ -395,9 +418,10 @@ impl RunConfig {
             && !is_transformer_lm(&self.model)
             && !TRANSFORMER_CLASSIFIERS.contains(&self.model.as_str())
             && self.model != "seq2seq"
+            && !is_resnet(&self.model)
         {
             return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer or seq2seq (see `strata list`)",
+                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq or resnet20/32/56/18/34/50/101 (see `strata list`)",
                 self.model
             )));
         }
@@ -442,6 +466,7 @@ mod tests {
             ("vit", "fashion-mnist"),
             ("tab-transformer", "adult"),
             ("seq2seq", "reverse"),
+            ("resnet20", "fashion-mnist"),
         ] {
             let c = RunConfig::defaults_for(m, d);
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();

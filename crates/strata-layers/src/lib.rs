@@ -4,7 +4,8 @@
 //! (`Linear -> [BatchNorm] -> activation -> [Dropout]`), a convolutional stage
 //! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), activation names as users write them, and
 //! stacked, bidirectional, maskable recurrent layers (RNN, LSTM, GRU) in PyTorch's layout,
-//! learned or sinusoidal position codes for transformers, and loaders of PyTorch attention and
+//! learned or sinusoidal position codes for transformers, batch norm with PyTorch's running
+//! statistics, torchvision-named residual blocks (basic and bottleneck), and loaders of PyTorch attention and
 //! transformer weights into burn's modules.
 //!
 //! ```
@@ -19,14 +20,17 @@
 //! ```
 
 mod activation;
+mod batch_norm;
 mod conv_block;
 mod dense_block;
 mod error;
 mod positions;
 mod recurrent;
+mod residual;
 mod torch_import;
 
 pub use activation::ActivationKind;
+pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
 pub use error::{Error, Result};
@@ -35,6 +39,7 @@ pub use recurrent::{
     CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,
     pytorch_key_remapping,
 };
+pub use residual::{Residual, ResidualConfig, conv};
 pub use torch_import::{
     StateDict, load_decoder_layer, load_encoder_layer, load_layer_norm, load_linear, load_mha,
 };

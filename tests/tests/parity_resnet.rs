@@ -1,0 +1,227 @@
+//! Strata's ResNet and batch norm against PyTorch, on torchvision-layout weights.
+//!
+//! `tests/fixtures/gen_resnet.py` writes out torchvision's `BasicBlock`, `Bottleneck` and
+//! `ResNet` layout (same module names), builds a CIFAR-stem net of two basic stages and an
+//! ImageNet-stem net of one bottleneck stage, gives every `BatchNorm2d` random weight, bias and
+//! running statistics, and saves `model.state_dict()`. Here each `.pt` loads by name through
+//! burn-store's `PytorchStore` (only `num_batches_tracked` is left over), then:
+//! - evaluation mode (`model.eval()(x)`): logits within 1e-4;
+//! - training mode (`model.train()(x)`): logits within 1e-4, gradients of `(logits * R).sum()`
+//!   with respect to x and the weights within 1e-4, and every running mean and variance after
+//!   that one step within 1e-5 (PyTorch's momentum 0.1 and unbiased variance).
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde_json::Value;
+use strata::arch::{ResNet, ResNetConfig, Stem};
+use strata::layers::BatchNorm2d;
+use strata::tensor::convert::to_vec;
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/resnet.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn tensor4(v: &Value, d: &Device) -> Tensor<4> {
+    let (data, shape) = strata_tests::json_tensor(v);
+    Tensor::from_data(TensorData::new(data, shape), d)
+}
+
+fn close(what: &str, got: Vec<f32>, want: &Value, tol: f32) {
+    let (want, _) = strata_tests::json_tensor(want);
+    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= tol,
+        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
+    );
+}
+
+fn load(case: &str, f: &Value, device: &Device) -> ResNet {
+    let usize_list = |v: &Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let config = ResNetConfig::new(
+        f["in_channels"].as_u64().unwrap() as usize,
+        f["classes"].as_u64().unwrap() as usize,
+        usize_list(&f["blocks"]),
+        usize_list(&f["widths"]),
+    )
+    .with_bottleneck(f["bottleneck"].as_bool().unwrap())
+    .with_stem(if f["cifar"].as_bool().unwrap() {
+        Stem::Cifar
+    } else {
+        Stem::ImageNet
+    });
+    let mut model = config.init(device).unwrap();
+    let path = format!("{}/fixtures/resnet/{case}.pt", env!("CARGO_MANIFEST_DIR"));
+    let mut store = PytorchStore::from_file(path).allow_partial(false);
+    let result = model.load_from(&mut store).unwrap();
+    assert!(
+        result.errors.is_empty() && result.missing.is_empty(),
+        "{case}: {result:?}"
+    );
+    assert!(
+        result
+            .unused
+            .iter()
+            .all(|k| k.ends_with("num_batches_tracked")),
+        "{case}: unused {:?}",
+        result.unused
+    );
+    model
+}
+
+/// Every batch norm of the model with its PyTorch name.
+fn norms(m: &ResNet) -> Vec<(String, &BatchNorm2d)> {
+    let mut out = vec![("bn1".to_string(), &m.bn1)];
+    for (s, stage) in m.stages().iter().enumerate() {
+        for (b, block) in stage.iter().enumerate() {
+            let p = format!("layer{}.{b}", s + 1);
+            out.push((format!("{p}.bn1"), &block.bn1));
+            out.push((format!("{p}.bn2"), &block.bn2));
+            if let Some(bn3) = &block.bn3 {
+                out.push((format!("{p}.bn3"), bn3));
+            }
+            if let Some((_, bn)) = &block.downsample {
+                out.push((format!("{p}.downsample.1"), bn));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn resnets_match_pytorch_in_evaluation_and_training() {
+    let all = fixture();
+    for case in ["cifar_basic", "imagenet_bottleneck"] {
+        let f = &all[case];
+        // Evaluation: running statistics.
+        let plain = Device::flex();
+        let model = load(case, f, &plain);
+        let y = model.forward(tensor4(&f["x"], &plain));
+        close(
+            &format!("{case} eval logits"),
+            to_vec(y),
+            &f["eval_logits"],
+            1e-4,
+        );
+
+        // Training: batch statistics, gradients, running update.
+        let ad = Device::flex().autodiff();
+        let model = load(case, f, &ad);
+        let x = tensor4(&f["x"], &ad).require_grad();
+        let y = model.forward(x.clone());
+        close(
+            &format!("{case} train logits"),
+            to_vec(y.clone()),
+            &f["train_logits"],
+            1e-4,
+        );
+        let r: Tensor<2> = {
+            let (data, shape) = strata_tests::json_tensor(&f["r"]);
+            Tensor::from_data(TensorData::new(data, shape), &ad)
+        };
+        let grads = (y * r).sum().backward();
+        close(
+            &format!("{case} grad x"),
+            to_vec(x.grad(&grads).unwrap()),
+            &f["grad_x"],
+            1e-4,
+        );
+        let g = &f["grad_params"];
+        close(
+            &format!("{case} grad conv1.weight"),
+            to_vec(model.conv1.weight.val().grad(&grads).unwrap()),
+            &g["conv1.weight"],
+            1e-4,
+        );
+        close(
+            &format!("{case} grad fc.weight"),
+            to_vec(model.fc.weight.val().grad(&grads).unwrap().transpose()),
+            &g["fc.weight"],
+            1e-4,
+        );
+        for (name, bn) in norms(&model) {
+            close(
+                &format!("{case} grad {name}.weight"),
+                to_vec(bn.weight.val().grad(&grads).unwrap()),
+                &g[format!("{name}.weight")],
+                1e-4,
+            );
+            let run = &f["running_after_train"];
+            close(
+                &format!("{case} {name}.running_mean"),
+                to_vec(bn.running_mean.value_sync()),
+                &run[format!("{name}.running_mean")],
+                1e-5,
+            );
+            close(
+                &format!("{case} {name}.running_var"),
+                to_vec(bn.running_var.value_sync()),
+                &run[format!("{name}.running_var")],
+                1e-5,
+            );
+        }
+        let last = model.stages()[f["blocks"].as_array().unwrap().len() - 1][0]
+            .downsample
+            .as_ref()
+            .unwrap();
+        let name = format!(
+            "layer{}.0.downsample.0.weight",
+            f["blocks"].as_array().unwrap().len()
+        );
+        close(
+            &format!("{case} grad {name}"),
+            to_vec(last.0.weight.val().grad(&grads).unwrap()),
+            &g[name.as_str()],
+            1e-4,
+        );
+        // Back in evaluation mode the updated running statistics are used: not the logits of
+        // before the step.
+        let after = model.valid().forward(tensor4(&f["x"], &plain));
+        let before = strata_tests::json_tensor(&f["eval_logits"]).0;
+        let moved = to_vec(after)
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            moved > 1e-4,
+            "{case}: the running statistics did not change"
+        );
+    }
+}
+
+#[test]
+fn weights_of_another_architecture_are_reported() {
+    // The bottleneck net's weights into the basic one: the missing and the unexpected keys are
+    // named, and shapes that differ are errors.
+    let device = Device::flex();
+    let mut model = ResNetConfig::new(2, 3, vec![1, 1], vec![8, 16])
+        .with_stem(Stem::Cifar)
+        .init(&device)
+        .unwrap();
+    let path = format!(
+        "{}/fixtures/resnet/imagenet_bottleneck.pt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut store = PytorchStore::from_file(path).allow_partial(true);
+    let e = format!("{:?}", model.load_from(&mut store).unwrap_err());
+    for want in [
+        "layer2.0.conv1.weight",             // missing in the file
+        "layer1.0.conv3.weight",             // in the file, no place in the model
+        "Shape mismatch for 'conv1.weight'", // 7x7 there, 3x3 here
+    ] {
+        assert!(e.contains(want), "expected `{want}` in {e}");
+    }
+}
