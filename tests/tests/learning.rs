@@ -65,6 +65,7 @@ fn run(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss,
+            augment: None,
             run: Run {
                 optimizer,
                 schedule: &ScheduleConfig::by_name("cosine").unwrap(),
@@ -351,6 +352,7 @@ fn custom_mlp_forward_closure_works() {
         &Fit {
             forward: |m: &Mlp, x| m.forward(x),
             loss: loss.as_ref(),
+            augment: None,
             run: Run::new(
                 &OptimizerConfig {
                     lr: 0.02,

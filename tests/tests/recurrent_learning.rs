@@ -69,6 +69,7 @@ fn forecast(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
+            augment: None,
             run: Run {
                 checkpoint_dir: Some(dir.path()),
                 ..Run::new(

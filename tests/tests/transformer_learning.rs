@@ -62,6 +62,7 @@ fn accuracy(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
+            augment: None,
             run: Run::new(&optimizer, &schedule, &config, device.clone()),
         },
     )

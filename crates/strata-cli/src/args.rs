@@ -125,6 +125,11 @@ pub struct TrainArgs {
     /// Positions of a transformer: learned or sinusoidal.
     #[arg(long)]
     pub positional: Option<String>,
+    /// Augmentation of the training batches, comma-separated: crop[:PAD], flip[:P],
+    /// affine[:DEGREES[:SHIFT]], noise[:STD], erase[:P], mixup[:ALPHA] (e.g. crop:4,flip);
+    /// `none` clears it.
+    #[arg(long)]
+    pub augment: Option<String>,
     /// Patch side of a Vision Transformer (default: the largest up to 4 that leaves at least
     /// 16 patches).
     #[arg(long)]

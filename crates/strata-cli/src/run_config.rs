@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata::arch::{ActivationKind, Pooling, Positional, SequencePooling};
-use strata::data::{LabelColumn, Sampling};
+use strata::data::{Augment, LabelColumn, Sampling};
 use strata::loss::LossConfig;
 use strata::optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
 use strata::tensor::Backend;
@@ -151,6 +151,9 @@ pub struct RunConfig {
     /// Training chunks per epoch of a language model (default: one pass over the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps_per_epoch: Option<usize>,
+    /// Augmentation of the training batches (images; mixup for any data).
+    #[serde(default, skip_serializing_if = "Augment::is_empty")]
+    pub augment: Augment,
 }
 
 impl RunConfig {
@@ -388,6 +391,7 @@ impl RunConfig {
             },
             loss: LossConfig::default(),
             steps_per_epoch: None,
+            augment: Augment::default(),
         }
     }
 
@@ -468,7 +472,10 @@ mod tests {
             ("seq2seq", "reverse"),
             ("resnet20", "fashion-mnist"),
         ] {
-            let c = RunConfig::defaults_for(m, d);
+            let mut c = RunConfig::defaults_for(m, d);
+            if m == "resnet20" {
+                c.augment = Augment::parse("crop:4,flip,affine:10:0.1,erase,mixup:0.2").unwrap();
+            }
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
             assert_eq!(back, c);
         }

@@ -56,3 +56,61 @@ fn a_resnet_needs_images() {
         "unknown model `resnet19`",
     );
 }
+
+#[test]
+fn augmentation_is_seeded_configurable_and_refused_on_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = strata(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "12",
+            "--augment",
+            "crop:1,affine:10:0.1,erase:0.3,noise:0.02,mixup:0.2",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (json(&out.join("metrics.json")), out)
+    };
+    let (a, out) = run("a");
+    let (b, _) = run("b");
+    let acc = a["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "augmented CNN digits accuracy {acc}");
+    // Same seed, same augmented batches: the same model.
+    assert_eq!(a["test"], b["test"]);
+    // The run's config keeps the pipeline, and --config reproduces it.
+    let toml = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        toml.contains("random_erasing") && toml.contains("mixup = 0.2"),
+        "{toml}"
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "iris",
+            "--augment",
+            "crop",
+            "--out",
+            dir.path().join("c").to_str().unwrap(),
+        ],
+        "augmentation works on images",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--augment",
+            "rotate",
+            "--out",
+            dir.path().join("d").to_str().unwrap(),
+        ],
+        "unknown augmentation `rotate`",
+    );
+}

@@ -4,7 +4,18 @@ use burn::tensor::{Device, Tensor};
 use strata_tensor::TargetBatch;
 use strata_tensor::convert::{classes, matrix};
 
+use crate::augment::Augment;
 use crate::dataset::{Dataset, Targets};
+use crate::error::{Error, Result};
+
+/// The rows `indices` of `data`, one after another.
+fn rows(data: &Dataset, indices: &[usize]) -> Vec<f32> {
+    let mut x = Vec::with_capacity(indices.len() * data.n_features);
+    for &i in indices {
+        x.extend_from_slice(data.row(i));
+    }
+    x
+}
 
 /// A batch ready for a model.
 #[derive(Debug, Clone)]
@@ -29,13 +40,19 @@ impl Batcher {
 
     /// The samples `indices` of `data` as a batch.
     pub fn batch(&self, data: &Dataset, indices: &[usize]) -> Batch {
-        let d = data.n_features;
-        let mut x = Vec::with_capacity(indices.len() * d);
-        for &i in indices {
-            x.extend_from_slice(data.row(i));
+        Batch {
+            inputs: matrix(
+                rows(data, indices),
+                indices.len(),
+                data.n_features,
+                &self.device,
+            ),
+            targets: self.targets(data, indices),
         }
-        let inputs = matrix(x, indices.len(), d, &self.device);
-        let targets = match &data.targets {
+    }
+
+    fn targets(&self, data: &Dataset, indices: &[usize]) -> TargetBatch {
+        match &data.targets {
             Targets::Classes { labels, .. } => {
                 let l: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
                 TargetBatch::Classes(classes(&l, &self.device))
@@ -44,8 +61,36 @@ impl Batcher {
                 let y: Vec<f32> = indices.iter().map(|&i| v[i]).collect();
                 TargetBatch::Values(matrix(y, indices.len(), 1, &self.device))
             }
-        };
-        Batch { inputs, targets }
+        }
+    }
+
+    /// The samples `indices` of `data`, their images augmented by `augment`'s steps with
+    /// `seed` (mixup is the trainer's business).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when there are steps to apply but the data are not images.
+    pub fn batch_augmented(
+        &self,
+        data: &Dataset,
+        indices: &[usize],
+        augment: &Augment,
+        seed: u64,
+    ) -> Result<Batch> {
+        if augment.steps.is_empty() {
+            return Ok(self.batch(data, indices));
+        }
+        let shape = data.image_shape.ok_or_else(|| {
+            Error::Invalid(format!(
+                "augmentation works on images; `{}` is not image data",
+                data.name
+            ))
+        })?;
+        let mut x = rows(data, indices);
+        augment.apply(&mut x, shape, seed)?;
+        Ok(Batch {
+            inputs: matrix(x, indices.len(), data.n_features, &self.device),
+            targets: self.targets(data, indices),
+        })
     }
 
     /// Consecutive batches of `batch_size` over `order` (the last may be smaller).

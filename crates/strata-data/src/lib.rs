@@ -6,6 +6,7 @@
 //! table and tables with categorical columns in general (schema fitted on the training table,
 //! category indices or one-hot), a CSV loader for any numeric CSV (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
 //! built-in sequence transduction tasks (reverse, sort, copy) for sequence-to-sequence models,
+//! image augmentation (crop, flip, affine, noise, erasing, mixup; seeded),
 //! standardisation fitted on the training split, stratified train/validation/test splits,
 //! stratified k-fold, class-balanced sampling, and batchers that make burn tensors.
 //!
@@ -22,6 +23,7 @@
 //! # Ok::<(), strata_data::Error>(())
 //! ```
 
+mod augment;
 mod batch;
 mod csv_loader;
 mod dataset;
@@ -36,6 +38,7 @@ mod tabular;
 mod text;
 mod transduction;
 
+pub use augment::{Augment, Augmentation, beta_symmetric};
 pub use batch::{Batch, Batcher};
 pub use csv_loader::{
     CsvOptions, Header, LabelColumn, TaskHint, load_csv, parse_csv, read_feature_rows,

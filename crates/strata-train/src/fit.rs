@@ -1,6 +1,7 @@
 //! The training loop: epochs of mini-batch steps, validation, early stopping, checkpoints,
 //! resume, a time budget, divergence detection and a progress bar.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,7 +10,9 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use strata_data::{BalancedSampler, Batcher, Dataset, Sampling, Task, epoch_order};
+use strata_data::{
+    Augment, BalancedSampler, Batcher, Dataset, Sampling, Task, beta_symmetric, epoch_order,
+};
 use strata_loss::Loss;
 use strata_optim::{OptimizerConfig, ScheduleConfig};
 use strata_tensor::convert::scalar;
@@ -117,6 +120,9 @@ pub struct Fit<'a, F> {
     pub forward: F,
     /// The training loss.
     pub loss: &'a dyn Loss,
+    /// Augmentation of the training batches (image steps, mixup); `None` for none. Never
+    /// applied to validation data.
+    pub augment: Option<&'a Augment>,
     /// Optimizer, schedule, settings, device, checkpoints.
     pub run: Run<'a>,
 }
@@ -171,6 +177,10 @@ pub trait Objective<M> {
     /// # Errors
     /// When they cannot be computed.
     fn validate(&self, model: &M) -> Result<(f64, f64)>;
+
+    /// Called before each epoch's first batch with the epoch's 0-based index (objectives that
+    /// draw random numbers per batch seed them from it, so a resumed run repeats).
+    fn begin_epoch(&self, _epoch: usize) {}
 
     /// The metric's short name for the progress lines (`acc`, `rmse`, `exact`).
     fn metric_name(&self) -> &str;
@@ -242,6 +252,10 @@ struct Supervised<'a, F> {
     plain: Device,
     sampler: Option<BalancedSampler>,
     eval_batch: usize,
+    augment: Option<&'a Augment>,
+    seed: u64,
+    /// The next batch's number: epoch * 10^7 + batch, for augmentation seeds.
+    step: Cell<u64>,
 }
 
 impl<M, F> Objective<M> for Supervised<'_, F>
@@ -260,10 +274,45 @@ where
         })
     }
 
+    fn begin_epoch(&self, epoch: usize) {
+        self.step.set(epoch as u64 * 10_000_000);
+    }
+
     fn batch_loss(&self, model: &M, indices: &[usize]) -> Result<Tensor<1>> {
-        let batch = self.batcher.batch(self.train, indices);
-        let outputs = (self.forward)(model, batch.inputs);
-        Ok(self.loss.forward(outputs, &batch.targets)?)
+        let Some(augment) = self.augment else {
+            let batch = self.batcher.batch(self.train, indices);
+            let outputs = (self.forward)(model, batch.inputs);
+            return Ok(self.loss.forward(outputs, &batch.targets)?);
+        };
+        let step = self.step.get();
+        self.step.set(step + 1);
+        let seed = derive_seed(self.seed, 3_000_000_000 + step);
+        let batch = self
+            .batcher
+            .batch_augmented(self.train, indices, augment, seed)?;
+        let Some(alpha) = augment.mixup else {
+            let outputs = (self.forward)(model, batch.inputs);
+            return Ok(self.loss.forward(outputs, &batch.targets)?);
+        };
+        // Mixup: each sample mixed with a partner (the batch rotated by a seeded offset) by a
+        // Beta(alpha, alpha) weight; the loss mixes the two targets' losses alike.
+        let lam = beta_symmetric(alpha, seed);
+        let offset = if indices.len() > 1 {
+            1 + (seed as usize) % (indices.len() - 1)
+        } else {
+            0
+        };
+        let partners: Vec<usize> = (0..indices.len())
+            .map(|i| indices[(i + offset) % indices.len()])
+            .collect();
+        let other =
+            self.batcher
+                .batch_augmented(self.train, &partners, augment, seed ^ 0x5DEE_CE66)?;
+        let mixed = batch.inputs * lam + other.inputs * (1.0 - lam);
+        let outputs = (self.forward)(model, mixed);
+        let a = self.loss.forward(outputs.clone(), &batch.targets)?;
+        let b = self.loss.forward(outputs, &other.targets)?;
+        Ok(a * lam + b * (1.0 - lam))
     }
 
     fn validate(&self, model: &M) -> Result<(f64, f64)> {
@@ -335,6 +384,9 @@ where
         plain: run.device.clone().without_autodiff(),
         sampler,
         eval_batch: run.config.batch_size.max(256),
+        augment: f.augment.filter(|a| !a.is_empty()),
+        seed: run.config.seed,
+        step: Cell::new(0),
     };
     fit_objective(model, &objective, &run.reborrow())
 }
@@ -396,6 +448,7 @@ where
         let lr = state.schedule.lr(epoch);
         device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
         let order = objective.epoch_order(config.seed, epoch)?;
+        objective.begin_epoch(epoch);
         let bar = progress_bar(config.progress, n_batches, epoch + 1, config.epochs);
         let mut loss_sum = 0.0f64;
         let mut seen = 0usize;

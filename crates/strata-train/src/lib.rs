@@ -34,7 +34,8 @@
 //! let outcome = fit(model, &train, &valid, &Fit {
 //!     forward: |m: &strata_arch::Mlp, x| m.forward(x),
 //!     loss: loss.as_ref(),
-//! run: Run::new(&optimizer, &ScheduleConfig::default(), &config, device.clone()),
+//!     augment: None,
+//!     run: Run::new(&optimizer, &ScheduleConfig::default(), &config, device.clone()),
 //! })?;
 //! assert_eq!(outcome.history.len(), 30);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -93,6 +93,13 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             }
         };
     }
+    if let Some(a) = &args.augment {
+        c.augment = if a.trim() == "none" {
+            strata::data::Augment::default()
+        } else {
+            strata::data::Augment::parse(a)?
+        };
+    }
     if let Some(p) = args.patch_size {
         c.network.patch_size = p;
     }
@@ -290,6 +297,7 @@ pub(crate) fn train_once(
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
+            augment: Some(&config.augment),
             run: Run {
                 optimizer: &config.optimizer,
                 schedule: &config.schedule,
@@ -411,6 +419,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let prepared = prepare(train_raw, valid_raw, test_raw, &config)?;
     let n_out = n_outputs(prepared.train.task(), &config);
     network_config(&config, &prepared.preprocess, n_out)?; // fail before writing anything
+    if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
+        return Err(Error::Usage(format!(
+            "augmentation works on images; `{}` is not image data (mixup alone works on any data)",
+            config.dataset
+        )));
+    }
 
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
