@@ -1,6 +1,7 @@
 """PyTorch counterparts of Strata's training-step benchmarks (benches/src/main.rs).
 
-Same models: MLP and CNN at batch 64; character LMs (Embedding(84, 64), one nn.LSTM or nn.GRU
+Same models: MLP and CNN at batch 64; ResNet-20 and ResNet-18 (torchvision layout) on 32
+images of 3x32x32; character LMs (Embedding(84, 64), one nn.LSTM or nn.GRU
 layer of 256, Linear(256, 84)) on 32 sequences of 50 steps. All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
@@ -9,6 +10,8 @@ Usage: python3 benches/pytorch/train_step.py [--models mlp,cnn] [--steps 30] [--
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
@@ -81,9 +84,25 @@ class TransformerLm(nn.Module):
         return self.head(self.norm(h)).reshape(-1, 84)
 
 
+def resnet(name):
+    """torchvision's layout (tests/fixtures/gen_resnet.py), 3 input channels, 10 classes:
+    ResNet-20 (CIFAR stem, 3 x 3 basic blocks of 16/32/64) or ResNet-18 (ImageNet stem)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "tests", "fixtures"))
+    from gen_resnet import BasicBlock, ResNet
+    if name == "resnet20":
+        return ResNet(BasicBlock, [3, 3, 3], [16, 32, 64], 3, 10, cifar=True)
+    return ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, cifar=False)
+
+
 def bench(name, steps, warmup=3):
     torch.manual_seed(0)
-    if name == "transformer":
+    if name in ("resnet20", "resnet18"):
+        model = resnet(name)
+        x = torch.rand(32, 3, 32, 32)
+        y = torch.arange(32) % 10
+        steps, warmup = min(steps, 10), 2
+    elif name == "transformer":
         model = TransformerLm()
         ids = (torch.arange(32 * 128) * 7) % 84
         x = ids.reshape(32, 128)
@@ -120,7 +139,7 @@ def bench(name, steps, warmup=3):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer")
+    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

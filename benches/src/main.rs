@@ -2,7 +2,8 @@
 //! (784-256-128-10) and the LeNet-style CNN (28x28, channels 32-64, head 128) at batch 64, and
 //! for character language models with one LSTM or GRU layer (vocabulary 84, embedding 64,
 //! hidden 256) on batches of 32 sequences of 50 steps, and for the transformer LM (context
-//! 128, width 128, 4 heads, 2 layers) on batches of 32, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! 128, width 128, 4 heads, 2 layers) on batches of 32, and ResNet-20 / ResNet-18 on 32 images
+//! of 3x32x32, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -15,7 +16,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use strata::arch::{
     CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
-    TransformerLm, TransformerLmConfig,
+    ResNetConfig, TransformerLm, TransformerLmConfig,
 };
 use strata::loss::LossConfig;
 use strata::optim::OptimizerConfig;
@@ -28,10 +29,23 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn network(model: &str) -> NetworkConfig {
+/// The model and its batch size.
+fn network(model: &str) -> (NetworkConfig, usize) {
     match model {
-        "mlp" => NetworkConfig::Mlp(MlpConfig::new(784, 10).with_d_hidden(vec![256, 128])),
-        _ => NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10)),
+        "mlp" => (
+            NetworkConfig::Mlp(MlpConfig::new(784, 10).with_d_hidden(vec![256, 128])),
+            64,
+        ),
+        "resnet20" | "resnet18" => (
+            NetworkConfig::ResNet {
+                resnet: ResNetConfig::by_name(model, 3, 10).expect("a ResNet name"),
+                name: model.into(),
+                height: 32,
+                width: 32,
+            },
+            32,
+        ),
+        _ => (NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10)), 64),
     }
 }
 
@@ -39,12 +53,13 @@ fn network(model: &str) -> NetworkConfig {
 fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
     let ad = device.clone().autodiff();
     ad.seed(0);
-    let net: Network = network(model).init(&ad).expect("valid config");
+    let (config, batch) = network(model);
+    let net: Network = config.init(&ad).expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
     let loss = LossConfig::default().init(&ad).expect("ce");
-    let x = Tensor::<2>::random([64, 784], Distribution::Default, &ad);
-    let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &ad);
+    let x = Tensor::<2>::random([batch, config.d_input()], Distribution::Default, &ad);
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &ad);
     let targets = TargetBatch::Classes(y);
     let step = |net: Network| -> Network {
         let out = net.forward_flat(x.clone());
@@ -141,7 +156,8 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
 
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
-    let models = arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer".into());
+    let models =
+        arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer,resnet20,resnet18".into());
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
         let backend: Backend = match b.parse() {
@@ -164,8 +180,11 @@ fn main() {
             };
             // ndarray's convolution backward takes over a second a step, and a recurrent step
             // runs 50 time steps: fewer steps there.
-            let slow = recurrent.is_some() || model == "transformer";
-            let n = if (backend == Backend::Ndarray && model == "cnn") || slow {
+            let resnet = model.starts_with("resnet");
+            let slow = recurrent.is_some() || model == "transformer" || resnet;
+            let n = if backend == Backend::Ndarray && resnet {
+                steps.min(2)
+            } else if (backend == Backend::Ndarray && model == "cnn") || slow {
                 steps.min(10)
             } else {
                 steps
@@ -173,6 +192,7 @@ fn main() {
             let ms = match recurrent {
                 Some(cell) => bench_lm(cell, &backend.device(), n, 2),
                 None if model == "transformer" => bench_transformer(&backend.device(), n, 2),
+                None if resnet => bench(model, &backend.device(), n, 1),
                 None => bench(model, &backend.device(), n, 3),
             };
             println!(

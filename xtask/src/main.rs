@@ -15,8 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+/// The workspace root: from the running `cargo run`'s `CARGO_MANIFEST_DIR` first, since a
+/// target directory shared by several clones can hold an xtask built in another one.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest)
         .parent()
         .expect("xtask is in the workspace")
         .to_path_buf()
