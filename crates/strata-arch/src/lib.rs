@@ -30,6 +30,7 @@ pub mod resnet;
 pub mod seq2seq;
 pub mod transformer;
 pub mod transformer_lm;
+pub mod vgg;
 
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
@@ -44,3 +45,4 @@ pub use strata_layers::{
 };
 pub use transformer::{TokenInput, TransformerClassifier, TransformerClassifierConfig};
 pub use transformer_lm::{TransformerLm, TransformerLmConfig};
+pub use vgg::{VGGS, Vgg, VggConfig, VggSlot};

@@ -1,4 +1,4 @@
-//! Strata's ResNet and batch norm against PyTorch, on torchvision-layout weights.
+//! Strata's ResNet, VGG and batch norm against PyTorch, on torchvision-layout weights.
 //!
 //! `tests/fixtures/gen_resnet.py` writes out torchvision's `BasicBlock`, `Bottleneck` and
 //! `ResNet` layout (same module names), builds a CIFAR-stem net of two basic stages and an
@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
-use strata::arch::{ResNet, ResNetConfig, Stem};
+use strata::arch::{ResNet, ResNetConfig, Stem, VggConfig};
 use strata::layers::BatchNorm2d;
 use strata::tensor::convert::to_vec;
 
@@ -223,5 +223,103 @@ fn weights_of_another_architecture_are_reported() {
         "Shape mismatch for 'conv1.weight'", // 7x7 there, 3x3 here
     ] {
         assert!(e.contains(want), "expected `{want}` in {e}");
+    }
+}
+
+/// `tests/fixtures/gen_vgg.py`: torchvision's VGG layout (cfg [8, M, 16, M], batch norm,
+/// pool 2, hidden 16, dropout 0 for a deterministic training pass), loaded with
+/// `Vgg::pytorch_key_remapping`.
+#[test]
+fn vgg_matches_pytorch_in_evaluation_and_training() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/vgg.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let f = &all["vgg_small_bn"];
+    let load = |device: &Device| {
+        let mut m = VggConfig::new(1, 4, vec![8, 0, 16, 0])
+            .with_batch_norm(true)
+            .with_pool_size(2)
+            .with_d_hidden(16)
+            .with_dropout(0.0)
+            .init(device)
+            .unwrap();
+        let file = format!(
+            "{}/fixtures/vgg/vgg_small_bn.pt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // torchvision's positions are kept: burn-store would renumber them contiguously.
+        let mut store = PytorchStore::from_file(file)
+            .allow_partial(false)
+            .map_indices_contiguous(false);
+        for (from, to) in m.pytorch_key_remapping() {
+            store = store.with_key_remapping(&from, &to);
+        }
+        let result = m.load_from(&mut store).unwrap();
+        assert!(
+            result.errors.is_empty() && result.missing.is_empty(),
+            "{result:?}"
+        );
+        assert!(
+            result
+                .unused
+                .iter()
+                .all(|k| k.ends_with("num_batches_tracked")),
+            "{:?}",
+            result.unused
+        );
+        m
+    };
+    let plain = Device::flex();
+    let y = load(&plain).forward(tensor4(&f["x"], &plain));
+    close("vgg eval logits", to_vec(y), &f["eval_logits"], 1e-4);
+
+    let ad = Device::flex().autodiff();
+    let m = load(&ad);
+    let x = tensor4(&f["x"], &ad).require_grad();
+    let y = m.forward(x.clone());
+    close(
+        "vgg train logits",
+        to_vec(y.clone()),
+        &f["train_logits"],
+        1e-4,
+    );
+    let (data, shape) = strata_tests::json_tensor(&f["r"]);
+    let r: Tensor<2> = Tensor::from_data(TensorData::new(data, shape), &ad);
+    let grads = (y * r).sum().backward();
+    close(
+        "vgg grad x",
+        to_vec(x.grad(&grads).unwrap()),
+        &f["grad_x"],
+        1e-4,
+    );
+    let g = &f["grad_params"];
+    let conv0 = m.features[0].conv.as_ref().unwrap();
+    close(
+        "vgg grad features.0.weight",
+        to_vec(conv0.weight.val().grad(&grads).unwrap()),
+        &g["features.0.weight"],
+        1e-4,
+    );
+    let fc0 = m.classifier[0].as_ref().unwrap();
+    close(
+        "vgg grad classifier.0.weight",
+        to_vec(fc0.weight.val().grad(&grads).unwrap().transpose()),
+        &g["classifier.0.weight"],
+        1e-4,
+    );
+    for i in [1, 5] {
+        let bn = m.features[i].norm.as_ref().unwrap();
+        let run = &f["running_after_train"];
+        close(
+            &format!("vgg features.{i}.running_var"),
+            to_vec(bn.running_var.value_sync()),
+            &run[format!("features.{i}.running_var")],
+            1e-5,
+        );
+        close(
+            &format!("vgg grad features.{i}.weight"),
+            to_vec(bn.weight.val().grad(&grads).unwrap()),
+            &g[format!("features.{i}.weight")],
+            1e-4,
+        );
     }
 }
