@@ -307,6 +307,34 @@ const RUNS: &[(&str, &[&str], &str, Bar)] = &[
         Bar::AtLeast(0.99),
     ),
     (
+        "resnet20-fashion-mnist",
+        &[
+            "--model",
+            "resnet20",
+            "--dataset",
+            "fashion-mnist",
+            "--augment",
+            "crop:2,flip",
+            "--epochs",
+            "20",
+        ],
+        "accuracy",
+        Bar::AtLeast(0.92),
+    ),
+    (
+        "resnet20-fashion-mnist-noaug",
+        &[
+            "--model",
+            "resnet20",
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "20",
+        ],
+        "accuracy",
+        Bar::AtLeast(0.90),
+    ),
+    (
         "seq2seq-sort",
         &["--model", "seq2seq", "--dataset", "sort"],
         "exact_match",
@@ -336,12 +364,19 @@ fn accuracy(args: &[String]) -> Result<(), String> {
                 .then(|| (name, l.to_string()))
         })
         .collect();
+    // `--resume`: continue runs from their checkpoints (long runs over several sessions); the
+    // wall column then shows the training time summed over the sessions.
+    let resume = args.iter().any(|a| a == "--resume");
+    let names: Vec<&String> = args.iter().filter(|a| *a != "--resume").collect();
     for (name, flags, metric, bar) in RUNS {
-        if !args.is_empty() && !args.iter().any(|a| a == name) {
+        if !names.is_empty() && !names.iter().any(|a| *a == name) {
             continue;
         }
         let out = root().join("runs").join(format!("accuracy-{name}"));
-        let _ = std::fs::remove_dir_all(&out);
+        let resumed = resume && out.join("config.toml").exists();
+        if !resumed {
+            let _ = std::fs::remove_dir_all(&out);
+        }
         let mut c = Command::new(&exe);
         c.current_dir(root())
             .arg("train")
@@ -349,6 +384,9 @@ fn accuracy(args: &[String]) -> Result<(), String> {
             .arg("--out")
             .arg(&out)
             .arg("--quiet");
+        if resumed {
+            c.arg("--resume");
+        }
         let started = Instant::now();
         run(c)?;
         let wall = started.elapsed().as_secs_f64();
@@ -366,13 +404,20 @@ fn accuracy(args: &[String]) -> Result<(), String> {
         let command = format!("strata train {}", flags.join(" "))
             .trim()
             .to_string();
+        let wall = if resumed {
+            format!(
+                "{:.0} s training, resumed",
+                m["train_seconds"].as_f64().unwrap_or(f64::NAN)
+            )
+        } else {
+            format!("{wall:.0} s")
+        };
         rows.insert(
             name.to_string(),
             format!(
-                "| {name} | `{command}` | {metric} {value:.4} | {bar_text} | {} | {} | {:.0} s | {} |",
+                "| {name} | `{command}` | {metric} {value:.4} | {bar_text} | {} | {} | {wall} | {} |",
                 if met { "yes" } else { "**no**" },
                 m["epochs_run"],
-                wall,
                 m["backend"].as_str().unwrap_or("?")
             ),
         );
@@ -420,7 +465,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("accuracy") => accuracy(&args[1..]),
         Some("fixtures") => fixtures(),
-        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] | accuracy [NAME...] | fixtures".into()),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] | accuracy [--resume] [NAME...] | fixtures".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
