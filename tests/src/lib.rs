@@ -44,3 +44,29 @@ pub fn json_tensor(v: &serde_json::Value) -> (Vec<f32>, Vec<usize>) {
     walk(v, &mut out, &mut shape, 0);
     (out, shape)
 }
+
+/// Asserts that `got` and `want` agree element-wise within `tol`, naming `what` and the worst
+/// difference: the comparison of every PyTorch parity test.
+///
+/// # Panics
+/// When the sizes differ or an element is further than `tol` from PyTorch's.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= tol,
+        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
+    );
+}
+
+/// [`assert_close`] against a fixture's JSON tensor.
+///
+/// # Panics
+/// As [`assert_close`] and [`json_tensor`].
+pub fn close_to_json(what: &str, got: Vec<f32>, want: &serde_json::Value, tol: f32) {
+    assert_close(what, &got, &json_tensor(want).0, tol);
+}

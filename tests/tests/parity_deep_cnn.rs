@@ -17,6 +17,7 @@ use serde_json::Value;
 use strata::arch::{ResNet, ResNetConfig, Stem, VggConfig};
 use strata::layers::BatchNorm2d;
 use strata::tensor::convert::to_vec;
+use strata_tests::close_to_json as close;
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/resnet.json");
@@ -26,20 +27,6 @@ fn fixture() -> Value {
 fn tensor4(v: &Value, d: &Device) -> Tensor<4> {
     let (data, shape) = strata_tests::json_tensor(v);
     Tensor::from_data(TensorData::new(data, shape), d)
-}
-
-fn close(what: &str, got: Vec<f32>, want: &Value, tol: f32) {
-    let (want, _) = strata_tests::json_tensor(want);
-    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
-    );
 }
 
 fn load(case: &str, f: &Value, device: &Device) -> ResNet {

@@ -17,6 +17,7 @@ use strata::layers::{
     pytorch_key_remapping,
 };
 use strata::tensor::convert::to_vec;
+use strata_tests::close_to_json as assert_close;
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/recurrent.json");
@@ -30,20 +31,6 @@ fn flat(v: &Value) -> (Vec<f32>, Vec<usize>) {
 fn tensor3(v: &Value, d: &Device) -> Tensor<3> {
     let (data, shape) = flat(v);
     Tensor::from_data(TensorData::new(data, shape), d)
-}
-
-fn assert_close(what: &str, got: Vec<f32>, want: &Value, tol: f32) {
-    let (want, _) = flat(want);
-    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
-    );
 }
 
 fn cell(name: &str) -> CellKind {

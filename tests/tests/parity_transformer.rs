@@ -21,6 +21,7 @@ use burn::tensor::{Bool, Device, Gradients, Tensor, TensorData};
 use serde_json::Value;
 use strata::layers::{StateDict, load_decoder_layer, load_encoder_layer, load_mha};
 use strata::tensor::convert::to_vec;
+use strata_tests::close_to_json as close_to;
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/transformer.json");
@@ -48,23 +49,6 @@ fn pad_mask(v: &Value, d: &Device) -> Tensor<2, Bool> {
     let (data, shape) = flat(v);
     let t: Tensor<2> = Tensor::from_data(TensorData::new(data, shape), d);
     t.greater_elem(0.5)
-}
-
-fn assert_close(what: &str, got: Vec<f32>, want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
-    );
-}
-
-fn close_to(what: &str, got: Vec<f32>, want: &Value, tol: f32) {
-    assert_close(what, got, &flat(want).0, tol);
 }
 
 /// The gradient of a burn `[in, out]` weight as PyTorch's `[out, in]`, flattened.
@@ -123,22 +107,12 @@ fn multihead_attention_matches_pytorch() {
         .iter()
         .flat_map(|l| grad_out_in(&l.weight, &grads))
         .collect();
-    assert_close(
-        "grad in_proj_weight",
-        in_proj,
-        &flat(&g["in_proj_weight"]).0,
-        1e-4,
-    );
+    close_to("grad in_proj_weight", in_proj, &g["in_proj_weight"], 1e-4);
     let in_bias: Vec<f32> = [&mha.query, &mha.key, &mha.value]
         .iter()
         .flat_map(|l| to_vec(l.bias.as_ref().unwrap().val().grad(&grads).unwrap()))
         .collect();
-    assert_close(
-        "grad in_proj_bias",
-        in_bias,
-        &flat(&g["in_proj_bias"]).0,
-        1e-4,
-    );
+    close_to("grad in_proj_bias", in_bias, &g["in_proj_bias"], 1e-4);
     close_to(
         "grad out_proj.weight",
         grad_out_in(&mha.output.weight, &grads),
@@ -293,7 +267,12 @@ fn decoder_layers_match_pytorch_post_and_pre_norm() {
         // after the query's rows.
         let key = grad_out_in(&layer.cross_attn.key.weight, &grads);
         let want = &flat(&g["multihead_attn.in_proj_weight"]).0[64..128];
-        assert_close(&format!("{case} grad cross-attention key"), key, want, 1e-4);
+        strata_tests::assert_close(
+            &format!("{case} grad cross-attention key"),
+            &key,
+            want,
+            1e-4,
+        );
     }
 }
 
