@@ -132,3 +132,36 @@ impl BatchNorm2d {
         out.output
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn training_updates_the_running_statistics_and_a_frozen_layer_does_not() {
+        let ad = Device::flex().autodiff();
+        let x = Tensor::<4>::random([4, 2, 3, 3], Distribution::Normal(1.0, 2.0), &ad);
+        let bn = BatchNorm2dConfig::new(2).init(&ad);
+        let y = bn.forward(x.clone());
+        // Training mode: each channel of the output has mean 0 over the batch.
+        let mean = y.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+        assert!(mean.abs().max().into_scalar::<f32>() < 1e-5);
+        let moved = bn.running_mean.value_sync();
+        assert!(
+            moved.abs().max().into_scalar::<f32>() > 1e-3,
+            "running mean updated"
+        );
+
+        // Frozen: the running statistics normalise and stay as they are.
+        let frozen = bn.clone().no_grad();
+        let before = frozen.running_var.value_sync();
+        let z = frozen.forward(x.clone());
+        let after = frozen.running_var.value_sync();
+        let unchanged = (after - before).abs().max().into_scalar::<f32>();
+        assert!(unchanged < 1e-12, "{unchanged}");
+        let inference = bn.valid().forward(x.inner());
+        let diff = (z.inner() - inference).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-6, "{diff}");
+    }
+}
