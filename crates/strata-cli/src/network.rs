@@ -169,7 +169,10 @@ fn transformer_classifier(
 }
 
 /// A transformer's width: the first `--hidden` value.
-fn transformer_width(config: &RunConfig) -> Result<usize> {
+///
+/// # Errors
+/// No `--hidden` value.
+pub fn transformer_width(config: &RunConfig) -> Result<usize> {
     config
         .network
         .hidden

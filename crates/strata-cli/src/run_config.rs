@@ -190,20 +190,10 @@ impl RunConfig {
             c.network.hidden = vec![128];
             c.network.layers = 2;
             c.network.seq_len = 128;
-            c.network.dropout = 0.1;
-            c.network.batch_norm = false;
             c.fit.batch_size = 32;
             c.fit.epochs = 30;
-            c.fit.early_stopping = None;
             c.steps_per_epoch = Some(100);
-            c.optimizer.kind =
-                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
-            c.optimizer.lr = 0.002;
-            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
-            c.schedule = ScheduleConfig {
-                kind: ScheduleKind::Cosine { min_lr: 0.0002 },
-                warmup_epochs: 1,
-            };
+            c.transformer_training(0.002, 0.0002);
             return c;
         }
         if is_resnet(model) {
@@ -229,19 +219,9 @@ impl RunConfig {
             // AdamW with a warm-up epoch and cosine decay.
             c.network.hidden = vec![64];
             c.network.layers = 2;
-            c.network.dropout = 0.1;
-            c.network.batch_norm = false;
-            c.optimizer.kind =
-                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
-            c.optimizer.lr = 0.001;
-            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
-            c.schedule = ScheduleConfig {
-                kind: ScheduleKind::Cosine { min_lr: 0.0 },
-                warmup_epochs: 1,
-            };
+            c.transformer_training(0.001, 0.0);
             c.fit.batch_size = 64;
             c.fit.epochs = 8;
-            c.fit.early_stopping = None;
             return c;
         }
         if TRANSFORMER_CLASSIFIERS.contains(&model) {
@@ -249,20 +229,10 @@ impl RunConfig {
             // warm-up epoch and cosine decay.
             c.network.hidden = vec![64];
             c.network.layers = 3;
-            c.network.dropout = 0.1;
-            c.network.batch_norm = false;
-            c.optimizer.kind =
-                strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
-            c.optimizer.lr = 0.001;
+            c.transformer_training(0.001, 0.0);
             c.optimizer.weight_decay = 0.05;
-            c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
-            c.schedule = ScheduleConfig {
-                kind: ScheduleKind::Cosine { min_lr: 0.0 },
-                warmup_epochs: 1,
-            };
             c.fit.batch_size = 128;
             c.fit.epochs = 10;
-            c.fit.early_stopping = None;
             if model == "tab-transformer" {
                 c.fit.batch_size = 256;
                 c.optimizer.weight_decay = 1e-5;
@@ -337,6 +307,22 @@ impl RunConfig {
             }
         }
         c
+    }
+
+    /// Every transformer's training: dropout 0.1, no batch norm, AdamW at `lr` with one warm-up
+    /// epoch and cosine decay to `min_lr`, clipping at norm 1, no early stopping.
+    fn transformer_training(&mut self, lr: f64, min_lr: f64) {
+        self.network.dropout = 0.1;
+        self.network.batch_norm = false;
+        self.optimizer.kind =
+            strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
+        self.optimizer.lr = lr;
+        self.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+        self.schedule = ScheduleConfig {
+            kind: ScheduleKind::Cosine { min_lr },
+            warmup_epochs: 1,
+        };
+        self.fit.early_stopping = None;
     }
 
     /// Defaults for a model (tuned on the embedded digits; see docs/results.md).

@@ -417,14 +417,7 @@ where
         mut state,
         checkpointer,
         resumed_from,
-    } = start(
-        model,
-        run.optimizer,
-        run.schedule,
-        config,
-        run.checkpoint_dir,
-        run.resume,
-    )?;
+    } = start(model, run)?;
     let monitor = config
         .early_stopping
         .as_ref()
@@ -511,29 +504,23 @@ pub(crate) struct Start<M> {
     pub resumed_from: Option<usize>,
 }
 
-/// Builds the optimizer and schedule, and resumes from the checkpoint in `checkpoint_dir`
-/// when asked to and one exists.
-pub(crate) fn start<M: Module>(
-    model: M,
-    optimizer: &OptimizerConfig,
-    schedule: &ScheduleConfig,
-    config: &FitConfig,
-    checkpoint_dir: Option<&Path>,
-    resume: bool,
-) -> Result<Start<M>> {
+/// Builds the optimizer and schedule, and resumes from the checkpoint in the run's
+/// `checkpoint_dir` when asked to and one exists.
+pub(crate) fn start<M: Module>(model: M, run: &Run<'_>) -> Result<Start<M>> {
+    let (optimizer, config) = (run.optimizer, run.config);
     let optim: ModuleOptimizer = optimizer.build()?;
-    let checkpointer = checkpoint_dir.map(Checkpointer::new);
+    let checkpointer = run.checkpoint_dir.map(Checkpointer::new);
     let state = TrainState {
         epochs_done: 0,
         history: Vec::new(),
-        schedule: schedule.start(optimizer.lr, config.epochs)?,
+        schedule: run.schedule.start(optimizer.lr, config.epochs)?,
         best: None,
         bad_epochs: 0,
         train_seconds: 0.0,
         finished: false,
         stop_reason: None,
     };
-    if resume
+    if run.resume
         && let Some(ck) = &checkpointer
         && let Some(saved) = ck.load_state()?
     {

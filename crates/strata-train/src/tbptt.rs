@@ -124,14 +124,7 @@ where
         mut state,
         checkpointer,
         resumed_from,
-    } = start(
-        model,
-        f.run.optimizer,
-        f.run.schedule,
-        config,
-        f.run.checkpoint_dir,
-        f.run.resume,
-    )?;
+    } = start(model, &f.run)?;
     let per_epoch = f
         .steps_per_epoch
         .unwrap_or_else(|| streams.n_chunks(f.seq_len))

@@ -17,7 +17,7 @@ use strata::train::{Objective, Run, fit_objective};
 use crate::args::TrainArgs;
 use crate::commands::train::{run_summary, write_history, write_metrics};
 use crate::error::{Error, Result};
-use crate::network::{load_weights, save_safetensors};
+use crate::network::{load_weights, save_safetensors, transformer_width};
 use crate::run_config::RunConfig;
 
 /// Training, validation and test examples drawn for a run.
@@ -52,10 +52,7 @@ fn symbols(t: &[usize]) -> Vec<usize> {
 /// Invalid sizes.
 pub fn seq2seq_config(config: &RunConfig, task: &TransductionConfig) -> Result<Seq2SeqConfig> {
     let n = &config.network;
-    let d_model = *n
-        .hidden
-        .first()
-        .ok_or_else(|| Error::Usage("a transformer needs a width (--hidden N)".into()))?;
+    let d_model = transformer_width(config)?;
     let c = Seq2SeqConfig::new(task.n_symbols + N_SPECIAL, task.max_len + 1)
         .with_d_model(d_model)
         .with_n_heads(n.heads)
