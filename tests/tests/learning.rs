@@ -74,6 +74,7 @@ fn run(
                 checkpoint_dir: dir,
                 resume,
                 pause_after,
+                fine_tune: None,
             },
         },
     )

@@ -36,7 +36,9 @@ pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
-pub use network::{ImageResNet, MODELS, Network, NetworkConfig, cell_name, check_input};
+pub use network::{
+    ImageResNet, ImageVgg, MODELS, Network, NetworkConfig, TransferParts, cell_name, check_input,
+};
 pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
 pub use resnet::{RESNETS, ResNet, ResNetConfig, Stem};
 pub use seq2seq::{BeamSearch, Hypothesis, Seq2Seq, Seq2SeqConfig};

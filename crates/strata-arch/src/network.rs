@@ -10,6 +10,7 @@ use crate::mlp::{Mlp, MlpConfig};
 use crate::recurrent::{SequenceModel, SequenceModelConfig};
 use crate::resnet::{RESNETS, ResNet, ResNetConfig};
 use crate::transformer::{TransformerClassifier, TransformerClassifierConfig};
+use crate::vgg::{VGGS, Vgg, VggConfig};
 
 /// The architectures a run can name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,10 +37,22 @@ pub enum NetworkConfig {
         /// Image width.
         width: usize,
     },
+    /// A VGG over images of `height x width` (at least 32x32).
+    #[serde(rename = "vgg")]
+    Vgg {
+        /// The network (its name is `name`).
+        vgg: VggConfig,
+        /// Its name (`vgg11`, `vgg16_bn`, ...).
+        name: String,
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+    },
 }
 
 /// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 11] = [
+pub const MODELS: [(&str, &str); 12] = [
     (
         "mlp",
         "feed-forward network: hidden layers, activation, dropout, batch norm",
@@ -81,6 +94,10 @@ pub const MODELS: [(&str, &str); 11] = [
         "resnet20|32|56|18|34|50|101",
         "ResNet: CIFAR-style (20/32/56) or torchvision's (18/34/50/101), batch norm; image data",
     ),
+    (
+        "vgg11|13|16|19[_bn]",
+        "VGG in torchvision's layout, optional batch norm; images of at least 32x32 (--resize)",
+    ),
 ];
 
 impl NetworkConfig {
@@ -96,6 +113,11 @@ impl NetworkConfig {
                 .find(|n| **n == name.as_str())
                 .copied()
                 .unwrap_or("resnet"),
+            NetworkConfig::Vgg { name, .. } => VGGS
+                .iter()
+                .find(|n| **n == name.as_str())
+                .copied()
+                .unwrap_or("vgg"),
         }
     }
 
@@ -112,6 +134,9 @@ impl NetworkConfig {
                 width,
                 ..
             } => resnet.in_channels * height * width,
+            NetworkConfig::Vgg {
+                vgg, height, width, ..
+            } => vgg.in_channels * height * width,
         }
     }
 
@@ -123,6 +148,7 @@ impl NetworkConfig {
             NetworkConfig::Recurrent(c) => c.d_output,
             NetworkConfig::Transformer(c) => c.n_classes,
             NetworkConfig::ResNet { resnet, .. } => resnet.n_classes,
+            NetworkConfig::Vgg { vgg, .. } => vgg.n_classes,
         }
     }
 
@@ -145,6 +171,16 @@ impl NetworkConfig {
                 resnet: resnet.init(device)?,
                 shape: [resnet.in_channels, *height, *width],
             }),
+            NetworkConfig::Vgg {
+                vgg, height, width, ..
+            } => {
+                let net = vgg.init(device)?;
+                net.check_input(*height, *width)?;
+                Network::Vgg(ImageVgg {
+                    vgg: net,
+                    shape: [vgg.in_channels, *height, *width],
+                })
+            }
         })
     }
 
@@ -168,6 +204,12 @@ impl NetworkConfig {
                 check_size("width", *width)?;
                 resnet.validate()
             }
+            NetworkConfig::Vgg {
+                vgg, height, width, ..
+            } => {
+                vgg.validate()?;
+                vgg.check_input(*height, *width)
+            }
         }
     }
 }
@@ -187,6 +229,59 @@ pub enum Network {
     Transformer(TransformerClassifier),
     /// A residual network.
     ResNet(ImageResNet),
+    /// A VGG.
+    Vgg(ImageVgg),
+}
+
+/// A VGG reading flat rows as images.
+#[derive(Module, Debug)]
+pub struct ImageVgg {
+    /// The network.
+    pub vgg: Vgg,
+    /// `[channels, height, width]` of a row.
+    #[module(skip)]
+    pub shape: [usize; 3],
+}
+
+/// How a model divides for transfer learning: burn-store path prefixes of its backbone's
+/// stages in input order (the stem belongs to the first) and of its head. A prefix names a
+/// parameter and everything under it (`layer1` covers `layer1.0.conv1.weight`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferParts {
+    /// Each stage's prefixes.
+    pub stages: Vec<Vec<String>>,
+    /// The head's prefixes.
+    pub head: Vec<String>,
+}
+
+impl TransferParts {
+    /// Every stage's prefixes: the whole backbone.
+    pub fn backbone(&self) -> Vec<String> {
+        self.stages.concat()
+    }
+
+    /// The prefixes of the first `n` stages.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `n` is 0 or more than the stages there are.
+    pub fn first_stages(&self, n: usize) -> Result<Vec<String>> {
+        if n == 0 || n > self.stages.len() {
+            return Err(Error::Invalid(format!(
+                "cannot freeze {n} stages: this model has {} (freeze 1 to {0}, or the backbone)",
+                self.stages.len()
+            )));
+        }
+        Ok(self.stages[..n].concat())
+    }
+
+    /// The same parts inside a field: `prefix.` before every prefix.
+    pub fn under(self, prefix: &str) -> Self {
+        let add = |v: Vec<String>| v.into_iter().map(|p| format!("{prefix}.{p}")).collect();
+        Self {
+            stages: self.stages.into_iter().map(add).collect(),
+            head: add(self.head),
+        }
+    }
 }
 
 /// A residual network reading flat rows as images.
@@ -219,6 +314,22 @@ impl Network {
                 let b = input.dims()[0];
                 m.resnet.forward(input.reshape([b, c, h, w]))
             }
+            Network::Vgg(m) => {
+                let [c, h, w] = m.shape;
+                let b = input.dims()[0];
+                m.vgg.forward(input.reshape([b, c, h, w]))
+            }
+        }
+    }
+
+    /// The backbone's stages and the head, for freezing and partial loading (names as
+    /// burn-store gives them for this network: `ResNet.resnet.layer1`); `None` for
+    /// architectures without that split.
+    pub fn transfer_parts(&self) -> Option<TransferParts> {
+        match self {
+            Network::ResNet(m) => Some(m.resnet.transfer_parts().under("ResNet.resnet")),
+            Network::Vgg(m) => Some(m.vgg.transfer_parts().under("Vgg.vgg")),
+            _ => None,
         }
     }
 }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv};
 
 use crate::error::{Error, check_size};
+use crate::network::TransferParts;
 
 /// The first layers, before the residual stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +233,26 @@ impl ResNet {
     /// - returns `[batch, n_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.features(x))
+    }
+
+    /// For transfer learning: the stages `layer1..` (the stem `conv1`, `bn1` with the first)
+    /// and the head `fc`, by torchvision's names.
+    pub fn transfer_parts(&self) -> TransferParts {
+        let mut stages = vec![vec!["conv1".to_string(), "bn1".to_string()]];
+        for (i, stage) in self.stages().iter().enumerate() {
+            if stage.is_empty() {
+                continue;
+            }
+            let name = format!("layer{}", i + 1);
+            match i {
+                0 => stages[0].push(name),
+                _ => stages.push(vec![name]),
+            }
+        }
+        TransferParts {
+            stages,
+            head: vec!["fc".into()],
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use burn::tensor::{Device, Tensor};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig};
 
 use crate::error::{Error, check_dropout, check_size};
+use crate::network::TransferParts;
 
 /// The VGG names [`VggConfig::by_name`] knows (each also with `_bn`).
 pub const VGGS: [&str; 8] = [
@@ -110,6 +111,14 @@ impl VggConfig {
             ));
         }
         check_dropout(self.dropout)
+    }
+
+    /// Checks that an `h x w` image survives the max pools (each halves the size).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the smallest size that does.
+    pub fn check_input(&self, h: usize, w: usize) -> crate::Result<()> {
+        check_pools(self.layers.iter().filter(|&&c| c == 0).count(), h, w)
     }
 
     /// Builds the network.
@@ -257,20 +266,60 @@ impl Vgg {
         x
     }
 
+    /// For transfer learning: one stage per block of convolutions (each ending in a max pool),
+    /// then the classifier's two hidden layers as the last stage; the head is the last
+    /// linear layer, `classifier.6`.
+    pub fn transfer_parts(&self) -> TransferParts {
+        let mut stages = vec![Vec::new()];
+        for (i, slot) in self.features.iter().enumerate() {
+            if slot.conv.is_some() || slot.norm.is_some() {
+                stages
+                    .last_mut()
+                    .expect("a stage")
+                    .push(format!("features.{i}"));
+            }
+            if slot.pool.is_some() && !stages.last().expect("a stage").is_empty() {
+                stages.push(Vec::new());
+            }
+        }
+        if stages.last().is_some_and(Vec::is_empty) {
+            stages.pop();
+        }
+        let last = self.classifier.len() - 1;
+        stages.push(
+            (0..last)
+                .filter(|&i| self.classifier[i].is_some())
+                .map(|i| format!("classifier.{i}"))
+                .collect(),
+        );
+        TransferParts {
+            stages,
+            head: vec![format!("classifier.{last}")],
+        }
+    }
+
     /// Checks that an `h x w` image survives the max pools (each halves the size).
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the smallest size that does.
     pub fn check_input(&self, h: usize, w: usize) -> crate::Result<()> {
-        let pools = self.features.iter().filter(|s| s.pool.is_some()).count() as u32;
-        let min = 1usize << pools;
-        if h < min || w < min {
-            return Err(Error::Invalid(format!(
-                "this VGG halves the image {pools} times and needs at least {min}x{min} pixels, got {h}x{w}"
-            )));
-        }
-        Ok(())
+        check_pools(
+            self.features.iter().filter(|s| s.pool.is_some()).count(),
+            h,
+            w,
+        )
     }
+}
+
+/// An `h x w` image survives `pools` halvings.
+fn check_pools(pools: usize, h: usize, w: usize) -> crate::Result<()> {
+    let min = 1usize << pools;
+    if h < min || w < min {
+        return Err(Error::Invalid(format!(
+            "this VGG halves the image {pools} times and needs at least {min}x{min} pixels, got {h}x{w}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

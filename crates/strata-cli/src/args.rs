@@ -32,7 +32,7 @@ pub enum Command {
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
     /// Model: mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer,
-    /// seq2seq, resnet20/32/56 or resnet18/34/50/101 [default: cnn].
+    /// seq2seq, resnet20/32/56, resnet18/34/50/101 or vgg11/13/16/19[_bn] [default: cnn].
     #[arg(long)]
     pub model: Option<String>,
     /// Data set: digits, iris, adult, fashion-mnist[-rows][:DIR], airline, sunspots, co2,
@@ -130,6 +130,35 @@ pub struct TrainArgs {
     /// `none` clears it.
     #[arg(long)]
     pub augment: Option<String>,
+    /// Resize images when loading: HxW or one side (e.g. 28 for the digits beside a model
+    /// pretrained on Fashion-MNIST; 32 for a VGG).
+    #[arg(long)]
+    pub resize: Option<String>,
+    /// Train on this stratified fraction of the training split (validation and test stay
+    /// whole), e.g. 0.1.
+    #[arg(long)]
+    pub train_fraction: Option<f64>,
+    /// Start from PyTorch weights (.pt, .pth or .safetensors with torchvision's names) of a
+    /// resnet* or vgg*; a head of another shape is skipped, and the report says what loaded.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Start from a Strata run's weights (its model.safetensors, or the best checkpoint of a
+    /// run still going).
+    #[arg(long)]
+    pub init_from_run: Option<PathBuf>,
+    /// With --init-from[-run]: keep the head as initialised even when the pretrained one fits
+    /// (a new task with the same number of classes).
+    #[arg(long)]
+    pub new_head: bool,
+    /// Freeze `backbone` (only the head trains) or the first N stages (with the stem).
+    #[arg(long)]
+    pub freeze: Option<String>,
+    /// The epoch (from 1) at which the frozen part starts to train.
+    #[arg(long)]
+    pub unfreeze_at_epoch: Option<usize>,
+    /// The backbone's learning rate relative to the head's, e.g. 0.1.
+    #[arg(long)]
+    pub backbone_lr_factor: Option<f64>,
     /// Patch side of a Vision Transformer (default: the largest up to 4 that leaves at least
     /// 16 patches).
     #[arg(long)]
@@ -189,18 +218,35 @@ pub struct EvaluateArgs {
     pub backend: Option<String>,
 }
 
-/// `strata predict`.
+/// `strata predict`: with a run directory, or with foreign weights (`--model` and
+/// `--weights`).
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// The run directory.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// CSV of features (optionally with the label column, which is ignored).
+    #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
+    pub run: Option<PathBuf>,
+    /// A run: CSV of features (optionally with the label column, which is ignored). Foreign
+    /// weights: a float32 .npy batch of images, NCHW.
     #[arg(long)]
     pub input: PathBuf,
-    /// Output CSV [default: RUN/predictions.csv]; `-` for standard output.
+    /// Output CSV [default: RUN/predictions.csv; logits.csv beside the input with
+    /// --weights]; `-` for standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// With --weights: the architecture, resnet18/34/50/101, resnet20/32/56 or
+    /// vgg11/13/16/19[_bn].
+    #[arg(long, requires = "weights")]
+    pub model: Option<String>,
+    /// PyTorch weights (.pt, .pth or .safetensors with torchvision's names) to predict with,
+    /// without a run directory: writes one row of logits per input, in evaluation mode.
+    #[arg(long, requires = "model")]
+    pub weights: Option<PathBuf>,
+    /// With --weights: classes of the head.
+    #[arg(long, default_value_t = 1000)]
+    pub num_classes: usize,
+    /// With --weights: input channels.
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,

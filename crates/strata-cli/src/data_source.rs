@@ -266,6 +266,13 @@ impl Preprocess {
     /// # Errors
     /// A data set with another number of features.
     pub fn apply(&self, data: &mut Dataset) -> Result<()> {
+        // Images of another size for a model trained on resized images: resized alike.
+        if let (Some([c, h, w]), Some([dc, dh, dw])) = (self.image_shape, data.image_shape)
+            && c == dc
+            && (h, w) != (dh, dw)
+        {
+            *data = data.resized(h, w)?;
+        }
         if data.n_features != self.n_features {
             return Err(Error::Usage(format!(
                 "the model was trained on {} features, this data set has {}",
@@ -298,7 +305,7 @@ pub struct Prepared {
 /// Data sets too small for the split.
 pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Dataset, Dataset)> {
     let seed = config.fit.seed;
-    Ok(match source {
+    let (train, valid, test) = match source {
         Source::Single(data) => {
             let s = stratified_split(
                 &data.strata(),
@@ -322,6 +329,22 @@ pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Data
                 config.dataset
             )));
         }
+    };
+    let train = match config.train_fraction {
+        // A stratified subset: the complement of a "validation" part of 1 - f.
+        Some(f) if f < 1.0 => {
+            let s = stratified_split(&train.strata(), 1.0 - f, 0.0, seed ^ 0x7F4A_7C15)?;
+            train.subset(&s.train)
+        }
+        _ => train,
+    };
+    Ok(match config.resize {
+        Some([h, w]) => (
+            train.resized(h, w)?,
+            valid.resized(h, w)?,
+            test.resized(h, w)?,
+        ),
+        None => (train, valid, test),
     })
 }
 

@@ -9,6 +9,7 @@ mod data_source;
 mod error;
 mod network;
 mod run_config;
+mod transfer;
 
 use clap::Parser;
 

@@ -9,12 +9,12 @@ use burn::tensor::Device;
 use strata::arch::{
     CellKind, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
     ResNetConfig, SequenceHead, SequenceModelConfig, TokenInput, TransformerClassifierConfig,
-    TransformerLmConfig,
+    TransformerLmConfig, VggConfig,
 };
 
 use crate::data_source::Preprocess;
 use crate::error::{Error, Result};
-use crate::run_config::{RunConfig, is_recurrent, is_resnet};
+use crate::run_config::{RunConfig, is_recurrent, is_resnet, is_vgg};
 
 /// The architecture config for `config` on data described by `pre` with `n_out` outputs.
 ///
@@ -114,6 +114,31 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
                 width: w,
             }
         }
+        m if is_vgg(m) => {
+            let [c, h, w] = pre.image_shape.ok_or_else(|| {
+                Error::Usage(format!(
+                    "model {m} needs image data (digits, fashion-mnist); `{}` is not images",
+                    config.dataset
+                ))
+            })?;
+            let d_hidden = *n.hidden.first().ok_or_else(|| {
+                Error::Usage("a VGG needs a classifier width (--hidden N)".into())
+            })?;
+            let vgg = VggConfig::by_name(m, c, n_out)?
+                .with_d_hidden(d_hidden)
+                .with_dropout(n.dropout);
+            if let Err(e) = vgg.check_input(h, w) {
+                return Err(Error::Usage(format!(
+                    "{e}: resize the images with --resize 32 (or larger)"
+                )));
+            }
+            NetworkConfig::Vgg {
+                vgg,
+                name: m.to_string(),
+                height: h,
+                width: w,
+            }
+        }
         "seq2seq" => {
             return Err(Error::Usage(format!(
                 "seq2seq trains on a transduction task (reverse, sort, copy), not `{}`",
@@ -128,7 +153,7 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
         }
         other => {
             return Err(Error::Usage(format!(
-                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq or a resnet"
+                "unknown model `{other}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq, a resnet or a vgg"
             )));
         }
     };

@@ -80,6 +80,11 @@ pub fn is_resnet(model: &str) -> bool {
     strata::arch::RESNETS.contains(&model)
 }
 
+/// Whether `model` names a VGG.
+pub fn is_vgg(model: &str) -> bool {
+    strata::arch::VGGS.contains(&model)
+}
+
 /// The transformer classifiers: over image patches and over table features.
 pub const TRANSFORMER_CLASSIFIERS: [&str; 2] = ["vit", "tab-transformer"];
 
@@ -154,6 +159,103 @@ pub struct RunConfig {
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
+    /// Resize every image to `[height, width]` when loading (bilinear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<[usize; 2]>,
+    /// Train on this stratified fraction of the training split (the validation and test
+    /// splits stay whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    /// Pretrained weights, freezing and the backbone's learning rate.
+    #[serde(default, skip_serializing_if = "TransferSpec::is_off")]
+    pub transfer: TransferSpec,
+}
+
+/// What a run freezes at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Freeze {
+    /// The whole backbone: only the head trains.
+    Backbone,
+    /// The first N stages (with the stem).
+    Stages(usize),
+}
+
+impl TryFrom<String> for Freeze {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "backbone" | "all" => Ok(Freeze::Backbone),
+            n => match n.parse::<usize>() {
+                Ok(k) if k > 0 => Ok(Freeze::Stages(k)),
+                _ => Err(format!(
+                    "freeze `{s}`: expected `backbone` or a number of stages (1, 2, ...)"
+                )),
+            },
+        }
+    }
+}
+
+impl From<Freeze> for String {
+    fn from(f: Freeze) -> String {
+        match f {
+            Freeze::Backbone => "backbone".into(),
+            Freeze::Stages(k) => k.to_string(),
+        }
+    }
+}
+
+/// Transfer learning settings of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferSpec {
+    /// PyTorch weights (`.pt`, `.pth`, `.safetensors`, torchvision names) to start from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+    /// A Strata run directory whose weights (`model.safetensors`, or the best checkpoint of
+    /// a run still going) to start from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from_run: Option<std::path::PathBuf>,
+    /// Keep the head as initialised even when the pretrained one fits.
+    #[serde(default)]
+    pub new_head: bool,
+    /// What is frozen at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<Freeze>,
+    /// The 1-based epoch from which the frozen part trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfreeze_at_epoch: Option<usize>,
+    /// The backbone's learning rate relative to the head's.
+    #[serde(default = "unit_factor")]
+    pub backbone_lr_factor: f64,
+}
+
+fn unit_factor() -> f64 {
+    1.0
+}
+
+impl Default for TransferSpec {
+    fn default() -> Self {
+        Self {
+            init_from: None,
+            init_from_run: None,
+            new_head: false,
+            freeze: None,
+            unfreeze_at_epoch: None,
+            backbone_lr_factor: 1.0,
+        }
+    }
+}
+
+impl TransferSpec {
+    /// Whether nothing is asked for.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the run trains parts of the model differently (frozen, or a backbone factor).
+    pub fn tunes(&self) -> bool {
+        self.freeze.is_some() || self.backbone_lr_factor != 1.0
+    }
 }
 
 impl RunConfig {
@@ -196,14 +298,20 @@ impl RunConfig {
             c.transformer_training(0.002, 0.0002);
             return c;
         }
-        if is_resnet(model) {
+        if is_resnet(model) || is_vgg(model) {
             // He et al.'s recipe: SGD with momentum 0.9, weight decay 5e-4, cosine decay after
-            // a warm-up epoch; batch norm throughout, no dropout.
+            // a warm-up epoch; batch norm throughout, no dropout. VGG: torchvision's classifier
+            // (4096 wide, dropout 0.5) and a smaller rate (0.01), as in Simonyan and Zisserman.
             c.network.dropout = 0.0;
             c.network.batch_norm = true;
             c.optimizer.kind =
                 strata::optim::OptimizerKind::by_name("sgd").expect("sgd is an optimizer");
             c.optimizer.lr = 0.05;
+            if is_vgg(model) {
+                c.network.dropout = 0.5;
+                c.network.hidden = vec![4096];
+                c.optimizer.lr = 0.01;
+            }
             c.optimizer.weight_decay = 5e-4;
             c.schedule = ScheduleConfig {
                 kind: ScheduleKind::Cosine { min_lr: 0.0 },
@@ -378,6 +486,9 @@ impl RunConfig {
             loss: LossConfig::default(),
             steps_per_epoch: None,
             augment: Augment::default(),
+            resize: None,
+            train_fraction: None,
+            transfer: TransferSpec::default(),
         }
     }
 
@@ -409,9 +520,10 @@ impl RunConfig {
             && !TRANSFORMER_CLASSIFIERS.contains(&self.model.as_str())
             && self.model != "seq2seq"
             && !is_resnet(&self.model)
+            && !is_vgg(&self.model)
         {
             return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq or resnet20/32/56/18/34/50/101 (see `strata list`)",
+                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq, resnet20/32/56/18/34/50/101 or vgg11/13/16/19[_bn] (see `strata list`)",
                 self.model
             )));
         }
@@ -436,6 +548,42 @@ impl RunConfig {
         if self.kfold == 1 {
             return Err(Error::Usage("--kfold needs at least 2 folds".into()));
         }
+        if let Some(f) = self.train_fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(Error::Usage(format!(
+                "train fraction must be in (0, 1], got {f}"
+            )));
+        }
+        if let Some([h, w]) = self.resize
+            && (h == 0 || w == 0)
+        {
+            return Err(Error::Usage(format!("cannot resize images to {h}x{w}")));
+        }
+        let t = &self.transfer;
+        if t.init_from.is_some() && t.init_from_run.is_some() {
+            return Err(Error::Usage(
+                "--init-from and --init-from-run both name the starting weights: give one".into(),
+            ));
+        }
+        if t.init_from.is_some() && !is_resnet(&self.model) && !is_vgg(&self.model) {
+            return Err(Error::Usage(format!(
+                "--init-from reads torchvision's ResNet and VGG weights; for a {} start from a Strata run with --init-from-run",
+                self.model
+            )));
+        }
+        if t.tunes() && !is_resnet(&self.model) && !is_vgg(&self.model) {
+            return Err(Error::Usage(format!(
+                "--freeze and --backbone-lr-factor need a model with a backbone and a head (resnet*, vgg*), not {}",
+                self.model
+            )));
+        }
+        if t.unfreeze_at_epoch.is_some() && t.freeze.is_none() {
+            return Err(Error::Usage(
+                "--unfreeze-at-epoch needs something frozen (--freeze backbone or --freeze N)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -457,10 +605,21 @@ mod tests {
             ("tab-transformer", "adult"),
             ("seq2seq", "reverse"),
             ("resnet20", "fashion-mnist"),
+            ("vgg11_bn", "fashion-mnist"),
         ] {
             let mut c = RunConfig::defaults_for(m, d);
             if m == "resnet20" {
                 c.augment = Augment::parse("crop:4,flip,affine:10:0.1,erase,mixup:0.2").unwrap();
+                c.resize = Some([32, 32]);
+                c.train_fraction = Some(0.1);
+                c.transfer = TransferSpec {
+                    init_from_run: Some("runs/pre".into()),
+                    new_head: true,
+                    freeze: Some(Freeze::Stages(2)),
+                    unfreeze_at_epoch: Some(5),
+                    backbone_lr_factor: 0.1,
+                    ..Default::default()
+                };
             }
             let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
             assert_eq!(back, c);

@@ -217,30 +217,57 @@ fn affine(img: &mut [f32], [c, h, w]: [usize; 3], angle: f32, ty: f32, tx: f32) 
     let src = img.to_vec();
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let (sin, cos) = angle.sin_cos();
-    let at = |ch: usize, y: i64, x: i64| -> f32 {
-        if (0..h as i64).contains(&y) && (0..w as i64).contains(&x) {
-            src[ch * h * w + y as usize * w + x as usize]
-        } else {
-            0.0
-        }
-    };
     for y in 0..h {
         for x in 0..w {
             // The source point that lands on (y, x): the inverse transform.
             let (yy, xx) = (y as f32 - cy - ty, x as f32 - cx - tx);
             let sy = cos * yy - sin * xx + cy;
             let sx = sin * yy + cos * xx + cx;
-            let (y0, x0) = (sy.floor() as i64, sx.floor() as i64);
-            let (fy, fx) = (sy - y0 as f32, sx - x0 as f32);
             for ch in 0..c {
-                let v = at(ch, y0, x0) * (1.0 - fy) * (1.0 - fx)
-                    + at(ch, y0, x0 + 1) * (1.0 - fy) * fx
-                    + at(ch, y0 + 1, x0) * fy * (1.0 - fx)
-                    + at(ch, y0 + 1, x0 + 1) * fy * fx;
-                img[ch * h * w + y * w + x] = v;
+                img[ch * h * w + y * w + x] = bilinear(&src, [c, h, w], ch, sy, sx);
             }
         }
     }
+}
+
+/// Channel `ch` of the image `src` at the real position `(sy, sx)`, bilinear, zeros outside.
+fn bilinear(src: &[f32], [_, h, w]: [usize; 3], ch: usize, sy: f32, sx: f32) -> f32 {
+    let at = |y: i64, x: i64| -> f32 {
+        if (0..h as i64).contains(&y) && (0..w as i64).contains(&x) {
+            src[ch * h * w + y as usize * w + x as usize]
+        } else {
+            0.0
+        }
+    };
+    let (y0, x0) = (sy.floor() as i64, sx.floor() as i64);
+    let (fy, fx) = (sy - y0 as f32, sx - x0 as f32);
+    at(y0, x0) * (1.0 - fy) * (1.0 - fx)
+        + at(y0, x0 + 1) * (1.0 - fy) * fx
+        + at(y0 + 1, x0) * fy * (1.0 - fx)
+        + at(y0 + 1, x0 + 1) * fy * fx
+}
+
+/// Resizes each image of `rows` (flat `[n, c*h*w]`) to `height x width`, bilinear with
+/// PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` convention: pixel centres
+/// map onto pixel centres, and positions beyond the edge take the edge pixel.
+pub fn resize_images(rows: &[f32], [c, h, w]: [usize; 3], [height, width]: [usize; 2]) -> Vec<f32> {
+    let src_len = c * h * w;
+    let mut out = Vec::with_capacity(rows.len() / src_len.max(1) * c * height * width);
+    let coord = |dst: usize, n_dst: usize, n_src: usize| -> f32 {
+        let s = (dst as f32 + 0.5) * n_src as f32 / n_dst as f32 - 0.5;
+        s.clamp(0.0, (n_src - 1) as f32)
+    };
+    for img in rows.chunks_exact(src_len) {
+        for ch in 0..c {
+            for y in 0..height {
+                let sy = coord(y, height, h);
+                for x in 0..width {
+                    out.push(bilinear(img, [c, h, w], ch, sy, coord(x, width, w)));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A standard normal draw (Box-Muller).

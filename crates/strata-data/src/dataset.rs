@@ -166,6 +166,39 @@ impl Dataset {
             table: self.table.clone(),
         }
     }
+
+    /// The images resized to `height x width` (bilinear, see
+    /// [`resize_images`](crate::resize_images)); the digits' 8x8 at 28x28 for a model
+    /// pretrained on Fashion-MNIST, say.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for data that are not images, or a zero size.
+    pub fn resized(&self, height: usize, width: usize) -> Result<Dataset> {
+        let Some([c, h, w]) = self.image_shape else {
+            return Err(Error::Invalid(format!(
+                "`{}` is not image data and cannot be resized",
+                self.name
+            )));
+        };
+        if height == 0 || width == 0 {
+            return Err(Error::Invalid(format!(
+                "cannot resize images to {height}x{width}"
+            )));
+        }
+        if (h, w) == (height, width) {
+            return Ok(self.clone());
+        }
+        let features = crate::resize_images(&self.features, [c, h, w], [height, width]);
+        let mut out = Dataset::new(
+            self.name.clone(),
+            features,
+            c * height * width,
+            self.targets.clone(),
+            Some([c, height, width]),
+        )?;
+        out.table = None;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +226,34 @@ mod tests {
         assert_eq!(s.features, vec![5.0, 6.0, 1.0, 2.0]);
         assert_eq!(s.labels().unwrap(), &[0, 0]);
         assert_eq!(d.task(), Task::Classification(2));
+    }
+
+    #[test]
+    fn resizing_keeps_constant_images_and_corners_and_refuses_tables() {
+        let img = Dataset::new(
+            "img",
+            vec![2.0, 2.0, 2.0, 2.0, 0.0, 1.0, 2.0, 3.0],
+            4,
+            Targets::Values(vec![0.0, 1.0]),
+            Some([1, 2, 2]),
+        )
+        .unwrap();
+        let big = img.resized(4, 6).unwrap();
+        assert_eq!(big.image_shape, Some([1, 4, 6]));
+        assert_eq!(big.n_features, 24);
+        assert!(big.row(0).iter().all(|&v| (v - 2.0).abs() < 1e-6));
+        // PyTorch: F.interpolate(x, (4, 6), mode="bilinear", align_corners=False) of
+        // [[0, 1], [2, 3]]: edges clamp, the first row is 0, 0, 1/3, 2/3, 1, 1.
+        let r = big.row(1);
+        for (got, want) in r[..6]
+            .iter()
+            .zip([0.0, 0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0])
+        {
+            assert!((got - want).abs() < 1e-6, "{:?}", &r[..6]);
+        }
+        assert!((r[23] - 3.0).abs() < 1e-6);
+        assert!(tiny().resized(4, 4).is_err());
+        assert!(img.resized(0, 4).is_err());
     }
 
     #[test]

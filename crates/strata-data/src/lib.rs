@@ -30,6 +30,7 @@ mod dataset;
 mod embedded;
 mod error;
 mod idx;
+mod npy;
 mod sampler;
 mod series;
 mod split;
@@ -38,7 +39,7 @@ mod tabular;
 mod text;
 mod transduction;
 
-pub use augment::{Augment, Augmentation, beta_symmetric};
+pub use augment::{Augment, Augmentation, beta_symmetric, resize_images};
 pub use batch::{Batch, Batcher};
 pub use csv_loader::{
     CsvOptions, Header, LabelColumn, TaskHint, load_csv, parse_csv, read_feature_rows,
@@ -50,6 +51,7 @@ pub use idx::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IdxArray, fashion_mnist, images_from_idx, parse_idx,
     read_idx,
 };
+pub use npy::{npy_f32_bytes, parse_npy_f32, read_npy_f32};
 pub use sampler::{BalancedSampler, Sampling, balanced_class_weights, epoch_order};
 pub use series::{
     Series, SeriesScaler, TimeSplit, Windows, airline, co2, interpolate_gaps, parse_series,

@@ -35,6 +35,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Pretrained weights could not be read, or do not fit the model.
+    #[error("weights {path}: {message}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the keys concerned.
+        message: String,
+    },
     /// A setting out of range.
     #[error("invalid training setting: {0}")]
     Invalid(String),

@@ -22,6 +22,7 @@ use crate::checkpoint::{Checkpointer, TrainState};
 use crate::error::{Error, Result};
 use crate::evaluate::evaluate;
 use crate::history::EpochRecord;
+use crate::transfer::{FineTune, Tuner};
 
 /// What early stopping watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -208,6 +209,8 @@ pub struct Run<'a> {
     /// Stop (as if interrupted) after this many epochs in this call; the checkpoint allows a
     /// later call with `resume` to go on. For running long jobs in sessions, and for tests.
     pub pause_after: Option<usize>,
+    /// Fine-tuning: frozen parameters, when they thaw, the backbone's learning rate.
+    pub fine_tune: Option<&'a FineTune>,
 }
 
 impl<'a> Run<'a> {
@@ -226,6 +229,7 @@ impl<'a> Run<'a> {
             checkpoint_dir: None,
             resume: false,
             pause_after: None,
+            fine_tune: None,
         }
     }
 
@@ -238,6 +242,7 @@ impl<'a> Run<'a> {
             checkpoint_dir: self.checkpoint_dir,
             resume: self.resume,
             pause_after: self.pause_after,
+            fine_tune: self.fine_tune,
         }
     }
 }
@@ -418,6 +423,7 @@ where
         checkpointer,
         resumed_from,
     } = start(model, run)?;
+    let mut tuner = Tuner::new(run.fine_tune, &model)?;
     let monitor = config
         .early_stopping
         .as_ref()
@@ -439,6 +445,7 @@ where
         let epoch = state.epochs_done; // 0-based index of the epoch about to run
         let started = Instant::now();
         let lr = state.schedule.lr(epoch);
+        model = tuner.begin_epoch(model, epoch);
         device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
         let order = objective.epoch_order(config.seed, epoch)?;
         objective.begin_epoch(epoch);
@@ -455,7 +462,7 @@ where
             let value = scalar(loss.clone());
             check_finite(value, epoch, b, &state, checkpointer.is_some(), &bar)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            model = optim.step(tuner.lr(lr), model, grads);
             loss_sum += value as f64 * chunk.len() as f64;
             seen += chunk.len();
             bar.inc(1);

@@ -7,6 +7,8 @@
 //! [`fit_objective`] runs the same loop on any [`Objective`] (a batch loss and a validation
 //! step: sequence-to-sequence models, autoencoders). [`fit_tbptt`] trains language models the
 //! same way by truncated back-propagation through time. [`write_csv`] and [`write_curves_svg`] record the history.
+//! [`load_pretrained`] and [`FineTune`] fine-tune pretrained weights (partial loading with a
+//! report, frozen parts that thaw later, a smaller learning rate for the backbone).
 //!
 //! It knows no architecture: the model's forward pass is a closure.
 //!
@@ -50,6 +52,7 @@ mod evaluate;
 mod fit;
 mod history;
 mod tbptt;
+mod transfer;
 
 pub use atomic::write_atomic;
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
@@ -60,3 +63,4 @@ pub use fit::{
 };
 pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
+pub use transfer::{FineTune, Layout, LoadReport, Pretrained, Skipped, load_pretrained};

@@ -6,6 +6,7 @@
 //! every step here, since one pass over a corpus can take longer than the budget) and the
 //! progress bar are those of [`fit`](crate::fit).
 
+use crate::transfer::Tuner;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -125,6 +126,7 @@ where
         checkpointer,
         resumed_from,
     } = start(model, &f.run)?;
+    let mut tuner = Tuner::new(f.run.fine_tune, &model)?;
     let per_epoch = f
         .steps_per_epoch
         .unwrap_or_else(|| streams.n_chunks(f.seq_len))
@@ -140,6 +142,7 @@ where
         let epoch = state.epochs_done;
         let started = Instant::now();
         let lr = state.schedule.lr(epoch);
+        model = tuner.begin_epoch(model, epoch);
         device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
         let bar = progress_bar(config.progress, per_epoch, epoch + 1, config.epochs);
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
@@ -162,7 +165,7 @@ where
             let value = scalar(loss.clone());
             check_finite(value, epoch, step, &state, checkpointer.is_some(), &bar)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            model = optim.step(tuner.lr(lr), model, grads);
             loss_sum += value as f64;
             seen += 1;
             bar.inc(1);

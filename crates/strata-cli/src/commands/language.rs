@@ -251,6 +251,7 @@ impl LmRun<'_> {
                     checkpoint_dir: Some(self.checkpoint_dir),
                     resume: self.args.resume,
                     pause_after: self.args.pause_after,
+                    fine_tune: None,
                 },
                 seq_len: c.network.seq_len,
                 eval_chunk,

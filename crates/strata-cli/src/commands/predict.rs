@@ -2,29 +2,40 @@
 
 use std::fmt::Write as _;
 
-use strata::arch::Network;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use strata::arch::{Network, NetworkConfig, ResNetConfig, VggConfig};
 use strata::data::{Table, read_feature_rows};
+use strata::tensor::Backend;
+use strata::tensor::convert::to_vec;
 use strata::train::{predict, probabilities, write_atomic};
 
 use crate::args::PredictArgs;
 use crate::commands::evaluate::load_run;
 use crate::error::{Error, Result};
+use crate::run_config::{is_resnet, is_vgg};
+use crate::transfer::load_torch;
 
 /// Runs `strata predict`.
 ///
 /// # Errors
 /// A bad run directory or input file.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    if let Ok(pre) = crate::data_source::Preprocess::load(&args.run)
+    let Some(dir) = &args.run else {
+        return predict_weights(args);
+    };
+    if let Ok(pre) = crate::data_source::Preprocess::load(dir)
         && pre.vocab.is_some()
     {
         return Err(Error::Usage(format!(
             "{} is a language model: use `strata generate --run {}`",
-            args.run.display(),
-            args.run.display()
+            dir.display(),
+            dir.display()
         )));
     }
-    let run = load_run(&args.run, args.backend.as_deref())?;
+    let run = load_run(dir, args.backend.as_deref())?;
     let pre = &run.preprocess;
     let (mut features, n) = match &pre.table {
         // A table with categorical columns: encoded by the schema fitted in training, its
@@ -80,15 +91,105 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             }
         }
     }
+    write_output(args, &csv, n, &dir.join("predictions.csv"))
+}
+
+/// Writes `csv` where `--output` says (`-`: standard output), else to `default`.
+fn write_output(args: &PredictArgs, csv: &str, n: usize, default: &Path) -> Result<()> {
     match args.output.as_deref() {
         Some(p) if p.as_os_str() == "-" => print!("{csv}"),
         other => {
-            let path = other
-                .map(|p| p.to_path_buf())
-                .unwrap_or_else(|| args.run.join("predictions.csv"));
-            write_atomic(&path, csv.as_bytes()).map_err(Error::Train)?;
+            let path = other.unwrap_or(default);
+            write_atomic(path, csv.as_bytes()).map_err(Error::Train)?;
             println!("{n} predictions written to {}", path.display());
         }
     }
     Ok(())
+}
+
+/// `strata predict --model NAME --weights FILE --input x.npy`: torchvision-layout weights,
+/// a float32 NCHW batch, one row of logits per image, in evaluation mode.
+fn predict_weights(args: &PredictArgs) -> Result<()> {
+    let (Some(name), Some(weights)) = (&args.model, &args.weights) else {
+        return Err(Error::Usage(
+            "give --run DIR, or --model NAME with --weights FILE".into(),
+        ));
+    };
+    let (shape, values) = strata::data::read_npy_f32(&args.input)?;
+    let &[n, c, h, w] = shape.as_slice() else {
+        return Err(Error::Usage(format!(
+            "{}: expected a batch of images [N, C, H, W], got shape {shape:?}",
+            args.input.display()
+        )));
+    };
+    if c != args.in_channels {
+        return Err(Error::Usage(format!(
+            "{}: {c} channels, but the model reads {} (--in-channels)",
+            args.input.display(),
+            args.in_channels
+        )));
+    }
+    let net = if is_resnet(name) {
+        NetworkConfig::ResNet {
+            resnet: ResNetConfig::by_name(name, c, args.num_classes)?,
+            name: name.clone(),
+            height: h,
+            width: w,
+        }
+    } else if is_vgg(name) {
+        NetworkConfig::Vgg {
+            vgg: VggConfig::by_name(name, c, args.num_classes)?,
+            name: name.clone(),
+            height: h,
+            width: w,
+        }
+    } else {
+        return Err(Error::Usage(format!(
+            "--weights loads torchvision's layout: --model resnet18/34/50/101, resnet20/32/56 or vgg11/13/16/19[_bn], not `{name}`"
+        )));
+    };
+    net.validate()?;
+    let backend: Backend = match &args.backend {
+        Some(b) => b.parse()?,
+        None => Backend::from_env()?.unwrap_or_default(),
+    };
+    let device = backend.usable_device()?;
+    let (model, report) = load_torch(net.init(&device)?, weights, false)?;
+    let extra: Vec<&String> = report
+        .unused
+        .iter()
+        .filter(|k| !k.ends_with("num_batches_tracked"))
+        .collect();
+    if !report.skipped.is_empty() || !extra.is_empty() {
+        let skipped: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.key, s.reason))
+            .collect();
+        return Err(Error::Usage(format!(
+            "{} does not fit {name} with {} classes: not loaded: {}; in the file but not in the model: {:?} (is --num-classes right?)",
+            weights.display(),
+            args.num_classes,
+            skipped.join(", "),
+            extra
+        )));
+    }
+    let model = model.valid();
+    let mut csv = String::new();
+    let header: Vec<String> = (0..args.num_classes)
+        .map(|k| format!("logit_{k}"))
+        .collect();
+    let _ = writeln!(csv, "row,{}", header.join(","));
+    let per = c * h * w;
+    for (b, chunk) in values.chunks(64 * per).enumerate() {
+        let rows = chunk.len() / per;
+        let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, per]), &device);
+        let logits = model.forward_flat(x);
+        for (i, row) in to_vec(logits).chunks(args.num_classes).enumerate() {
+            // Rust prints the shortest decimal that reads back as the same f32.
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:?}")).collect();
+            let _ = writeln!(csv, "{},{}", b * 64 + i, cells.join(","));
+        }
+    }
+    write_output(args, &csv, n, &args.input.with_file_name("logits.csv"))
 }

@@ -206,6 +206,7 @@ pub fn train(
             checkpoint_dir: Some(&ckpt),
             resume: args.resume,
             pause_after: args.pause_after,
+            fine_tune: None,
         },
     )?;
     if !write_history(config, out, "exact_match", &outcome)? {

@@ -14,8 +14,8 @@ use strata::loss::LossConfig;
 use strata::optim::{Clipping, OptimizerKind, ScheduleConfig};
 use strata::tensor::{Backend, seed_device};
 use strata::train::{
-    EarlyStopping, Evaluation, Fit, FitOutcome, Monitor, Report, Run, evaluate, fit, write_atomic,
-    write_csv, write_curves_svg,
+    EarlyStopping, Evaluation, Fit, FitOutcome, LoadReport, Monitor, Report, Run, evaluate, fit,
+    write_atomic, write_csv, write_curves_svg,
 };
 
 use crate::args::TrainArgs;
@@ -23,7 +23,8 @@ use crate::commands::{forecast, language, seq2seq};
 use crate::data_source::{Prepared, Source, load_source, n_outputs, prepare, split_source};
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
-use crate::run_config::{RunConfig, is_recurrent};
+use crate::run_config::{Freeze, RunConfig, is_recurrent};
+use crate::transfer::{fine_tune, init_weights};
 
 /// Builds the run config: the model's defaults, then `--config` (or the resumed run's
 /// config.toml), then each flag given.
@@ -102,6 +103,29 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
     }
     if let Some(p) = args.patch_size {
         c.network.patch_size = p;
+    }
+    if let Some(r) = &args.resize {
+        c.resize = Some(parse_size(r)?);
+    }
+    if let Some(f) = args.train_fraction {
+        c.train_fraction = Some(f);
+    }
+    let t = &mut c.transfer;
+    if let Some(p) = &args.init_from {
+        t.init_from = Some(p.clone());
+    }
+    if let Some(p) = &args.init_from_run {
+        t.init_from_run = Some(p.clone());
+    }
+    t.new_head |= args.new_head;
+    if let Some(f) = &args.freeze {
+        t.freeze = Some(Freeze::try_from(f.clone()).map_err(Error::Usage)?);
+    }
+    if let Some(e) = args.unfreeze_at_epoch {
+        t.unfreeze_at_epoch = Some(e);
+    }
+    if let Some(f) = args.backbone_lr_factor {
+        t.backbone_lr_factor = f;
     }
     if let Some(s) = args.steps_per_epoch {
         c.steps_per_epoch = Some(s);
@@ -282,13 +306,19 @@ pub(crate) fn train_once(
     checkpoint_dir: Option<&Path>,
     resume: bool,
     pause_after: Option<usize>,
-) -> Result<(FitOutcome<Network>, strata::arch::NetworkConfig)> {
+) -> Result<(FitOutcome<Network>, Option<LoadReport>)> {
     let n_out = n_outputs(train.task(), config);
     let net_config = network_config(config, &prepared.preprocess, n_out)?;
     check_input(&net_config, train.n_features)?;
     let ad = device.clone().autodiff();
     seed_device(&ad, config.fit.seed);
-    let model = net_config.init(&ad)?;
+    let (model, report) = init_weights(net_config.init(&ad)?, config)?;
+    if let Some(r) = &report
+        && config.fit.progress
+    {
+        eprint!("{r}");
+    }
+    let fine_tune = fine_tune(&model, config)?;
     let loss = config.loss.init(&ad)?;
     let outcome = fit(
         model,
@@ -306,10 +336,11 @@ pub(crate) fn train_once(
                 checkpoint_dir,
                 resume,
                 pause_after,
+                fine_tune: fine_tune.as_ref(),
             },
         },
     )?;
-    Ok((outcome, net_config))
+    Ok((outcome, report))
 }
 
 fn eval(
@@ -379,6 +410,23 @@ fn headline_keys(ev: &Evaluation) -> &'static [&'static str] {
     }
 }
 
+/// `HxW` or one side for both.
+fn parse_size(s: &str) -> Result<[usize; 2]> {
+    let bad = || {
+        Error::Usage(format!(
+            "--resize `{s}`: expected HxW (28x28) or one side (28)"
+        ))
+    };
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
+        None => {
+            let n = parse(s)?;
+            Ok([n, n])
+        }
+    }
+}
+
 pub(crate) fn default_out() -> PathBuf {
     PathBuf::from("runs").join(chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string())
 }
@@ -418,7 +466,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let pool = (config.kfold >= 2).then(|| concat(train_raw.clone(), valid_raw.clone()));
     let prepared = prepare(train_raw, valid_raw, test_raw, &config)?;
     let n_out = n_outputs(prepared.train.task(), &config);
-    network_config(&config, &prepared.preprocess, n_out)?; // fail before writing anything
+    // Fail before writing anything: the network, its transfer settings (parameters are
+    // initialised lazily, so building it here costs little), the starting weights' file.
+    let net = network_config(&config, &prepared.preprocess, n_out)?;
+    fine_tune(&net.init(&device)?, &config)?;
+    if let Some(p) = &config.transfer.init_from
+        && !p.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--init-from {}: no such file",
+            p.display()
+        )));
+    }
+    if let Some(dir) = &config.transfer.init_from_run {
+        crate::transfer::run_weights(dir)?;
+    }
     if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
         return Err(Error::Usage(format!(
             "augmentation works on images; `{}` is not image data (mixup alone works on any data)",
@@ -448,7 +510,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         None => None,
     };
 
-    let (outcome, _net) = train_once(
+    let (outcome, report) = train_once(
         &config,
         &prepared,
         &prepared.train,
@@ -458,6 +520,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.resume,
         args.pause_after,
     )?;
+    if let Some(r) = &report {
+        // What the starting weights gave: loaded, skipped (and why), unused.
+        write_atomic(
+            &out.join("init.json"),
+            serde_json::to_string_pretty(r).expect("json").as_bytes(),
+        )?;
+    }
     let metric_name = if prepared.train.task() == Task::Regression {
         "rmse"
     } else {
