@@ -130,6 +130,10 @@ pub struct TrainArgs {
     /// `none` clears it.
     #[arg(long)]
     pub augment: Option<String>,
+    /// Side of a VGG's average pool before the classifier [default: 7 (torchvision's) for
+    /// images of 224 pixels or more and with --init-from, else 1].
+    #[arg(long)]
+    pub pool_size: Option<usize>,
     /// Resize images when loading: HxW or one side (e.g. 28 for the digits beside a model
     /// pretrained on Fashion-MNIST; 32 for a VGG).
     #[arg(long)]

@@ -124,9 +124,17 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
             let d_hidden = *n.hidden.first().ok_or_else(|| {
                 Error::Usage("a VGG needs a classifier width (--hidden N)".into())
             })?;
+            // torchvision's 7x7 pool suits 224-pixel images and its weights; on small images
+            // it copies a 1x1 map 49 times into a classifier that then trains poorly.
+            let pool_size = match n.pool_size {
+                0 if h.min(w) >= 224 || config.transfer.init_from.is_some() => 7,
+                0 => 1,
+                p => p,
+            };
             let vgg = VggConfig::by_name(m, c, n_out)?
                 .with_d_hidden(d_hidden)
-                .with_dropout(n.dropout);
+                .with_dropout(n.dropout)
+                .with_pool_size(pool_size);
             if let Err(e) = vgg.check_input(h, w) {
                 return Err(Error::Usage(format!(
                     "{e}: resize the images with --resize 32 (or larger)"

@@ -64,6 +64,10 @@ pub struct NetworkSpec {
     /// patches).
     #[serde(default)]
     pub patch_size: usize,
+    /// Side of a VGG's average pool before its classifier (0: torchvision's 7 for images of
+    /// 224 pixels or more and for torchvision weights, else 1, the CIFAR-style VGG).
+    #[serde(default)]
+    pub pool_size: usize,
 }
 
 fn default_heads() -> usize {
@@ -463,6 +467,7 @@ impl RunConfig {
                 heads: default_heads(),
                 positional: Positional::Learned,
                 patch_size: 0,
+                pool_size: 0,
             },
             fit: FitConfig {
                 epochs: 30,

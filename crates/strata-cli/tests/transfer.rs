@@ -383,7 +383,7 @@ fn torchvision_resnet18_and_vgg11_bn_give_pytorchs_logits() {
     let dir = tempfile::tempdir().unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/gen_torchvision.py"
+        "/../../tests/fixtures/torchvision_reference.py"
     );
     let o = Command::new(&python)
         .args([script, dir.path().to_str().unwrap()])

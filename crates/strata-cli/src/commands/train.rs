@@ -104,6 +104,9 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
     if let Some(p) = args.patch_size {
         c.network.patch_size = p;
     }
+    if let Some(p) = args.pool_size {
+        c.network.pool_size = p;
+    }
     if let Some(r) = &args.resize {
         c.resize = Some(parse_size(r)?);
     }
