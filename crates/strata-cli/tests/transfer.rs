@@ -136,6 +136,53 @@ fn fine_tuning_from_a_run_freezes_the_backbone_replaces_the_head_and_thaws_it() 
 }
 
 #[test]
+fn a_run_still_going_lends_its_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pre = dir.path().join("going");
+    // Paused after its first epoch: checkpoints, no model.safetensors yet.
+    train(&[
+        "train",
+        "--model",
+        "resnet20",
+        "--epochs",
+        "3",
+        "--pause-after",
+        "1",
+        "--out",
+        pre.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!pre.join("model.safetensors").exists());
+    let out = dir.path().join("tuned");
+    train(&[
+        "train",
+        "--model",
+        "resnet20",
+        "--epochs",
+        "1",
+        "--init-from-run",
+        pre.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let init = json(&out.join("init.json"));
+    assert!(
+        init["source"].as_str().unwrap().ends_with("best.bpk"),
+        "{init}"
+    );
+    // The same task: the head fits and loads too.
+    assert!(init["skipped"].as_array().unwrap().is_empty(), "{init}");
+    assert!(
+        init["loaded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "ResNet.resnet.fc.weight")
+    );
+}
+
+#[test]
 fn transfer_settings_that_cannot_work_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
