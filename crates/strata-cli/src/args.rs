@@ -130,6 +130,9 @@ pub struct TrainArgs {
     /// `none` clears it.
     #[arg(long)]
     pub augment: Option<String>,
+    /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
+    #[arg(long)]
+    pub image_shape: Option<String>,
     /// Side of a VGG's average pool before the classifier [default: 7 (torchvision's) for
     /// images of 224 pixels or more and with --init-from, else 1].
     #[arg(long)]

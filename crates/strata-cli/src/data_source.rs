@@ -305,6 +305,10 @@ pub struct Prepared {
 /// Data sets too small for the split.
 pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Dataset, Dataset)> {
     let seed = config.fit.seed;
+    let source = match config.image_shape {
+        Some(shape) => with_image_shape(source, shape)?,
+        None => source,
+    };
     let (train, valid, test) = match source {
         Source::Single(data) => {
             let s = stratified_split(
@@ -348,6 +352,28 @@ pub fn split_source(source: Source, config: &RunConfig) -> Result<(Dataset, Data
     })
 }
 
+/// The rows of a CSV data set read as images of `shape`.
+fn with_image_shape(source: Source, shape: [usize; 3]) -> Result<Source> {
+    let set = |mut d: Dataset| -> Result<Dataset> {
+        let [c, h, w] = shape;
+        if d.table.is_some() || c * h * w != d.n_features {
+            return Err(Error::Usage(format!(
+                "--image-shape {c}x{h}x{w} holds {} values, but `{}` has rows of {} numeric features",
+                c * h * w,
+                d.name,
+                d.n_features
+            )));
+        }
+        d.image_shape = Some(shape);
+        Ok(d)
+    };
+    Ok(match source {
+        Source::Single(d) => Source::Single(set(d)?),
+        Source::TrainTest(a, b) => Source::TrainTest(set(a)?, set(b)?),
+        other => other,
+    })
+}
+
 /// Fits the preprocessing on `train` and applies it to all three sets.
 ///
 /// # Errors
@@ -358,7 +384,11 @@ pub fn prepare(
     mut test: Dataset,
     config: &RunConfig,
 ) -> Result<Prepared> {
-    let standardize = config.standardize.unwrap_or(train.image_shape.is_none());
+    // Built-in images come scaled to [0, 1]; tables, and CSV rows read as images (raw pixel
+    // values, often 0-255), are standardised.
+    let standardize = config
+        .standardize
+        .unwrap_or(train.image_shape.is_none() || config.image_shape.is_some());
     let standardizer = if standardize {
         let mut s = Standardizer::fit(&train)?;
         if let Some(t) = &train.table {

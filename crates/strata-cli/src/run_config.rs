@@ -163,6 +163,9 @@ pub struct RunConfig {
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
+    /// Read each row of a CSV as an image of `[channels, height, width]` (row-major).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<[usize; 3]>,
     /// Resize every image to `[height, width]` when loading (bilinear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<[usize; 2]>,
@@ -491,6 +494,7 @@ impl RunConfig {
             loss: LossConfig::default(),
             steps_per_epoch: None,
             augment: Augment::default(),
+            image_shape: None,
             resize: None,
             train_fraction: None,
             transfer: TransferSpec::default(),
@@ -616,6 +620,7 @@ mod tests {
             if m == "resnet20" {
                 c.augment = Augment::parse("crop:4,flip,affine:10:0.1,erase,mixup:0.2").unwrap();
                 c.resize = Some([32, 32]);
+                c.image_shape = Some([1, 28, 28]);
                 c.train_fraction = Some(0.1);
                 c.transfer = TransferSpec {
                     init_from_run: Some("runs/pre".into()),

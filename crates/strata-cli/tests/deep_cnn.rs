@@ -63,6 +63,56 @@ fn a_vgg_learns_the_digits_resized_to_32_pixels_and_reloads() {
 }
 
 #[test]
+fn csv_rows_read_as_images_train_a_resnet() {
+    let dir = tempfile::tempdir().unwrap();
+    // The digits as a CSV of 64 pixel values (0-1) and a label.
+    let digits = strata::data::digits();
+    let mut csv = String::new();
+    for i in 0..digits.len() {
+        let row: Vec<String> = digits.row(i).iter().map(|v| v.to_string()).collect();
+        csv += &format!("{},{}\n", row.join(","), digits.labels().unwrap()[i]);
+    }
+    let path = dir.path().join("digits.csv");
+    std::fs::write(&path, csv).unwrap();
+    let spec = format!("csv:{}", path.display());
+    let out = dir.path().join("r");
+    let o = strata(&[
+        "train",
+        "--model",
+        "resnet20",
+        "--dataset",
+        &spec,
+        "--image-shape",
+        "1x8x8",
+        "--epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = json(&out.join("metrics.json"))["test"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    // Measured: 0.9248 after 3 epochs.
+    assert!(acc >= 0.8, "ResNet-20 on CSV images: {acc}");
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--dataset",
+            &spec,
+            "--image-shape",
+            "1x8x9",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "--image-shape 1x8x9 holds 72 values, but `digits.csv` has rows of 64",
+    );
+}
+
+#[test]
 fn a_resnet_needs_images() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");

@@ -107,6 +107,9 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
     if let Some(p) = args.pool_size {
         c.network.pool_size = p;
     }
+    if let Some(shape) = &args.image_shape {
+        c.image_shape = Some(parse_image_shape(shape)?);
+    }
     if let Some(r) = &args.resize {
         c.resize = Some(parse_size(r)?);
     }
@@ -410,6 +413,21 @@ fn headline_keys(ev: &Evaluation) -> &'static [&'static str] {
     match ev.report {
         Report::Classification(_) => &["accuracy", "macro_f1", "loss"],
         Report::Regression(_) => &["rmse", "mae", "r2", "loss"],
+    }
+}
+
+/// `CxHxW`.
+fn parse_image_shape(s: &str) -> Result<[usize; 3]> {
+    let dims: Vec<usize> = s
+        .split(['x', 'X'])
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Usage(format!("--image-shape `{s}`: expected CxHxW, e.g. 1x28x28")))?;
+    match dims.as_slice() {
+        &[c, h, w] if c * h * w > 0 => Ok([c, h, w]),
+        _ => Err(Error::Usage(format!(
+            "--image-shape `{s}`: expected CxHxW with sizes >= 1, e.g. 1x28x28"
+        ))),
     }
 }
 
