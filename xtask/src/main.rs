@@ -502,32 +502,22 @@ fn transfer(args: &[String]) -> Result<(), String> {
     }
     let pre_m = run_metrics(&pre)?;
     let pre_s = pre.to_string_lossy().to_string();
-    let variants: [(&str, Vec<&str>); 3] = [
+    let frozen = vec![
+        "--init-from-run",
+        &pre_s,
+        "--new-head",
+        "--freeze",
+        "backbone",
+    ];
+    let thawed = [
+        frozen.clone(),
+        vec!["--unfreeze-at-epoch", "16", "--backbone-lr-factor", "0.1"],
+    ]
+    .concat();
+    let variants = [
         ("scratch", vec![]),
-        (
-            "frozen",
-            vec![
-                "--init-from-run",
-                &pre_s,
-                "--new-head",
-                "--freeze",
-                "backbone",
-            ],
-        ),
-        (
-            "frozen, then unfrozen",
-            vec![
-                "--init-from-run",
-                &pre_s,
-                "--new-head",
-                "--freeze",
-                "backbone",
-                "--unfreeze-at-epoch",
-                "16",
-                "--backbone-lr-factor",
-                "0.1",
-            ],
-        ),
+        ("frozen", frozen),
+        ("frozen, then unfrozen", thawed),
     ];
     let mut rows = Vec::new();
     for (name, flags) in &variants {

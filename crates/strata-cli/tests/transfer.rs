@@ -200,40 +200,45 @@ fn transfer_settings_that_cannot_work_are_refused() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_clean_failure(&refs, expect);
     };
-    fails(
-        &["--model", "cnn", "--freeze", "backbone"],
-        "need a model with a backbone and a head",
-    );
-    fails(
-        &["--model", "resnet20", "--freeze", "4"],
-        "cannot freeze 4 stages: this model has 3",
-    );
-    fails(
-        &["--model", "resnet20", "--freeze", "most"],
-        "freeze `most`",
-    );
-    fails(
-        &["--model", "resnet20", "--unfreeze-at-epoch", "3"],
-        "--unfreeze-at-epoch needs something frozen",
-    );
-    fails(
-        &["--model", "mlp", "--init-from", "w.pt"],
-        "--init-from reads torchvision's ResNet and VGG weights",
-    );
-    fails(
-        &["--model", "resnet20", "--init-from", "/nonexistent/w.pt"],
-        "no such file",
-    );
-    fails(
-        &["--model", "resnet20", "--init-from-run", "/nonexistent"],
-        "not a Strata run to start from",
-    );
-    fails(&["--model", "vgg11"], "needs at least 32x32 pixels");
-    fails(&["--resize", "0x8"], "cannot resize images to 0x8");
-    fails(
-        &["--train-fraction", "1.5"],
-        "train fraction must be in (0, 1]",
-    );
+    let cases: [(&[&'static str], &str); 10] = [
+        (
+            &["--model", "cnn", "--freeze", "backbone"],
+            "need a model with a backbone and a head",
+        ),
+        (
+            &["--model", "resnet20", "--freeze", "4"],
+            "cannot freeze 4 stages: this model has 3",
+        ),
+        (
+            &["--model", "resnet20", "--freeze", "most"],
+            "freeze `most`",
+        ),
+        (
+            &["--model", "resnet20", "--unfreeze-at-epoch", "3"],
+            "--unfreeze-at-epoch needs something frozen",
+        ),
+        (
+            &["--model", "mlp", "--init-from", "w.pt"],
+            "--init-from reads torchvision's ResNet and VGG weights",
+        ),
+        (
+            &["--model", "resnet20", "--init-from", "/nonexistent/w.pt"],
+            "no such file",
+        ),
+        (
+            &["--model", "resnet20", "--init-from-run", "/nonexistent"],
+            "not a Strata run to start from",
+        ),
+        (&["--model", "vgg11"], "needs at least 32x32 pixels"),
+        (&["--resize", "0x8"], "cannot resize images to 0x8"),
+        (
+            &["--train-fraction", "1.5"],
+            "train fraction must be in (0, 1]",
+        ),
+    ];
+    for (extra, expect) in cases {
+        fails(extra, expect);
+    }
     assert!(!out.exists(), "nothing is written for refused settings");
 
     // Weights of another architecture: a CNN run into a ResNet names the keys.

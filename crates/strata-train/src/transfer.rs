@@ -31,7 +31,7 @@ use burn::module::{Module, ParamGroup, ParamId};
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::store::{
-    ApplyResult, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    ApplyResult, BurnpackStore, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
     SafetensorsStore,
 };
 use serde::{Deserialize, Serialize};
@@ -269,15 +269,17 @@ pub fn load_pretrained<M: Module>(mut model: M, p: &Pretrained<'_>) -> Result<(M
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let remapper = || {
+        KeyRemapper::from_patterns(p.remap.to_vec())
+            .map_err(|e| fail(format!("bad key remapping: {e}")))
+    };
     let result: ApplyResult = match (ext.as_str(), p.layout) {
         ("pt" | "pth", Layout::Torch) => {
             let mut store = PytorchStore::from_file(p.path)
                 .validate(false)
                 .allow_partial(true)
-                .map_indices_contiguous(false);
-            for (from, to) in p.remap {
-                store = store.with_key_remapping(from, to);
-            }
+                .map_indices_contiguous(false)
+                .remap(remapper()?);
             model
                 .load_from(&mut store)
                 .map_err(|e| fail(e.to_string()))?
@@ -291,9 +293,7 @@ pub fn load_pretrained<M: Module>(mut model: M, p: &Pretrained<'_>) -> Result<(M
                     .with_from_adapter(PyTorchToBurnAdapter)
                     .map_indices_contiguous(false);
             }
-            for (from, to) in p.remap {
-                store = store.with_key_remapping(from, to);
-            }
+            let mut store = store.remap(remapper()?);
             model
                 .load_from(&mut store)
                 .map_err(|e| fail(e.to_string()))?
