@@ -63,12 +63,7 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
             )
         }
         "vit" => {
-            let [c, h, w] = pre.image_shape.ok_or_else(|| {
-                Error::Usage(format!(
-                    "model vit needs image data (digits, fashion-mnist); `{}` is not images",
-                    config.dataset
-                ))
-            })?;
+            let [c, h, w] = image_shape("vit", config, pre)?;
             let patch_size = match n.patch_size {
                 0 => auto_patch(h, w),
                 p => p,
@@ -101,12 +96,7 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
             )?
         }
         m if is_resnet(m) => {
-            let [c, h, w] = pre.image_shape.ok_or_else(|| {
-                Error::Usage(format!(
-                    "model {m} needs image data (digits, fashion-mnist); `{}` is not images",
-                    config.dataset
-                ))
-            })?;
+            let [c, h, w] = image_shape(m, config, pre)?;
             NetworkConfig::ResNet {
                 resnet: ResNetConfig::by_name(m, c, n_out)?,
                 name: m.to_string(),
@@ -115,12 +105,7 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
             }
         }
         m if is_vgg(m) => {
-            let [c, h, w] = pre.image_shape.ok_or_else(|| {
-                Error::Usage(format!(
-                    "model {m} needs image data (digits, fashion-mnist); `{}` is not images",
-                    config.dataset
-                ))
-            })?;
+            let [c, h, w] = image_shape(m, config, pre)?;
             let d_hidden = *n.hidden.first().ok_or_else(|| {
                 Error::Usage("a VGG needs a classifier width (--hidden N)".into())
             })?;
@@ -167,6 +152,16 @@ pub fn network_config(config: &RunConfig, pre: &Preprocess, n_out: usize) -> Res
     };
     net.validate()?;
     Ok(net)
+}
+
+/// `[channels, height, width]` of image data, or an error saying that `model` needs images.
+fn image_shape(model: &str, config: &RunConfig, pre: &Preprocess) -> Result<[usize; 3]> {
+    pre.image_shape.ok_or_else(|| {
+        Error::Usage(format!(
+            "model {model} needs image data (digits, fashion-mnist, csv:PATH with --image-shape); `{}` is not images",
+            config.dataset
+        ))
+    })
 }
 
 /// The largest patch side up to 4 that divides both image sides and still leaves at least 16
