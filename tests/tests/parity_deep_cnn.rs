@@ -11,7 +11,7 @@
 //!   that one step within 1e-5 (PyTorch's momentum 0.1 and unbiased variance).
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::store::{ApplyResult, ModuleSnapshot, PytorchStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 use strata::arch::{ResNet, ResNetConfig, Stem, VggConfig};
@@ -52,7 +52,13 @@ fn load(case: &str, f: &Value, device: &Device) -> ResNet {
     let mut model = config.init(device).unwrap();
     let path = format!("{}/fixtures/resnet/{case}.pt", env!("CARGO_MANIFEST_DIR"));
     let mut store = PytorchStore::from_file(path).allow_partial(false);
-    let result = model.load_from(&mut store).unwrap();
+    assert_complete(case, &model.load_from(&mut store).unwrap());
+    model
+}
+
+/// Every parameter of the model loaded, and nothing of the file left over but PyTorch's
+/// `num_batches_tracked`.
+fn assert_complete(case: &str, result: &ApplyResult) {
     assert!(
         result.errors.is_empty() && result.missing.is_empty(),
         "{case}: {result:?}"
@@ -65,7 +71,6 @@ fn load(case: &str, f: &Value, device: &Device) -> ResNet {
         "{case}: unused {:?}",
         result.unused
     );
-    model
 }
 
 /// Every batch norm of the model with its PyTorch name.
@@ -240,19 +245,7 @@ fn vgg_matches_pytorch_in_evaluation_and_training() {
         for (from, to) in m.pytorch_key_remapping() {
             store = store.with_key_remapping(&from, &to);
         }
-        let result = m.load_from(&mut store).unwrap();
-        assert!(
-            result.errors.is_empty() && result.missing.is_empty(),
-            "{result:?}"
-        );
-        assert!(
-            result
-                .unused
-                .iter()
-                .all(|k| k.ends_with("num_batches_tracked")),
-            "{:?}",
-            result.unused
-        );
+        assert_complete("vgg_small_bn", &m.load_from(&mut store).unwrap());
         m
     };
     let plain = Device::flex();

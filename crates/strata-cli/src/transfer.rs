@@ -30,6 +30,28 @@ pub fn run_weights(dir: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Checks, before a run writes anything, what its transfer settings need: parts of `model`
+/// to freeze or tune, and the starting weights' file.
+///
+/// # Errors
+/// As [`fine_tune`] and [`run_weights`], and an `--init-from` file that does not exist.
+pub fn check_transfer(model: &Network, config: &RunConfig) -> Result<()> {
+    fine_tune(model, config)?;
+    let t = &config.transfer;
+    if let Some(p) = &t.init_from
+        && !p.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--init-from {}: no such file",
+            p.display()
+        )));
+    }
+    if let Some(dir) = &t.init_from_run {
+        run_weights(dir)?;
+    }
+    Ok(())
+}
+
 /// Loads the starting weights `config` asks for into `model`; `None` when it asks for none.
 ///
 /// # Errors

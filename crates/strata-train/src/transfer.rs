@@ -32,7 +32,7 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::store::{
     ApplyResult, BurnpackStore, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    SafetensorsStore, burn_pack::Tensor as PackTensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,25 +86,29 @@ impl FineTune {
     /// # Errors
     /// [`Error::Invalid`] naming a prefix that covers no parameter.
     pub fn parameters<M: Module>(&self, model: &M, prefixes: &[String]) -> Result<Vec<ParamId>> {
-        let tensors = model.collect(None, None, false);
-        let mut ids = Vec::new();
-        for p in prefixes {
-            let before = ids.len();
-            for t in &tensors {
-                if under(&t.name, p)
-                    && let Some(id) = t.param_id
-                {
-                    ids.push(ParamId::from(id));
-                }
-            }
-            if ids.len() == before {
-                return Err(Error::Invalid(format!(
-                    "`{p}` names no parameter of the model"
-                )));
+        ids_under(&model.collect(None, None, false), prefixes)
+    }
+}
+
+/// The ids of the collected `tensors` under `prefixes`, in model order.
+fn ids_under(tensors: &[PackTensor], prefixes: &[String]) -> Result<Vec<ParamId>> {
+    let mut ids = Vec::new();
+    for p in prefixes {
+        let before = ids.len();
+        for t in tensors {
+            if under(&t.name, p)
+                && let Some(id) = t.param_id
+            {
+                ids.push(ParamId::from(id));
             }
         }
-        Ok(ids)
+        if ids.len() == before {
+            return Err(Error::Invalid(format!(
+                "`{p}` names no parameter of the model"
+            )));
+        }
     }
+    Ok(ids)
 }
 
 /// Whether the parameter `name` is `prefix` or lies under it.
@@ -130,16 +134,17 @@ impl Tuner {
             });
         };
         t.validate()?;
+        let tensors = model.collect(None, None, false);
         let frozen = if t.frozen.is_empty() {
             None
         } else {
-            let ids = t.parameters(model, &t.frozen)?;
+            let ids = ids_under(&tensors, &t.frozen)?;
             Some((ParamGroup::from_ids(ids), t.unfreeze_at_epoch))
         };
         let backbone = if t.backbone.is_empty() || t.backbone_lr_factor == 1.0 {
             None
         } else {
-            let ids = t.parameters(model, &t.backbone)?;
+            let ids = ids_under(&tensors, &t.backbone)?;
             Some((ParamGroup::from_ids(ids), t.backbone_lr_factor))
         };
         Ok(Self {

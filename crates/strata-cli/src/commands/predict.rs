@@ -5,11 +5,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
 use strata::arch::{Network, NetworkConfig, ResNetConfig, VggConfig};
 use strata::data::{Table, read_feature_rows};
 use strata::tensor::Backend;
-use strata::tensor::convert::to_vec;
 use strata::train::{predict, probabilities, write_atomic};
 
 use crate::args::PredictArgs;
@@ -174,22 +172,27 @@ fn predict_weights(args: &PredictArgs) -> Result<()> {
             extra
         )));
     }
-    let model = model.valid();
+    let data = strata::data::Dataset::new(
+        "input",
+        values,
+        c * h * w,
+        strata::data::Targets::Values(vec![0.0; n]),
+        Some([c, h, w]),
+    )?;
+    let (logits, k) = predict(
+        &model.valid(),
+        &|m: &Network, x| m.forward_flat(x),
+        &data,
+        64,
+        &device,
+    );
     let mut csv = String::new();
-    let header: Vec<String> = (0..args.num_classes)
-        .map(|k| format!("logit_{k}"))
-        .collect();
+    let header: Vec<String> = (0..k).map(|j| format!("logit_{j}")).collect();
     let _ = writeln!(csv, "row,{}", header.join(","));
-    let per = c * h * w;
-    for (b, chunk) in values.chunks(64 * per).enumerate() {
-        let rows = chunk.len() / per;
-        let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, per]), &device);
-        let logits = model.forward_flat(x);
-        for (i, row) in to_vec(logits).chunks(args.num_classes).enumerate() {
-            // Rust prints the shortest decimal that reads back as the same f32.
-            let cells: Vec<String> = row.iter().map(|v| format!("{v:?}")).collect();
-            let _ = writeln!(csv, "{},{}", b * 64 + i, cells.join(","));
-        }
+    for (i, row) in logits.chunks(k).enumerate() {
+        // Rust prints the shortest decimal that reads back as the same f32.
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:?}")).collect();
+        let _ = writeln!(csv, "{i},{}", cells.join(","));
     }
     write_output(args, &csv, n, &args.input.with_file_name("logits.csv"))
 }

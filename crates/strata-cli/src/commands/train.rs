@@ -24,7 +24,7 @@ use crate::data_source::{Prepared, Source, load_source, n_outputs, prepare, spli
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
 use crate::run_config::{Freeze, RunConfig, is_recurrent};
-use crate::transfer::{fine_tune, init_weights};
+use crate::transfer::{check_transfer, fine_tune, init_weights};
 
 /// Builds the run config: the model's defaults, then `--config` (or the resumed run's
 /// config.toml), then each flag given.
@@ -416,15 +416,17 @@ fn headline_keys(ev: &Evaluation) -> &'static [&'static str] {
     }
 }
 
+/// Sizes written `AxBxC`; `None` when `s` is not that.
+fn parse_dims(s: &str) -> Option<Vec<usize>> {
+    s.split(['x', 'X'])
+        .map(|v| v.trim().parse::<usize>().ok())
+        .collect()
+}
+
 /// `CxHxW`.
 fn parse_image_shape(s: &str) -> Result<[usize; 3]> {
-    let dims: Vec<usize> = s
-        .split(['x', 'X'])
-        .map(|v| v.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::Usage(format!("--image-shape `{s}`: expected CxHxW, e.g. 1x28x28")))?;
-    match dims.as_slice() {
-        &[c, h, w] if c * h * w > 0 => Ok([c, h, w]),
+    match parse_dims(s).as_deref() {
+        Some(&[c, h, w]) if c * h * w > 0 => Ok([c, h, w]),
         _ => Err(Error::Usage(format!(
             "--image-shape `{s}`: expected CxHxW with sizes >= 1, e.g. 1x28x28"
         ))),
@@ -433,18 +435,12 @@ fn parse_image_shape(s: &str) -> Result<[usize; 3]> {
 
 /// `HxW` or one side for both.
 fn parse_size(s: &str) -> Result<[usize; 2]> {
-    let bad = || {
-        Error::Usage(format!(
+    match parse_dims(s).as_deref() {
+        Some(&[h, w]) => Ok([h, w]),
+        Some(&[n]) => Ok([n, n]),
+        _ => Err(Error::Usage(format!(
             "--resize `{s}`: expected HxW (28x28) or one side (28)"
-        ))
-    };
-    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
-    match s.split_once(['x', 'X']) {
-        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
-        None => {
-            let n = parse(s)?;
-            Ok([n, n])
-        }
+        ))),
     }
 }
 
@@ -490,18 +486,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // Fail before writing anything: the network, its transfer settings (parameters are
     // initialised lazily, so building it here costs little), the starting weights' file.
     let net = network_config(&config, &prepared.preprocess, n_out)?;
-    fine_tune(&net.init(&device)?, &config)?;
-    if let Some(p) = &config.transfer.init_from
-        && !p.is_file()
-    {
-        return Err(Error::Usage(format!(
-            "--init-from {}: no such file",
-            p.display()
-        )));
-    }
-    if let Some(dir) = &config.transfer.init_from_run {
-        crate::transfer::run_weights(dir)?;
-    }
+    check_transfer(&net.init(&device)?, &config)?;
     if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
         return Err(Error::Usage(format!(
             "augmentation works on images; `{}` is not image data (mixup alone works on any data)",
