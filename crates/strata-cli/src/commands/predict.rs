@@ -54,20 +54,14 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             *v = s.scaler.scale(*v);
         }
     }
-    let data = strata::data::Dataset::new(
-        "input",
+    let (outputs, k) = forward_rows(
+        &run.model,
         features,
         pre.n_features,
-        strata::data::Targets::Values(vec![0.0; n]),
         pre.image_shape,
-    )?;
-    let (outputs, k) = predict(
-        &run.model,
-        &|m: &Network, x| m.forward_flat(x),
-        &data,
         256,
         &run.device,
-    );
+    )?;
     let mut csv = String::new();
     match &pre.class_names {
         Some(names) => {
@@ -172,20 +166,14 @@ fn predict_weights(args: &PredictArgs) -> Result<()> {
             extra
         )));
     }
-    let data = strata::data::Dataset::new(
-        "input",
+    let (logits, k) = forward_rows(
+        &model.valid(),
         values,
         c * h * w,
-        strata::data::Targets::Values(vec![0.0; n]),
         Some([c, h, w]),
-    )?;
-    let (logits, k) = predict(
-        &model.valid(),
-        &|m: &Network, x| m.forward_flat(x),
-        &data,
         64,
         &device,
-    );
+    )?;
     let mut csv = String::new();
     let header: Vec<String> = (0..k).map(|j| format!("logit_{j}")).collect();
     let _ = writeln!(csv, "row,{}", header.join(","));
@@ -195,4 +183,31 @@ fn predict_weights(args: &PredictArgs) -> Result<()> {
         let _ = writeln!(csv, "{i},{}", cells.join(","));
     }
     write_output(args, &csv, n, &args.input.with_file_name("logits.csv"))
+}
+
+/// The outputs of `model` on `rows` of `n_features` values each (images when `image_shape`
+/// is given), `batch` rows at a time, flattened, and the number of outputs per row.
+fn forward_rows(
+    model: &Network,
+    rows: Vec<f32>,
+    n_features: usize,
+    image_shape: Option<[usize; 3]>,
+    batch: usize,
+    device: &burn::tensor::Device,
+) -> Result<(Vec<f32>, usize)> {
+    let n = rows.len() / n_features.max(1);
+    let data = strata::data::Dataset::new(
+        "input",
+        rows,
+        n_features,
+        strata::data::Targets::Values(vec![0.0; n]),
+        image_shape,
+    )?;
+    Ok(predict(
+        model,
+        &|m: &Network, x| m.forward_flat(x),
+        &data,
+        batch,
+        device,
+    ))
 }
