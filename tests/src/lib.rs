@@ -2,17 +2,22 @@
 //! resume, divergence and PyTorch parity. This library holds their shared helpers.
 
 use burn::tensor::Device;
+use strata::tensor::require::unmet;
 use strata::tensor::{Backend, backends};
 
-/// The devices of every backend usable here. Prints a clear skip line for each one that is
-/// not (e.g. wgpu without a Vulkan driver), so a skipped backend is never silent.
+/// The devices of every backend usable here. A backend that is not (wgpu without a Vulkan
+/// driver) is reported through [`strata::tensor::require::unmet`]: a counted skip, or a
+/// failure where it is required (in CI).
+///
+/// # Panics
+/// When a required backend is not usable.
 pub fn usable_backends() -> Vec<(Backend, Device)> {
     backends()
         .into_iter()
         .filter_map(|s| match s.usable {
             Ok(()) => Some((s.backend, s.backend.device())),
             Err(why) => {
-                eprintln!("SKIPPED backend {}: not usable here: {why}", s.backend);
+                unmet(s.backend.name(), &format!("backend not usable here: {why}"));
                 None
             }
         })
@@ -45,22 +50,17 @@ pub fn json_tensor(v: &serde_json::Value) -> (Vec<f32>, Vec<usize>) {
     (out, shape)
 }
 
-/// Asserts that `got` and `want` agree element-wise within `tol`, naming `what` and the worst
-/// difference: the comparison of every PyTorch parity test.
+/// Asserts that `got` and `want` agree element-wise within `tol`, naming `what`, the worst
+/// index and its two values: the comparison of every PyTorch parity test
+/// ([`strata::tensor::compare::check_close`]).
 ///
 /// # Panics
-/// When the sizes differ or an element is further than `tol` from PyTorch's.
+/// When the lengths differ, when either side holds a NaN or an infinity, or when an element is
+/// further than `tol` from PyTorch's.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: max |strata - PyTorch| = {worst:e} > {tol:e}"
-    );
+    if let Err(e) = strata::tensor::compare::check_close(what, got, want, tol) {
+        panic!("{e}");
+    }
 }
 
 /// [`assert_close`] against a fixture's JSON tensor.
@@ -69,4 +69,48 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 /// As [`assert_close`] and [`json_tensor`].
 pub fn close_to_json(what: &str, got: Vec<f32>, want: &serde_json::Value, tol: f32) {
     assert_close(what, &got, &json_tensor(want).0, tol);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "value 1 is not finite")]
+    fn nan_fails_a_parity_check() {
+        assert_close("nan", &[0.0, f32::NAN], &[0.0, 1.0], 1.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "value 0 is not finite")]
+    fn all_nan_outputs_are_not_equal() {
+        close_to_json(
+            "all-nan",
+            vec![f32::NAN; 2],
+            &serde_json::json!([1.0, 2.0]),
+            1e-4,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "lengths differ: 2 values against 3")]
+    fn a_wrong_length_fails_a_parity_check() {
+        close_to_json(
+            "short",
+            vec![1.0, 2.0],
+            &serde_json::json!([1.0, 2.0, 3.0]),
+            1e-4,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at index 2")]
+    fn a_difference_over_the_tolerance_fails() {
+        assert_close("far", &[1.0, 2.0, 3.0], &[1.0, 2.0, 3.5], 0.1);
+    }
+
+    #[test]
+    fn equal_finite_values_pass() {
+        assert_close("same", &[1.0, -2.0], &[1.0, -2.0], 0.0);
+    }
 }

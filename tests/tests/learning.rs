@@ -209,7 +209,14 @@ fn resumed_run_matches_uninterrupted_run() {
     .unwrap();
     assert_eq!(resumed.resumed_from, Some(3));
     assert_eq!(resumed.epochs_run, 6);
+    assert_eq!(whole.history.len(), 6);
+    assert_eq!(
+        resumed.history.len(),
+        6,
+        "the resumed history has every epoch"
+    );
     for (x, y) in whole.history.iter().zip(&resumed.history) {
+        assert_eq!(x.epoch, y.epoch);
         assert_eq!(x.train_loss, y.train_loss, "epoch {} train loss", x.epoch);
         assert_eq!(x.valid_loss, y.valid_loss, "epoch {} valid loss", x.epoch);
     }

@@ -182,11 +182,8 @@ fn resnets_match_pytorch_in_evaluation_and_training() {
         // before the step.
         let after = model.valid().forward(tensor4(&f["x"], &plain));
         let before = strata_tests::json_tensor(&f["eval_logits"]).0;
-        let moved = to_vec(after)
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let moved = strata::tensor::compare::max_abs_diff(&to_vec(after), &before)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         assert!(
             moved > 1e-4,
             "{case}: the running statistics did not change"

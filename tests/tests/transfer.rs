@@ -160,3 +160,58 @@ fn weights_that_do_not_fit_are_clear_errors() {
     let e = weights_error(cifar(3, [8, 16]), "resnet.json");
     assert!(e.contains("cannot read `.json` files"), "{e}");
 }
+
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// A `.pt` (zip + pickle) or `.safetensors` (length + JSON header) file with bytes
+        /// flipped (half the time within the first 256, where the headers are) and cut short
+        /// gives weights or an `Err`, never a panic or a hang.
+        #[test]
+        fn damaged_weight_files_never_panic(
+            safetensors in any::<bool>(),
+            flips in prop::collection::vec(
+                (any::<bool>(), any::<prop::sample::Index>(), any::<u8>()),
+                1..6,
+            ),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let file = if safetensors {
+                "resnet/cifar_basic.safetensors"
+            } else {
+                "resnet/cifar_basic.pt"
+            };
+            let mut bytes = std::fs::read(fixture(file)).unwrap();
+            for (head, at, v) in &flips {
+                let span = if *head { bytes.len().min(256) } else { bytes.len() };
+                let i = at.index(span);
+                bytes[i] ^= v | 1;
+            }
+            let keep = cut.index(bytes.len() + 1).max(bytes.len() * 3 / 4);
+            bytes.truncate(keep);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(std::path::Path::new(file).file_name().unwrap());
+            std::fs::write(&path, &bytes).unwrap();
+            let done = strata::tensor::require::within(std::time::Duration::from_secs(30), move || {
+                let head = ["fc".to_string()];
+                let r = load_pretrained(
+                    cifar(3, [8, 16]),
+                    &Pretrained {
+                        path: &path,
+                        layout: Layout::Torch,
+                        head: &head,
+                        new_head: false,
+                        remap: &[],
+                    },
+                );
+                drop(dir);
+                r.is_ok()
+            });
+            prop_assert!(done.is_some(), "{file}: no answer within 30 s");
+        }
+    }
+}

@@ -48,7 +48,14 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("strata: error: {e}");
+        // One line whatever the error's text (a parser's message may span several).
+        let text = e.to_string();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        eprintln!("strata: error: {}", lines.join(" "));
         std::process::exit(1);
     }
 }

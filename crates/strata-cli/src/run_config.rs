@@ -120,6 +120,10 @@ fn default_head() -> usize {
     128
 }
 
+/// The largest image side accepted by `--image-shape` and `--resize` (and their TOML keys):
+/// far beyond any image Strata trains on, small enough that no size computation overflows.
+pub(crate) const MAX_SIDE: usize = 8192;
+
 /// A run, as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -546,6 +550,7 @@ impl RunConfig {
         self.optimizer.validate()?;
         self.schedule.validate()?;
         self.loss.validate()?;
+        self.augment.validate()?;
         for (name, f) in [
             ("valid fraction", self.valid_fraction),
             ("test fraction", self.test_fraction),
@@ -564,10 +569,20 @@ impl RunConfig {
                 "train fraction must be in (0, 1], got {f}"
             )));
         }
+        let side = |d: &usize| (1..=MAX_SIDE).contains(d);
         if let Some([h, w]) = self.resize
-            && (h == 0 || w == 0)
+            && !(side(&h) && side(&w))
         {
-            return Err(Error::Usage(format!("cannot resize images to {h}x{w}")));
+            return Err(Error::Usage(format!(
+                "cannot resize images to {h}x{w}: each side must be in 1..={MAX_SIDE}"
+            )));
+        }
+        if let Some([c, h, w]) = self.image_shape
+            && ![c, h, w].iter().all(side)
+        {
+            return Err(Error::Usage(format!(
+                "image shape {c}x{h}x{w}: each size must be in 1..={MAX_SIDE}"
+            )));
         }
         let t = &self.transfer;
         if t.init_from.is_some() && t.init_from_run.is_some() {
@@ -647,5 +662,58 @@ mod tests {
         let mut c = RunConfig::defaults("mlp");
         c.optimizer.lr = -1.0;
         assert!(c.validate().is_err());
+    }
+
+    mod no_panic {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid config with some of its bytes replaced by characters that matter in TOML
+        /// and numbers, and bytes cut from the end.
+        fn mutated() -> impl Strategy<Value = String> {
+            let mut c = RunConfig::defaults_for("resnet20", "fashion-mnist");
+            c.augment = Augment::parse("crop:4,flip,affine,erase,mixup:0.2").unwrap();
+            let base = c.to_toml().into_bytes();
+            (
+                prop::collection::vec(
+                    (
+                        any::<prop::sample::Index>(),
+                        prop::sample::select(b"-09.e=[]\"#,\n nan inf".to_vec()),
+                    ),
+                    1..10,
+                ),
+                any::<prop::sample::Index>(),
+            )
+                .prop_map(move |(flips, cut)| {
+                    let mut b = base.clone();
+                    for (at, v) in flips {
+                        let i = at.index(b.len());
+                        b[i] = v;
+                    }
+                    b.truncate(cut.index(b.len() + 1).max(b.len() * 3 / 4));
+                    String::from_utf8_lossy(&b).to_string()
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(384))]
+
+            /// Any TOML text gives a config or an error, and a config that validates can be
+            /// written back: never a panic or a hang.
+            #[test]
+            fn run_toml_never_panics(text in prop_oneof![".{0,200}", mutated()]) {
+                let done = strata::tensor::require::within(
+                    std::time::Duration::from_secs(20),
+                    move || {
+                        if let Ok(c) = toml::from_str::<RunConfig>(&text)
+                            && c.validate().is_ok()
+                        {
+                            let _ = c.to_toml();
+                        }
+                    },
+                );
+                prop_assert!(done.is_some(), "no answer within 20 s");
+            }
+        }
     }
 }

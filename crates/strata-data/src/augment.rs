@@ -25,6 +25,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The largest crop padding accepted, in pixels: far beyond any image Strata trains on, and
+/// small enough that no offset arithmetic can overflow.
+pub const MAX_CROP_PADDING: usize = 4096;
+
+/// The range of mixup's Beta(alpha, alpha) parameter accepted: the mixup paper uses 0.1 to
+/// 0.4; below 0.01 both Gamma draws underflow to zero.
+pub const MIXUP_ALPHA: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+
 /// One augmentation step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -70,22 +78,47 @@ impl Augmentation {
     /// `noise[:STD]`, `erase[:P]` (defaults 4, 0.5, 10 and 0.1, 0.05, 0.5).
     ///
     /// # Errors
-    /// [`Error::Invalid`] for an unknown name or a bad number.
+    /// [`Error::Invalid`] for an unknown name, a bad or missing number, too many numbers, or a
+    /// value out of range (see [`validate`](Self::validate)).
     pub fn parse(spec: &str) -> Result<Self> {
         let mut parts = spec.trim().split(':');
         let name = parts.next().unwrap_or_default();
         let nums: Vec<f64> = parts
-            .map(|p| {
-                p.parse::<f64>().map_err(|_| {
-                    Error::Invalid(format!("augmentation `{spec}`: `{p}` is not a number"))
-                })
+            .map(|p| match p.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => Err(Error::Invalid(format!(
+                    "augmentation `{spec}`: `{p}` is not a finite number"
+                ))),
             })
             .collect::<Result<_>>()?;
+        let most = match name {
+            "crop" | "flip" | "noise" | "erase" => 1,
+            "affine" => 2,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown augmentation `{other}`: expected crop, flip, affine, noise, erase or mixup"
+                )));
+            }
+        };
+        if nums.len() > most {
+            return Err(Error::Invalid(format!(
+                "augmentation `{spec}`: {name} takes at most {most} number(s), got {}",
+                nums.len()
+            )));
+        }
         let at = |i: usize, default: f64| nums.get(i).copied().unwrap_or(default);
         let a = match name {
-            "crop" => Self::RandomCrop {
-                padding: at(0, 4.0) as usize,
-            },
+            "crop" => {
+                let p = at(0, 4.0);
+                if p.fract() != 0.0 || !(0.0..=MAX_CROP_PADDING as f64).contains(&p) {
+                    return Err(Error::Invalid(format!(
+                        "augmentation `{spec}`: crop padding must be a whole number of pixels in 0..={MAX_CROP_PADDING}, got {p}"
+                    )));
+                }
+                Self::RandomCrop {
+                    padding: p as usize,
+                }
+            }
             "flip" => Self::HorizontalFlip { p: at(0, 0.5) },
             "affine" => Self::Affine {
                 degrees: at(0, 10.0) as f32,
@@ -94,25 +127,26 @@ impl Augmentation {
             "noise" => Self::GaussianNoise {
                 std: at(0, 0.05) as f32,
             },
-            "erase" => Self::RandomErasing {
+            _ => Self::RandomErasing {
                 p: at(0, 0.5),
                 min_area: 0.02,
                 max_area: 0.33,
             },
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown augmentation `{other}`: expected crop, flip, affine, noise, erase or mixup"
-                )));
-            }
         };
         a.validate()?;
         Ok(a)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the step's settings: a crop padding up to [`MAX_CROP_PADDING`], probabilities
+    /// in `[0, 1]`, a rotation in `[0, 180]` degrees, a shift in `[0, 1)`, a finite noise
+    /// `std >= 0`, erased areas with `0 < min <= max <= 1`. NaN is never in range.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the step.
+    pub fn validate(&self) -> Result<()> {
         let prob = |p: f64| (0.0..=1.0).contains(&p);
         let ok = match *self {
-            Self::RandomCrop { .. } => true,
+            Self::RandomCrop { padding } => padding <= MAX_CROP_PADDING,
             Self::HorizontalFlip { p } => prob(p),
             Self::Affine { degrees, translate } => {
                 (0.0..=180.0).contains(&degrees) && (0.0..1.0).contains(&translate)
@@ -128,7 +162,7 @@ impl Augmentation {
             Ok(())
         } else {
             Err(Error::Invalid(format!(
-                "augmentation {self:?} is out of range"
+                "augmentation {self:?} is out of range (crop padding <= {MAX_CROP_PADDING}, probabilities in [0, 1], degrees in [0, 180], translate in [0, 1), noise std >= 0, 0 < min_area <= max_area <= 1)"
             )))
         }
     }
@@ -298,12 +332,24 @@ fn gamma(shape: f64, rng: &mut ChaCha8Rng) -> f64 {
     }
 }
 
-/// A Beta(`alpha`, `alpha`) draw: mixup's mixing weight.
+/// The logarithm of a Gamma(`shape`, 1) draw. Below shape 1 the boost `G(shape + 1) *
+/// U^(1/shape)` is taken in logs, where it cannot underflow to zero.
+fn ln_gamma_draw(shape: f64, rng: &mut ChaCha8Rng) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+        return gamma(shape + 1.0, rng).ln() + u.ln() / shape;
+    }
+    gamma(shape, rng).ln()
+}
+
+/// A Beta(`alpha`, `alpha`) draw: mixup's mixing weight, `a / (a + b)` for two Gamma draws,
+/// computed as `1 / (1 + exp(ln b - ln a))` so that small alphas, whose Gamma draws underflow,
+/// still give a weight in `[0, 1]`.
 pub fn beta_symmetric(alpha: f64, seed: u64) -> f64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let a = gamma(alpha, &mut rng);
-    let b = gamma(alpha, &mut rng);
-    a / (a + b)
+    let a = ln_gamma_draw(alpha, &mut rng);
+    let b = ln_gamma_draw(alpha, &mut rng);
+    1.0 / (1.0 + (b - a).exp())
 }
 
 /// A composed, seeded augmentation pipeline, plus optional mixup.
@@ -330,24 +376,41 @@ impl Augment {
     pub fn parse(spec: &str) -> Result<Self> {
         let mut out = Self::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if let Some(rest) = item.strip_prefix("mixup") {
-                let alpha = match rest.strip_prefix(':') {
-                    Some(a) => a.parse::<f64>().map_err(|_| {
+            if item == "mixup" || item.starts_with("mixup:") {
+                let alpha = match item.strip_prefix("mixup:") {
+                    Some(a) => a.trim().parse::<f64>().map_err(|_| {
                         Error::Invalid(format!("augmentation `{item}`: `{a}` is not a number"))
                     })?,
                     None => 0.2,
                 };
-                if !(alpha > 0.0 && alpha.is_finite()) {
-                    return Err(Error::Invalid(format!(
-                        "mixup alpha must be > 0, got {alpha}"
-                    )));
-                }
                 out.mixup = Some(alpha);
             } else {
                 out.steps.push(Augmentation::parse(item)?);
             }
         }
+        out.validate()?;
         Ok(out)
+    }
+
+    /// Checks every step ([`Augmentation::validate`]) and mixup's alpha (in
+    /// [`MIXUP_ALPHA`]): what a TOML config must pass as much as `--augment`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<()> {
+        for step in &self.steps {
+            step.validate()?;
+        }
+        if let Some(alpha) = self.mixup
+            && !MIXUP_ALPHA.contains(&alpha)
+        {
+            return Err(Error::Invalid(format!(
+                "mixup alpha must be in [{}, {}], got {alpha}",
+                MIXUP_ALPHA.start(),
+                MIXUP_ALPHA.end()
+            )));
+        }
+        Ok(())
     }
 
     /// Whether nothing is done.
@@ -447,9 +510,26 @@ mod tests {
             Augment::parse("crop:x")
                 .unwrap_err()
                 .to_string()
-                .contains("`x` is not a number")
+                .contains("`x` is not a finite number")
         );
         assert!(Augment::parse("mixup:0").is_err());
+        // What crashed or hung before: an offset overflow, NaN, out-of-range steps.
+        for bad in [
+            "crop:1e19",
+            "crop:-1",
+            "crop:1.5",
+            "flip:nan",
+            "mixup:nan",
+            "mixupx",
+            "affine:-5",
+        ] {
+            assert!(Augment::parse(bad).is_err(), "{bad}");
+        }
+        let nan_mixup = Augment {
+            steps: vec![],
+            mixup: Some(f64::NAN),
+        };
+        assert!(nan_mixup.validate().is_err());
         let mut odd = vec![0.0; 10];
         assert!(a.apply(&mut odd, [1, 3, 3], 0).is_err());
     }
@@ -463,6 +543,16 @@ mod tests {
         assert!((mean - 0.5).abs() < 0.02, "{mean}");
         assert!((var - 0.1389).abs() < 0.01, "{var}");
         assert!(draws.iter().all(|d| (0.0..=1.0).contains(d)));
+        // The smallest alpha accepted: Gamma draws that underflow in linear scale still give
+        // weights in [0, 1], near 0 or 1 as Beta(0.01, 0.01) is.
+        let tiny: Vec<f64> = (0..2000).map(|s| beta_symmetric(0.01, s)).collect();
+        assert!(tiny.iter().all(|d| (0.0..=1.0).contains(d)), "{tiny:?}");
+        let extreme = tiny
+            .iter()
+            .filter(|&&d| !(0.01..=0.99).contains(&d))
+            .count();
+        // About 4% of Beta(0.01, 0.01) lies in [0.01, 0.99]: some 1920 of 2000 outside.
+        assert!(extreme > 1800, "{extreme} of 2000 near 0 or 1");
     }
 
     proptest! {

@@ -107,14 +107,75 @@ pub fn load_csv(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Dataset>
     parse_csv(&bytes, &name, options)
 }
 
-/// The reader every CSV entry point uses: no header handling (we detect it), ragged rows let
-/// through (we report them with their line), cells trimmed.
-fn csv_reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new()
+/// The records of CSV text with their line numbers, read by the one reader setup that every
+/// CSV entry point (`csv:`, `table:`, `series:`) shares: quoted cells (a quoted comma stays in
+/// its cell), no header handling (the callers detect or skip it), ragged rows let through (the
+/// callers report them with their line), cells trimmed, blank lines skipped; with `comment`,
+/// lines starting with that byte are skipped too.
+///
+/// # Errors
+/// [`Error::Csv`] naming `source` and the line for malformed CSV (such as invalid UTF-8).
+pub(crate) fn csv_rows(
+    bytes: &[u8],
+    source: &str,
+    comment: Option<u8>,
+) -> Result<Vec<(usize, Vec<String>)>> {
+    let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(bytes)
+        .comment(comment)
+        .from_reader(bytes);
+    // Line numbers come from byte offsets: the csv crate's own line count skips blank lines.
+    let mut counted = (0usize, 1usize); // (bytes scanned, line at that byte)
+    // A record's position is where the reader began it, before the blank and comment lines
+    // it skipped: step over those first.
+    let start_of = |mut byte: usize| {
+        while byte < bytes.len() {
+            match bytes[byte] {
+                b'\n' | b'\r' => byte += 1,
+                b if Some(b) == comment => {
+                    byte += bytes[byte..]
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(bytes.len() - byte, |p| p + 1);
+                }
+                _ => break,
+            }
+        }
+        byte
+    };
+    let mut line_at = |byte: usize| {
+        let byte = start_of(byte).min(bytes.len());
+        if byte >= counted.0 {
+            counted.1 += bytes[counted.0..byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted.0 = byte;
+        }
+        counted.1
+    };
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| line_at(p.byte() as usize));
+                return Err(Error::Csv {
+                    path: source.into(),
+                    line,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
+        if record.iter().all(|c| c.is_empty()) {
+            continue;
+        }
+        rows.push((line, record.iter().map(str::to_string).collect()));
+    }
+    Ok(rows)
 }
 
 /// A cell as a finite `f32`; `None` for text, empty cells, `NA`, `nan` and infinities.
@@ -132,20 +193,7 @@ fn is_number(cell: &str) -> bool {
 /// # Errors
 /// As [`load_csv`].
 pub fn parse_csv(bytes: &[u8], source: &str, options: &CsvOptions) -> Result<Dataset> {
-    let mut reader = csv_reader(bytes);
-    let mut rows: Vec<(usize, Vec<String>)> = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::Csv {
-            path: source.into(),
-            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
-            message: e.to_string(),
-        })?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        if record.iter().all(|c| c.is_empty()) {
-            continue;
-        }
-        rows.push((line, record.iter().map(str::to_string).collect()));
-    }
+    let rows = csv_rows(bytes, source, None)?;
     if rows.is_empty() {
         return Err(Error::Csv {
             path: source.into(),
@@ -328,26 +376,12 @@ pub fn read_feature_rows(
     let path = path.as_ref();
     let bytes = read_maybe_gz(path)?;
     let source = path.display().to_string();
-    let mut reader = csv_reader(&bytes);
     let mut features = Vec::new();
     let mut rows = 0usize;
     let mut header: Option<Vec<String>> = None;
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| Error::Csv {
-            path: source.clone(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        let line = record
-            .position()
-            .map(|p| p.line() as usize)
-            .unwrap_or(i + 1);
-        let cells: Vec<&str> = record.iter().collect();
-        if cells.iter().all(|c| c.is_empty()) {
-            continue;
-        }
+    for (line, cells) in csv_rows(&bytes, &source, None)? {
         if rows == 0 && header.is_none() && cells.iter().any(|c| !is_number(c)) {
-            header = Some(cells.iter().map(|s| s.to_string()).collect());
+            header = Some(cells);
             continue;
         }
         let drop = if cells.len() == n_features {
@@ -355,7 +389,13 @@ pub fn read_feature_rows(
         } else if cells.len() == n_features + 1 {
             Some(match label {
                 LabelColumn::Last => n_features,
-                LabelColumn::Index(j) => *j,
+                LabelColumn::Index(j) if *j <= n_features => *j,
+                LabelColumn::Index(j) => {
+                    return Err(Error::NoSuchColumn(
+                        format!("index {j}"),
+                        format!("rows have {} columns", n_features + 1),
+                    ));
+                }
                 LabelColumn::Name(name) => header
                     .as_ref()
                     .and_then(|h| h.iter().position(|c| c == name))

@@ -191,10 +191,11 @@ mod tests {
             .join("train-images-idx3-ubyte.gz")
             .exists()
         {
-            eprintln!(
-                "SKIPPED: {FASHION_MNIST_DIR} not installed (apt install dataset-fashion-mnist)"
+            // In CI (which installs the package) this fails instead of skipping.
+            return strata_tensor::require::unmet(
+                "fashion-mnist",
+                &format!("{FASHION_MNIST_DIR} not installed (apt install dataset-fashion-mnist)"),
             );
-            return;
         }
         let (train, test) = fashion_mnist(None).unwrap();
         assert_eq!((train.len(), test.len()), (60_000, 10_000));

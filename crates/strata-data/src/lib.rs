@@ -39,7 +39,9 @@ mod tabular;
 mod text;
 mod transduction;
 
-pub use augment::{Augment, Augmentation, beta_symmetric, resize_images};
+pub use augment::{
+    Augment, Augmentation, MAX_CROP_PADDING, MIXUP_ALPHA, beta_symmetric, resize_images,
+};
 pub use batch::{Batch, Batcher};
 pub use csv_loader::{
     CsvOptions, Header, LabelColumn, TaskHint, load_csv, parse_csv, read_feature_rows,

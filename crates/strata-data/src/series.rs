@@ -273,34 +273,37 @@ impl Series {
     }
 }
 
-/// Parses a two-column `time,value` CSV with a header line. Empty values are gaps.
-fn parse_two_columns(text: &str, name: &str) -> Result<Vec<(String, Option<f32>)>> {
+/// Parses a two-column `time,value` CSV with a header line (read by the CSV reader that every
+/// loader shares, so quoted cells work). Empty values are gaps.
+/// Each row with its line number.
+fn parse_two_columns(text: &str, name: &str) -> Result<Vec<(usize, String, Option<f32>)>> {
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut cells = line.split(',');
-        let (Some(time), Some(value), None) = (cells.next(), cells.next(), cells.next()) else {
+    for (line, cells) in crate::csv_loader::csv_rows(text.as_bytes(), name, None)?
+        .into_iter()
+        .skip(1)
+    {
+        let [time, value] = cells.as_slice() else {
             return Err(Error::Csv {
                 path: name.into(),
-                line: i + 1,
-                message: "expected two columns, time and value".into(),
+                line,
+                message: format!(
+                    "expected two columns, time and value; found {}",
+                    cells.len()
+                ),
             });
         };
-        let value = value.trim();
         let value = if value.is_empty() {
             None
         } else {
             Some(
                 crate::csv_loader::finite_f32(value).ok_or_else(|| Error::Csv {
                     path: name.into(),
-                    line: i + 1,
+                    line,
                     message: format!("value {value:?} is not a finite number"),
                 })?,
             )
         };
-        rows.push((time.trim().trim_matches('"').to_string(), value));
+        rows.push((line, time.clone(), value));
     }
     Ok(rows)
 }
@@ -314,10 +317,10 @@ pub fn parse_series(text: &str, name: &str, unit: &str, season: usize) -> Result
     let rows = parse_two_columns(text, name)?;
     let mut times = Vec::with_capacity(rows.len());
     let mut values = Vec::with_capacity(rows.len());
-    for (i, (t, v)) in rows.into_iter().enumerate() {
+    for (line, t, v) in rows {
         let v = v.ok_or_else(|| Error::Csv {
             path: name.into(),
-            line: i + 2,
+            line,
             message: format!("missing value at {t}"),
         })?;
         times.push(t);
@@ -354,7 +357,7 @@ pub fn co2() -> Series {
 fn co2_monthly(text: &str) -> Result<Series> {
     let rows = parse_two_columns(text, "co2")?;
     let mut months: Vec<(String, f64, usize)> = Vec::new();
-    for (date, v) in rows {
+    for (_, date, v) in rows {
         if date.len() != 8 {
             return Err(Error::Invalid(format!(
                 "co2: date {date:?} is not YYYYMMDD"
@@ -511,6 +514,13 @@ mod tests {
         assert!(gap.to_string().contains("missing value"), "{gap}");
         let text = parse_series("t,v\n1,1\n2,x\n", "bad", "u", 1).unwrap_err();
         assert!(text.to_string().contains("line 3"), "{text}");
+        let gap = parse_series("t,v\n\n1,1\n\n2,\n", "gap", "u", 1).unwrap_err();
+        assert!(gap.to_string().contains("line 5"), "{gap}");
+        let three = parse_series("t,v\n1,1,1\n", "three", "u", 1).unwrap_err();
+        assert!(three.to_string().contains("found 3"), "{three}");
+        // A quoted time with a comma stays one cell.
+        let q = parse_series("t,v\n\"Jan, 1949\",112\n\"Feb, 1949\",118\n", "q", "u", 1).unwrap();
+        assert_eq!(q.times, ["Jan, 1949", "Feb, 1949"]);
         let a = airline();
         let split = TimeSplit::last(144, 12, 24).unwrap();
         let sc = a.scaler(&split).unwrap();

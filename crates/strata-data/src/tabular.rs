@@ -78,29 +78,21 @@ impl Table {
     /// # Errors
     /// [`Error::Csv`] for a row with another number of cells than the header, or no rows.
     pub fn parse(bytes: &[u8], source: &str, header: Option<&[&str]>) -> Result<Self> {
-        let text = String::from_utf8_lossy(bytes);
         let csv_error = |line: usize, message: String| Error::Csv {
             path: source.into(),
             line,
             message,
         };
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.trim()))
-            .filter(|(_, l)| !l.is_empty() && !l.starts_with('|'));
-        let split =
-            |l: &str| -> Vec<String> { l.split(',').map(|c| c.trim().to_string()).collect() };
+        let mut lines = crate::csv_loader::csv_rows(bytes, source, Some(b'|'))?.into_iter();
         let header: Vec<String> = match header {
             Some(h) => h.iter().map(|s| s.to_string()).collect(),
             None => match lines.next() {
-                Some((_, l)) => split(l),
+                Some((_, cells)) => cells,
                 None => return Err(csv_error(1, "the file has no rows".into())),
             },
         };
         let mut rows = Vec::new();
-        for (line, l) in lines {
-            let cells = split(l);
+        for (line, cells) in lines {
             if cells.len() != header.len() {
                 return Err(csv_error(
                     line,
@@ -520,6 +512,12 @@ mod tests {
         assert!(s.encode(&missing).is_err());
         let features = Table::parse(b"b,a\nz,3\n", "u", None).unwrap();
         assert_eq!(s.encode_features(&features).unwrap(), vec![3.0, 0.0, 1.0]);
+        // A quoted comma stays in its cell, and `|` lines are comments.
+        let quoted = Table::parse(b"| note\na,b,y\n1,\"x, y\",p\n", "q", None).unwrap();
+        assert_eq!(
+            quoted.rows[0],
+            (3, vec!["1".into(), "x, y".into(), "p".into()])
+        );
         let one_class = Table::parse(b"a,y\n1,p\n2,p\n", "t", None).unwrap();
         assert!(TableSchema::fit(&one_class, &LabelColumn::Last, Encoding::Indices).is_err());
     }

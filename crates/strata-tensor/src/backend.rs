@@ -110,35 +110,47 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-/// Runs `1 + 1` on the backend in a separate thread with the panic message captured, so a
-/// missing adapter becomes an error value.
-fn probe(backend: Backend) -> std::result::Result<(), String> {
-    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let previous = std::panic::take_hook();
-    {
-        let message = message.clone();
+/// The name of the thread that probes a backend; its panics are not printed.
+const PROBE_THREAD: &str = "strata-backend-probe";
+
+/// Installs, once per process, a panic hook that stays silent for the probe thread and hands
+/// every other thread's panic to the hook that was there before. The hook is never swapped
+/// back and forth, so a test thread that panics while a probe runs is reported as usual.
+fn quiet_probe_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            *message.lock().unwrap_or_else(|e| e.into_inner()) = panic_message(info.payload());
+            if std::thread::current().name() != Some(PROBE_THREAD) {
+                previous(info);
+            }
         }));
-    }
-    let joined = std::thread::spawn(move || {
-        let device = backend.device();
-        let t = Tensor::<1>::from_floats([1.0f32], &device);
-        let v: Vec<f32> = (t.clone() + t)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
-        if (v[0] - 2.0).abs() > 1e-6 {
-            return Err(format!("wrong result {}", v[0]));
-        }
-        Ok(())
-    })
-    .join();
-    std::panic::set_hook(previous);
-    match joined {
+    });
+}
+
+/// Runs `1 + 1` on the backend in a separate, named thread, so a missing adapter (a panic in
+/// burn) becomes an error value carrying the panic's message.
+fn probe(backend: Backend) -> std::result::Result<(), String> {
+    quiet_probe_panics();
+    let spawned = std::thread::Builder::new()
+        .name(PROBE_THREAD.into())
+        .spawn(move || {
+            let device = backend.device();
+            let t = Tensor::<1>::from_floats([1.0f32], &device);
+            let v: Vec<f32> = (t.clone() + t)
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?;
+            if (v[0] - 2.0).abs() > 1e-6 {
+                return Err(format!("wrong result {}", v[0]));
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("cannot start the probe thread: {e}"))?;
+    match spawned.join() {
         Ok(r) => r,
-        Err(_) => {
-            let text = message.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Err(payload) => {
+            let text = panic_message(payload.as_ref());
             let first = text.lines().next().unwrap_or("").trim().to_string();
             Err(if first.is_empty() {
                 "initialisation panicked".to_string()

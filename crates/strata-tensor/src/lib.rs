@@ -17,8 +17,10 @@
 //! [`Device`]: burn::tensor::Device
 
 mod backend;
+pub mod compare;
 pub mod convert;
 mod error;
+pub mod require;
 mod seed;
 mod target;
 

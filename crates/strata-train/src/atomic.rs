@@ -1,5 +1,8 @@
-//! Atomic file writes: write a temporary file in the same directory, flush it to disk, then
-//! rename it over the target, so a reader sees the old file or the new one, never half of one.
+//! Atomic file writes: a uniquely named temporary file in the same directory
+//! (`tempfile::NamedTempFile::new_in`), written and flushed to disk, then renamed over the
+//! target (`persist`), then the directory flushed so the rename itself survives a crash. A
+//! reader sees the old file or the new one, never half of one, and two threads writing at once
+//! never share a temporary.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,18 +23,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let fault = injected_fault(&name);
+    if fault == Some(Fault::During) {
+        // Half the file reaches the disk, then the process dies as under SIGKILL: no
+        // destructor runs, so the temporary stays behind, as it would.
+        let _ = tmp.write_all(&bytes[..bytes.len() / 2]);
+        let _ = tmp.as_file().sync_all();
+        std::process::abort();
+    }
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    // On failure the temporary is removed when `persist`'s error drops it.
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    // The rename lives in the directory: flush it too (where directories can be opened).
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    if fault == Some(Fault::After) {
+        std::process::abort();
     }
     Ok(())
+}
+
+/// The environment variable of the crash-safety tests' fault injection: `during:NAME` kills
+/// the process halfway through writing the file named `NAME` (say `model-3.bpk`), `after:NAME`
+/// right after it is in place. Unset in normal use.
+pub const FAULT_ENV: &str = "STRATA_FAULT";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Fault {
+    During,
+    After,
+}
+
+/// The fault injected into the write of the file `name`, if any.
+fn injected_fault(name: &str) -> Option<Fault> {
+    let spec = std::env::var(FAULT_ENV).ok()?;
+    match spec.split_once(':')? {
+        ("during", n) if n == name => Some(Fault::During),
+        ("after", n) if n == name => Some(Fault::After),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -47,6 +84,27 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn threads_writing_at_once_never_share_a_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(p, &[t; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        // Whatever won, the file is one writer's whole content, and no temporary is left.
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|&b| b == bytes[0]));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Checkpoints: model and optimizer state (burnpack) plus the run's progress (JSON), each
-//! written atomically; the progress file is written last and names the files of its epoch, so
-//! a crash at any moment leaves the previous complete checkpoint usable.
+//! written atomically; the progress file is written last and names the files of its epoch with
+//! their CRC-32, so a crash at any moment leaves the previous complete checkpoint usable, and a
+//! file damaged afterwards (bytes flipped, cut short) is refused on resume, by name, before
+//! anything is loaded or written.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -34,6 +37,16 @@ pub struct TrainState {
     pub finished: bool,
     /// Why it stopped, when it has.
     pub stop_reason: Option<String>,
+}
+
+/// What `state.json` holds: the progress and the CRC-32 of each file of its epoch (absent in
+/// checkpoints written before checksums, which then load unchecked).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    state: TrainState,
+    #[serde(default)]
+    checksums: BTreeMap<String, u32>,
 }
 
 /// Reads and writes the checkpoints of one run directory.
@@ -76,12 +89,24 @@ impl Checkpointer {
         state: &TrainState,
     ) -> Result<()> {
         let epoch = state.epochs_done;
-        save_model(model, &self.model_file(epoch))?;
+        let model_bytes = model_bytes(model, &self.model_file(epoch))?;
+        write_atomic(&self.model_file(epoch), &model_bytes)?;
         let optim_bytes = optim
             .into_bytes()
             .map_err(|e| self.err(&self.optim_file(epoch), e))?;
         write_atomic(&self.optim_file(epoch), &optim_bytes)?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Checkpoint {
+        let mut checksums = BTreeMap::new();
+        for (file, bytes) in [
+            (self.model_file(epoch), &model_bytes[..]),
+            (self.optim_file(epoch), &optim_bytes[..]),
+        ] {
+            checksums.insert(file_name(&file), crc32fast::hash(bytes));
+        }
+        let saved = Saved {
+            state: state.clone(),
+            checksums,
+        };
+        let json = serde_json::to_vec_pretty(&saved).map_err(|e| Error::Checkpoint {
             path: self.dir.join(STATE),
             message: e.to_string(),
         })?;
@@ -96,7 +121,9 @@ impl Checkpointer {
                         .and_then(|n| n.parse::<usize>().ok())
                         .is_some_and(|n| n != epoch)
                 });
-                if stale {
+                // Temporaries of writes a crash interrupted are never read; clear them.
+                let interrupted = name.starts_with('.') && name.ends_with(".tmp");
+                if stale || interrupted {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -129,13 +156,52 @@ impl Checkpointer {
         if !path.exists() {
             return Ok(None);
         }
+        self.load_saved().map(|s| Some(s.state))
+    }
+
+    /// Checks the checkpoint that a resume would load, without loading or writing anything:
+    /// the progress file parses and the epoch's model and optimizer files match their
+    /// recorded CRC-32. Returns the progress, or `None` when there is no checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] or an I/O error naming the damaged or missing file.
+    pub fn verify(&self) -> Result<Option<TrainState>> {
+        if !self.dir.join(STATE).exists() {
+            return Ok(None);
+        }
+        let saved = self.load_saved()?;
+        let epoch = saved.state.epochs_done;
+        for path in [self.model_file(epoch), self.optim_file(epoch)] {
+            self.read_checked(&path, &saved.checksums)?;
+        }
+        Ok(Some(saved.state))
+    }
+
+    fn load_saved(&self) -> Result<Saved> {
+        let path = self.dir.join(STATE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Checkpoint {
-                path,
-                message: format!("corrupt progress file: {e}"),
-            })
+        serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+            path,
+            message: format!("corrupt progress file: {e}"),
+        })
+    }
+
+    /// The bytes of the checkpoint file `path`, checked against the CRC-32 that `state.json`
+    /// recorded for it.
+    fn read_checked(&self, path: &Path, checksums: &BTreeMap<String, u32>) -> Result<Vec<u8>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if let Some(&want) = checksums.get(&file_name(path)) {
+            let got = crc32fast::hash(&bytes);
+            if got != want {
+                return Err(self.err(
+                    path,
+                    format!(
+                        "checksum mismatch (CRC-32 {got:08x}, state.json recorded {want:08x}): the file is corrupt or truncated; nothing was loaded"
+                    ),
+                ));
+            }
+        }
+        Ok(bytes)
     }
 
     /// Loads the model and optimizer of the checkpoint described by `state`.
@@ -149,9 +215,13 @@ impl Checkpointer {
         state: &TrainState,
     ) -> Result<(M, ModuleOptimizer)> {
         let epoch = state.epochs_done;
-        let model = load_model(model, &self.model_file(epoch))?;
+        let checksums = self.load_saved()?.checksums;
+        let model_path = self.model_file(epoch);
         let path = self.optim_file(epoch);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        // Both files are checked before either is loaded.
+        let model_bytes = self.read_checked(&model_path, &checksums)?;
+        let bytes = self.read_checked(&path, &checksums)?;
+        let model = model_from_bytes(model, model_bytes, &model_path)?;
         let optim = optim
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| self.err(&path, e))?;
@@ -172,6 +242,18 @@ impl Checkpointer {
 /// A missing file, a corrupt file, or weights of another shape or architecture.
 pub fn load_model<M: Module>(model: M, path: &Path) -> Result<M> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    model_from_bytes(model, bytes, path)
+}
+
+/// The file name of `path`, as `state.json` keys its checksums.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+/// Loads burnpack `bytes` (read from `path`) into `model`.
+fn model_from_bytes<M: Module>(model: M, bytes: Vec<u8>, path: &Path) -> Result<M> {
     let record =
         ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
@@ -190,6 +272,11 @@ pub fn load_model<M: Module>(model: M, path: &Path) -> Result<M> {
 /// # Errors
 /// Serialisation or I/O errors.
 pub fn save_model<M: Module>(model: &M, path: &Path) -> Result<()> {
+    write_atomic(path, &model_bytes(model, path)?)
+}
+
+/// The burnpack bytes of `model` (bound for `path`, which errors name).
+fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>> {
     let bytes = model
         .clone()
         .into_record()
@@ -198,5 +285,5 @@ pub fn save_model<M: Module>(model: &M, path: &Path) -> Result<()> {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    write_atomic(path, &bytes)
+    Ok(bytes.to_vec())
 }

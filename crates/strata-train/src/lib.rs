@@ -54,7 +54,7 @@ mod history;
 mod tbptt;
 mod transfer;
 
-pub use atomic::write_atomic;
+pub use atomic::{FAULT_ENV, write_atomic};
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};

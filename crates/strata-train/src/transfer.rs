@@ -431,11 +431,9 @@ mod tests {
         )
     }
 
+    /// The largest difference; NaN, an infinity or a length mismatch fails the test.
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
+        strata_tensor::compare::max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `epochs` of plain SGD (one full batch per epoch) on iris with `tune`; the weights before

@@ -38,3 +38,29 @@ pub use strata_metrics as metrics;
 pub use strata_optim as optim;
 pub use strata_tensor as tensor;
 pub use strata_train as train;
+
+/// The Rust examples of the README and of `docs/*.md`, compiled and run as doctests, so a
+/// guide's example cannot drift from the API.
+#[cfg(doctest)]
+pub mod guides {
+    #[doc = include_str!("../../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../../docs/mlp.md")]
+    pub struct Mlp;
+    #[doc = include_str!("../../../docs/cnn.md")]
+    pub struct Cnn;
+    #[doc = include_str!("../../../docs/recurrent.md")]
+    pub struct Recurrent;
+    #[doc = include_str!("../../../docs/transformer.md")]
+    pub struct Transformer;
+    #[doc = include_str!("../../../docs/deep-cnn.md")]
+    pub struct DeepCnn;
+    #[doc = include_str!("../../../docs/architecture.md")]
+    pub struct Architecture;
+    #[doc = include_str!("../../../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../../../docs/results.md")]
+    pub struct Results;
+    #[doc = include_str!("../../../docs/transfer.md")]
+    pub struct Transfer;
+}

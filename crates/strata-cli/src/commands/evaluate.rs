@@ -99,7 +99,7 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let (name, mut data) = match &args.dataset {
         None => {
             let source = load_source(&config.dataset, &config.label, &config.model)?;
-            let (_, _, test) = split_source(source, config)?;
+            let (_, _, test, _) = split_source(source, config)?;
             (format!("{} (test split)", config.dataset), test)
         }
         Some(spec) if run.preprocess.table.is_some() && !spec.contains(':') && spec != "adult" => {

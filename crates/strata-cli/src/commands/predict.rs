@@ -65,8 +65,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let mut csv = String::new();
     match &pre.class_names {
         Some(names) => {
+            // One probability per class; a single (BCE) score gives two.
+            let width = if k == 1 { 2 } else { k };
+            if names.len() != width {
+                return Err(Error::Usage(format!(
+                    "{}: preprocess.json lists {} class names but the model scores {width} classes; the run directory is inconsistent",
+                    dir.display(),
+                    names.len()
+                )));
+            }
             let probs = probabilities(&outputs, k, &run.device);
-            let width = probs.len() / n;
             let header: Vec<String> = names.iter().map(|c| format!("p_{c}")).collect();
             let _ = writeln!(csv, "row,class,{}", header.join(","));
             for (i, row) in probs.chunks(width).enumerate() {

@@ -23,7 +23,7 @@ use crate::commands::{forecast, language, seq2seq};
 use crate::data_source::{Prepared, Source, load_source, n_outputs, prepare, split_source};
 use crate::error::{Error, Result};
 use crate::network::{network_config, save_safetensors};
-use crate::run_config::{Freeze, RunConfig, is_recurrent};
+use crate::run_config::{Freeze, MAX_SIDE, RunConfig, is_recurrent};
 use crate::transfer::{check_transfer, fine_tune, init_weights};
 
 /// Builds the run config: the model's defaults, then `--config` (or the resumed run's
@@ -426,22 +426,30 @@ fn parse_dims(s: &str) -> Option<Vec<usize>> {
 /// `CxHxW`.
 fn parse_image_shape(s: &str) -> Result<[usize; 3]> {
     match parse_dims(s).as_deref() {
-        Some(&[c, h, w]) if c * h * w > 0 => Ok([c, h, w]),
+        Some(&[c, h, w]) if [c, h, w].iter().all(|d| (1..=MAX_SIDE).contains(d)) => Ok([c, h, w]),
         _ => Err(Error::Usage(format!(
-            "--image-shape `{s}`: expected CxHxW with sizes >= 1, e.g. 1x28x28"
+            "--image-shape `{s}`: expected CxHxW with sizes in 1..={MAX_SIDE}, e.g. 1x28x28"
         ))),
     }
 }
 
 /// `HxW` or one side for both.
 fn parse_size(s: &str) -> Result<[usize; 2]> {
-    match parse_dims(s).as_deref() {
-        Some(&[h, w]) => Ok([h, w]),
-        Some(&[n]) => Ok([n, n]),
-        _ => Err(Error::Usage(format!(
-            "--resize `{s}`: expected HxW (28x28) or one side (28)"
-        ))),
+    let [h, w] = match parse_dims(s).as_deref() {
+        Some(&[h, w]) => [h, w],
+        Some(&[n]) => [n, n],
+        _ => {
+            return Err(Error::Usage(format!(
+                "--resize `{s}`: expected HxW (28x28) or one side (28)"
+            )));
+        }
+    };
+    if !(1..=MAX_SIDE).contains(&h) || !(1..=MAX_SIDE).contains(&w) {
+        return Err(Error::Usage(format!(
+            "--resize `{s}`: each side must be in 1..={MAX_SIDE}"
+        )));
     }
+    Ok([h, w])
 }
 
 pub(crate) fn default_out() -> PathBuf {
@@ -477,7 +485,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "note: reading each CSV row as one feature per step (set --seq-len to group features)"
         );
     }
-    let (train_raw, valid_raw, test_raw) = split_source(source, &config)?;
+    let (train_raw, valid_raw, test_raw, test_rows) = split_source(source, &config)?;
     fit_loss_to_task(&mut config, &train_raw)?;
     // The pool that k-fold cross-validates over, before standardisation.
     let pool = (config.kfold >= 2).then(|| concat(train_raw.clone(), valid_raw.clone()));
@@ -494,6 +502,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )));
     }
 
+    if args.resume {
+        // A damaged checkpoint is refused, by name, before anything in the run is rewritten.
+        strata::train::Checkpointer::new(out.join("checkpoints")).verify()?;
+    }
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     prepared.preprocess.save(&out)?;
@@ -544,6 +556,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let model = outcome.model.valid();
     save_safetensors(&model, &out.join("model.safetensors"))?;
     let test = eval(&model, &config, &prepared.test, &device)?;
+    write_test_predictions(&out, &prepared.test, &test_rows, &test)?;
     let valid = eval(&model, &config, &prepared.valid, &device)?;
     let mut metrics = run_summary(&config, &outcome);
     metrics["test"] = metrics_json(&test);
@@ -562,6 +575,41 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         outcome.train_seconds
     );
     println!("run written to {}", out.display());
+    Ok(())
+}
+
+/// Writes `test_predictions.csv` for a classifier: for each test sample, its row in the data
+/// set as loaded (in its own test set for data sets that come with one), its label and the
+/// predicted class.
+fn write_test_predictions(
+    out: &Path,
+    test: &Dataset,
+    rows: &[usize],
+    ev: &strata::train::Evaluation,
+) -> Result<()> {
+    let k = ev.n_outputs.max(1);
+    if rows.len() != test.len() || ev.outputs.len() != test.len() * k {
+        return Err(Error::Usage(format!(
+            "internal mismatch: {} test rows, {} samples, {} outputs",
+            rows.len(),
+            test.len(),
+            ev.outputs.len()
+        )));
+    }
+    let mut csv = String::new();
+    match (&test.targets, test.class_names()) {
+        (strata::data::Targets::Classes { labels, .. }, Some(names)) => {
+            csv.push_str("row,label,prediction\n");
+            let predicted = strata::metrics::argmax_rows(&ev.outputs, k);
+            for ((row, &label), &p) in rows.iter().zip(labels).zip(&predicted) {
+                let name = |c: usize| names.get(c).map_or_else(|| c.to_string(), Clone::clone);
+                csv.push_str(&format!("{row},{},{}\n", name(label), name(p)));
+            }
+        }
+        // Regression runs report their metrics only.
+        _ => return Ok(()),
+    }
+    write_atomic(&out.join("test_predictions.csv"), csv.as_bytes())?;
     Ok(())
 }
 
@@ -693,4 +741,33 @@ fn cross_validate(
         );
     }
     Ok(json!({ "k": folds.len(), "folds": rows, "mean": mean, "std": std }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `--image-shape` and `--resize` take any text: a bounded size or an error.
+        #[test]
+        fn size_flags_never_panic(s in prop_oneof![".{0,30}", "[0-9]{0,22}(x[0-9]{0,22}){0,3}"]) {
+            if let Ok(shape) = parse_image_shape(&s) {
+                prop_assert!(shape.iter().all(|d| (1..=MAX_SIDE).contains(d)));
+            }
+            if let Ok(size) = parse_size(&s) {
+                prop_assert!(size.iter().all(|d| (1..=MAX_SIDE).contains(d)));
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_that_overflowed_are_errors() {
+        // 2^32 x 2^32 x 1 wrapped to 0, and 2^63 x 2 x 1 wrapped to 0 too.
+        assert!(parse_image_shape("4294967296x4294967296x1").is_err());
+        assert!(parse_image_shape("9223372036854775808x2x1").is_err());
+        assert!(parse_size("100000000").is_err());
+        assert_eq!(parse_size("28").unwrap(), [28, 28]);
+        assert_eq!(parse_image_shape("1x28x28").unwrap(), [1, 28, 28]);
+    }
 }
