@@ -438,6 +438,16 @@ fn mark_stale(path: &Path, names: &[&str], columns: usize) -> Result<(), String>
             .and_then(|l| l.strip_suffix(" |"))
             .map(|l| l.split(" | ").collect())
             .unwrap_or_default();
+        // The header row and its separator gain the commit column where they lack it.
+        let header = cells
+            .first()
+            .is_some_and(|c| ["run", "variant"].contains(&c.trim()));
+        let separator = line.starts_with("|---") && line.matches('|').count() == columns;
+        if (header && cells.len() == columns - 1) || separator {
+            let cell = if separator { "---" } else { "commit" };
+            out.push(format!("{line} {cell} |").replace("| --- |", "|---|"));
+            continue;
+        }
         if cells.is_empty() || !names.contains(&cells[0].trim()) {
             out.push(line.to_string());
             continue;
@@ -468,6 +478,18 @@ fn accuracy(args: &[String]) -> Result<(), String> {
     let names: Vec<&str> = RUNS.iter().map(|r| r.0).collect();
     let results = root().join("docs/results.md");
     if args.iter().any(|a| a == "--mark-stale") {
+        // The page's text as `accuracy` writes it, then the rows re-marked.
+        let old = std::fs::read_to_string(&results).map_err(|e| e.to_string())?;
+        let rows: Vec<&str> = old
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("| ")
+                    .and_then(|r| r.split(" |").next())
+                    .is_some_and(|n| names.contains(&n.trim()))
+            })
+            .collect();
+        std::fs::write(&results, format!("{RESULTS_HEAD}{}\n", rows.join("\n")))
+            .map_err(|e| e.to_string())?;
         mark_stale(&results, &names, 9)?;
         mark_stale(&root().join("docs/transfer.md"), &TRANSFER_VARIANTS, 7)?;
         eprintln!("docs/results.md and docs/transfer.md re-marked");
@@ -611,6 +633,8 @@ const TRANSFER_VARIANTS: [&str; 4] = [
 struct TransferRun {
     variant: &'static str,
     seed: u64,
+    /// The commit whose code the run used.
+    commit: String,
     test: f64,
     valid: f64,
     seconds: f64,
@@ -716,10 +740,11 @@ fn transfer(args: &[String]) -> Result<(), String> {
     for (variant, flags) in TRANSFER_VARIANTS.iter().zip(&flags_of) {
         for seed in 1..=seeds {
             let out = dir.join(format!("{}-seed{seed}", variant.replace([',', ' '], "")));
-            // A finished run of this commit is kept (the study resumes across sessions).
+            // A finished run whose code has not changed since is kept (the study resumes
+            // across sessions).
+            let recorded = std::fs::read_to_string(out.join("commit")).ok();
             let done = out.join("test_predictions.csv").exists()
-                && std::fs::read_to_string(out.join("commit")).ok().as_deref()
-                    == Some(commit.as_str());
+                && recorded.as_deref().is_some_and(|c| !is_stale(c));
             if !done {
                 let _ = std::fs::remove_dir_all(&out);
                 let mut c = Command::new(&exe);
@@ -736,6 +761,7 @@ fn transfer(args: &[String]) -> Result<(), String> {
             runs.push(TransferRun {
                 variant,
                 seed,
+                commit: std::fs::read_to_string(out.join("commit")).map_err(|e| e.to_string())?,
                 test: m["test"]["accuracy"].as_f64().unwrap_or(f64::NAN),
                 valid: m["valid"]["accuracy"].as_f64().unwrap_or(f64::NAN),
                 seconds: m["train_seconds"].as_f64().unwrap_or(f64::NAN),
@@ -757,10 +783,13 @@ fn transfer(args: &[String]) -> Result<(), String> {
                 .join(" ")
                 .replace(&pre_s, "runs/transfer/pretrain-fashion-mnist")
         );
+        let commits: std::collections::BTreeSet<&str> =
+            mine.iter().map(|r| r.commit.as_str()).collect();
         rows.push(format!(
-            "| {variant} | {test_mean:.4} ± {test_sd:.4} | {valid_mean:.4} ± {valid_sd:.4} | {} | {seconds:.0} s | `{}` | `{commit}` |",
+            "| {variant} | {test_mean:.4} ± {test_sd:.4} | {valid_mean:.4} ± {valid_sd:.4} | {} | {seconds:.0} s | `{}` | `{}` |",
             each.join(", "),
-            command.split_whitespace().collect::<Vec<_>>().join(" ")
+            command.split_whitespace().collect::<Vec<_>>().join(" "),
+            commits.into_iter().collect::<Vec<_>>().join(", ")
         ));
         eprintln!("{}", rows.last().expect("a row"));
     }
