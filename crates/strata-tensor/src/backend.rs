@@ -113,15 +113,30 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// The name of the thread that probes a backend; its panics are not printed.
 const PROBE_THREAD: &str = "strata-backend-probe";
 
-/// Installs, once per process, a panic hook that stays silent for the probe thread and hands
-/// every other thread's panic to the hook that was there before. The hook is never swapped
-/// back and forth, so a test thread that panics while a probe runs is reported as usual.
+/// cubecl starts a device-server thread (named `DSD-...`) when a device is first used; a
+/// missing adapter panics there, not in the probe thread.
+const DEVICE_SERVER_PREFIX: &str = "DSD-";
+
+/// Whether a probe is running, and the first panic message a probe's threads gave.
+static PROBING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PROBE_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Installs, once per process, a panic hook that records, without printing, the panics of the
+/// probe thread and, while a probe runs, of cubecl's device-server threads; every other
+/// thread's panic goes to the hook that was there before. The hook is never swapped back and
+/// forth, so a test thread that panics while a probe runs is reported as usual.
 fn quiet_probe_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current().name() != Some(PROBE_THREAD) {
+            let current = std::thread::current();
+            let name = current.name().unwrap_or("");
+            let probing = PROBING.load(std::sync::atomic::Ordering::SeqCst);
+            if name == PROBE_THREAD || (probing && name.starts_with(DEVICE_SERVER_PREFIX)) {
+                let mut slot = PROBE_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert_with(|| panic_message(info.payload()));
+            } else {
                 previous(info);
             }
         }));
@@ -129,9 +144,10 @@ fn quiet_probe_panics() {
 }
 
 /// Runs `1 + 1` on the backend in a separate, named thread, so a missing adapter (a panic in
-/// burn) becomes an error value carrying the panic's message.
+/// burn or cubecl) becomes an error value carrying the panic's message.
 fn probe(backend: Backend) -> std::result::Result<(), String> {
     quiet_probe_panics();
+    PROBING.store(true, std::sync::atomic::Ordering::SeqCst);
     let spawned = std::thread::Builder::new()
         .name(PROBE_THREAD.into())
         .spawn(move || {
@@ -145,13 +161,22 @@ fn probe(backend: Backend) -> std::result::Result<(), String> {
                 return Err(format!("wrong result {}", v[0]));
             }
             Ok(())
-        })
-        .map_err(|e| format!("cannot start the probe thread: {e}"))?;
-    match spawned.join() {
-        Ok(r) => r,
+        });
+    let joined = match spawned {
+        Ok(handle) => handle.join(),
+        Err(e) => Ok(Err(format!("cannot start the probe thread: {e}"))),
+    };
+    PROBING.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The first panic of the probe's threads says why (the device server's, when the probe
+    // thread only saw its channel close).
+    let recorded = PROBE_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let first_line = |text: &str| text.lines().next().unwrap_or("").trim().to_string();
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(recorded.map_or(e, |r| first_line(&r))),
         Err(payload) => {
-            let text = panic_message(payload.as_ref());
-            let first = text.lines().next().unwrap_or("").trim().to_string();
+            let text = recorded.unwrap_or_else(|| panic_message(payload.as_ref()));
+            let first = first_line(&text);
             Err(if first.is_empty() {
                 "initialisation panicked".to_string()
             } else {

@@ -23,11 +23,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "file".into());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // A temporary file is private (0600); the file it becomes keeps the permissions of the
+    // file it replaces, or gets the usual 0644 (rw-r--r--, less what the umask removes).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     let fault = injected_fault(&name);
     if fault == Some(Fault::During) {
         // Half the file reaches the disk, then the process dies as under SIGKILL: no
@@ -105,6 +112,25 @@ mod tests {
         assert_eq!(bytes.len(), 4096);
         assert!(bytes.iter().all(|&b| b == bytes[0]));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_readable_by_others_and_a_replaced_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.json");
+        write_atomic(&p, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // As a plain `File::create` would make it under this process's umask, less write
+        // permission for group and others.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        assert_eq!(mode(&p), mode(&plain) & 0o644);
+        assert_ne!(mode(&p) & 0o400, 0, "the owner can read it");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, b"{ }").unwrap();
+        assert_eq!(mode(&p), 0o600);
     }
 
     #[test]
