@@ -423,8 +423,9 @@ fn commit_cell(commit: &str) -> String {
 
 /// Re-marks the commit column (the last cell) of every table row of the markdown file at
 /// `path` whose first cell is in `names`. A row without a commit cell gets the commit that
-/// last changed its line (`git blame`).
-fn mark_stale(path: &Path, names: &[&str], columns: usize) -> Result<(), String> {
+/// last changed its line (`git blame`). Only the table whose header starts with `header` is
+/// touched: other tables of the page keep their columns.
+fn mark_stale(path: &Path, header: &str, names: &[&str], columns: usize) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let rel = path
         .strip_prefix(root())
@@ -432,6 +433,7 @@ fn mark_stale(path: &Path, names: &[&str], columns: usize) -> Result<(), String>
         .to_string_lossy()
         .to_string();
     let mut out = Vec::new();
+    let mut widen_separator = false;
     for (i, line) in text.lines().enumerate() {
         let cells: Vec<&str> = line
             .strip_prefix("| ")
@@ -439,11 +441,12 @@ fn mark_stale(path: &Path, names: &[&str], columns: usize) -> Result<(), String>
             .map(|l| l.split(" | ").collect())
             .unwrap_or_default();
         // The header row and its separator gain the commit column where they lack it.
-        let header = cells
-            .first()
-            .is_some_and(|c| ["run", "variant"].contains(&c.trim()));
-        let separator = line.starts_with("|---") && line.matches('|').count() == columns;
-        if (header && cells.len() == columns - 1) || separator {
+        let is_header = cells.first().is_some_and(|c| c.trim() == header);
+        let separator =
+            widen_separator && line.starts_with("|---") && line.matches('|').count() == columns;
+        widen_separator = false;
+        if (is_header && cells.len() == columns - 1) || separator {
+            widen_separator = !separator;
             let cell = if separator { "---" } else { "commit" };
             out.push(format!("{line} {cell} |").replace("| --- |", "|---|"));
             continue;
@@ -490,14 +493,19 @@ fn accuracy(args: &[String]) -> Result<(), String> {
             .collect();
         std::fs::write(&results, format!("{RESULTS_HEAD}{}\n", rows.join("\n")))
             .map_err(|e| e.to_string())?;
-        mark_stale(&results, &names, 9)?;
-        mark_stale(&root().join("docs/transfer.md"), &TRANSFER_VARIANTS, 7)?;
+        mark_stale(&results, "run", &names, 9)?;
+        mark_stale(
+            &root().join("docs/transfer.md"),
+            "variant",
+            &TRANSFER_VARIANTS,
+            7,
+        )?;
         eprintln!("docs/results.md and docs/transfer.md re-marked");
         return Ok(());
     }
     let exe = strata_exe()?;
     // Give every old row its commit before any is replaced.
-    mark_stale(&results, &names, 9)?;
+    mark_stale(&results, "run", &names, 9)?;
     // Rows of docs/results.md by run name; a partial rerun updates its rows only.
     let path = results;
     let old = std::fs::read_to_string(&path).unwrap_or_default();
@@ -579,8 +587,18 @@ fn accuracy(args: &[String]) -> Result<(), String> {
             .join("\n")
     );
     std::fs::write(&path, md).map_err(|e| e.to_string())?;
-    mark_stale(&path, &RUNS.iter().map(|r| r.0).collect::<Vec<_>>(), 9)?;
-    mark_stale(&root().join("docs/transfer.md"), &TRANSFER_VARIANTS, 7)?;
+    mark_stale(
+        &path,
+        "run",
+        &RUNS.iter().map(|r| r.0).collect::<Vec<_>>(),
+        9,
+    )?;
+    mark_stale(
+        &root().join("docs/transfer.md"),
+        "variant",
+        &TRANSFER_VARIANTS,
+        7,
+    )?;
     eprintln!("docs/results.md written; docs/transfer.md re-marked");
     Ok(())
 }
@@ -880,7 +898,7 @@ training subset, different starting weights): same test prediction on {}.\n",
     );
     let path = root().join("docs/transfer.md");
     std::fs::write(&path, md).map_err(|e| e.to_string())?;
-    mark_stale(&path, &TRANSFER_VARIANTS, 7)?;
+    mark_stale(&path, "variant", &TRANSFER_VARIANTS, 7)?;
     eprintln!("{} written", path.display());
     Ok(())
 }
@@ -928,6 +946,26 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marking_stale_rows_leaves_the_other_tables_of_a_page_alone() {
+        let dir = std::env::temp_dir().join(format!("xtask-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let page = dir.join("page.md");
+        let ties = "| run | run | test accuracy | common test rows | same prediction | both right |\n|---|---|---|---|---|---|\n| scratch seed 1 | scratch seed 3 | 0.9526 | 63 | 56 | 55 |\n";
+        let text = format!(
+            "| variant | a | b | c | d | e | commit |\n|---|---|---|---|---|---|---|\n| scratch | 1 | 2 | 3 | 4 | 5 | `nosuchcommit` |\n\n{ties}"
+        );
+        std::fs::write(&page, text).unwrap();
+        mark_stale(&page, "variant", &["scratch"], 7).unwrap();
+        let out = std::fs::read_to_string(&page).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.contains("| scratch | 1 | 2 | 3 | 4 | 5 | `nosuchcommit` **stale** |"),
+            "{out}"
+        );
+        assert!(out.ends_with(ties), "{out}");
+    }
 
     #[test]
     fn the_skip_summary_counts_each_reason() {
