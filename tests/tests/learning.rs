@@ -75,6 +75,7 @@ fn run(
                 resume,
                 pause_after,
                 fine_tune: None,
+                progress: None,
             },
         },
     )

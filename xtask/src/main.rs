@@ -81,7 +81,33 @@ fn ci() -> Result<(), String> {
     let skips = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     eprintln!("{}", skip_summary(&skips));
-    outcome
+    outcome?;
+    examples()
+}
+
+/// The facade's examples with small settings (`cargo test` has built them), each in a
+/// directory of its own: a library user's first programs must run, not just compile.
+const EXAMPLES: [(&str, &[&str]); 4] = [
+    ("train_cnn", &["--epochs", "2", "--out", "cnn"]),
+    ("custom_model", &["--epochs", "2"]),
+    ("fine_tune_resnet", &["--epochs", "2", "--out", "fine-tune"]),
+    ("predict_run", &[]),
+];
+
+fn examples() -> Result<(), String> {
+    let dir = target_dir().join("release").join("examples");
+    for (name, args) in EXAMPLES {
+        let work =
+            std::env::temp_dir().join(format!("strata-example-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let mut cmd = Command::new(dir.join(name));
+        cmd.args(args).current_dir(&work);
+        eprintln!("example {name} {}", args.join(" "));
+        let result = run(cmd);
+        let _ = std::fs::remove_dir_all(&work);
+        result?;
+    }
+    Ok(())
 }
 
 /// The skip summary of `cargo xtask ci`: `N skipped: why` with each distinct reason and how
@@ -610,10 +636,14 @@ fn strata_exe() -> Result<PathBuf, String> {
     let mut b = cargo();
     b.args(["test", "--release", "--workspace", "--no-run", "--quiet"]);
     run(b)?;
-    let target = std::env::var("CARGO_TARGET_DIR")
+    Ok(target_dir().join("release").join("strata"))
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    Ok(target.join("release").join("strata"))
+        .unwrap_or_else(|_| root().join("target"))
 }
 
 /// A run's metrics.json.

@@ -37,7 +37,7 @@ pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{
-    ImageResNet, ImageVgg, MODELS, Network, NetworkConfig, TransferParts, cell_name, check_input,
+    ImageResNet, ImageVgg, Network, NetworkConfig, TransferParts, cell_name, check_input,
 };
 pub use recurrent::{SequenceHead, SequenceModel, SequenceModelConfig, SequencePooling};
 pub use resnet::{RESNETS, ResNet, ResNetConfig, Stem};

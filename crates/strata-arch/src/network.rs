@@ -51,55 +51,6 @@ pub enum NetworkConfig {
     },
 }
 
-/// The names [`NetworkConfig`] accepts.
-pub const MODELS: [(&str, &str); 12] = [
-    (
-        "mlp",
-        "feed-forward network: hidden layers, activation, dropout, batch norm",
-    ),
-    (
-        "cnn",
-        "LeNet-style CNN: conv stages (batch norm, pooling), dense head; needs image data",
-    ),
-    (
-        "rnn",
-        "Elman RNN (tanh): classifier, forecaster or character LM; stacked, bidirectional",
-    ),
-    ("rnn-relu", "Elman RNN with ReLU: as rnn"),
-    (
-        "lstm",
-        "LSTM: classifier, forecaster or character LM; stacked, bidirectional",
-    ),
-    (
-        "gru",
-        "GRU: classifier, forecaster or character LM; stacked, bidirectional",
-    ),
-    (
-        "transformer-lm",
-        "decoder-only transformer character LM (GPT-style), key-value cache for generation",
-    ),
-    (
-        "vit",
-        "Vision Transformer: image patches, class token, encoder layers; needs image data",
-    ),
-    (
-        "tab-transformer",
-        "FT-Transformer for tables: a token per numeric feature and per category; adult, table:PATH",
-    ),
-    (
-        "seq2seq",
-        "encoder-decoder transformer, greedy and beam-search decoding; reverse, sort, copy",
-    ),
-    (
-        "resnet20|32|56|18|34|50|101",
-        "ResNet: CIFAR-style (20/32/56) or torchvision's (18/34/50/101), batch norm; image data",
-    ),
-    (
-        "vgg11|13|16|19[_bn]",
-        "VGG in torchvision's layout, optional batch norm; images of at least 32x32 (--resize)",
-    ),
-];
-
 impl NetworkConfig {
     /// The model's name.
     pub fn name(&self) -> &'static str {

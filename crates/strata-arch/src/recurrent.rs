@@ -22,6 +22,21 @@ pub enum SequencePooling {
     Mean,
 }
 
+impl std::str::FromStr for SequencePooling {
+    type Err = String;
+
+    /// `last` or `mean`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "last" => Ok(Self::Last),
+            "mean" => Ok(Self::Mean),
+            other => Err(format!(
+                "unknown sequence pooling `{other}`: expected last or mean"
+            )),
+        }
+    }
+}
+
 /// What the head predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "head")]

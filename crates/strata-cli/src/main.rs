@@ -1,15 +1,11 @@
-//! The `strata` command line: `train`, `evaluate`, `predict`, `generate`, `list`.
+//! The `strata` command line: `train`, `evaluate`, `predict`, `generate`, `list`. A thin shell:
+//! clap arguments to a [`strata::run::RunConfig`], calls into [`strata::run`], printing.
 //!
 //! `strata` with no arguments trains the CNN on the embedded UCI digits on the default CPU
 //! backend and prints its test metrics.
 
 mod args;
 mod commands;
-mod data_source;
-mod error;
-mod network;
-mod run_config;
-mod transfer;
 
 use clap::Parser;
 

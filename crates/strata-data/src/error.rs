@@ -45,6 +45,9 @@ pub enum Error {
     /// An argument out of range (fractions, k, ...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A data-set spec that names nothing known (the message lists what is).
+    #[error("{0}")]
+    Spec(String),
     /// Two data sets that must agree do not.
     #[error("mismatch: {0}")]
     Mismatch(String),

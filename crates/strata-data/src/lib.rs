@@ -5,6 +5,7 @@
 //! vocabulary, contiguous split, streams for truncated back-propagation), the UCI Adult census
 //! table and tables with categorical columns in general (schema fitted on the training table,
 //! category indices or one-hot), a CSV loader for any numeric CSV (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
+//! data-set specs (`digits`, `csv:PATH`, `series:PATH`, ...) loaded by name with [`load_source`],
 //! built-in sequence transduction tasks (reverse, sort, copy) for sequence-to-sequence models,
 //! image augmentation (crop, flip, affine, noise, erasing, mixup; seeded),
 //! standardisation fitted on the training split, stratified train/validation/test splits,
@@ -33,6 +34,7 @@ mod idx;
 mod npy;
 mod sampler;
 mod series;
+mod spec;
 mod split;
 mod standardize;
 mod tabular;
@@ -59,6 +61,7 @@ pub use series::{
     Series, SeriesScaler, TimeSplit, Windows, airline, co2, interpolate_gaps, parse_series,
     sunspots,
 };
+pub use spec::{DATASETS, SERIES, SeriesSource, Source, load_series, load_source};
 pub use split::{Fold, Split, stratified_kfold, stratified_split};
 pub use standardize::Standardizer;
 pub use tabular::{

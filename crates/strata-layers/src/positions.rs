@@ -28,6 +28,21 @@ pub enum Positional {
     Sinusoidal,
 }
 
+impl std::str::FromStr for Positional {
+    type Err = String;
+
+    /// `learned` or `sinusoidal`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "learned" => Ok(Self::Learned),
+            "sinusoidal" => Ok(Self::Sinusoidal),
+            other => Err(format!(
+                "unknown positional encoding `{other}`: expected learned or sinusoidal"
+            )),
+        }
+    }
+}
+
 /// Configuration of [`Positions`].
 #[derive(Config, Debug)]
 pub struct PositionsConfig {

@@ -47,20 +47,31 @@
 
 mod atomic;
 mod checkpoint;
+mod config;
 mod error;
 mod evaluate;
-mod fit;
 mod history;
+mod objective;
+mod progress;
+mod runner;
+mod supervised;
 mod tbptt;
 mod transfer;
 
 pub use atomic::{FAULT_ENV, write_atomic};
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
+pub use config::{EarlyStopping, FitConfig, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
-pub use fit::{
-    EarlyStopping, Fit, FitConfig, FitOutcome, Monitor, Objective, Run, fit, fit_objective,
-};
 pub use history::{EpochRecord, write_csv, write_curves_svg};
+pub use objective::{Objective, Run};
+pub use progress::{Console, Progress, Silent};
+pub use runner::{FitOutcome, fit_objective};
+/// What [`Fit`] and [`Run`] take, from the crates that define them, so that a user of this
+/// crate alone finds them here.
+pub use strata_data::{Augment, Dataset};
+pub use strata_loss::{Loss, LossConfig};
+pub use strata_optim::{OptimizerConfig, ScheduleConfig};
+pub use supervised::{Fit, fit};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
 pub use transfer::{FineTune, Layout, LoadReport, Pretrained, Skipped, load_pretrained};

@@ -4,7 +4,7 @@
 //!
 //! Epochs, validation, early stopping, checkpoints, resume, the time budget (checked after
 //! every step here, since one pass over a corpus can take longer than the budget) and the
-//! progress bar are those of [`fit`](crate::fit).
+//! progress reports are those of [`fit`](crate::fit).
 
 use crate::transfer::Tuner;
 use std::time::Instant;
@@ -17,12 +17,14 @@ use strata_data::{TokenChunk, TokenStreams};
 use strata_tensor::convert::scalar;
 use strata_tensor::derive_seed;
 
+use crate::config::Monitor;
 use crate::error::{Error, Result};
-use crate::fit::{
-    EpochEnd, FitOutcome, Monitor, Run, Start, check_finite, end_epoch, finish, over_budget,
-    progress_bar, start,
-};
 use crate::history::EpochRecord;
+use crate::objective::Run;
+use crate::progress::Console;
+use crate::runner::{
+    EpochEnd, FitOutcome, Start, check_finite, end_epoch, finish, over_budget, start,
+};
 
 /// Everything [`fit_tbptt`] needs besides the model and the tokens.
 pub struct Tbptt<'a, F, D> {
@@ -119,13 +121,15 @@ where
         .map_err(|e| Error::Invalid(format!("training text: {e}")))?;
     let device = f.run.device.clone();
     let plain = device.clone().without_autodiff();
+    let console = Console::default();
+    let progress = f.run.progress_or(&console);
     let Start {
         mut model,
         mut optim,
         mut state,
         checkpointer,
         resumed_from,
-    } = start(model, &f.run)?;
+    } = start(model, &f.run, progress)?;
     let mut tuner = Tuner::new(f.run.fine_tune, &model)?;
     let per_epoch = f
         .steps_per_epoch
@@ -144,7 +148,7 @@ where
         let lr = state.schedule.lr(epoch);
         model = tuner.begin_epoch(model, epoch);
         device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
-        let bar = progress_bar(config.progress, per_epoch, epoch + 1, config.epochs);
+        progress.epoch_started(epoch + 1, config.epochs, per_epoch);
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         let mut cut_short = false;
         for step in 0..per_epoch {
@@ -163,17 +167,13 @@ where
             let [b, t, v] = logits.dims();
             let loss = ce.forward(logits.reshape([b * t, v]), y);
             let value = scalar(loss.clone());
-            check_finite(value, epoch, step, &state, checkpointer.is_some(), &bar)?;
+            check_finite(value, epoch, step, &state, checkpointer.is_some(), progress)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(tuner.lr(lr), model, grads);
             loss_sum += value as f64;
             seen += 1;
-            bar.inc(1);
-            if step % 10 == 0 {
-                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-            }
+            progress.step_done(step, loss_sum / seen as f64);
         }
-        bar.finish_and_clear();
         let eval_model = model.valid();
         let valid_loss = evaluate_tokens(
             &eval_model,
@@ -202,6 +202,7 @@ where
                 cut_short,
                 metric_name: "bpc",
                 checkpointer: checkpointer.as_ref(),
+                progress,
             },
             &model,
             &optim,

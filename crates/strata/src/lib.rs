@@ -15,6 +15,7 @@
 //! | [`data`] | `strata-data` | data sets, splits, k-fold, batchers |
 //! | [`metrics`] | `strata-metrics` | classification and regression metrics |
 //! | [`train`] | `strata-train` | the training runner |
+//! | [`run`] | `strata-run` | runs: configs, the family registry, train / evaluate / predict |
 //!
 //! ```
 //! use strata::arch::CnnConfig;
@@ -36,6 +37,7 @@ pub use strata_layers as layers;
 pub use strata_loss as loss;
 pub use strata_metrics as metrics;
 pub use strata_optim as optim;
+pub use strata_run as run;
 pub use strata_tensor as tensor;
 pub use strata_train as train;
 

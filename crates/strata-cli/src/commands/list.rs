@@ -1,14 +1,14 @@
 //! `strata list`.
 
-use strata::arch::{ActivationKind, MODELS};
+use strata::arch::ActivationKind;
+use strata::data::DATASETS;
+use strata::run::FAMILIES;
 use strata::tensor::backends;
 
-use crate::data_source::DATASETS;
-
-/// Prints models, data sets, backends (usable or not, and why) and activations.
+/// Prints models (by family), data sets, backends (usable or not, and why) and activations.
 pub fn run() {
     println!("models:");
-    for (name, what) in MODELS {
+    for (name, what) in FAMILIES.iter().flat_map(|f| f.models()) {
         println!("  {name:<22} {what}");
     }
     println!("data sets:");

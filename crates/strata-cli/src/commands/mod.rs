@@ -1,10 +1,7 @@
-//! One module per command, and the forecasting and language-model pipelines they share.
+//! One module per command: each turns its flags into a call of `strata::run` and prints.
 
 pub mod evaluate;
-pub mod forecast;
 pub mod generate;
-pub mod language;
 pub mod list;
 pub mod predict;
-pub mod seq2seq;
 pub mod train;

@@ -1,14 +1,27 @@
-//! The resolved configuration of a run: what `config.toml` holds and `--config` reads back.
+//! A run as data: what `config.toml` holds and `strata train --config` reads back. A config
+//! written by any earlier version still loads (new fields have defaults).
+//!
+//! ```
+//! use strata_run::RunConfig;
+//! let mut config = RunConfig::defaults_for("resnet20", "digits");
+//! assert_eq!(config.optimizer.kind.name(), "sgd"); // the ResNet family's recipe
+//! config.fit.epochs = 2;
+//! config.validate()?;
+//! let back: RunConfig = toml::from_str(&config.to_toml())?;
+//! assert_eq!(back, config);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use serde::{Deserialize, Serialize};
-use strata::arch::{ActivationKind, Pooling, Positional, SequencePooling};
-use strata::data::{Augment, LabelColumn, Sampling};
-use strata::loss::LossConfig;
-use strata::optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
-use strata::tensor::Backend;
-use strata::train::{EarlyStopping, FitConfig, Monitor};
+use strata_arch::{ActivationKind, Pooling, Positional, SequencePooling};
+use strata_data::{Augment, LabelColumn, Sampling};
+use strata_loss::LossConfig;
+use strata_optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
+use strata_tensor::Backend;
+use strata_train::{EarlyStopping, FitConfig, Monitor};
 
 use crate::error::{Error, Result};
+use crate::family::family;
 
 /// Architecture hyper-parameters (the sizes that depend on the data are filled in at run time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,37 +87,11 @@ fn default_heads() -> usize {
     4
 }
 
-/// Whether `model` is a language model that is not recurrent (the transformer LM).
-pub fn is_transformer_lm(model: &str) -> bool {
-    model == "transformer-lm"
-}
-
-/// Whether `model` names a residual network.
-pub fn is_resnet(model: &str) -> bool {
-    strata::arch::RESNETS.contains(&model)
-}
-
-/// Whether `model` names a VGG.
-pub fn is_vgg(model: &str) -> bool {
-    strata::arch::VGGS.contains(&model)
-}
-
-/// The transformer classifiers: over image patches and over table features.
-pub const TRANSFORMER_CLASSIFIERS: [&str; 2] = ["vit", "tab-transformer"];
-
 fn one() -> usize {
     1
 }
 fn default_embed() -> usize {
     64
-}
-
-/// The recurrent model names.
-pub const RECURRENT: [&str; 4] = ["rnn", "rnn-relu", "lstm", "gru"];
-
-/// Whether `model` names a recurrent model.
-pub fn is_recurrent(model: &str) -> bool {
-    RECURRENT.contains(&model)
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -122,14 +109,15 @@ fn default_head() -> usize {
 
 /// The largest image side accepted by `--image-shape` and `--resize` (and their TOML keys):
 /// far beyond any image Strata trains on, small enough that no size computation overflows.
-pub(crate) const MAX_SIDE: usize = 8192;
+pub const MAX_SIDE: usize = 8192;
 
 /// A run, as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// `mlp` or `cnn`.
+    /// The model's name (`mlp`, `cnn`, `lstm`, `resnet20`, ...: see [`FAMILIES`](crate::FAMILIES)).
     pub model: String,
-    /// `digits`, `iris`, `fashion-mnist[:DIR]` or `csv:PATH`.
+    /// The data-set spec (`digits`, `fashion-mnist[:DIR]`, `csv:PATH`, ...: see
+    /// [`strata_data::DATASETS`]).
     pub dataset: String,
     /// Label column of a CSV data set.
     #[serde(default)]
@@ -270,173 +258,32 @@ impl TransferSpec {
 }
 
 impl RunConfig {
-    /// The data set a model trains on when none is named: digits, or the airline series for
-    /// recurrent models.
+    /// The data set a model trains on when none is named (its family's choice: digits for
+    /// most, airline for recurrent models, shakespeare, adult or reverse for transformers).
     pub fn default_dataset(model: &str) -> &'static str {
-        if is_transformer_lm(model) {
-            "shakespeare"
-        } else if model == "tab-transformer" {
-            "adult"
-        } else if model == "seq2seq" {
-            "reverse"
-        } else if is_recurrent(model) {
-            "airline"
-        } else {
-            "digits"
-        }
+        family(model).map_or("digits", |f| f.default_dataset(model))
     }
 
-    /// Defaults for a model on a data set (tuned per data set; see docs/results.md).
+    /// The defaults of `model` on `dataset`: the settings every model shares, then its
+    /// family's recipe (tuned per data set; see docs/results.md).
     pub fn defaults_for(model: &str, dataset: &str) -> Self {
-        let mut c = Self::defaults(model);
+        let mut c = Self::base(model);
         c.dataset = dataset.to_string();
-        if is_transformer_lm(model)
-            || model == "seq2seq"
-            || TRANSFORMER_CLASSIFIERS.contains(&model)
-        {
-            // Transformers' feed-forward layers use GELU.
-            c.network.activation = ActivationKind::Gelu;
-        }
-        if is_transformer_lm(model) {
-            // GPT-style: width 128, 4 heads, 2 layers, context 128; AdamW with warm-up and
-            // cosine decay, as transformer users expect.
-            c.network.hidden = vec![128];
-            c.network.layers = 2;
-            c.network.seq_len = 128;
-            c.fit.batch_size = 32;
-            c.fit.epochs = 30;
-            c.steps_per_epoch = Some(100);
-            c.transformer_training(0.002, 0.0002);
-            return c;
-        }
-        if is_resnet(model) || is_vgg(model) {
-            // He et al.'s recipe: SGD with momentum 0.9, weight decay 5e-4, cosine decay after
-            // a warm-up epoch; batch norm throughout, no dropout. VGG: torchvision's classifier
-            // (4096 wide, dropout 0.5) and a smaller rate (0.01), as in Simonyan and Zisserman.
-            c.network.dropout = 0.0;
-            c.network.batch_norm = true;
-            c.optimizer.kind =
-                strata::optim::OptimizerKind::by_name("sgd").expect("sgd is an optimizer");
-            c.optimizer.lr = 0.05;
-            if is_vgg(model) {
-                c.network.dropout = 0.5;
-                c.network.hidden = vec![4096];
-                c.optimizer.lr = 0.01;
-            }
-            c.optimizer.weight_decay = 5e-4;
-            c.schedule = ScheduleConfig {
-                kind: ScheduleKind::Cosine { min_lr: 0.0 },
-                warmup_epochs: 1,
-            };
-            c.fit.batch_size = if dataset == "digits" { 32 } else { 128 };
-            c.fit.epochs = 15;
-            c.fit.early_stopping = None;
-            return c;
-        }
-        if model == "seq2seq" {
-            // Width 64, 4 heads, 2 encoder and 2 decoder layers, feed-forward 4x the width;
-            // AdamW with a warm-up epoch and cosine decay.
-            c.network.hidden = vec![64];
-            c.network.layers = 2;
-            c.transformer_training(0.001, 0.0);
-            c.fit.batch_size = 64;
-            c.fit.epochs = 8;
-            return c;
-        }
-        if TRANSFORMER_CLASSIFIERS.contains(&model) {
-            // Width 64, 4 heads, 3 pre-norm layers, feed-forward 2x the width; AdamW with a
-            // warm-up epoch and cosine decay.
-            c.network.hidden = vec![64];
-            c.network.layers = 3;
-            c.transformer_training(0.001, 0.0);
-            c.optimizer.weight_decay = 0.05;
-            c.fit.batch_size = 128;
-            c.fit.epochs = 10;
-            if model == "tab-transformer" {
-                c.fit.batch_size = 256;
-                c.optimizer.weight_decay = 1e-5;
-            } else {
-                // The ViT underfits Fashion-MNIST in 10 epochs (training loss above validation
-                // loss with dropout 0.1): no dropout; weight decay regularises.
-                c.network.dropout = 0.0;
-                if dataset == "digits" {
-                    // 1169 training images: smaller batches, more epochs.
-                    c.fit.batch_size = 32;
-                    c.fit.epochs = 30;
-                }
-            }
-            return c;
-        }
-        if !is_recurrent(model) {
-            return c;
-        }
-        // Recurrent models: gradient clipping on, as users of RNNs expect; Adam.
-        c.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
-        c.network.dropout = 0.0;
-        c.network.batch_norm = false;
-        c.fit.batch_size = 16;
-        c.fit.epochs = 300;
-        c.fit.early_stopping = Some(EarlyStopping {
-            monitor: Monitor::ValidLoss,
-            patience: 40,
-            min_delta: 0.0,
-        });
-        c.optimizer.lr = 0.005;
-        c.schedule = ScheduleConfig {
-            kind: ScheduleKind::Constant,
-            warmup_epochs: 0,
-        };
-        let base = dataset.split(':').next().unwrap_or(dataset);
-        match base {
-            "airline" | "co2" => {
-                c.network.hidden = vec![64];
-                c.network.seq_len = 24;
-            }
-            "sunspots" => {
-                c.network.hidden = vec![32];
-                c.network.seq_len = 22;
-            }
-            "shakespeare" | "text" => {
-                c.network.hidden = vec![256];
-                c.network.layers = 2;
-                c.network.seq_len = 100;
-                c.network.dropout = 0.1;
-                c.fit.batch_size = 32;
-                c.fit.epochs = 50;
-                c.fit.early_stopping = None;
-                c.optimizer.lr = 0.003;
-                c.optimizer.clip = Some(strata::optim::Clipping::Norm(5.0));
-                c.steps_per_epoch = Some(100);
-            }
-            _ => {
-                // Classification of rows (images as sequences of rows, CSV rows).
-                c.network.hidden = vec![128];
-                c.fit.batch_size = 64;
-                c.fit.epochs = 10;
-                c.fit.early_stopping = Some(EarlyStopping {
-                    monitor: Monitor::ValidLoss,
-                    patience: 3,
-                    min_delta: 0.0,
-                });
-                c.optimizer.lr = 0.002;
-                c.schedule = ScheduleConfig {
-                    kind: ScheduleKind::Cosine { min_lr: 0.0 },
-                    warmup_epochs: 0,
-                };
-            }
+        if let Ok(f) = family(model) {
+            f.recipe(model, dataset, &mut c);
         }
         c
     }
 
     /// Every transformer's training: dropout 0.1, no batch norm, AdamW at `lr` with one warm-up
     /// epoch and cosine decay to `min_lr`, clipping at norm 1, no early stopping.
-    fn transformer_training(&mut self, lr: f64, min_lr: f64) {
+    pub fn transformer_training(&mut self, lr: f64, min_lr: f64) {
         self.network.dropout = 0.1;
         self.network.batch_norm = false;
         self.optimizer.kind =
-            strata::optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
+            strata_optim::OptimizerKind::by_name("adamw").expect("adamw is an optimizer");
         self.optimizer.lr = lr;
-        self.optimizer.clip = Some(strata::optim::Clipping::Norm(1.0));
+        self.optimizer.clip = Some(strata_optim::Clipping::Norm(1.0));
         self.schedule = ScheduleConfig {
             kind: ScheduleKind::Cosine { min_lr },
             warmup_epochs: 1,
@@ -444,9 +291,13 @@ impl RunConfig {
         self.fit.early_stopping = None;
     }
 
-    /// Defaults for a model (tuned on the embedded digits; see docs/results.md).
+    /// The defaults of `model` on its default data set.
     pub fn defaults(model: &str) -> Self {
-        let cnn = model == "cnn";
+        Self::defaults_for(model, Self::default_dataset(model))
+    }
+
+    /// The settings every model shares, before its family's recipe.
+    fn base(model: &str) -> Self {
         RunConfig {
             model: model.to_string(),
             dataset: Self::default_dataset(model).into(),
@@ -464,8 +315,8 @@ impl RunConfig {
                 pooling: Pooling::Max,
                 d_hidden: default_head(),
                 activation: ActivationKind::Relu,
-                dropout: if cnn { 0.25 } else { 0.2 },
-                batch_norm: cnn,
+                dropout: 0.2,
+                batch_norm: false,
                 layers: 1,
                 bidirectional: false,
                 seq_len: 0,
@@ -509,7 +360,8 @@ impl RunConfig {
     ///
     /// # Errors
     /// An unreadable file or invalid TOML, naming the field.
-    pub fn load(path: &std::path::Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         toml::from_str(&text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
@@ -522,30 +374,25 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("a run config serialises")
     }
 
+    /// Writes `config.toml` into `dir` (atomically).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        strata_train::write_atomic(&dir.join("config.toml"), self.to_toml().as_bytes())?;
+        Ok(())
+    }
+
     /// Checks everything that does not need the data.
     ///
     /// # Errors
     /// The first invalid value.
     pub fn validate(&self) -> Result<()> {
-        if !["mlp", "cnn"].contains(&self.model.as_str())
-            && !is_recurrent(&self.model)
-            && !is_transformer_lm(&self.model)
-            && !TRANSFORMER_CLASSIFIERS.contains(&self.model.as_str())
-            && self.model != "seq2seq"
-            && !is_resnet(&self.model)
-            && !is_vgg(&self.model)
-        {
-            return Err(Error::Usage(format!(
-                "unknown model `{}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq, resnet20/32/56/18/34/50/101 or vgg11/13/16/19[_bn] (see `strata list`)",
-                self.model
-            )));
-        }
+        let family = family(&self.model)?;
         if self.steps_per_epoch == Some(0) {
             return Err(Error::Usage("steps per epoch must be >= 1".into()));
         }
-        if is_recurrent(&self.model) && self.network.layers == 0 {
-            return Err(Error::Usage("--layers must be >= 1".into()));
-        }
+        family.validate(self)?;
         self.fit.validate()?;
         self.optimizer.validate()?;
         self.schedule.validate()?;
@@ -590,13 +437,13 @@ impl RunConfig {
                 "--init-from and --init-from-run both name the starting weights: give one".into(),
             ));
         }
-        if t.init_from.is_some() && !is_resnet(&self.model) && !is_vgg(&self.model) {
+        if t.init_from.is_some() && !family.has_backbone() {
             return Err(Error::Usage(format!(
                 "--init-from reads torchvision's ResNet and VGG weights; for a {} start from a Strata run with --init-from-run",
                 self.model
             )));
         }
-        if t.tunes() && !is_resnet(&self.model) && !is_vgg(&self.model) {
+        if t.tunes() && !family.has_backbone() {
             return Err(Error::Usage(format!(
                 "--freeze and --backbone-lr-factor need a model with a backbone and a head (resnet*, vgg*), not {}",
                 self.model
@@ -702,7 +549,7 @@ mod tests {
             /// written back: never a panic or a hang.
             #[test]
             fn run_toml_never_panics(text in prop_oneof![".{0,200}", mutated()]) {
-                let done = strata::tensor::require::within(
+                let done = strata_tensor::require::within(
                     std::time::Duration::from_secs(20),
                     move || {
                         if let Ok(c) = toml::from_str::<RunConfig>(&text)

@@ -1,14 +1,14 @@
-//! Transfer learning on the command line: the starting weights of `--init-from` (PyTorch,
-//! torchvision's names) and `--init-from-run` (a Strata run), and the fine-tuning settings of
-//! `--freeze`, `--unfreeze-at-epoch` and `--backbone-lr-factor`.
+//! Transfer learning in a run: the starting weights of `init_from` (PyTorch, torchvision's
+//! names) and `init_from_run` (a Strata run), and the fine-tuning settings `freeze`,
+//! `unfreeze_at_epoch` and `backbone_lr_factor` turned into a [`FineTune`].
 
 use std::path::{Path, PathBuf};
 
-use strata::arch::Network;
-use strata::train::{FineTune, Layout, LoadReport, Pretrained, load_pretrained};
+use strata_arch::Network;
+use strata_train::{FineTune, Layout, LoadReport, Pretrained, load_pretrained};
 
+use crate::config::{Freeze, RunConfig};
 use crate::error::{Error, Result};
-use crate::run_config::{Freeze, RunConfig};
 
 /// The weights file of a Strata run: its `model.safetensors`, or the best checkpoint of a run
 /// still going.

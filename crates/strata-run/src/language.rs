@@ -6,17 +6,23 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::json;
-use strata::arch::{CharLm, RecurrentState, Sampling, TransformerLm};
-use strata::data::{CharVocab, TextSplit, contiguous_split};
-use strata::tensor::seed_device;
-use strata::train::{EVAL_CHUNK, EVAL_STREAMS, FitOutcome, Run, Tbptt, evaluate_tokens, fit_tbptt};
+use strata_arch::{
+    CharLm, CharLmConfig, RecurrentState, Sampling, TransformerLm, TransformerLmConfig,
+};
+use strata_data::{CharVocab, TextSplit, contiguous_split};
+use strata_tensor::seed_device;
+use strata_train::{EVAL_CHUNK, EVAL_STREAMS, FitOutcome, Tbptt, evaluate_tokens, fit_tbptt};
 
-use crate::args::TrainArgs;
-use crate::commands::train::{run_summary, write_history, write_metrics};
-use crate::data_source::Preprocess;
+use crate::config::RunConfig;
+use crate::data::Preprocess;
 use crate::error::{Error, Result};
-use crate::network::{char_lm_config, load_weights, save_safetensors, transformer_lm_config};
-use crate::run_config::{RunConfig, is_recurrent, is_transformer_lm};
+use crate::evaluate::load_run_config;
+use crate::family::{Family, family, not_text};
+use crate::pipeline::{Context, RunResult};
+use crate::run_dir::{
+    finished_weights, load_weights, run_line, run_summary, save_safetensors, write_history,
+    write_metrics,
+};
 
 /// Validation and test fractions of a text (contiguous, at its end).
 pub const TEXT_VALID: f64 = 0.02;
@@ -31,6 +37,15 @@ pub fn split_text(text: &str) -> Result<(CharVocab, TextSplit)> {
     let vocab = CharVocab::from_text(text);
     let ids = vocab.encode(text)?;
     Ok((vocab, contiguous_split(&ids, TEXT_VALID, TEXT_TEST)?))
+}
+
+/// The config of a character language model of either family.
+#[derive(Debug, Clone)]
+pub enum LmConfig {
+    /// Embedding, recurrent layers, linear head.
+    Recurrent(CharLmConfig),
+    /// Decoder-only transformer.
+    Transformer(TransformerLmConfig),
 }
 
 /// A character language model of either family.
@@ -101,22 +116,18 @@ impl Lm {
     }
 }
 
-/// Trains a character language model and writes the run directory.
+/// Trains `family`'s character language model on `text` and writes the run directory.
 ///
 /// # Errors
-/// Invalid settings, training and I/O failures.
-pub fn train(
-    config: &RunConfig,
+/// A model that is not a language model, invalid settings, training and I/O failures.
+pub(crate) fn train<F: Family + ?Sized>(
+    family: &F,
+    ctx: &Context<'_>,
     text: &str,
-    device: &Device,
-    out: &Path,
-    args: &TrainArgs,
-) -> Result<()> {
-    if !is_recurrent(&config.model) && !is_transformer_lm(&config.model) {
-        return Err(Error::Usage(format!(
-            "`{}` is text: train a character language model with --model rnn, lstm, gru or transformer-lm, not {}",
-            config.dataset, config.model
-        )));
+) -> Result<RunResult> {
+    let (config, device, out) = (ctx.config, &ctx.device, ctx.out);
+    if !family.reads_text(&config.model) {
+        return Err(not_text(config));
     }
     if config.network.seq_len == 0 {
         return Err(Error::Usage(
@@ -125,13 +136,9 @@ pub fn train(
     }
     let (vocab, split) = split_text(text)?;
     // Check the model's settings before writing anything.
-    if is_transformer_lm(&config.model) {
-        transformer_lm_config(config, vocab.len())?;
-    } else {
-        char_lm_config(config, vocab.len())?;
-    }
+    let lm_config = family.language_model(config, vocab.len())?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    strata::train::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    config.save(out)?;
     let preprocess = Preprocess {
         n_features: config.network.seq_len,
         image_shape: None,
@@ -142,8 +149,7 @@ pub fn train(
         table: None,
     };
     preprocess.save(out)?;
-    if config.fit.progress {
-        eprintln!(
+    ctx.progress.note(&format!(
             "language model {} on {}: {} characters ({} distinct), {} train / {} valid / {} test, {} streams x {} steps, {} on {}",
             config.model,
             config.dataset,
@@ -156,30 +162,31 @@ pub fn train(
             config.network.seq_len,
             config.optimizer.kind.name(),
             config.backend
-        );
-    }
+        ));
     let ad = device.clone().autodiff();
     seed_device(&ad, config.fit.seed);
     let ckpt = out.join("checkpoints");
     let lm_run = LmRun {
-        config,
+        ctx,
         split: &split,
         device: ad.clone(),
         checkpoint_dir: &ckpt,
-        args,
     };
-    let (lm, outcome) = if is_transformer_lm(&config.model) {
-        let model = transformer_lm_config(config, vocab.len())?.init(&ad)?;
-        let context = model.context;
-        let (model, o) = lm_run.fit(model, transformer_forward, |s: ()| s, context)?;
-        (Lm::Transformer(model.valid()), o)
-    } else {
-        let model = char_lm_config(config, vocab.len())?.init(&ad)?;
-        let (model, o) = lm_run.fit(model, lm_forward, RecurrentState::detach, EVAL_CHUNK)?;
-        (Lm::Recurrent(model.valid()), o)
+    let (lm, outcome) = match lm_config {
+        LmConfig::Transformer(c) => {
+            let model = c.init(&ad)?;
+            let context = model.context;
+            let (model, o) = lm_run.fit(model, transformer_forward, |s: ()| s, context)?;
+            (Lm::Transformer(model.valid()), o)
+        }
+        LmConfig::Recurrent(c) => {
+            let model = c.init(&ad)?;
+            let (model, o) = lm_run.fit(model, lm_forward, RecurrentState::detach, EVAL_CHUNK)?;
+            (Lm::Recurrent(model.valid()), o)
+        }
     };
     if !write_history(config, out, "bits_per_char", &outcome)? {
-        return Ok(());
+        return Ok(RunResult::paused(out, outcome.epochs_run));
     }
     match &lm {
         Lm::Recurrent(m) => save_safetensors(m, &out.join("model.safetensors"))?,
@@ -195,26 +202,20 @@ pub fn train(
     metrics["valid"] =
         json!({"loss_nats": valid, "bits_per_char": valid / ln2, "n_chars": split.valid.len()});
     write_metrics(out, &metrics)?;
-    println!(
-        "test loss {test:.4} nats/char ({:.4} bits/char) — {} on {}, {}, {} epochs, {:.1} s",
+    let summary = format!(
+        "test loss {test:.4} nats/char ({:.4} bits/char) — {}",
         test / ln2,
-        config.model,
-        config.dataset,
-        config.backend,
-        outcome.epochs_run,
-        outcome.train_seconds
+        run_line(config, &outcome)
     );
-    println!("run written to {}", out.display());
-    Ok(())
+    Ok(RunResult::finished(out, &outcome, metrics, summary))
 }
 
 /// What training a language model of either family needs besides the model.
 struct LmRun<'a> {
-    config: &'a RunConfig,
+    ctx: &'a Context<'a>,
     split: &'a TextSplit,
     device: Device,
     checkpoint_dir: &'a Path,
-    args: &'a TrainArgs,
 }
 
 impl LmRun<'_> {
@@ -235,7 +236,7 @@ impl LmRun<'_> {
         ) -> (burn::tensor::Tensor<3>, S),
         D: Fn(S) -> S,
     {
-        let c = self.config;
+        let c = self.ctx.config;
         let o = fit_tbptt(
             model,
             &self.split.train,
@@ -243,16 +244,9 @@ impl LmRun<'_> {
             &Tbptt {
                 forward,
                 detach,
-                run: Run {
-                    optimizer: &c.optimizer,
-                    schedule: &c.schedule,
-                    config: &c.fit,
-                    device: self.device.clone(),
-                    checkpoint_dir: Some(self.checkpoint_dir),
-                    resume: self.args.resume,
-                    pause_after: self.args.pause_after,
-                    fine_tune: None,
-                },
+                run: self
+                    .ctx
+                    .run(self.device.clone(), Some(self.checkpoint_dir), None),
                 seq_len: c.network.seq_len,
                 eval_chunk,
                 steps_per_epoch: c.steps_per_epoch,
@@ -306,7 +300,7 @@ pub struct LoadedLm {
 /// # Errors
 /// A directory that is not a finished language-model run.
 pub fn load_lm(dir: &Path, backend: Option<&str>) -> Result<LoadedLm> {
-    let config = crate::commands::evaluate::load_run_config(dir, backend)?;
+    let config = load_run_config(dir, backend)?;
     let pre = Preprocess::load(dir)?;
     let Some(vocab) = pre.vocab else {
         return Err(Error::Usage(format!(
@@ -317,19 +311,14 @@ pub fn load_lm(dir: &Path, backend: Option<&str>) -> Result<LoadedLm> {
         )));
     };
     let device = config.backend.usable_device()?;
-    let weights = dir.join("model.safetensors");
-    if !weights.exists() {
-        return Err(Error::Usage(format!(
-            "{} has no model.safetensors: the run did not finish (resume it with --resume)",
-            dir.display()
-        )));
-    }
-    let model = if is_transformer_lm(&config.model) {
-        let m = transformer_lm_config(&config, vocab.len())?.init(&device)?;
-        Lm::Transformer(load_weights(m, &config.model, &weights)?)
-    } else {
-        let m = char_lm_config(&config, vocab.len())?.init(&device)?;
-        Lm::Recurrent(load_weights(m, &config.model, &weights)?)
+    let weights = finished_weights(dir)?;
+    let model = match family(&config.model)?.language_model(&config, vocab.len())? {
+        LmConfig::Transformer(c) => {
+            Lm::Transformer(load_weights(c.init(&device)?, &config.model, &weights)?)
+        }
+        LmConfig::Recurrent(c) => {
+            Lm::Recurrent(load_weights(c.init(&device)?, &config.model, &weights)?)
+        }
     };
     Ok(LoadedLm {
         config,

@@ -1,24 +1,110 @@
-//! Sequence-to-sequence runs on a built-in transduction task (reverse, sort or copy random
-//! symbol sequences): teacher-forced training through `fit_objective`, validation by greedy
-//! exact match, and test exact match by greedy and by beam-search decoding.
+//! The encoder-decoder transformer on a built-in transduction task (reverse, sort or copy
+//! random symbol sequences): its own objective (teacher-forced training through
+//! `fit_objective`, validation by greedy exact match), test exact match by greedy and by
+//! beam-search decoding, and generation by decoding a source.
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::json;
-use strata::arch::seq2seq::N_SPECIAL;
-use strata::arch::{BeamSearch, Seq2Seq, Seq2SeqConfig};
-use strata::data::{Pair, TransductionConfig, TransductionTask};
-use strata::tensor::convert::scalar;
-use strata::tensor::seed_device;
-use strata::train::{Objective, Run, fit_objective};
+use strata_arch::seq2seq::N_SPECIAL;
+use strata_arch::{ActivationKind, BeamSearch, NetworkConfig, Seq2Seq, Seq2SeqConfig};
+use strata_data::{Pair, Source, TransductionConfig, TransductionTask};
+use strata_tensor::convert::scalar;
+use strata_tensor::seed_device;
+use strata_train::{Objective, fit_objective};
 
-use crate::args::TrainArgs;
-use crate::commands::train::{run_summary, write_history, write_metrics};
+use super::{Family, transformer_width};
+use crate::config::RunConfig;
+use crate::data::Preprocess;
 use crate::error::{Error, Result};
-use crate::network::{load_weights, save_safetensors, transformer_width};
-use crate::run_config::RunConfig;
+use crate::evaluate::{Evaluated, load_run_config};
+use crate::generate::Generate;
+use crate::pipeline::{Context, RunResult};
+use crate::run_dir::{
+    load_weights, run_line, run_summary, save_safetensors, write_history, write_metrics,
+};
+
+/// `seq2seq`.
+pub struct Seq2seq;
+
+impl Family for Seq2seq {
+    fn name(&self) -> &'static str {
+        "seq2seq"
+    }
+
+    fn models(&self) -> &'static [(&'static str, &'static str)] {
+        &[(
+            "seq2seq",
+            "encoder-decoder transformer, greedy and beam-search decoding; reverse, sort, copy",
+        )]
+    }
+
+    fn has(&self, model: &str) -> bool {
+        model == "seq2seq"
+    }
+
+    fn default_dataset(&self, _model: &str) -> &'static str {
+        "reverse"
+    }
+
+    /// Width 64, 4 heads, 2 encoder and 2 decoder layers, feed-forward 4x the width, GELU;
+    /// AdamW with a warm-up epoch and cosine decay; 8 epochs of 64.
+    fn recipe(&self, _model: &str, _dataset: &str, c: &mut RunConfig) {
+        c.network.activation = ActivationKind::Gelu;
+        c.network.hidden = vec![64];
+        c.network.layers = 2;
+        c.transformer_training(0.001, 0.0);
+        c.fit.batch_size = 64;
+        c.fit.epochs = 8;
+    }
+
+    fn network(&self, config: &RunConfig, _: &Preprocess, _: usize) -> Result<NetworkConfig> {
+        Err(Error::Usage(format!(
+            "seq2seq trains on a transduction task (reverse, sort, copy), not `{}`",
+            config.dataset
+        )))
+    }
+
+    fn train(&self, ctx: &Context<'_>, source: Source) -> Result<RunResult> {
+        match source {
+            Source::Transduction(task) => train(ctx, task),
+            other => crate::pipeline::train_default(self, ctx, other),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        dir: &Path,
+        backend: Option<&str>,
+        _dataset: Option<&str>,
+    ) -> Result<Evaluated> {
+        evaluate(dir, backend)
+    }
+
+    /// Decodes the prompt's symbols (`3 1 4 1 5`) with beam search of the request's width.
+    fn generate(&self, dir: &Path, backend: Option<&str>, request: &Generate) -> Result<String> {
+        let prompt = request.prompt.as_deref().unwrap_or("");
+        let source = prompt
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<usize>().map_err(|_| {
+                    Error::Usage(format!("--prompt: `{t}` is not a symbol (a number >= 0)"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if source.is_empty() {
+            return Err(Error::Usage(
+                "a seq2seq run needs --prompt with source symbols, e.g. \"3 1 4 1 5\"".into(),
+            ));
+        }
+        let out = transduce(dir, backend, &source, request.beam)?;
+        let text: Vec<String> = out.iter().map(ToString::to_string).collect();
+        Ok(text.join(" "))
+    }
+}
 
 /// Training, validation and test examples drawn for a run.
 pub const SIZES: [usize; 3] = [20_000, 1_000, 2_000];
@@ -121,16 +207,16 @@ impl Objective<Seq2Seq> for Transduce<'_> {
         &self,
         model: &Seq2Seq,
         indices: &[usize],
-    ) -> strata::train::Result<burn::tensor::Tensor<1>> {
+    ) -> strata_train::Result<burn::tensor::Tensor<1>> {
         let (src, tgt) = self.train.pick(indices);
         model
             .loss(&src, &tgt, &self.device)
-            .map_err(|e| strata::train::Error::Objective(e.to_string()))
+            .map_err(|e| strata_train::Error::Objective(e.to_string()))
     }
 
-    fn validate(&self, model: &Seq2Seq) -> strata::train::Result<(f64, f64)> {
+    fn validate(&self, model: &Seq2Seq) -> strata_train::Result<(f64, f64)> {
         score(model, self.valid, self.max_len, &self.plain)
-            .map_err(|e| strata::train::Error::Objective(e.to_string()))
+            .map_err(|e| strata_train::Error::Objective(e.to_string()))
     }
 
     fn metric_name(&self) -> &str {
@@ -146,26 +232,14 @@ impl Objective<Seq2Seq> for Transduce<'_> {
 ///
 /// # Errors
 /// Invalid settings, training and I/O failures.
-pub fn train(
-    config: &RunConfig,
-    task: TransductionTask,
-    device: &Device,
-    out: &Path,
-    args: &TrainArgs,
-) -> Result<()> {
-    if config.model != "seq2seq" {
-        return Err(Error::Usage(format!(
-            "`{}` is a sequence transduction task: train it with --model seq2seq, not {}",
-            config.dataset, config.model
-        )));
-    }
+fn train(ctx: &Context<'_>, task: TransductionTask) -> Result<RunResult> {
+    let (config, device, out) = (ctx.config, &ctx.device, ctx.out);
     let spec = TransductionConfig::new(task);
     let net = seq2seq_config(config, &spec)?;
     let [train, valid, test] = spec.splits(SIZES, config.fit.seed)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    strata::train::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    if config.fit.progress {
-        eprintln!(
+    config.save(out)?;
+    ctx.progress.note(&format!(
             "seq2seq on {}: {} symbols, lengths {}..={}, {} train / {} valid / {} test (sources distinct), {} on {}",
             task.name(),
             spec.n_symbols,
@@ -176,8 +250,7 @@ pub fn train(
             test.len(),
             config.optimizer.kind.name(),
             config.backend
-        );
-    }
+        ));
     let (train, valid, test) = (
         Examples::new(&train),
         Examples::new(&valid),
@@ -195,22 +268,9 @@ pub fn train(
         plain: device.clone(),
     };
     let ckpt = out.join("checkpoints");
-    let outcome = fit_objective(
-        model,
-        &objective,
-        &Run {
-            optimizer: &config.optimizer,
-            schedule: &config.schedule,
-            config: &config.fit,
-            device: ad,
-            checkpoint_dir: Some(&ckpt),
-            resume: args.resume,
-            pause_after: args.pause_after,
-            fine_tune: None,
-        },
-    )?;
+    let outcome = fit_objective(model, &objective, &ctx.run(ad, Some(&ckpt), None))?;
     if !write_history(config, out, "exact_match", &outcome)? {
-        return Ok(());
+        return Ok(RunResult::paused(out, outcome.epochs_run));
     }
     let model = outcome.model.valid();
     save_safetensors(&model, &out.join("model.safetensors"))?;
@@ -243,15 +303,11 @@ pub fn train(
     });
     metrics["valid"] = json!({"exact_match": valid_exact, "loss": valid_loss});
     write_metrics(out, &metrics)?;
-    println!(
-        "test exact match {exact:.4} greedy, {beam_exact:.4} beam {BEAM_SIZE}  (seq2seq on {}, {}, {} epochs, {:.1} s)",
-        task.name(),
-        config.backend,
-        outcome.epochs_run,
-        outcome.train_seconds
+    let summary = format!(
+        "test exact match {exact:.4} greedy, {beam_exact:.4} beam {BEAM_SIZE}  ({})",
+        run_line(config, &outcome)
     );
-    println!("run written to {}", out.display());
-    Ok(())
+    Ok(RunResult::finished(out, &outcome, metrics, summary))
 }
 
 /// A finished seq2seq run loaded back: its task and model.
@@ -259,7 +315,7 @@ fn load(
     dir: &Path,
     backend: Option<&str>,
 ) -> Result<(RunConfig, TransductionConfig, Seq2Seq, Device)> {
-    let config = crate::commands::evaluate::load_run_config(dir, backend)?;
+    let config = load_run_config(dir, backend)?;
     let task = task_of(&config.dataset).ok_or_else(|| {
         Error::Usage(format!(
             "{} is a {} run on {}, not a seq2seq run",
@@ -275,21 +331,24 @@ fn load(
     Ok((config, spec, model, device))
 }
 
-/// `strata evaluate` of a seq2seq run: greedy exact match and loss on its test examples
-/// (drawn again from the run's seed).
+/// The evaluation of a seq2seq run: greedy exact match and loss on its test examples (drawn
+/// again from the run's seed).
 ///
 /// # Errors
 /// A run that is not a finished seq2seq run.
-pub fn evaluate(dir: &Path, backend: Option<&str>) -> Result<()> {
+fn evaluate(dir: &Path, backend: Option<&str>) -> Result<Evaluated> {
     let (config, spec, model, device) = load(dir, backend)?;
     let [_, _, test] = spec.splits(SIZES, config.fit.seed)?;
     let (loss, exact) = score(&model, &Examples::new(&test), spec.max_len + 1, &device)?;
-    println!(
-        "test exact match {exact:.4} (greedy), loss {loss:.4}  ({} examples of {})",
-        test.len(),
-        spec.task.name()
-    );
-    Ok(())
+    Ok(Evaluated {
+        summary: format!(
+            "test exact match {exact:.4} (greedy), loss {loss:.4}  ({} examples of {})",
+            test.len(),
+            spec.task.name()
+        ),
+        metrics: json!({"exact_match": exact, "loss": loss, "n": test.len()}),
+        written: None,
+    })
 }
 
 /// Loads a sequence-to-sequence run and decodes `source` (symbols) with beam search of width

@@ -1,205 +1,18 @@
-//! Naming data sets on the command line, splitting them, and the preprocessing saved with a run.
+//! How a run's data is split and preprocessed: the train / validation / test split (stratified,
+//! seeded), the training fraction, resizing, standardisation fitted on the training split, and
+//! the [`Preprocess`] record saved as `preprocess.json` so that evaluation and prediction
+//! transform new data the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use strata::data::{
-    CharVocab, CsvOptions, Dataset, Encoding, LabelColumn, Series, SeriesScaler, Standardizer,
-    Table, TableSchema, Task, TimeSplit, adult, airline, co2, embedded, fashion_mnist, load_csv,
-    parse_series, shakespeare, stratified_split, sunspots,
+use strata_data::{
+    CharVocab, Dataset, SeriesScaler, Source, Standardizer, TableSchema, Task, TimeSplit,
+    stratified_split,
 };
 
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::run_config::RunConfig;
-
-/// The data sets `strata list` shows.
-pub const DATASETS: [(&str, &str); 14] = [
-    (
-        "digits",
-        "UCI handwritten digits, 1797 8x8 images, 10 classes (embedded)",
-    ),
-    (
-        "iris",
-        "Fisher's iris, 150 x 4 measurements, 3 species (embedded)",
-    ),
-    (
-        "fashion-mnist[:DIR]",
-        "Fashion-MNIST, 60k/10k 28x28 images, 10 classes (Debian dataset-fashion-mnist)",
-    ),
-    (
-        "fashion-mnist-rows[:DIR]",
-        "Fashion-MNIST for recurrent models: each image is 28 steps of 28 pixels",
-    ),
-    (
-        "csv:PATH",
-        "any numeric CSV (gzipped or not); --label picks the label column",
-    ),
-    (
-        "adult",
-        "UCI Adult census income, 32561/16281 rows, 6 numeric + 8 categorical columns, 2 classes (embedded)",
-    ),
-    (
-        "table:PATH",
-        "a CSV with a header and categorical columns (`?`, empty, NA: missing); --label picks the label",
-    ),
-    (
-        "airline",
-        "monthly airline passengers 1949-1960, 144 values; forecast the last 24 months (embedded)",
-    ),
-    (
-        "sunspots",
-        "yearly sunspot numbers 1700-2008, 309 values; forecast the last 30 years (embedded)",
-    ),
-    (
-        "co2",
-        "Mauna Loa CO2, weekly 1958-2001 averaged to 526 months; forecast the last 60 (embedded)",
-    ),
-    (
-        "shakespeare",
-        "Shakespeare's works, 5.0M characters; character language model (embedded)",
-    ),
-    (
-        "reverse|sort|copy",
-        "built-in transduction task for seq2seq: 10 symbols, lengths 4-12, 20k/1k/2k distinct sources",
-    ),
-    (
-        "series:PATH",
-        "a `time,value` CSV series to forecast; last 10% test, 10% before it validation",
-    ),
-    (
-        "text:PATH",
-        "any UTF-8 text for a character language model; last 2% test, 2% before it validation",
-    ),
-];
-
-/// A time series and its fixed split: validation and test periods at the end.
-pub struct SeriesSource {
-    /// The series.
-    pub series: Series,
-    /// Steps of validation before the test period.
-    pub valid: usize,
-    /// Steps of test at the end.
-    pub test: usize,
-}
-
-/// A data set as named, before splitting.
-// Made once per run and never moved in a loop: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Source {
-    /// One set, to split three ways.
-    Single(Dataset),
-    /// A set with its own test set.
-    TrainTest(Dataset, Dataset),
-    /// A series to forecast.
-    Series(SeriesSource),
-    /// Text for a character language model.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A built-in sequence transduction task for a seq2seq model.
-    Transduction(strata::data::TransductionTask),
-}
-
-/// The embedded series `load_series` knows by name.
-pub const SERIES: [&str; 3] = ["airline", "sunspots", "co2"];
-
-/// Loads a named series (or `series:PATH`, a `time,value` CSV with a header, whose last 10%
-/// is the test period and the 10% before it validation; its season is 1, so the baseline is
-/// the last value) with its validation and test periods.
-///
-/// # Errors
-/// An unknown name, an unreadable or malformed file, a series too short to split.
-pub fn load_series(spec: &str) -> Result<SeriesSource> {
-    if let Some(path) = spec.strip_prefix("series:") {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let name = Path::new(path)
-            .file_stem()
-            .map_or_else(|| path.to_string(), |s| s.to_string_lossy().to_string());
-        let series = parse_series(&text, &name, "", 1)?;
-        let part = (series.values.len() / 10).max(1);
-        return Ok(SeriesSource {
-            series,
-            valid: part,
-            test: part,
-        });
-    }
-    let (series, valid, test) = match spec {
-        "airline" => (airline(), 12, 24),
-        "sunspots" => (sunspots(), 30, 30),
-        "co2" => (co2(), 24, 60),
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown series `{other}`: expected airline, sunspots or co2"
-            )));
-        }
-    };
-    Ok(SeriesSource {
-        series,
-        valid,
-        test,
-    })
-}
-
-/// Loads the data set a run names.
-///
-/// # Errors
-/// Unknown names, missing files, malformed files.
-pub fn load_source(spec: &str, label: &LabelColumn, model: &str) -> Result<Source> {
-    // Categorical columns: category indices for the tabular transformer's embeddings, one-hot
-    // for every other model.
-    let encoding = if model == "tab-transformer" {
-        Encoding::Indices
-    } else {
-        Encoding::OneHot
-    };
-    if spec == "adult" {
-        let (train, test, _) = adult(encoding)?;
-        return Ok(Source::TrainTest(train, test));
-    }
-    if let Some(path) = spec.strip_prefix("table:") {
-        let table = Table::load(path)?;
-        let schema = TableSchema::fit(&table, label, encoding)?;
-        return Ok(Source::Single(schema.encode(&table)?));
-    }
-    if let Some(path) = spec.strip_prefix("csv:") {
-        let options = CsvOptions {
-            label: label.clone(),
-            ..Default::default()
-        };
-        return Ok(Source::Single(load_csv(path, &options)?));
-    }
-    if let Some(path) = spec.strip_prefix("text:") {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        return Ok(Source::Text { text });
-    }
-    let fm = ["fashion-mnist-rows", "fashion-mnist"]
-        .into_iter()
-        .find(|p| spec == *p || spec.starts_with(&format!("{p}:")));
-    if let Some(prefix) = fm {
-        let dir = spec
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(PathBuf::from);
-        let (train, test) = fashion_mnist(dir.as_deref())?;
-        return Ok(Source::TrainTest(train, test));
-    }
-    match spec {
-        "digits" | "iris" => Ok(Source::Single(embedded(spec)?)),
-        s if SERIES.contains(&s) || s.starts_with("series:") => {
-            Ok(Source::Series(load_series(spec)?))
-        }
-        "shakespeare" => Ok(Source::Text {
-            text: shakespeare(),
-        }),
-        "reverse" | "sort" | "copy" => Ok(Source::Transduction(
-            strata::data::TransductionTask::by_name(spec)?,
-        )),
-        other => Err(Error::Usage(format!(
-            "unknown data set `{other}`: expected digits, iris, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, csv:PATH or text:PATH (see `strata list`)"
-        ))),
-    }
-}
 
 /// The preprocessing of a run, saved as `preprocess.json` so that evaluation and prediction
 /// transform new data the same way.
@@ -244,7 +57,7 @@ impl Preprocess {
     /// I/O errors.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("serialisable");
-        strata::train::write_atomic(&dir.join("preprocess.json"), &json)?;
+        strata_train::write_atomic(&dir.join("preprocess.json"), &json)?;
         Ok(())
     }
 
@@ -429,7 +242,7 @@ pub fn prepare(
 /// Number of model outputs for a task under a loss.
 pub fn n_outputs(task: Task, config: &RunConfig) -> usize {
     match (task, &config.loss) {
-        (Task::Classification(_), strata::loss::LossConfig::Bce) => 1,
+        (Task::Classification(_), strata_loss::LossConfig::Bce) => 1,
         (Task::Classification(k), _) => k,
         (Task::Regression, _) => 1,
     }
@@ -460,16 +273,18 @@ mod tests {
         let mut weights = Vec::new();
         for seed in [3, 4, 5] {
             let c = study(seed);
-            let source = load_source(&c.dataset, &c.label, &c.model).unwrap();
+            let source =
+                strata_data::load_source(&c.dataset, &c.label, strata_data::Encoding::OneHot)
+                    .unwrap();
             let (train, valid, test, rows) = split_source(source, &c).unwrap();
             assert_eq!((train.len(), valid.len(), test.len()), (117, 269, 359));
             assert_eq!(rows.len(), 359);
             tests.push(rows.into_iter().collect::<BTreeSet<usize>>());
             subsets.push(train.features.clone());
             let pre = prepare(train, valid, test, &c).unwrap();
-            let net = crate::network::network_config(&c, &pre.preprocess, 10).unwrap();
+            let net = crate::family::network_config(&c, &pre.preprocess, 10).unwrap();
             let device = burn::tensor::Device::flex();
-            strata::tensor::seed_device(&device, seed);
+            strata_tensor::seed_device(&device, seed);
             let model = net.init(&device).unwrap();
             let first = model
                 .collect(None, None, false)

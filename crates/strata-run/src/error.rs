@@ -1,11 +1,11 @@
-//! The CLI's error type: every failure becomes one line on standard error and exit code 1.
+//! The error type of `strata-run`: bad settings, files, and the errors of the crates below.
 
 use std::path::PathBuf;
 
-/// Anything that can end a command.
+/// Anything that can stop a run, an evaluation or a prediction.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad flags or config values.
+    /// Bad settings (a run config's values, or a model and data that do not go together).
     #[error("{0}")]
     Usage(String),
     /// A file could not be read or written.
@@ -26,32 +26,33 @@ pub enum Error {
     },
     /// From the backend layer.
     #[error(transparent)]
-    Tensor(#[from] strata::tensor::Error),
+    Tensor(#[from] strata_tensor::Error),
     /// From the data layer.
     #[error(transparent)]
-    Data(#[from] strata::data::Error),
+    Data(#[from] strata_data::Error),
     /// From an architecture config.
     #[error(transparent)]
-    Arch(#[from] strata::arch::Error),
+    Arch(#[from] strata_arch::Error),
     /// From a loss config.
     #[error(transparent)]
-    Loss(#[from] strata::loss::Error),
+    Loss(#[from] strata_loss::Error),
     /// From an optimizer config.
     #[error(transparent)]
-    Optim(#[from] strata::optim::Error),
+    Optim(#[from] strata_optim::Error),
     /// From training or evaluation.
     #[error(transparent)]
-    Train(#[from] strata::train::Error),
+    Train(#[from] strata_train::Error),
     /// From metrics.
     #[error(transparent)]
-    Metrics(#[from] strata::metrics::Error),
+    Metrics(#[from] strata_metrics::Error),
 }
 
-/// Shorthand.
+/// Shorthand for results of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// A failed read or write of `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

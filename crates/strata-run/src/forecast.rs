@@ -2,24 +2,21 @@
 //! statistics, a one-step-ahead model, and test metrics in the series' own units beside the
 //! seasonal-naive baseline.
 
-use std::path::Path;
-
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::{Value, json};
-use strata::arch::Network;
-use strata::data::{Dataset, Targets, TimeSplit};
-use strata::metrics::RegressionReport;
-use strata::train::predict;
+use strata_arch::Network;
+use strata_data::{Dataset, SeriesSource, Targets, TimeSplit};
+use strata_metrics::RegressionReport;
+use strata_train::predict;
 
-use crate::args::TrainArgs;
-use crate::commands::train::{
-    fit_loss_to_task, run_summary, train_once, write_history, write_metrics,
-};
-use crate::data_source::{Prepared, Preprocess, SeriesPrep, SeriesSource};
+use crate::config::RunConfig;
+use crate::data::{Prepared, Preprocess, SeriesPrep};
 use crate::error::{Error, Result};
-use crate::network::{network_config, save_safetensors};
-use crate::run_config::RunConfig;
+use crate::family::{Family, network_config};
+use crate::pipeline::supervised::{fit_loss_to_task, train_once};
+use crate::pipeline::{Context, RunResult};
+use crate::run_dir::{run_line, run_summary, save_safetensors, write_history, write_metrics};
 
 /// The windows of a series run, preprocessed as the run's `preprocess.json` says.
 ///
@@ -119,7 +116,7 @@ pub fn forecast_metrics(
 /// The whole test period forecast at once from its start, each forecast fed back as input (the
 /// recursive strategy), beside the multi-step seasonal-naive forecast from the same origin.
 fn multi_step(
-    m: &strata::arch::SequenceModel,
+    m: &strata_arch::SequenceModel,
     src: &SeriesSource,
     s: &SeriesPrep,
     device: &Device,
@@ -145,61 +142,45 @@ fn multi_step(
     }))
 }
 
-/// Trains a forecaster on a series and writes the run directory.
+/// Trains `family`'s forecaster on a series and writes the run directory.
 ///
 /// # Errors
-/// Invalid settings, data errors, training and I/O failures.
-pub fn train(
-    config: &RunConfig,
+/// A model that does not forecast, invalid settings, data errors, training and I/O failures.
+pub(crate) fn train<F: Family + ?Sized>(
+    family: &F,
+    ctx: &Context<'_>,
     src: &SeriesSource,
-    device: &Device,
-    out: &Path,
-    args: &TrainArgs,
-) -> Result<()> {
-    if config.model == "cnn" {
-        return Err(Error::Usage(format!(
-            "model cnn needs images; forecast `{}` with rnn, lstm, gru or mlp",
-            config.dataset
-        )));
-    }
-    if crate::run_config::is_transformer_lm(&config.model) {
-        return Err(Error::Usage(format!(
-            "transformer-lm is a language model: train it on text (shakespeare, text:PATH), not `{}`",
-            config.dataset
-        )));
-    }
-    let mut config = config.clone();
+) -> Result<RunResult> {
+    let (device, out) = (&ctx.device, ctx.out);
+    let mut config = ctx.config.clone();
+    // Fail before writing anything: a model that does not forecast (its family says why).
+    family.check_series(&config)?;
     let prepared = prepare_series(&config, src)?;
     fit_loss_to_task(&mut config, &prepared.train)?;
-    network_config(&config, &prepared.preprocess, 1)?; // fail before writing anything
+    network_config(&config, &prepared.preprocess, 1)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    strata::train::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    config.save(out)?;
     prepared.preprocess.save(out)?;
     let window = prepared.preprocess.n_features;
-    if config.fit.progress {
-        eprintln!(
-            "forecasting {} with {} (window {window}): {} train / {} valid / {} test windows, {} on {}",
-            config.dataset,
-            config.model,
-            prepared.train.len(),
-            prepared.valid.len(),
-            prepared.test.len(),
-            config.optimizer.kind.name(),
-            config.backend
-        );
-    }
+    ctx.progress.note(&format!(
+        "forecasting {} with {} (window {window}): {} train / {} valid / {} test windows, {} on {}",
+        config.dataset,
+        config.model,
+        prepared.train.len(),
+        prepared.valid.len(),
+        prepared.test.len(),
+        config.optimizer.kind.name(),
+        config.backend
+    ));
     let (outcome, _) = train_once(
+        ctx,
         &config,
         &prepared,
-        &prepared.train,
-        &prepared.valid,
-        device,
-        Some(&out.join("checkpoints")),
-        args.resume,
-        args.pause_after,
+        &out.join("checkpoints"),
+        ctx.resume,
     )?;
     if !write_history(&config, out, "rmse", &outcome)? {
-        return Ok(());
+        return Ok(RunResult::paused(out, outcome.epochs_run));
     }
     let model = outcome.model.valid();
     save_safetensors(&model, &out.join("model.safetensors"))?;
@@ -210,19 +191,14 @@ pub fn train(
     metrics["test"] = m["test"].clone();
     metrics["valid"] = m["valid"].clone();
     write_metrics(out, &metrics)?;
-    println!(
-        "test rmse {:.3}  mae {:.3}  r2 {:.4}  (seasonal naive rmse {:.3}) {} — {} on {}, {}, {} epochs, {:.1} s",
+    let summary = format!(
+        "test rmse {:.3}  mae {:.3}  r2 {:.4}  (seasonal naive rmse {:.3}) {} — {}",
         test["rmse"].as_f64().unwrap_or(f64::NAN),
         test["mae"].as_f64().unwrap_or(f64::NAN),
         test["r2"].as_f64().unwrap_or(f64::NAN),
         test["baseline_rmse"].as_f64().unwrap_or(f64::NAN),
         src.series.unit,
-        config.model,
-        config.dataset,
-        config.backend,
-        outcome.epochs_run,
-        outcome.train_seconds
+        run_line(&config, &outcome)
     );
-    println!("run written to {}", out.display());
-    Ok(())
+    Ok(RunResult::finished(out, &outcome, metrics, summary))
 }

@@ -1,0 +1,286 @@
+//! A finished run loaded back ([`Run::open`]) and its evaluation on its test split or on
+//! another data set ([`evaluate`]).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use strata_arch::Network;
+use strata_data::{Source, load_series, load_source};
+use strata_tensor::Backend;
+use strata_train::{Evaluation, evaluate as evaluate_model};
+
+use crate::config::RunConfig;
+use crate::data::{Preprocess, n_outputs, split_source};
+use crate::error::{Error, Result};
+use crate::family::{family, network_config};
+use crate::forecast::{forecast_metrics, prepare_series};
+use crate::language::{load_lm, split_text};
+use crate::pipeline::{metrics_json, summary_line};
+use crate::run_dir::{finished_weights, load_safetensors, write_json};
+
+/// A finished run loaded back for inference: its config, preprocessing and model (a
+/// classifier, a regressor or a forecaster; language-model and seq2seq runs are used through
+/// [`generate`](crate::generate())).
+///
+/// ```no_run
+/// let run = strata_run::Run::open("runs/cnn-digits")?;
+/// let predictions = run.predict_file("new-digits.csv")?;
+/// println!("{}", predictions.to_csv());
+/// # Ok::<(), strata_run::Error>(())
+/// ```
+pub struct Run {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The run's config.
+    pub config: RunConfig,
+    /// Its preprocessing.
+    pub preprocess: Preprocess,
+    /// The model in evaluation mode.
+    pub model: Network,
+    /// The device it lives on.
+    pub device: burn::tensor::Device,
+}
+
+impl Run {
+    /// Loads the finished run in `dir` on the backend it was trained on.
+    ///
+    /// # Errors
+    /// A directory that is not a finished run, or weights that do not fit its config.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        load_run(dir.as_ref(), None)
+    }
+
+    /// Loads the finished run in `dir` on `backend` (`flex`, `ndarray`, `wgpu`), or on its
+    /// own when `None`.
+    ///
+    /// # Errors
+    /// As [`Run::open`], and an unknown or unusable backend.
+    pub fn open_on(dir: impl AsRef<Path>, backend: Option<&str>) -> Result<Self> {
+        load_run(dir.as_ref(), backend)
+    }
+}
+
+/// What an evaluation gave: one line, its metrics, and the file it wrote (`evaluation.json`)
+/// if any.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// One line of metrics, e.g. `digits (test split): accuracy 0.9833  macro F1 ...`.
+    pub summary: String,
+    /// The metrics.
+    pub metrics: Value,
+    /// The `evaluation.json` written, if any.
+    pub written: Option<PathBuf>,
+}
+
+/// Evaluates the finished run in `dir` on its test split, or on `dataset` (a data-set spec),
+/// on `backend` or its own; writes `evaluation.json` into the run for classifiers,
+/// regressors, forecasters and language models.
+///
+/// # Errors
+/// A directory that is not a finished run, data that does not fit the model.
+pub fn evaluate(
+    dir: impl AsRef<Path>,
+    backend: Option<&str>,
+    dataset: Option<&str>,
+) -> Result<Evaluated> {
+    let dir = dir.as_ref();
+    let config = load_run_config(dir, backend)?;
+    family(&config.model)?.evaluate(dir, backend, dataset)
+}
+
+/// Reads a run directory's `config.toml`, with the backend overridden when one is given.
+///
+/// # Errors
+/// A directory without `config.toml`, an unreadable config, an unknown backend.
+pub fn load_run_config(dir: &Path, backend: Option<&str>) -> Result<RunConfig> {
+    let config_path = dir.join("config.toml");
+    if !config_path.exists() {
+        return Err(Error::Usage(format!(
+            "{} is not a run directory (no config.toml)",
+            dir.display()
+        )));
+    }
+    let mut config = RunConfig::load(&config_path)?;
+    if let Some(b) = backend {
+        config.backend = b.parse::<Backend>()?;
+    }
+    Ok(config)
+}
+
+/// Loads a run directory.
+fn load_run(dir: &Path, backend: Option<&str>) -> Result<Run> {
+    if let Ok(pre) = Preprocess::load(dir)
+        && pre.vocab.is_some()
+    {
+        return Err(Error::Usage(format!(
+            "{} is a language model: use `strata generate --run {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let config = load_run_config(dir, backend)?;
+    let preprocess = Preprocess::load(dir)?;
+    let task = match &preprocess.class_names {
+        Some(names) => strata_data::Task::Classification(names.len()),
+        None => strata_data::Task::Regression,
+    };
+    let net = network_config(&config, &preprocess, n_outputs(task, &config))?;
+    let device = config.backend.usable_device()?;
+    let weights = finished_weights(dir)?;
+    let model = load_safetensors(&net, &weights, &device)?;
+    Ok(Run {
+        dir: dir.to_path_buf(),
+        config,
+        preprocess,
+        model,
+        device,
+    })
+}
+
+/// The evaluation of a run of a family without its own: a language model, a forecaster, a
+/// classifier or a regressor.
+pub(crate) fn evaluate_default(
+    dir: &Path,
+    backend: Option<&str>,
+    dataset: Option<&str>,
+) -> Result<Evaluated> {
+    let pre = Preprocess::load(dir).ok();
+    if pre.as_ref().is_some_and(|p| p.vocab.is_some()) {
+        return evaluate_lm(dir, backend, dataset);
+    }
+    let run = load_run(dir, backend)?;
+    if run.preprocess.series.is_some() {
+        return evaluate_forecaster(dataset, &run);
+    }
+    let config = &run.config;
+    let encoding = family(&config.model)?.encoding(&config.model);
+    let (name, mut data) = match dataset {
+        None => {
+            let source = load_source(&config.dataset, &config.label, encoding)?;
+            let (_, _, test, _) = split_source(source, config)?;
+            (format!("{} (test split)", config.dataset), test)
+        }
+        Some(spec) if run.preprocess.table.is_some() && !spec.contains(':') && spec != "adult" => {
+            return Err(Error::Usage(format!(
+                "this {} model reads tables with the columns it was trained on: give --dataset table:PATH",
+                config.model
+            )));
+        }
+        Some(spec) if run.preprocess.table.is_some() && spec != "adult" => {
+            // Encode with the training schema: an unseen category is an error, not a new code.
+            let path = spec.split_once(':').map_or(spec, |(_, p)| p);
+            let schema = run.preprocess.table.as_ref().expect("checked above");
+            (
+                spec.to_string(),
+                schema.encode(&strata_data::Table::load(path)?)?,
+            )
+        }
+        Some(spec) => match load_source(spec, &config.label, encoding)? {
+            Source::Single(d) => (spec.to_string(), d),
+            Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
+            Source::Series(_) | Source::Text { .. } | Source::Transduction(_) => {
+                return Err(Error::Usage(format!(
+                    "{spec} is a series, a text or a transduction task; this {} model was trained on samples of {} features",
+                    config.model, run.preprocess.n_features
+                )));
+            }
+        },
+    };
+    if let (Some(names), Some(got)) = (&run.preprocess.class_names, data.class_names())
+        && names.len() != got.len()
+    {
+        return Err(Error::Usage(format!(
+            "the model predicts {} classes, {name} has {}",
+            names.len(),
+            got.len()
+        )));
+    }
+    run.preprocess.apply(&mut data)?;
+    let loss = config.loss.init(&run.device)?;
+    let ev: Evaluation = evaluate_model(
+        &run.model,
+        &|m: &Network, x| m.forward_flat(x),
+        loss.as_ref(),
+        &data,
+        256,
+        &run.device,
+    )?;
+    let summary = format!("{name}: {}", summary_line(&ev));
+    let out = json!({
+        "model": config.model,
+        "dataset": name,
+        "backend": config.backend.name(),
+        "test": metrics_json(&ev),
+    });
+    write_evaluation(dir, summary, out)
+}
+
+/// Writes `evaluation.json` into the run.
+fn write_evaluation(dir: &Path, summary: String, metrics: Value) -> Result<Evaluated> {
+    let path = dir.join("evaluation.json");
+    write_json(&path, &metrics)?;
+    Ok(Evaluated {
+        summary,
+        metrics,
+        written: Some(path),
+    })
+}
+
+/// Re-evaluates a forecasting run on its series' test period (or on another series).
+fn evaluate_forecaster(dataset: Option<&str>, run: &Run) -> Result<Evaluated> {
+    let name = dataset.unwrap_or(&run.config.dataset);
+    let src = load_series(name)?;
+    let prep = prepare_series(&run.config, &src)?;
+    let m = forecast_metrics(&run.model, &src, &prep, &run.device)?;
+    let t = &m["test"];
+    let summary = format!(
+        "{name} (test period): rmse {:.3}  mae {:.3}  r2 {:.4}  (seasonal naive rmse {:.3})",
+        t["rmse"].as_f64().unwrap_or(f64::NAN),
+        t["mae"].as_f64().unwrap_or(f64::NAN),
+        t["r2"].as_f64().unwrap_or(f64::NAN),
+        t["baseline_rmse"].as_f64().unwrap_or(f64::NAN),
+    );
+    write_evaluation(
+        &run.dir,
+        summary,
+        json!({
+            "model": run.config.model,
+            "dataset": name,
+            "backend": run.config.backend.name(),
+            "test": m["test"],
+        }),
+    )
+}
+
+/// Re-evaluates a language model on its text's test part (or another text's, read with the
+/// model's vocabulary).
+fn evaluate_lm(dir: &Path, backend: Option<&str>, dataset: Option<&str>) -> Result<Evaluated> {
+    let lm = load_lm(dir, backend)?;
+    let name = dataset.unwrap_or(&lm.config.dataset);
+    let encoding = family(&lm.config.model)?.encoding(&lm.config.model);
+    let Source::Text { text, .. } = load_source(name, &lm.config.label, encoding)? else {
+        return Err(Error::Usage(format!(
+            "{name} is not a text: a language model is evaluated on text (shakespeare, text:PATH)"
+        )));
+    };
+    let (vocab, split) = split_text(&text)?;
+    let tokens = if vocab == lm.vocab {
+        split.test
+    } else {
+        // Another text: all of it, in the model's vocabulary.
+        lm.vocab.encode(&text)?
+    };
+    let nats = lm.model.eval_nats(&tokens, &lm.device)?;
+    let bpc = nats / std::f64::consts::LN_2;
+    let summary = format!("{name}: loss {nats:.4} nats/char ({bpc:.4} bits/char)");
+    write_evaluation(
+        dir,
+        summary,
+        json!({
+            "model": lm.config.model,
+            "dataset": name,
+            "backend": lm.config.backend.name(),
+            "test": {"loss_nats": nats, "bits_per_char": bpc, "n_chars": tokens.len()},
+        }),
+    )
+}

@@ -1,0 +1,64 @@
+//! # strata-run
+//!
+//! Runs as a library: everything the `strata` command does, without it.
+//!
+//! - [`RunConfig`]: a run as data (data-set spec, model, network sizes, training, optimizer,
+//!   schedule, loss, augmentation, transfer), serde and TOML, validated; each model family's
+//!   recipe as its defaults ([`RunConfig::defaults_for`]).
+//! - [`train`] / [`train_with`]: train, evaluate on the test split and write the run directory
+//!   (`config.toml`, `preprocess.json`, `history.csv`, `curves.svg`, `model.safetensors`,
+//!   `metrics.json`); resume, pause, and progress reports of your choosing ([`Progress`]).
+//! - [`Run::open`]: a finished run back for inference ([`Run::predict`],
+//!   [`Run::predict_file`]); [`evaluate`] on its test split or another data set;
+//!   [`generate`] text or decodings; [`torch_logits`] of PyTorch weights without a run.
+//! - [`FAMILIES`]: the model families, one module each, each saying its names, its data, its
+//!   recipe, how to build it and (if not plain supervised learning) how it trains.
+//!
+//! Train, reload and predict:
+//!
+//! ```
+//! use strata_run::{Run, RunConfig, train};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut config = RunConfig::defaults_for("mlp", "iris");
+//! config.fit.epochs = 40;
+//! config.fit.progress = false;
+//! let result = train(&config, dir.path())?;
+//! assert!(result.test_metric("accuracy").unwrap() > 0.8, "{}", result.summary);
+//!
+//! let run = Run::open(dir.path())?;
+//! let predictions = run.predict(vec![5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3])?;
+//! assert_eq!(predictions.classes(), ["setosa", "virginica"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod data;
+mod error;
+mod evaluate;
+mod family;
+mod forecast;
+mod generate;
+mod language;
+mod pipeline;
+mod predict;
+pub mod run_dir;
+mod transfer;
+
+pub use config::{Freeze, MAX_SIDE, NetworkSpec, RunConfig, TransferSpec};
+pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
+pub use error::{Error, Result};
+pub use evaluate::{Evaluated, Run, evaluate, load_run_config};
+pub use family::{
+    FAMILIES, Family, auto_patch, cell_kind, family, network_config, recurrent_config,
+    transformer_width,
+};
+pub use forecast::{forecast_metrics, prepare_series};
+pub use generate::{Generate, generate};
+pub use language::{Lm, LmConfig, LoadedLm, load_lm, split_text};
+pub use pipeline::{
+    Context, RunResult, TrainOptions, metrics_json, summary_line, train, train_default, train_with,
+};
+pub use predict::{Predictions, TorchWeights, torch_logits};
+pub use strata_train::{Console, Progress, Silent};
+pub use transfer::{check_transfer, fine_tune, init_weights, load_torch, run_weights};

@@ -1,0 +1,194 @@
+//! Training a run: [`train`] validates the config, loads the data its spec names, and hands
+//! both to the model's family, which trains and writes the run directory.
+
+pub(crate) mod supervised;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde_json::Value;
+use strata_data::Source;
+use strata_train::{Console, FineTune, FitOutcome, Progress, Silent};
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::family::{Family, family};
+
+pub use supervised::{metrics_json, summary_line};
+
+/// How [`train_with`] runs besides the config.
+#[derive(Default, Clone, Copy)]
+pub struct TrainOptions<'a> {
+    /// Continue the run in the output directory from its last checkpoint.
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many epochs; resume later.
+    pub pause_after: Option<usize>,
+    /// Where progress goes; `None`: a console bar and lines when `config.fit.progress` is set,
+    /// else nothing.
+    pub progress: Option<&'a dyn Progress>,
+}
+
+/// What a run gave: where it is, whether it finished, its `metrics.json`, and one line saying
+/// its test figures.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Whether training finished (false when paused: resume it with
+    /// [`TrainOptions::resume`]).
+    pub finished: bool,
+    /// Epochs run in total.
+    pub epochs_run: usize,
+    /// The run's `metrics.json` (`Value::Null` when paused).
+    pub metrics: Value,
+    /// One line of test metrics, e.g. `test accuracy 0.9833  macro F1 0.9832  loss 0.0712
+    /// (cnn on digits, flex, 30 epochs, 20.1 s)`; empty when paused.
+    pub summary: String,
+}
+
+impl RunResult {
+    /// A finished run.
+    pub(crate) fn finished<M>(
+        dir: &Path,
+        outcome: &FitOutcome<M>,
+        metrics: Value,
+        summary: String,
+    ) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            finished: true,
+            epochs_run: outcome.epochs_run,
+            metrics,
+            summary,
+        }
+    }
+
+    /// A paused run.
+    pub(crate) fn paused(dir: &Path, epochs_run: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            finished: false,
+            epochs_run,
+            metrics: Value::Null,
+            summary: String::new(),
+        }
+    }
+
+    /// A headline test metric of `metrics.json` (`accuracy`, `rmse`, `exact_match`,
+    /// `loss_nats`, ...), when the run has it.
+    pub fn test_metric(&self, name: &str) -> Option<f64> {
+        self.metrics["test"][name].as_f64()
+    }
+}
+
+/// What a family's training gets: the validated config, the device, the run directory, how to
+/// run and where progress goes.
+pub struct Context<'a> {
+    /// The run's config, validated.
+    pub config: &'a RunConfig,
+    /// The device (without autodiff) of the run's backend.
+    pub device: Device,
+    /// The run directory.
+    pub out: &'a Path,
+    /// Continue from the last checkpoint.
+    pub resume: bool,
+    /// Stop after this many epochs.
+    pub pause_after: Option<usize>,
+    /// Where progress goes.
+    pub progress: &'a dyn Progress,
+}
+
+impl Context<'_> {
+    /// The runner's settings for a model on the autodiff device `ad`, checkpointing in
+    /// `checkpoint_dir`.
+    pub fn run<'b>(
+        &'b self,
+        ad: Device,
+        checkpoint_dir: Option<&'b Path>,
+        fine_tune: Option<&'b FineTune>,
+    ) -> strata_train::Run<'b> {
+        let c = self.config;
+        strata_train::Run {
+            optimizer: &c.optimizer,
+            schedule: &c.schedule,
+            config: &c.fit,
+            device: ad,
+            checkpoint_dir,
+            resume: self.resume,
+            pause_after: self.pause_after,
+            fine_tune,
+            progress: Some(self.progress),
+        }
+    }
+}
+
+/// Trains the run `config` describes and writes its directory `out`: `config.toml`,
+/// `preprocess.json`, `history.csv`, `curves.svg`, `model.safetensors`, `metrics.json` (and
+/// `test_predictions.csv` for classifiers). Progress goes to the console when
+/// `config.fit.progress` is set.
+///
+/// ```no_run
+/// let mut config = strata_run::RunConfig::defaults_for("cnn", "digits");
+/// config.fit.epochs = 5;
+/// let result = strata_run::train(&config, "runs/cnn-digits")?;
+/// println!("{}", result.summary);
+/// # Ok::<(), strata_run::Error>(())
+/// ```
+///
+/// # Errors
+/// Invalid settings, a model and data that do not go together, unreadable data, training and
+/// I/O failures. Nothing is written before the settings, the data and the model are checked.
+pub fn train(config: &RunConfig, out: impl AsRef<Path>) -> Result<RunResult> {
+    train_with(config, out.as_ref(), &TrainOptions::default())
+}
+
+/// [`train`] with options: resume, pause, your own progress reports.
+///
+/// # Errors
+/// As [`train`].
+pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) -> Result<RunResult> {
+    config.validate()?;
+    let family = family(&config.model)?;
+    let device = config.backend.usable_device()?;
+    let source = strata_data::load_source(
+        &config.dataset,
+        &config.label,
+        family.encoding(&config.model),
+    )?;
+    let console = Console::default();
+    let progress: &dyn Progress = match options.progress {
+        Some(p) => p,
+        None if config.fit.progress => &console,
+        None => &Silent,
+    };
+    let ctx = Context {
+        config,
+        device,
+        out,
+        resume: options.resume,
+        pause_after: options.pause_after,
+        progress,
+    };
+    family.train(&ctx, source)
+}
+
+/// The training of a family that does not bring its own: supervised learning on samples,
+/// forecasting on a series, a character language model on text.
+///
+/// # Errors
+/// Data the family does not train on, and the pipelines' errors.
+pub fn train_default<F: Family + ?Sized>(
+    family: &F,
+    ctx: &Context<'_>,
+    source: Source,
+) -> Result<RunResult> {
+    match source {
+        Source::Series(s) => crate::forecast::train(family, ctx, &s),
+        Source::Text { text } => crate::language::train(family, ctx, &text),
+        Source::Transduction(_) => Err(Error::Usage(format!(
+            "`{}` is a sequence transduction task: train it with --model seq2seq, not {}",
+            ctx.config.dataset, ctx.config.model
+        ))),
+        samples => supervised::train(family, ctx, samples),
+    }
+}
