@@ -20,6 +20,7 @@
 //! # Ok::<(), strata_arch::Error>(())
 //! ```
 
+pub mod autoencoder;
 pub mod char_lm;
 pub mod cnn;
 mod error;
@@ -32,6 +33,7 @@ pub mod transformer;
 pub mod transformer_lm;
 pub mod vgg;
 
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};

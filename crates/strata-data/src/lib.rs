@@ -32,6 +32,7 @@ mod embedded;
 mod error;
 mod idx;
 mod npy;
+mod pca;
 mod sampler;
 mod series;
 mod spec;
@@ -56,6 +57,7 @@ pub use idx::{
     read_idx,
 };
 pub use npy::{npy_f32_bytes, parse_npy_f32, read_npy_f32};
+pub use pca::Pca;
 pub use sampler::{BalancedSampler, Sampling, balanced_class_weights, epoch_order};
 pub use series::{
     Series, SeriesScaler, TimeSplit, Windows, airline, co2, interpolate_gaps, parse_series,

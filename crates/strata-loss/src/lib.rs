@@ -16,10 +16,12 @@
 //! # Ok::<(), strata_loss::Error>(())
 //! ```
 
+mod elbo;
 mod error;
 mod focal;
 mod loss;
 
+pub use elbo::{bernoulli_nll, gaussian_kl};
 pub use error::{Error, Result};
 pub use focal::FocalLoss;
 pub use loss::{Loss, LossConfig};

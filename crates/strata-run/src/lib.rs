@@ -50,8 +50,8 @@ pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_sourc
 pub use error::{Error, Result};
 pub use evaluate::{Evaluated, Run, evaluate, load_run_config};
 pub use family::{
-    FAMILIES, Family, auto_patch, cell_kind, family, network_config, recurrent_config,
-    transformer_width,
+    FAMILIES, Family, auto_patch, autoencoder_config, cell_kind, family, network_config,
+    recurrent_config, transformer_width,
 };
 pub use forecast::{forecast_metrics, prepare_series};
 pub use generate::{Generate, generate};

@@ -65,4 +65,6 @@ pub mod guides {
     pub struct Results;
     #[doc = include_str!("../../../docs/transfer.md")]
     pub struct Transfer;
+    #[doc = include_str!("../../../docs/autoencoder.md")]
+    pub struct Autoencoder;
 }

@@ -18,6 +18,7 @@
 //!
 //! Adding a family: see "Adding a family" in docs/architecture.md.
 
+mod autoencoder;
 mod cnn;
 mod mlp;
 mod recurrent;
@@ -38,6 +39,7 @@ use crate::generate::Generate;
 use crate::language::LmConfig;
 use crate::pipeline::{self, Context, RunResult};
 
+pub use autoencoder::autoencoder_config;
 pub use recurrent::{cell_kind, recurrent_config};
 pub use transformer::{auto_patch, transformer_width};
 
@@ -173,7 +175,7 @@ pub(crate) fn not_text(config: &RunConfig) -> Error {
 }
 
 /// Every family, in the order `strata list` shows them.
-pub static FAMILIES: [&dyn Family; 7] = [
+pub static FAMILIES: [&dyn Family; 8] = [
     &mlp::Mlp,
     &cnn::Cnn,
     &recurrent::Recurrent,
@@ -181,6 +183,7 @@ pub static FAMILIES: [&dyn Family; 7] = [
     &seq2seq::Seq2seq,
     &resnet::ResNet,
     &vgg::Vgg,
+    &autoencoder::Autoencoders,
 ];
 
 /// The family of `model`.
@@ -188,11 +191,21 @@ pub static FAMILIES: [&dyn Family; 7] = [
 /// # Errors
 /// A name no family has.
 pub fn family(model: &str) -> Result<&'static dyn Family> {
-    FAMILIES.iter().copied().find(|f| f.has(model)).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown model `{model}`: expected mlp, cnn, rnn, rnn-relu, lstm, gru, transformer-lm, vit, tab-transformer, seq2seq, resnet20/32/56/18/34/50/101 or vgg11/13/16/19[_bn] (see `strata list`)"
-        ))
-    })
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| f.has(model))
+        .ok_or_else(|| {
+            let names: Vec<&str> = FAMILIES
+                .iter()
+                .flat_map(|f| f.models())
+                .map(|(name, _)| *name)
+                .collect();
+            Error::Usage(format!(
+                "unknown model `{model}`: expected one of {} (see `strata list`)",
+                names.join(", ")
+            ))
+        })
 }
 
 /// The network `config` asks for on data described by `pre`, with `n_out` outputs, validated.
@@ -232,6 +245,8 @@ mod tests {
             "vit",
             "tab-transformer",
             "seq2seq",
+            "ae",
+            "vae",
         ];
         let all = names
             .iter()
@@ -244,6 +259,6 @@ mod tests {
         }
         assert!(family("cnn2").is_err());
         let listed: usize = FAMILIES.iter().map(|f| f.models().len()).sum();
-        assert_eq!(listed, 12, "lines of `strata list`");
+        assert_eq!(listed, 14, "lines of `strata list`");
     }
 }
