@@ -158,9 +158,7 @@ pub(crate) fn train<F: Family + ?Sized>(
     let prepared = prepare_series(&config, src)?;
     fit_loss_to_task(&mut config, &prepared.train)?;
     network_config(&config, &prepared.preprocess, 1)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    config.save(out)?;
-    prepared.preprocess.save(out)?;
+    ctx.open_run_dir(&config, Some(&prepared.preprocess))?;
     let window = prepared.preprocess.n_features;
     ctx.progress.note(&format!(
         "forecasting {} with {} (window {window}): {} train / {} valid / {} test windows, {} on {}",

@@ -137,8 +137,6 @@ pub(crate) fn train<F: Family + ?Sized>(
     let (vocab, split) = split_text(text)?;
     // Check the model's settings before writing anything.
     let lm_config = family.language_model(config, vocab.len())?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    config.save(out)?;
     let preprocess = Preprocess {
         n_features: config.network.seq_len,
         image_shape: None,
@@ -148,7 +146,7 @@ pub(crate) fn train<F: Family + ?Sized>(
         vocab: Some(vocab.clone()),
         table: None,
     };
-    preprocess.save(out)?;
+    ctx.open_run_dir(config, Some(&preprocess))?;
     ctx.progress.note(&format!(
             "language model {} on {}: {} characters ({} distinct), {} train / {} valid / {} test, {} streams x {} steps, {} on {}",
             config.model,

@@ -177,14 +177,16 @@ pub struct TorchWeights<'a> {
     pub backend: Option<&'a str>,
 }
 
-/// The logits of PyTorch weights on a batch of images `[n, c, h, w]` (row-major values), in
-/// evaluation mode, without a run directory; returns them row-major with the number per row.
+/// The logits of PyTorch weights on a batch of images `[n, c, h, w]` (row-major values) that
+/// errors call `input` (its file), in evaluation mode, without a run directory; returns them
+/// row-major with the number per row.
 ///
 /// # Errors
 /// An unknown architecture, another channel count, weights that do not fit (a wrong
 /// `num_classes`: the error lists what did not load).
 pub fn torch_logits(
     weights: &TorchWeights<'_>,
+    input: &str,
     shape: [usize; 4],
     values: Vec<f32>,
 ) -> Result<(Vec<f32>, usize)> {
@@ -192,7 +194,7 @@ pub fn torch_logits(
     let name = weights.model;
     if c != weights.in_channels {
         return Err(Error::Usage(format!(
-            "{c} channels, but the model reads {} (--in-channels)",
+            "{input}: {c} channels, but the model reads {} (--in-channels)",
             weights.in_channels
         )));
     }

@@ -61,12 +61,8 @@ fn predict_weights(args: &PredictArgs) -> Result<()> {
         in_channels: args.in_channels,
         backend: args.backend.as_deref(),
     };
-    let (logits, k) = torch_logits(&weights, [n, c, h, w], values).map_err(|e| match e {
-        Error::Usage(m) if m.contains("channels") => {
-            Error::Usage(format!("{}: {m}", args.input.display()))
-        }
-        e => e,
-    })?;
+    let input = args.input.display().to_string();
+    let (logits, k) = torch_logits(&weights, &input, [n, c, h, w], values)?;
     let mut csv = String::new();
     let header: Vec<String> = (0..k).map(|j| format!("logit_{j}")).collect();
     let _ = writeln!(csv, "row,{}", header.join(","));

@@ -101,7 +101,6 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
     if args.balanced {
         c.fit.sampling = Sampling::Balanced;
     }
-    c.fit.progress = !args.quiet;
     let mut c = overlay(c, args)?;
     if let Some(m) = args.momentum {
         match &mut c.optimizer.kind {

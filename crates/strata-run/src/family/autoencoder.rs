@@ -322,12 +322,7 @@ fn train(ctx: &Context<'_>, source: Source) -> Result<RunResult> {
     check_pixels(config, &train)?;
     let prepared = prepare(train, valid, test, config)?;
     let net = autoencoder_config(config, prepared.train.n_features)?;
-    if ctx.resume {
-        strata_train::Checkpointer::new(out.join("checkpoints")).verify()?;
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    config.save(out)?;
-    prepared.preprocess.save(out)?;
+    ctx.open_run_dir(config, Some(&prepared.preprocess))?;
     ctx.progress.note(&format!(
         "training {} on {} ({} train / {} valid / {} test images, code of {}) with {} on {}",
         config.model,

@@ -237,8 +237,7 @@ fn train(ctx: &Context<'_>, task: TransductionTask) -> Result<RunResult> {
     let spec = TransductionConfig::new(task);
     let net = seq2seq_config(config, &spec)?;
     let [train, valid, test] = spec.splits(SIZES, config.fit.seed)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    config.save(out)?;
+    ctx.open_run_dir(config, None)?;
     ctx.progress.note(&format!(
             "seq2seq on {}: {} symbols, lengths {}..={}, {} train / {} valid / {} test (sources distinct), {} on {}",
             task.name(),

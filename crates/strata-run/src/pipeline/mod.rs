@@ -11,6 +11,7 @@ use strata_data::Source;
 use strata_train::{Console, FineTune, FitOutcome, Progress, Silent};
 
 use crate::config::RunConfig;
+use crate::data::Preprocess;
 use crate::error::{Error, Result};
 use crate::family::{Family, family};
 
@@ -99,6 +100,25 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// Starts the run directory: refuses a damaged checkpoint by name when resuming (before
+    /// anything in the run is rewritten), then writes `config.toml` and, when given,
+    /// `preprocess.json`.
+    ///
+    /// # Errors
+    /// A damaged checkpoint, I/O errors.
+    pub fn open_run_dir(&self, config: &RunConfig, preprocess: Option<&Preprocess>) -> Result<()> {
+        let out = self.out;
+        if self.resume {
+            strata_train::Checkpointer::new(out.join("checkpoints")).verify()?;
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        config.save(out)?;
+        if let Some(p) = preprocess {
+            p.save(out)?;
+        }
+        Ok(())
+    }
+
     /// The runner's settings for a model on the autodiff device `ad`, checkpointing in
     /// `checkpoint_dir`.
     pub fn run<'b>(

@@ -197,13 +197,7 @@ pub(crate) fn train<F: Family + ?Sized>(
         )));
     }
 
-    if ctx.resume {
-        // A damaged checkpoint is refused, by name, before anything in the run is rewritten.
-        strata_train::Checkpointer::new(out.join("checkpoints")).verify()?;
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    config.save(out)?;
-    prepared.preprocess.save(out)?;
+    ctx.open_run_dir(&config, Some(&prepared.preprocess))?;
     ctx.progress.note(&format!(
         "training {} on {} ({} train / {} valid / {} test) with {} on {}",
         config.model,
