@@ -298,6 +298,21 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// `--pooling`, `--positional` and `--loss` take any text: a value or a one-line error.
+        #[test]
+        fn named_flags_never_panic(s in ".{0,24}") {
+            for e in [
+                s.parse::<strata::arch::SequencePooling>().err(),
+                s.parse::<strata::arch::Positional>().err(),
+                parse_loss(&s).err().map(|e| e.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                prop_assert!(!e.contains('\n') && !e.is_empty(), "{e:?}");
+            }
+        }
+
         /// `--image-shape` and `--resize` take any text: a bounded size or an error.
         #[test]
         fn size_flags_never_panic(s in prop_oneof![".{0,30}", "[0-9]{0,22}(x[0-9]{0,22}){0,3}"]) {
