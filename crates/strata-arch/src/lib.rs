@@ -33,7 +33,7 @@ pub mod transformer;
 pub mod transformer_lm;
 pub mod vgg;
 
-pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use autoencoder::{Autoencoder, AutoencoderConfig, Likelihood};
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};

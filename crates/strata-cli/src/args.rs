@@ -22,8 +22,10 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Write predictions (class and probabilities, or values) for a CSV of features.
     Predict(PredictArgs),
-    /// Generate text from a trained character language model.
+    /// Generate text from a character language model, a seq2seq decoding, or a VAE's samples.
     Generate(GenerateArgs),
+    /// Write an autoencoder's codes for a CSV (or .npy) of rows.
+    Encode(EncodeArgs),
     /// List models, data sets and backends (with which are usable here).
     List,
 }
@@ -133,6 +135,23 @@ pub struct TrainArgs {
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,
+    /// Autoencoders: corrupt the training inputs (a denoising autoencoder): gaussian[:STD],
+    /// mask[:FRACTION] or salt-pepper[:FRACTION]; `none` clears it [dae: gaussian:0.3].
+    #[arg(long)]
+    pub noise: Option<String>,
+    /// Autoencoders: weight of the L1 penalty on the code [sparse-ae: 0.05].
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// VAEs: weight of the KL term (beta-VAE) [default: 1, the ELBO].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// VAEs: epochs over which the KL weight rises linearly to beta [default: 0].
+    #[arg(long)]
+    pub kl_warmup: Option<usize>,
+    /// Autoencoders: train on this class only (name or index) and report anomaly-detection
+    /// AUROC and average precision on the whole test split.
+    #[arg(long)]
+    pub normal_class: Option<String>,
     /// Side of a VGG's average pool before the classifier [default: 7 (torchvision's) for
     /// images of 224 pixels or more and with --init-from, else 1].
     #[arg(long)]
@@ -254,6 +273,9 @@ pub struct PredictArgs {
     /// With --weights: input channels.
     #[arg(long, default_value_t = 3)]
     pub in_channels: usize,
+    /// A conditional VAE run: the class of every row.
+    #[arg(long, conflicts_with = "weights")]
+    pub class: Option<String>,
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,
@@ -262,7 +284,7 @@ pub struct PredictArgs {
 /// `strata generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The run directory of a character language model or a seq2seq model.
+    /// The run directory of a character language model, a seq2seq model or a VAE.
     #[arg(long)]
     pub run: PathBuf,
     /// Text to start from [default: a newline]; for a seq2seq run, the source symbols
@@ -284,6 +306,35 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// A VAE: how many samples.
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    /// A conditional VAE: the class to sample (name or index) [default: each in turn].
+    #[arg(long)]
+    pub class: Option<String>,
+    /// A VAE: where the samples go, a .png grid or a .npy [default: RUN/generated.png].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Backend [default: the run's].
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// `strata encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// The run directory of an autoencoder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A CSV of rows (the label column, if present, is ignored) or a float32 .npy of [N, ...].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output CSV [default: RUN/codes.csv]; `-` for standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// A conditional VAE run: the class of every row.
+    #[arg(long)]
+    pub class: Option<String>,
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,

@@ -1,4 +1,4 @@
-//! The `strata` command line: `train`, `evaluate`, `predict`, `generate`, `list`. A thin shell:
+//! The `strata` command line: `train`, `evaluate`, `predict`, `generate`, `encode`, `list`. A thin shell:
 //! clap arguments to a [`strata::run::RunConfig`], calls into [`strata::run`], printing.
 //!
 //! `strata` with no arguments trains the CNN on the embedded UCI digits on the default CPU
@@ -38,6 +38,7 @@ fn main() {
         Command::Evaluate(args) => commands::evaluate::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
+        Command::Encode(args) => commands::encode::run(&args),
         Command::List => {
             commands::list::run();
             Ok(())

@@ -305,7 +305,7 @@ pub fn resize_images(rows: &[f32], [c, h, w]: [usize; 3], [height, width]: [usiz
 }
 
 /// A standard normal draw (Box-Muller).
-fn normal(rng: &mut ChaCha8Rng) -> f32 {
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
     let u2: f64 = rng.random();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32

@@ -26,6 +26,7 @@
 
 mod augment;
 mod batch;
+mod corrupt;
 mod csv_loader;
 mod dataset;
 mod embedded;
@@ -46,6 +47,7 @@ pub use augment::{
     Augment, Augmentation, MAX_CROP_PADDING, MIXUP_ALPHA, beta_symmetric, resize_images,
 };
 pub use batch::{Batch, Batcher};
+pub use corrupt::Corruption;
 pub use csv_loader::{
     CsvOptions, Header, LabelColumn, TaskHint, load_csv, parse_csv, read_feature_rows,
 };

@@ -77,11 +77,20 @@ impl Pca {
         })
     }
 
-    /// The rows of `data` projected on the components and back (`[n, d]`, row-major).
+    /// The codes of the rows of `data`: their coordinates on the components (`[n, k]`,
+    /// row-major), the linear counterpart of an autoencoder's code.
     ///
     /// # Errors
     /// Rows of another width.
-    pub fn reconstruct(&self, data: &Dataset) -> Result<Vec<f32>> {
+    pub fn transform(&self, data: &Dataset) -> Result<Vec<f32>> {
+        let n = data.len();
+        Ok(strata_tensor::convert::to_vec(
+            self.codes(data)?.reshape([n * self.k]),
+        ))
+    }
+
+    /// The codes as a tensor on the host's flex device.
+    fn codes(&self, data: &Dataset) -> Result<Tensor<2>> {
         if data.n_features != self.d {
             return Err(Error::Mismatch(format!(
                 "the PCA was fitted on {} features, the data have {}",
@@ -91,11 +100,36 @@ impl Pca {
         let device = Device::flex();
         let mean = matrix(&self.mean, self.d, &device);
         let v = matrix(&self.components, self.d, &device);
-        let x = matrix(&data.features, self.d, &device) - mean.clone();
-        let codes = x.matmul(v.clone().transpose());
+        let x = matrix(&data.features, self.d, &device) - mean;
+        Ok(x.matmul(v.transpose()))
+    }
+
+    /// The rows of `data` projected on the components and back (`[n, d]`, row-major).
+    ///
+    /// # Errors
+    /// Rows of another width.
+    pub fn reconstruct(&self, data: &Dataset) -> Result<Vec<f32>> {
+        let codes = self.codes(data)?;
+        let device = Device::flex();
+        let mean = matrix(&self.mean, self.d, &device);
+        let v = matrix(&self.components, self.d, &device);
         Ok(strata_tensor::convert::to_vec(
             (codes.matmul(v) + mean).reshape([data.features.len()]),
         ))
+    }
+
+    /// The squared error of each row of `data` rebuilt by [`reconstruct`](Self::reconstruct),
+    /// summed over its values (PCA's anomaly score).
+    ///
+    /// # Errors
+    /// As [`reconstruct`](Self::reconstruct).
+    pub fn row_errors(&self, data: &Dataset) -> Result<Vec<f64>> {
+        let back = self.reconstruct(data)?;
+        Ok(back
+            .chunks(self.d.max(1))
+            .zip(data.features.chunks(self.d.max(1)))
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum())
+            .collect())
     }
 
     /// The squared error per value of [`reconstruct`](Self::reconstruct) on `data`.
@@ -154,6 +188,12 @@ mod tests {
             .collect();
         assert!(errors.windows(2).all(|w| w[1] <= w[0] + 1e-9), "{errors:?}");
         assert!(errors[3] < 1e-6, "{errors:?}");
+        // Codes are k per row; the row errors average to the mean error times the width.
+        let pca = Pca::fit(&data, 5).unwrap();
+        assert_eq!(pca.transform(&data).unwrap().len(), data.len() * 5);
+        let rows = pca.row_errors(&data).unwrap();
+        let mean = rows.iter().sum::<f64>() / (rows.len() * 64) as f64;
+        assert!((mean - errors[1]).abs() < 1e-6 * errors[1].max(1.0));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod dense_block;
 mod error;
 mod positions;
 mod recurrent;
+mod resample;
 mod residual;
 mod torch_import;
 
@@ -39,6 +40,7 @@ pub use recurrent::{
     CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,
     pytorch_key_remapping,
 };
+pub use resample::{Downsample, DownsampleConfig, Upsample, UpsampleConfig};
 pub use residual::{Residual, ResidualConfig, conv};
 pub use torch_import::{
     StateDict, load_decoder_layer, load_encoder_layer, load_layer_norm, load_linear, load_mha,

@@ -21,7 +21,10 @@ mod error;
 mod focal;
 mod loss;
 
-pub use elbo::{bernoulli_nll, gaussian_kl};
+pub use elbo::{
+    bernoulli_nll, bernoulli_nll_rows, gaussian_kl, gaussian_kl_rows, gaussian_log_density,
+    gaussian_nll, gaussian_nll_rows,
+};
 pub use error::{Error, Result};
 pub use focal::FocalLoss;
 pub use loss::{Loss, LossConfig};

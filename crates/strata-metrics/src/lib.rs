@@ -17,6 +17,7 @@
 
 mod classification;
 mod error;
+mod ranking;
 mod regression;
 
 pub use classification::{
@@ -24,6 +25,7 @@ pub use classification::{
     top_k_accuracy,
 };
 pub use error::{Error, Result};
+pub use ranking::{average_precision, roc_auc};
 pub use regression::{RegressionReport, mae, mse, r2, rmse};
 
 #[cfg(test)]

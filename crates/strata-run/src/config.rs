@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_arch::{ActivationKind, Pooling, Positional, SequencePooling};
-use strata_data::{Augment, LabelColumn, Sampling};
+use strata_data::{Augment, Corruption, LabelColumn, Sampling};
 use strata_loss::LossConfig;
 use strata_optim::{OptimizerConfig, ScheduleConfig, ScheduleKind};
 use strata_tensor::Backend;
@@ -168,6 +168,76 @@ pub struct RunConfig {
     /// Pretrained weights, freezing and the backbone's learning rate.
     #[serde(default, skip_serializing_if = "TransferSpec::is_off")]
     pub transfer: TransferSpec,
+    /// An autoencoder's training: corruption, sparsity, the KL term's weight, one-class
+    /// training.
+    #[serde(default, skip_serializing_if = "AutoencoderSpec::is_default")]
+    pub autoencoder: AutoencoderSpec,
+}
+
+/// How an autoencoder trains (the `[autoencoder]` table of a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderSpec {
+    /// The corruption of training inputs (a denoising autoencoder); the clean input stays the
+    /// target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<Corruption>,
+    /// Weight of the L1 penalty on the code (nats per unit of `sum |code|`, per example).
+    #[serde(default)]
+    pub sparsity: f64,
+    /// Weight of the KL term of a VAE (beta-VAE; 1 is the ELBO).
+    #[serde(default = "unit_factor")]
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from `beta / N` to `beta` (0: none).
+    #[serde(default)]
+    pub kl_warmup_epochs: usize,
+    /// Train on this class only (its name or index) and score every test image as normal or
+    /// anomalous (one-class anomaly detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_class: Option<String>,
+}
+
+impl Default for AutoencoderSpec {
+    fn default() -> Self {
+        Self {
+            noise: None,
+            sparsity: 0.0,
+            beta: 1.0,
+            kl_warmup_epochs: 0,
+            normal_class: None,
+        }
+    }
+}
+
+impl AutoencoderSpec {
+    /// Whether everything is at its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the weights and the corruption.
+    ///
+    /// # Errors
+    /// A negative or non-finite weight, a corruption out of range.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("sparsity", self.sparsity), ("beta", self.beta)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Usage(format!(
+                    "{name} must be a finite number >= 0, got {v}"
+                )));
+            }
+        }
+        if let Some(n) = &self.noise {
+            n.validate()?;
+        }
+        if self
+            .normal_class
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(Error::Usage("the normal class must not be empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// What a run freezes at the start.
@@ -353,6 +423,7 @@ impl RunConfig {
             resize: None,
             train_fraction: None,
             transfer: TransferSpec::default(),
+            autoencoder: AutoencoderSpec::default(),
         }
     }
 
@@ -398,6 +469,7 @@ impl RunConfig {
         self.schedule.validate()?;
         self.loss.validate()?;
         self.augment.validate()?;
+        self.autoencoder.validate()?;
         for (name, f) in [
             ("valid fraction", self.valid_fraction),
             ("test fraction", self.test_fraction),

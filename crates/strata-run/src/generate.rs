@@ -1,5 +1,5 @@
-//! Generation from a finished run: text from a character language model, or the decoding of a
-//! source by a seq2seq model ([`generate`]).
+//! Generation from a finished run: text from a character language model, the decoding of a
+//! source by a seq2seq model, or samples of a VAE ([`generate`]).
 
 use std::path::Path;
 
@@ -26,6 +26,13 @@ pub struct Generate {
     pub seed: u64,
     /// Beam width of a seq2seq run's decoding (1: greedy).
     pub beam: usize,
+    /// Samples of a VAE.
+    pub samples: usize,
+    /// The class a conditional VAE samples (its name or index; default: each class in turn).
+    pub class: Option<String>,
+    /// Where a VAE's samples go: a `.png` grid or a `.npy` (default `generated.png` in the
+    /// run directory).
+    pub out: Option<std::path::PathBuf>,
 }
 
 impl Default for Generate {
@@ -37,6 +44,9 @@ impl Default for Generate {
             top_k: None,
             seed: 42,
             beam: 4,
+            samples: 64,
+            class: None,
+            out: None,
         }
     }
 }

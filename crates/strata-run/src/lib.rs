@@ -40,18 +40,19 @@ mod family;
 mod forecast;
 mod generate;
 mod language;
+pub mod pictures;
 mod pipeline;
 mod predict;
 pub mod run_dir;
 mod transfer;
 
-pub use config::{Freeze, MAX_SIDE, NetworkSpec, RunConfig, TransferSpec};
+pub use config::{AutoencoderSpec, Freeze, MAX_SIDE, NetworkSpec, RunConfig, TransferSpec};
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluated, Run, evaluate, load_run_config};
 pub use family::{
-    FAMILIES, Family, auto_patch, autoencoder_config, cell_kind, family, network_config,
-    recurrent_config, transformer_width,
+    AutoencoderRun, Codes, FAMILIES, Family, IwBound, auto_patch, autoencoder_config, cell_kind,
+    family, iw_bound, network_config, recurrent_config, transformer_width,
 };
 pub use forecast::{forecast_metrics, prepare_series};
 pub use generate::{Generate, generate};
@@ -59,6 +60,6 @@ pub use language::{Lm, LmConfig, LoadedLm, load_lm, split_text};
 pub use pipeline::{
     Context, RunResult, TrainOptions, metrics_json, summary_line, train, train_default, train_with,
 };
-pub use predict::{Predictions, TorchWeights, torch_logits};
+pub use predict::{Predictions, TorchWeights, predict_file, torch_logits};
 pub use strata_train::{Console, Progress, Silent};
 pub use transfer::{check_transfer, fine_tune, init_weights, load_torch, run_weights};

@@ -28,6 +28,8 @@ pub enum Predictions {
     },
     /// A regressor's or forecaster's values (in the data's units), one per input row.
     Values(Vec<f32>),
+    /// An autoencoder's anomaly scores (nats; higher is more anomalous), one per input row.
+    Scores(Vec<f64>),
 }
 
 impl Predictions {
@@ -39,6 +41,7 @@ impl Predictions {
                 probabilities,
             } => probabilities.len() / names.len().max(1),
             Predictions::Values(v) => v.len(),
+            Predictions::Scores(v) => v.len(),
         }
     }
 
@@ -57,12 +60,12 @@ impl Predictions {
                 .chunks(names.len().max(1))
                 .map(|row| names[strata_metrics::argmax_rows(row, names.len())[0]].as_str())
                 .collect(),
-            Predictions::Values(_) => Vec::new(),
+            Predictions::Values(_) | Predictions::Scores(_) => Vec::new(),
         }
     }
 
     /// The CSV `strata predict` writes: `row,class,p_<class>...` for a classifier,
-    /// `row,prediction` otherwise.
+    /// `row,anomaly_score` for an autoencoder, `row,prediction` otherwise.
     pub fn to_csv(&self) -> String {
         let mut csv = String::new();
         match self {
@@ -82,6 +85,12 @@ impl Predictions {
                 let _ = writeln!(csv, "row,prediction");
                 for (i, v) in values.iter().enumerate() {
                     let _ = writeln!(csv, "{i},{v}");
+                }
+            }
+            Predictions::Scores(scores) => {
+                let _ = writeln!(csv, "row,anomaly_score");
+                for (i, v) in scores.iter().enumerate() {
+                    let _ = writeln!(csv, "{i},{v:.6}");
                 }
             }
         }
@@ -160,6 +169,24 @@ impl Run {
         };
         self.predict(features)
     }
+}
+
+/// Predictions of the finished run in `dir` (on `backend`, or its own) for the rows of a
+/// file: [`Run::predict_file`] for most runs, anomaly scores for an autoencoder's
+/// ([`AutoencoderRun::scores`](crate::AutoencoderRun::scores)). `class` is the class of every
+/// row for a conditional VAE.
+///
+/// # Errors
+/// A directory that is not a finished run, an unreadable or malformed file.
+pub fn predict_file(
+    dir: impl AsRef<Path>,
+    backend: Option<&str>,
+    input: impl AsRef<Path>,
+    class: Option<&str>,
+) -> Result<Predictions> {
+    let dir = dir.as_ref();
+    let config = crate::evaluate::load_run_config(dir, backend)?;
+    family(&config.model)?.predict(dir, backend, input.as_ref(), class)
 }
 
 /// What [`torch_logits`] reads: torchvision-layout weights of a ResNet or a VGG.

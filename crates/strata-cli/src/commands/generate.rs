@@ -18,6 +18,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         top_k: args.top_k,
         seed: args.seed,
         beam: args.beam,
+        samples: args.samples,
+        class: args.class.clone(),
+        out: args.out.clone(),
     };
     println!(
         "{}",

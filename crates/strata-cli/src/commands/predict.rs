@@ -1,10 +1,10 @@
-//! `strata predict`: a run's predictions for a CSV of features ([`strata::run::Run`]), or
+//! `strata predict`: a run's predictions for a CSV of features ([`strata::run::predict_file`]:
+//! classes, values, or an autoencoder's anomaly scores), or
 //! PyTorch weights' logits for a batch of images ([`strata::run::torch_logits`]).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use strata::run::{Error, Result, Run, TorchWeights, torch_logits};
+use strata::run::{Error, Result, TorchWeights, predict_file, torch_logits};
 
 use crate::args::PredictArgs;
 
@@ -16,27 +16,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let Some(dir) = &args.run else {
         return predict_weights(args);
     };
-    let run = Run::open_on(dir, args.backend.as_deref())?;
-    let predictions = run.predict_file(&args.input)?;
-    write_output(
-        args,
+    let predictions = predict_file(
+        dir,
+        args.backend.as_deref(),
+        &args.input,
+        args.class.as_deref(),
+    )?;
+    super::write_csv(
+        args.output.as_deref(),
         &predictions.to_csv(),
-        predictions.len(),
+        &format!("{} predictions", predictions.len()),
         &dir.join("predictions.csv"),
     )
-}
-
-/// Writes `csv` where `--output` says (`-`: standard output), else to `default`.
-fn write_output(args: &PredictArgs, csv: &str, n: usize, default: &Path) -> Result<()> {
-    match args.output.as_deref() {
-        Some(p) if p.as_os_str() == "-" => print!("{csv}"),
-        other => {
-            let path = other.unwrap_or(default);
-            strata::train::write_atomic(path, csv.as_bytes())?;
-            println!("{n} predictions written to {}", path.display());
-        }
-    }
-    Ok(())
 }
 
 /// `strata predict --model NAME --weights FILE --input x.npy`: torchvision-layout weights,
@@ -71,5 +62,10 @@ fn predict_weights(args: &PredictArgs) -> Result<()> {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:?}")).collect();
         let _ = writeln!(csv, "{i},{}", cells.join(","));
     }
-    write_output(args, &csv, n, &args.input.with_file_name("logits.csv"))
+    super::write_csv(
+        args.output.as_deref(),
+        &csv,
+        &format!("{n} predictions"),
+        &args.input.with_file_name("logits.csv"),
+    )
 }

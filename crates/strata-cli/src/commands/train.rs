@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata::data::{Augment, LabelColumn, Sampling};
+use strata::data::{Augment, Corruption, LabelColumn, Sampling};
 use strata::loss::LossConfig;
 use strata::optim::{Clipping, OptimizerKind, ScheduleConfig};
 use strata::run::{Error, MAX_SIDE, Result, RunConfig, TrainOptions, train_with};
@@ -48,6 +48,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
         c.augment = match a.trim() {
             "none" => Augment::default(),
             a => Augment::parse(a)?,
+        };
+    }
+    if let Some(n) = &args.noise {
+        c.autoencoder.noise = match n.trim() {
+            "none" => None,
+            n => Some(Corruption::parse(n)?),
         };
     }
     if let Some(shape) = &args.image_shape {
@@ -175,6 +181,10 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         freeze => "transfer/freeze",
         unfreeze_at_epoch => "transfer/unfreeze_at_epoch",
         backbone_lr_factor => "transfer/backbone_lr_factor",
+        sparsity => "autoencoder/sparsity",
+        beta => "autoencoder/beta",
+        kl_warmup => "autoencoder/kl_warmup_epochs",
+        normal_class => "autoencoder/normal_class",
     );
     let mut c: RunConfig = v
         .try_into()

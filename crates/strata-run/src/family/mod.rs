@@ -39,7 +39,7 @@ use crate::generate::Generate;
 use crate::language::LmConfig;
 use crate::pipeline::{self, Context, RunResult};
 
-pub use autoencoder::autoencoder_config;
+pub use autoencoder::{AutoencoderRun, Codes, IwBound, autoencoder_config, iw_bound};
 pub use recurrent::{cell_kind, recurrent_config};
 pub use transformer::{auto_patch, transformer_width};
 
@@ -164,6 +164,26 @@ pub trait Family: Sync {
     fn generate(&self, dir: &Path, backend: Option<&str>, request: &Generate) -> Result<String> {
         crate::generate::generate_text(dir, backend, request)
     }
+
+    /// Predictions of the finished run in `dir` for the rows of `input` ([`crate::predict_file`]);
+    /// by default [`Run::predict_file`](crate::Run::predict_file), which refuses a `class`.
+    ///
+    /// # Errors
+    /// A directory that is not a finished run, an unreadable or malformed file.
+    fn predict(
+        &self,
+        dir: &Path,
+        backend: Option<&str>,
+        input: &Path,
+        class: Option<&str>,
+    ) -> Result<crate::Predictions> {
+        if class.is_some() {
+            return Err(Error::Usage(
+                "--class applies to a conditional VAE's run".into(),
+            ));
+        }
+        crate::Run::open_on(dir, backend)?.predict_file(input)
+    }
 }
 
 /// The error of a family asked to model text.
@@ -246,7 +266,12 @@ mod tests {
             "tab-transformer",
             "seq2seq",
             "ae",
+            "conv-ae",
+            "dae",
+            "sparse-ae",
             "vae",
+            "conv-vae",
+            "cvae",
         ];
         let all = names
             .iter()
@@ -259,6 +284,6 @@ mod tests {
         }
         assert!(family("cnn2").is_err());
         let listed: usize = FAMILIES.iter().map(|f| f.models().len()).sum();
-        assert_eq!(listed, 14, "lines of `strata list`");
+        assert_eq!(listed, 19, "lines of `strata list`");
     }
 }

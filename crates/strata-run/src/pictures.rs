@@ -1,0 +1,265 @@
+//! PNG pictures of a run, drawn with the `image` crate: grids of images (inputs beside
+//! reconstructions, samples, interpolations) and 2-D scatter plots coloured by class.
+//!
+//! ```
+//! use strata_run::pictures::{ImageGrid, Scatter};
+//! // Two rows of three 1x2x2 images, each pixel 3x3 screen pixels.
+//! let images = vec![0.5f32; 6 * 4];
+//! let grid = ImageGrid::new([1, 2, 2], 3).with_scale(3).draw(&images)?;
+//! assert_eq!(grid.dimensions(), (3 * 2 * 3 + 4, 2 * 2 * 3 + 3));
+//! let plot = Scatter::new(200).draw(&[[0.0, 1.0], [2.0, -1.0]], &[0, 1])?;
+//! assert_eq!(plot.dimensions(), (200, 200));
+//! # Ok::<(), strata_run::Error>(())
+//! ```
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+use crate::error::{Error, Result};
+
+/// Matplotlib's `tab10` colours: class `i` is drawn in colour `i % 10`.
+pub const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
+
+/// A grid of images (values in `[0, 1]`, clipped), `cols` to a row, each pixel drawn as a
+/// `scale` x `scale` square, with a one-pixel grey border between images.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageGrid {
+    /// `[channels, height, width]` of each image (1 channel: grey; 3: RGB).
+    pub shape: [usize; 3],
+    /// Images per row.
+    pub cols: usize,
+    /// Screen pixels per image pixel.
+    pub scale: usize,
+}
+
+impl ImageGrid {
+    /// A grid of `cols` images to a row, at a scale that draws each image about 56 pixels
+    /// high.
+    pub fn new(shape: [usize; 3], cols: usize) -> Self {
+        Self {
+            shape,
+            cols,
+            scale: (56 / shape[1].max(1)).max(1),
+        }
+    }
+
+    /// The same grid at another scale.
+    pub fn with_scale(mut self, scale: usize) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    /// Draws `images` (row-major `C x H x W` each, one after another).
+    ///
+    /// # Errors
+    /// No images, values that are not whole images, a shape with other than 1 or 3 channels,
+    /// zero columns or scale, or a picture over 16384 pixels a side.
+    pub fn draw(&self, images: &[f32]) -> Result<RgbImage> {
+        let [c, h, w] = self.shape;
+        let size = c * h * w;
+        if !(c == 1 || c == 3) || size == 0 || self.cols == 0 || self.scale == 0 {
+            return Err(Error::Usage(format!(
+                "cannot draw images of shape {c}x{h}x{w} in {} columns at scale {}",
+                self.cols, self.scale
+            )));
+        }
+        if images.is_empty() || !images.len().is_multiple_of(size) {
+            return Err(Error::Usage(format!(
+                "{} values are not whole {c}x{h}x{w} images",
+                images.len()
+            )));
+        }
+        let n = images.len() / size;
+        let rows = n.div_ceil(self.cols);
+        let cols = self.cols.min(n);
+        let (tile_w, tile_h) = (w * self.scale + 1, h * self.scale + 1);
+        let (width, height) = (cols * tile_w + 1, rows * tile_h + 1);
+        if width > 16384 || height > 16384 {
+            return Err(Error::Usage(format!(
+                "a {width}x{height} picture is too large"
+            )));
+        }
+        let mut img = RgbImage::from_pixel(width as u32, height as u32, Rgb([128, 128, 128]));
+        let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        for (i, pixels) in images.chunks(size).enumerate() {
+            let (x0, y0) = ((i % self.cols) * tile_w + 1, (i / self.cols) * tile_h + 1);
+            for y in 0..h * self.scale {
+                for x in 0..w * self.scale {
+                    let at = (y / self.scale) * w + x / self.scale;
+                    let rgb = if c == 1 {
+                        [byte(pixels[at]); 3]
+                    } else {
+                        [
+                            byte(pixels[at]),
+                            byte(pixels[h * w + at]),
+                            byte(pixels[2 * h * w + at]),
+                        ]
+                    };
+                    img.put_pixel((x0 + x) as u32, (y0 + y) as u32, Rgb(rgb));
+                }
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// A square scatter plot of 2-D points, each a small disc in its class's [`PALETTE`] colour,
+/// on white, inside a grey frame with a 5% margin; the axes are the data's own ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct Scatter {
+    /// Side in pixels.
+    pub size: usize,
+    /// Disc radius in pixels.
+    pub radius: usize,
+}
+
+impl Scatter {
+    /// A plot `size` pixels a side with discs of radius 2.
+    pub fn new(size: usize) -> Self {
+        Self { size, radius: 2 }
+    }
+
+    /// Draws `points`, point `i` in the colour of `classes[i]`.
+    ///
+    /// # Errors
+    /// No points, as many classes as points not given, a non-finite coordinate, a side under
+    /// 32 or over 16384 pixels.
+    pub fn draw(&self, points: &[[f32; 2]], classes: &[usize]) -> Result<RgbImage> {
+        if points.is_empty() || points.len() != classes.len() {
+            return Err(Error::Usage(format!(
+                "a scatter plot needs points and one class each, got {} points and {} classes",
+                points.len(),
+                classes.len()
+            )));
+        }
+        if points.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(Error::Usage(
+                "a scatter plot's coordinates must be finite".into(),
+            ));
+        }
+        if !(32..=16384).contains(&self.size) {
+            return Err(Error::Usage(format!(
+                "a scatter plot's side must be 32 to 16384 pixels, got {}",
+                self.size
+            )));
+        }
+        let s = self.size;
+        let mut img = RgbImage::from_pixel(s as u32, s as u32, Rgb([255, 255, 255]));
+        let margin = s / 20;
+        for i in margin..s - margin {
+            for (x, y) in [
+                (i, margin),
+                (i, s - margin - 1),
+                (margin, i),
+                (s - margin - 1, i),
+            ] {
+                img.put_pixel(x as u32, y as u32, Rgb([160, 160, 160]));
+            }
+        }
+        let range = |k: usize| {
+            let lo = points.iter().map(|p| p[k]).fold(f32::INFINITY, f32::min);
+            let hi = points
+                .iter()
+                .map(|p| p[k])
+                .fold(f32::NEG_INFINITY, f32::max);
+            (lo, (hi - lo).max(f32::EPSILON))
+        };
+        let ((x_lo, x_span), (y_lo, y_span)) = (range(0), range(1));
+        let inner = (s - 2 * margin - 2 * self.radius - 3) as f32;
+        let r = self.radius as i64;
+        for (p, &class) in points.iter().zip(classes) {
+            let cx = (margin + self.radius + 1) as i64 + ((p[0] - x_lo) / x_span * inner) as i64;
+            let cy =
+                (margin + self.radius + 1) as i64 + ((1.0 - (p[1] - y_lo) / y_span) * inner) as i64;
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    if dx * dx + dy * dy <= r * r {
+                        img.put_pixel((cx + dx) as u32, (cy + dy) as u32, Rgb(PALETTE[class % 10]));
+                    }
+                }
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// Writes `img` as a PNG at `path` (atomically: a temporary file, then a rename).
+///
+/// # Errors
+/// I/O or encoding errors.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    strata_train::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_grid_puts_each_pixel_in_its_place() {
+        // Two 1x1x2 images: [0, 1] and [1, 0], scale 1: the picture is 2 * (2 + 1) + 1 wide.
+        let img = ImageGrid::new([1, 1, 2], 2)
+            .with_scale(1)
+            .draw(&[0.0, 1.0, 1.0, 0.0])
+            .unwrap();
+        assert_eq!(img.dimensions(), (7, 3));
+        assert_eq!(img.get_pixel(1, 1).0, [0, 0, 0]);
+        assert_eq!(img.get_pixel(2, 1).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(4, 1).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(5, 1).0, [0, 0, 0]);
+        assert_eq!(img.get_pixel(3, 1).0, [128, 128, 128]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(ImageGrid::new([1, 2, 2], 2).draw(&[0.0; 5]).is_err());
+        assert!(ImageGrid::new([2, 2, 2], 2).draw(&[0.0; 8]).is_err());
+        assert!(ImageGrid::new([1, 2, 2], 0).draw(&[0.0; 4]).is_err());
+        assert!(Scatter::new(100).draw(&[[0.0, f32::NAN]], &[0]).is_err());
+        assert!(Scatter::new(100).draw(&[[0.0, 0.0]], &[]).is_err());
+        assert!(Scatter::new(8).draw(&[[0.0, 0.0]], &[0]).is_err());
+    }
+
+    #[test]
+    fn a_png_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        let img = ImageGrid::new([1, 4, 4], 2).draw(&[0.25; 32]).unwrap();
+        save_png(&img, &path).unwrap();
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(back, img);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Any finite points, in any number, draw inside the picture without a panic.
+        #[test]
+        fn scatter_never_panics(points in prop::collection::vec((-1e6f32..1e6, -1e6f32..1e6), 1..40),
+                                size in 32usize..120) {
+            let pts: Vec<[f32; 2]> = points.iter().map(|p| [p.0, p.1]).collect();
+            let classes: Vec<usize> = (0..pts.len()).collect();
+            let img = Scatter::new(size).draw(&pts, &classes).unwrap();
+            prop_assert_eq!(img.dimensions(), (size as u32, size as u32));
+        }
+    }
+}
