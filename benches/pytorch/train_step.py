@@ -2,7 +2,8 @@
 
 Same models: MLP and CNN at batch 64; ResNet-20 and ResNet-18 (torchvision layout) on 32
 images of 3x32x32; character LMs (Embedding(84, 64), one nn.LSTM or nn.GRU
-layer of 256, Linear(256, 84)) on 32 sequences of 50 steps. All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+layer of 256, Linear(256, 84)) on 32 sequences of 50 steps; the convolutional VAE at batch
+64 (negative ELBO, one posterior sample). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -84,6 +85,30 @@ class TransformerLm(nn.Module):
         return self.head(self.norm(h)).reshape(-1, 84)
 
 
+class ConvVae(nn.Module):
+    """Strata's `--model conv-vae` on 1x28x28 (AutoencoderConfig with channels [32, 64], no
+    dense hidden layer, a 30-unit code): Conv2d(3, stride 2, padding 1)-ReLU twice, Linear(3136,
+    60) to mean and log-variance; Linear(30, 3136)-ReLU, ConvTranspose2d(3, stride 2, padding 1,
+    output padding 1) twice (ReLU between). Loss: Bernoulli NLL summed over pixels plus the KL
+    term, averaged over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU())
+        self.enc = nn.Linear(64 * 7 * 7, 60)
+        self.dec = nn.Linear(30, 64 * 7 * 7)
+        self.up = nn.Sequential(nn.ConvTranspose2d(64, 32, 3, 2, 1, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 3, 2, 1, 1))
+
+    def loss(self, x):
+        h = self.enc(self.down(x.view(-1, 1, 28, 28)).flatten(1))
+        mean, log_var = h[:, :30], h[:, 30:]
+        z = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+        logits = self.up(torch.relu(self.dec(z)).view(-1, 64, 7, 7)).flatten(1)
+        nll = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kl = -0.5 * (1 + log_var - mean ** 2 - log_var.exp()).sum()
+        return (nll + kl) / x.shape[0]
+
+
 def resnet(name):
     """torchvision's layout (tests/fixtures/gen_resnet.py), 3 input channels, 10 classes:
     ResNet-20 (CIFAR stem, 3 x 3 basic blocks of 16/32/64) or ResNet-18 (ImageNet stem)."""
@@ -114,6 +139,10 @@ def bench(name, steps, warmup=3):
         x = ids.reshape(32, 50)
         y = (ids + 1) % 84
         steps, warmup = min(steps, 10), 2
+    elif name == "conv-vae":
+        model = ConvVae()
+        x = torch.rand(64, 784)
+        y = None
     else:
         model = mlp() if name == "mlp" else Cnn()
         x = torch.rand(64, 784)
@@ -124,7 +153,7 @@ def bench(name, steps, warmup=3):
 
     def step():
         opt.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = model.loss(x) if y is None else loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss.item()
@@ -139,7 +168,7 @@ def bench(name, steps, warmup=3):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18")
+    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

@@ -3,7 +3,8 @@
 //! for character language models with one LSTM or GRU layer (vocabulary 84, embedding 64,
 //! hidden 256) on batches of 32 sequences of 50 steps, and for the transformer LM (context
 //! 128, width 128, 4 heads, 2 layers) on batches of 32, and ResNet-20 / ResNet-18 on 32 images
-//! of 3x32x32, on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! of 3x32x32, and the convolutional VAE (28x28, channels 32-64, a 30-unit code) at batch 64,
+//! on each backend. `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -15,10 +16,10 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use strata::arch::{
-    CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network, NetworkConfig, RecurrentConfig,
-    ResNetConfig, TransformerLm, TransformerLmConfig,
+    Autoencoder, AutoencoderConfig, CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network,
+    NetworkConfig, RecurrentConfig, ResNetConfig, TransformerLm, TransformerLmConfig,
 };
-use strata::loss::LossConfig;
+use strata::loss::{LossConfig, bernoulli_nll, gaussian_kl};
 use strata::optim::OptimizerConfig;
 use strata::tensor::{Backend, TargetBatch};
 
@@ -154,10 +155,37 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
     time_steps(lm, device, steps, warmup, step)
 }
 
+/// Mean ms per training step of the convolutional VAE of `strata train --model conv-vae
+/// --dataset fashion-mnist`: 1x28x28 images, stride-2 convolutions of 32 and 64 channels, a
+/// 30-unit Gaussian code, transposed convolutions back; batch 64, loss the negative ELBO
+/// (Bernoulli pixels) with one posterior sample.
+fn bench_conv_vae(device: &Device, steps: usize, warmup: usize) -> f64 {
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let vae: Autoencoder = AutoencoderConfig::new(784)
+        .with_image_shape(Some([1, 28, 28]))
+        .with_channels(vec![32, 64])
+        .with_d_hidden(vec![])
+        .with_d_latent(30)
+        .with_variational(true)
+        .init(&ad)
+        .expect("valid config");
+    let mut optim = OptimizerConfig::default().build().expect("adam");
+    let x = Tensor::<2>::random([64, 784], Distribution::Default, &ad);
+    let step = |vae: Autoencoder| -> Autoencoder {
+        let (logits, mean, log_var) = vae.forward(x.clone(), None);
+        let l = bernoulli_nll(logits, x.clone()) + gaussian_kl(mean, log_var);
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &vae);
+        optim.step(1e-3, vae, grads)
+    };
+    time_steps(vae, device, steps, warmup, step)
+}
+
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
-    let models =
-        arg("--models").unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer,resnet20,resnet18".into());
+    let models = arg("--models")
+        .unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae".into());
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
         let backend: Backend = match b.parse() {
@@ -182,9 +210,10 @@ fn main() {
             // runs 50 time steps: fewer steps there.
             let resnet = model.starts_with("resnet");
             let slow = recurrent.is_some() || model == "transformer" || resnet;
+            let convolutional = model == "cnn" || model == "conv-vae";
             let n = if backend == Backend::Ndarray && resnet {
                 steps.min(2)
-            } else if (backend == Backend::Ndarray && model == "cnn") || slow {
+            } else if (backend == Backend::Ndarray && convolutional) || slow {
                 steps.min(10)
             } else {
                 steps
@@ -192,6 +221,7 @@ fn main() {
             let ms = match recurrent {
                 Some(cell) => bench_lm(cell, &backend.device(), n, 2),
                 None if model == "transformer" => bench_transformer(&backend.device(), n, 2),
+                None if model == "conv-vae" => bench_conv_vae(&backend.device(), n, 3),
                 None if resnet => bench(model, &backend.device(), n, 1),
                 None => bench(model, &backend.device(), n, 3),
             };

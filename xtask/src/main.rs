@@ -147,6 +147,12 @@ fn bench(args: &[String]) -> Result<(), String> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "flex,ndarray".into());
+    let models = args
+        .iter()
+        .position(|a| a == "--models")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae".into());
     let mut b = cargo();
     b.args([
         "run",
@@ -158,7 +164,14 @@ fn bench(args: &[String]) -> Result<(), String> {
         "strata-bench",
         "--",
     ])
-    .args(["--steps", &steps, "--backends", &backends]);
+    .args([
+        "--steps",
+        &steps,
+        "--backends",
+        &backends,
+        "--models",
+        &models,
+    ]);
     eprintln!("+ {b:?}");
     let out = b.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -179,6 +192,8 @@ fn bench(args: &[String]) -> Result<(), String> {
                     &steps,
                     "--threads",
                     "2",
+                    "--models",
+                    &models,
                 ])
                 .output()
                 .map_err(|e| e.to_string())?;
@@ -1109,7 +1124,7 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures(),
         Some("transfer") => transfer(&args[1..]),
         Some("oneclass") => oneclass(&args[1..]),
-        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | fixtures".into()),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | fixtures".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -305,18 +305,23 @@ fn class_index(config: &RunConfig, data: &Dataset, name: &str) -> Result<usize> 
         ))
     })?;
     let name = name.trim();
+    find_class(names, name).ok_or_else(|| {
+        Error::Usage(format!(
+            "--normal-class `{name}` is not a class of {}: expected one of {} (or an index 0..{})",
+            config.dataset,
+            names.join(", "),
+            names.len()
+        ))
+    })
+}
+
+/// The index of the class called `name`, or numbered `name` (0-based).
+fn find_class(names: &[String], name: &str) -> Option<usize> {
+    let name = name.trim();
     names
         .iter()
         .position(|n| n == name)
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < names.len()))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "--normal-class `{name}` is not a class of {}: expected one of {} (or an index 0..{})",
-                config.dataset,
-                names.join(", "),
-                names.len()
-            ))
-        })
 }
 
 /// The rows of `data` of class `k`.

@@ -186,17 +186,13 @@ impl AutoencoderRun {
     fn class_index(&self, class: &str) -> Result<usize> {
         let names = self.class_names();
         let c = class.trim();
-        names
-            .iter()
-            .position(|n| n == c)
-            .or_else(|| c.parse::<usize>().ok().filter(|i| *i < names.len()))
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "class `{c}` is not one of {} (or an index 0..{})",
-                    names.join(", "),
-                    names.len()
-                ))
-            })
+        super::find_class(&names, c).ok_or_else(|| {
+            Error::Usage(format!(
+                "class `{c}` is not one of {} (or an index 0..{})",
+                names.join(", "),
+                names.len()
+            ))
+        })
     }
 
     /// One pass over preprocessed rows (no labels: a conditional model gets `class`).
