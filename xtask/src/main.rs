@@ -87,11 +87,12 @@ fn ci() -> Result<(), String> {
 
 /// The facade's examples with small settings (`cargo test` has built them), each in a
 /// directory of its own: a library user's first programs must run, not just compile.
-const EXAMPLES: [(&str, &[&str]); 4] = [
+const EXAMPLES: [(&str, &[&str]); 5] = [
     ("train_cnn", &["--epochs", "2", "--out", "cnn"]),
     ("custom_model", &["--epochs", "2"]),
     ("fine_tune_resnet", &["--epochs", "2", "--out", "fine-tune"]),
     ("predict_run", &[]),
+    ("vae_bounds", &[]),
 ];
 
 fn examples() -> Result<(), String> {
