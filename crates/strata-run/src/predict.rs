@@ -28,7 +28,8 @@ pub enum Predictions {
     },
     /// A regressor's or forecaster's values (in the data's units), one per input row.
     Values(Vec<f32>),
-    /// An autoencoder's anomaly scores (nats; higher is more anomalous), one per input row.
+    /// An autoencoder's anomaly scores (squared reconstruction errors; higher is more
+    /// anomalous), one per input row.
     Scores(Vec<f64>),
 }
 

@@ -223,6 +223,7 @@ fn one_class_runs_detect_the_other_classes_on_images_and_tables() {
     let a = &r.metrics["test"]["anomaly"];
     assert!(get(a, "auroc") > 0.8, "{}", r.summary);
     assert!((0.0..=1.0).contains(&get(a, "pca_auroc")));
+    assert!((0.0..=1.0).contains(&get(a, "nll_auroc")));
     assert!(get(a, "n_anomalous") > 5.0 * get(a, "n_normal"));
     assert!(r.metrics["test"].get("knn").is_none());
 

@@ -32,9 +32,12 @@ pub(crate) struct Pass {
     pub neg_elbo: f64,
     /// Mean `sum |code|` per example.
     pub code_l1: f64,
-    /// Each example's anomaly score: the NLL of its reconstruction from the posterior mean,
-    /// plus the KL term for a VAE.
+    /// Each example's anomaly score: the squared error of its reconstruction from the
+    /// posterior mean, summed over its values (the reconstruction error; PCA's score alike).
     pub scores: Vec<f64>,
+    /// Each example's negative log-likelihood under that reconstruction, plus the KL term for
+    /// a VAE: a likelihood score, which also grows with the image's own entropy (grey pixels).
+    pub nll_scores: Vec<f64>,
     /// The posterior means, `[n, d_latent]`.
     pub codes: Vec<f32>,
     /// The reconstructions from the posterior mean (expected values), `[n, features]`.
@@ -53,7 +56,8 @@ pub(crate) fn pass(
     let width = data.n_features;
     let all: Vec<usize> = (0..data.len()).collect();
     let (mut loss, mut se, mut nll, mut elbo, mut l1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let (mut scores, mut codes, mut recon) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut scores, mut nll_scores) = (Vec::new(), Vec::new());
+    let (mut codes, mut recon) = (Vec::new(), Vec::new());
     for (b, chunk) in all.chunks(EVAL_BATCH).enumerate() {
         let (x, condition) = rows(data, chunk, n_classes, device);
         let input = match noise {
@@ -75,10 +79,16 @@ pub(crate) fn pass(
             score = score + gaussian_kl_rows(mean.clone(), log_var.clone());
         }
         let expected = model.expected(outputs);
-        se += to_vec((expected.clone() - x.clone()).powf_scalar(2.0).sum())[0] as f64;
+        let row_se = (expected.clone() - x.clone())
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1);
+        let row_se = to_vec(row_se);
+        se += row_se.iter().map(|v| *v as f64).sum::<f64>();
+        scores.extend(row_se.into_iter().map(f64::from));
         nll += to_vec(nll_rows_mean.sum())[0] as f64;
         l1 += to_vec(mean.clone().abs().sum())[0] as f64;
-        scores.extend(to_vec(score).into_iter().map(f64::from));
+        nll_scores.extend(to_vec(score).into_iter().map(f64::from));
         codes.extend(to_vec(mean.clone().flatten::<1>(0, 1)));
         recon.extend(to_vec(expected.flatten::<1>(0, 1)));
         let code = if model.variational {
@@ -113,6 +123,7 @@ pub(crate) fn pass(
         },
         code_l1: l1 / n,
         scores,
+        nll_scores,
         codes,
         recon,
     }
@@ -382,6 +393,8 @@ impl<'a> Report<'a> {
                     "average_precision": strata_metrics::average_precision(&anomalous, &p.scores)?,
                     "pca_auroc": strata_metrics::roc_auc(&anomalous, &pca_scores)?,
                     "pca_average_precision": strata_metrics::average_precision(&anomalous, &pca_scores)?,
+                    "nll_auroc": strata_metrics::roc_auc(&anomalous, &p.nll_scores)?,
+                    "nll_average_precision": strata_metrics::average_precision(&anomalous, &p.nll_scores)?,
                 });
             }
         }

@@ -61,7 +61,7 @@ impl Codes {
 /// let run = AutoencoderRun::open("runs/ae-digits", None)?;
 /// let rows = run.read_rows("new.csv")?;
 /// let codes = run.encode(rows.clone(), None)?; // d_latent values per row
-/// let scores = run.scores(rows, None)?; // anomaly scores, nats per row
+/// let scores = run.scores(rows, None)?; // anomaly scores: squared reconstruction errors
 /// # Ok::<(), strata_run::Error>(())
 /// ```
 pub struct AutoencoderRun {
@@ -246,8 +246,9 @@ impl AutoencoderRun {
         })
     }
 
-    /// The anomaly score of each raw row: the negative log-likelihood of its reconstruction
-    /// from the posterior mean, plus the KL term for a VAE (nats; higher is more anomalous).
+    /// The anomaly score of each raw row: the squared error of its reconstruction from the
+    /// posterior mean, summed over its values (in the model's units: pixels in `[0, 1]`, or
+    /// standardised values); higher is more anomalous.
     ///
     /// # Errors
     /// As [`encode`](Self::encode).
