@@ -78,7 +78,7 @@ pub(crate) fn pass(
         if model.variational {
             score = score + gaussian_kl_rows(mean.clone(), log_var.clone());
         }
-        let expected = model.expected(outputs);
+        let expected = model.expected(outputs.clone());
         let row_se = (expected.clone() - x.clone())
             .powf_scalar(2.0)
             .sum_dim(1)
@@ -91,12 +91,12 @@ pub(crate) fn pass(
         nll_scores.extend(to_vec(score).into_iter().map(f64::from));
         codes.extend(to_vec(mean.clone().flatten::<1>(0, 1)));
         recon.extend(to_vec(expected.flatten::<1>(0, 1)));
-        let code = if model.variational {
-            model.sample_code(mean.clone(), log_var.clone())
+        // A plain autoencoder's code is its mean: its outputs are those already decoded.
+        let sampled = if model.variational {
+            model.decode(model.sample_code(mean.clone(), log_var.clone()), condition)
         } else {
-            mean.clone()
+            outputs
         };
-        let sampled = model.decode(code, condition);
         let rows_loss = loss_rows(
             model,
             sampled.clone(),

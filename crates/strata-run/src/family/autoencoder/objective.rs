@@ -63,17 +63,25 @@ pub(crate) fn rows(
     }
     let condition = (n_classes > 0).then(|| {
         let labels = data.labels().unwrap_or(&[]);
-        let mut hot = vec![0.0f32; indices.len() * n_classes];
-        for (r, &i) in indices.iter().enumerate() {
-            if let Some(&k) = labels.get(i)
-                && k < n_classes
-            {
-                hot[r * n_classes + k] = 1.0;
-            }
-        }
-        Tensor::from_data(TensorData::new(hot, [indices.len(), n_classes]), device)
+        // A row without a label gets no class (a zero row).
+        let classes: Vec<usize> = indices
+            .iter()
+            .map(|&i| labels.get(i).copied().unwrap_or(usize::MAX))
+            .collect();
+        one_hot(&classes, n_classes, device)
     });
     (x, condition)
+}
+
+/// One-hot rows of `classes` among `k` (a class of `k` or more gives a zero row).
+pub(crate) fn one_hot(classes: &[usize], k: usize, device: &Device) -> Tensor<2> {
+    let mut hot = vec![0.0f32; classes.len() * k];
+    for (r, &c) in classes.iter().enumerate() {
+        if c < k {
+            hot[r * k + c] = 1.0;
+        }
+    }
+    Tensor::from_data(TensorData::new(hot, [classes.len(), k]), device)
 }
 
 /// A `[rows, width]` tensor of `values`.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use strata_arch::{Autoencoder, Likelihood};
 use strata_data::{Dataset, Pca, Targets, read_feature_rows, read_npy_f32};
 use strata_tensor::convert::to_vec;
@@ -11,7 +11,7 @@ use strata_tensor::seed_device;
 
 use super::autoencoder_config;
 use super::measure::{Pass, pass};
-use super::objective::{EVAL_NOISE_SEED, Weights, matrix};
+use super::objective::{EVAL_NOISE_SEED, Weights, matrix, one_hot};
 use crate::config::RunConfig;
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
@@ -436,13 +436,4 @@ impl AutoencoderRun {
         }
         Ok(written)
     }
-}
-
-/// One-hot rows of `classes` among `k`.
-fn one_hot(classes: &[usize], k: usize, device: &Device) -> Tensor<2> {
-    let mut hot = vec![0.0f32; classes.len() * k];
-    for (r, &c) in classes.iter().enumerate() {
-        hot[r * k + c.min(k - 1)] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(hot, [classes.len(), k]), device)
 }
