@@ -6,6 +6,8 @@
 //! table and tables with categorical columns in general (schema fitted on the training table,
 //! category indices or one-hot), a CSV loader for any numeric CSV (gzipped or not), the IDX format and Fashion-MNIST from Debian's `dataset-fashion-mnist`,
 //! data-set specs (`digits`, `csv:PATH`, `series:PATH`, ...) loaded by name with [`load_source`],
+//! graphs (one graph with labelled nodes, or many labelled graphs batched block-diagonally;
+//! the karate club, Cora with its Planetoid split, MUTAG, node/edge CSVs and the TU format),
 //! built-in sequence transduction tasks (reverse, sort, copy) for sequence-to-sequence models,
 //! image augmentation (crop, flip, affine, noise, erasing, mixup; seeded),
 //! standardisation fitted on the training split, stratified train/validation/test splits,
@@ -31,6 +33,8 @@ mod csv_loader;
 mod dataset;
 mod embedded;
 mod error;
+mod graph;
+mod graph_io;
 mod idx;
 mod npy;
 mod pca;
@@ -54,6 +58,11 @@ pub use csv_loader::{
 pub use dataset::{Dataset, Targets, Task};
 pub use embedded::{EMBEDDED, digits, embedded, iris};
 pub use error::{Error, Result};
+pub use graph::{Graph, GraphBatch, GraphSet, NodeSplit};
+pub use graph_io::{
+    GRAPH_DATASETS, GraphSource, cora, karate, load_graph, load_graph_dir, load_tu_dir, mutag,
+    parse_node_graph,
+};
 pub use idx::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IdxArray, fashion_mnist, images_from_idx, parse_idx,
     read_idx,

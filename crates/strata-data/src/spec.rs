@@ -106,6 +106,8 @@ pub enum Source {
     },
     /// A built-in sequence transduction task for a seq2seq model.
     Transduction(TransductionTask),
+    /// A graph with labelled nodes, or labelled graphs.
+    Graph(crate::GraphSource),
 }
 
 /// The embedded series `load_series` knows by name.
@@ -154,6 +156,9 @@ pub fn load_series(spec: &str) -> Result<SeriesSource> {
 /// # Errors
 /// Unknown names, missing files, malformed files.
 pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Result<Source> {
+    if let Some(graph) = crate::load_graph(spec)? {
+        return Ok(Source::Graph(graph));
+    }
     if spec == "adult" {
         let (train, test, _) = adult(encoding)?;
         return Ok(Source::TrainTest(train, test));
@@ -195,7 +200,7 @@ pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Resul
         }),
         "reverse" | "sort" | "copy" => Ok(Source::Transduction(TransductionTask::by_name(spec)?)),
         other => Err(Error::Spec(format!(
-            "unknown data set `{other}`: expected digits, iris, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, csv:PATH or text:PATH (see `strata list`)"
+            "unknown data set `{other}`: expected digits, iris, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, karate, cora, mutag, csv:PATH, text:PATH, graph:DIR or tu:DIR (see `strata list`)"
         ))),
     }
 }

@@ -11,6 +11,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A graph that layers cannot read (an edge to a node that does not exist, ...).
+    #[error("graph: {0}")]
+    Graph(String),
 }
 
 /// Shorthand for results of this crate.

@@ -5,8 +5,9 @@
 //! (`Conv2d -> [BatchNorm] -> activation -> [pool]`), activation names as users write them, and
 //! stacked, bidirectional, maskable recurrent layers (RNN, LSTM, GRU) in PyTorch's layout,
 //! learned or sinusoidal position codes for transformers, batch norm with PyTorch's running
-//! statistics, torchvision-named residual blocks (basic and bottleneck), and loaders of PyTorch attention and
-//! transformer weights into burn's modules.
+//! statistics, torchvision-named residual blocks (basic and bottleneck), loaders of PyTorch attention and
+//! transformer weights into burn's modules, and graph layers (message passing, GCN, GraphSAGE,
+//! GAT, GIN, readouts).
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -24,6 +25,7 @@ mod batch_norm;
 mod conv_block;
 mod dense_block;
 mod error;
+mod graph;
 mod positions;
 mod recurrent;
 mod resample;
@@ -35,6 +37,11 @@ pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
 pub use error::{Error, Result};
+pub use graph::{
+    Aggregator, Edges, GatConv, GatConvConfig, GcnConv, GcnConvConfig, GinConv, GinConvConfig,
+    GraphIndex, Readout, SageConv, SageConvConfig, gather, scatter_max, scatter_mean, scatter_sum,
+    segment_softmax,
+};
 pub use positions::{Positional, Positions, PositionsConfig};
 pub use recurrent::{
     CellKind, Direction, Recurrent, RecurrentConfig, RecurrentLayer, RecurrentState, length_mask,

@@ -178,7 +178,10 @@ pub(crate) fn evaluate_default(
         Some(spec) => match load_source(spec, &config.label, encoding)? {
             Source::Single(d) => (spec.to_string(), d),
             Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
-            Source::Series(_) | Source::Text { .. } | Source::Transduction(_) => {
+            Source::Series(_)
+        | Source::Text { .. }
+        | Source::Transduction(_)
+        | Source::Graph(_) => {
                 return Err(Error::Usage(format!(
                     "{spec} is a series, a text or a transduction task; this {} model was trained on samples of {} features",
                     config.model, run.preprocess.n_features

@@ -209,6 +209,10 @@ pub fn train_default<F: Family + ?Sized>(
             "`{}` is a sequence transduction task: train it with --model seq2seq, not {}",
             ctx.config.dataset, ctx.config.model
         ))),
+        Source::Graph(_) => Err(Error::Usage(format!(
+            "`{}` is a graph: train a graph network on it with --model gcn, sage, gat, gin or graph-mlp, not {}",
+            ctx.config.dataset, ctx.config.model
+        ))),
         samples => supervised::train(family, ctx, samples),
     }
 }
