@@ -24,6 +24,7 @@ pub mod autoencoder;
 pub mod char_lm;
 pub mod cnn;
 mod error;
+pub mod gnn;
 pub mod mlp;
 mod network;
 pub mod recurrent;
@@ -37,6 +38,7 @@ pub use autoencoder::{Autoencoder, AutoencoderConfig, Likelihood};
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
+pub use gnn::{Gnn, GnnConfig, GnnKind, GraphConv};
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{
     ImageResNet, ImageVgg, Network, NetworkConfig, TransferParts, cell_name, check_input,
