@@ -65,7 +65,8 @@ fn graph(f: &Value, d: &Device, weighted: bool) -> (Edges, Tensor<2>) {
 /// Sets a burn `Linear` from PyTorch's `[out, in]` weight and optional bias.
 fn set_linear(lin: &mut Linear, rec: &Value, name: &str, d: &Device) {
     let p = &rec["params"];
-    lin.weight = Param::from_tensor(tensor::<2>(&p[format!("{name}.weight")]["value"], d).transpose());
+    lin.weight =
+        Param::from_tensor(tensor::<2>(&p[format!("{name}.weight")]["value"], d).transpose());
     if let Some(b) = p.get(format!("{name}.bias")) {
         lin.bias = Some(Param::from_tensor(tensor::<1>(&b["value"], d)));
     }
@@ -75,7 +76,12 @@ fn set_linear(lin: &mut Linear, rec: &Value, name: &str, d: &Device) {
 fn check_linear(lin: &Linear, grads: &burn::tensor::Gradients, rec: &Value, name: &str) {
     let p = &rec["params"];
     let gw = lin.weight.grad(grads).unwrap().transpose();
-    close_to_json(&format!("{name}.weight grad"), flat(gw), &p[format!("{name}.weight")]["grad"], 1e-4);
+    close_to_json(
+        &format!("{name}.weight grad"),
+        flat(gw),
+        &p[format!("{name}.weight")]["grad"],
+        1e-4,
+    );
     if let Some(b) = p.get(format!("{name}.bias")) {
         let gb = lin.bias.as_ref().unwrap().grad(grads).unwrap();
         close_to_json(&format!("{name}.bias grad"), flat(gb), &b["grad"], 1e-4);
@@ -83,10 +89,26 @@ fn check_linear(lin: &Linear, grads: &burn::tensor::Gradients, rec: &Value, name
 }
 
 /// Output, upstream gradient and input gradient checks shared by every layer.
-fn check_output(name: &str, rec: &Value, y: Tensor<2>, x: &Tensor<2>, d: &Device) -> burn::tensor::Gradients {
-    close_to_json(&format!("{name} output"), flat(y.clone()), &rec["output"], 1e-5);
+fn check_output(
+    name: &str,
+    rec: &Value,
+    y: Tensor<2>,
+    x: &Tensor<2>,
+    d: &Device,
+) -> burn::tensor::Gradients {
+    close_to_json(
+        &format!("{name} output"),
+        flat(y.clone()),
+        &rec["output"],
+        1e-5,
+    );
     let grads = (y * tensor::<2>(&rec["upstream"], d)).sum().backward();
-    close_to_json(&format!("{name} grad input"), flat(x.grad(&grads).unwrap()), &rec["grad_input"], 1e-4);
+    close_to_json(
+        &format!("{name} grad input"),
+        flat(x.grad(&grads).unwrap()),
+        &rec["grad_input"],
+        1e-4,
+    );
     grads
 }
 
@@ -98,21 +120,34 @@ fn gcn_matches_pytorch_geometric_with_weights_duplicates_and_self_loops() {
     let (edges, x) = graph(&f, &d, true);
     let mut conv = GcnConvConfig::new(5, 4).init(&d);
     set_linear(&mut conv.lin, rec, "lin", &d);
-    conv.bias = Some(Param::from_tensor(tensor::<1>(&rec["params"]["bias"]["value"], &d)));
+    conv.bias = Some(Param::from_tensor(tensor::<1>(
+        &rec["params"]["bias"]["value"],
+        &d,
+    )));
     let grads = check_output("gcn", rec, conv.forward(x.clone(), &edges), &x, &d);
     check_linear(&conv.lin, &grads, rec, "lin");
     let gb = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
-    close_to_json("gcn bias grad", flat(gb), &rec["params"]["bias"]["grad"], 1e-4);
+    close_to_json(
+        "gcn bias grad",
+        flat(gb),
+        &rec["params"]["bias"]["grad"],
+        1e-4,
+    );
 }
 
 #[test]
 fn sage_mean_and_max_match_pytorch_geometric() {
     let f = fixture();
     let d = Device::flex().autodiff();
-    for (key, aggregator) in [("sage_mean", Aggregator::Mean), ("sage_max", Aggregator::Max)] {
+    for (key, aggregator) in [
+        ("sage_mean", Aggregator::Mean),
+        ("sage_max", Aggregator::Max),
+    ] {
         let rec = &f[key];
         let (edges, x) = graph(&f, &d, false);
-        let mut conv = SageConvConfig::new(5, 4).with_aggregator(aggregator).init(&d);
+        let mut conv = SageConvConfig::new(5, 4)
+            .with_aggregator(aggregator)
+            .init(&d);
         set_linear(&mut conv.lin_l, rec, "lin_l", &d);
         set_linear(&mut conv.lin_r, rec, "lin_r", &d);
         let grads = check_output(key, rec, conv.forward(x.clone(), &edges), &x, &d);
@@ -138,18 +173,36 @@ fn gat_matches_pytorch_geometric_with_its_attention_coefficients() {
         let rec = &f[key];
         let (edges, x) = graph(&f, &d, false);
         assert_eq!(edges.n_looped_edges(), usizes(&rec["looped_source"]).len());
-        let mut conv = GatConvConfig::new(5, 3).with_n_heads(2).with_concat(concat).init(&d);
+        let mut conv = GatConvConfig::new(5, 3)
+            .with_n_heads(2)
+            .with_concat(concat)
+            .init(&d);
         set_gat(&mut conv, rec, &d);
         let (y, alpha) = conv.forward_with_attention(x.clone(), &edges);
-        close_to_json(&format!("{key} attention"), flat(alpha), &rec["attention"], 1e-5);
+        close_to_json(
+            &format!("{key} attention"),
+            flat(alpha),
+            &rec["attention"],
+            1e-5,
+        );
         let grads = check_output(key, rec, y, &x, &d);
         check_linear(&conv.lin, &grads, rec, "lin");
         let p = &rec["params"];
         for (name, param) in [("att_src", &conv.att_src), ("att_dst", &conv.att_dst)] {
-            close_to_json(&format!("{key} {name} grad"), flat(param.grad(&grads).unwrap()), &p[name]["grad"], 1e-4);
+            close_to_json(
+                &format!("{key} {name} grad"),
+                flat(param.grad(&grads).unwrap()),
+                &p[name]["grad"],
+                1e-4,
+            );
         }
         let gb = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
-        close_to_json(&format!("{key} bias grad"), flat(gb), &p["bias"]["grad"], 1e-4);
+        close_to_json(
+            &format!("{key} bias grad"),
+            flat(gb),
+            &p["bias"]["grad"],
+            1e-4,
+        );
     }
 }
 
@@ -166,7 +219,12 @@ fn gin_matches_pytorch_geometric_with_a_learned_eps() {
     let grads = check_output("gin", rec, conv.forward(x.clone(), &edges), &x, &d);
     check_linear(&conv.hidden.linear, &grads, rec, "nn.0");
     check_linear(&conv.out, &grads, rec, "nn.2");
-    close_to_json("gin eps grad", flat(conv.eps.grad(&grads).unwrap()), &rec["params"]["eps"]["grad"], 1e-4);
+    close_to_json(
+        "gin eps grad",
+        flat(conv.eps.grad(&grads).unwrap()),
+        &rec["params"]["eps"]["grad"],
+        1e-4,
+    );
 }
 
 #[test]
@@ -175,7 +233,11 @@ fn readouts_match_pytorch_geometric_forward_and_backward() {
     let p = &f["pool"];
     let d = Device::flex().autodiff();
     let index = GraphIndex::new(&usizes(&p["batch"]), 2, &d).unwrap();
-    for (key, readout) in [("sum", Readout::Sum), ("mean", Readout::Mean), ("max", Readout::Max)] {
+    for (key, readout) in [
+        ("sum", Readout::Sum),
+        ("mean", Readout::Mean),
+        ("max", Readout::Max),
+    ] {
         let x = tensor::<2>(&f["graph"]["x"], &d).require_grad();
         check_output(key, &p[key], readout.apply(x.clone(), &index), &x, &d);
     }

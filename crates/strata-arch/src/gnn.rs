@@ -163,7 +163,9 @@ impl GnnConfig {
             ("output_heads", self.output_heads),
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(ArchError::Invalid(format!("graph network: {name} must be at least 1")));
+            return Err(ArchError::Invalid(format!(
+                "graph network: {name} must be at least 1"
+            )));
         }
         if self.n_classes < 2 {
             return Err(ArchError::Invalid(format!(
@@ -171,9 +173,14 @@ impl GnnConfig {
                 self.n_classes
             )));
         }
-        for (name, p) in [("dropout", self.dropout), ("attention dropout", self.attention_dropout)] {
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("attention dropout", self.attention_dropout),
+        ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(ArchError::Invalid(format!("graph network: {name} {p} is not in [0, 1)")));
+                return Err(ArchError::Invalid(format!(
+                    "graph network: {name} {p} is not in [0, 1)"
+                )));
             }
         }
         Ok(())
@@ -181,7 +188,14 @@ impl GnnConfig {
 
     /// One layer from `d_in` features to `d_out` (for GAT: `heads` heads of `d_out`,
     /// concatenated or averaged).
-    fn conv(&self, d_in: usize, d_out: usize, heads: usize, concat: bool, device: &Device) -> GraphConv {
+    fn conv(
+        &self,
+        d_in: usize,
+        d_out: usize,
+        heads: usize,
+        concat: bool,
+        device: &Device,
+    ) -> GraphConv {
         match self.kind {
             GnnKind::Gcn => GraphConv::Gcn(GcnConvConfig::new(d_in, d_out).init(device)),
             GnnKind::Sage => GraphConv::Sage(
@@ -278,9 +292,9 @@ impl Gnn {
     /// `x` `[nodes, d_input]` -> `[nodes, hidden]`.
     pub fn hidden(&self, x: Tensor<2>, edges: &Edges) -> Tensor<2> {
         let n = self.convs.len();
-        self.convs[..n.saturating_sub(1)]
-            .iter()
-            .fold(x, |x, conv| self.activate(conv.forward(self.dropout.forward(x), edges)))
+        self.convs[..n.saturating_sub(1)].iter().fold(x, |x, conv| {
+            self.activate(conv.forward(self.dropout.forward(x), edges))
+        })
     }
 
     /// The class scores (logits) of each node.
@@ -291,7 +305,10 @@ impl Gnn {
     /// # Panics
     /// A graph classifier (use [`forward_graphs`](Self::forward_graphs)).
     pub fn forward(&self, x: Tensor<2>, edges: &Edges) -> Tensor<2> {
-        assert!(!self.graph_level, "a graph classifier scores graphs: use forward_graphs");
+        assert!(
+            !self.graph_level,
+            "a graph classifier scores graphs: use forward_graphs"
+        );
         let h = self.hidden(x, edges);
         let last = self.convs.last().expect("at least one layer");
         last.forward(self.dropout.forward(h), edges)
@@ -305,7 +322,10 @@ impl Gnn {
     /// # Panics
     /// A node classifier (use [`forward`](Self::forward)).
     pub fn forward_graphs(&self, x: Tensor<2>, edges: &Edges, graphs: &GraphIndex) -> Tensor<2> {
-        assert!(self.graph_level, "a node classifier scores nodes: use forward");
+        assert!(
+            self.graph_level,
+            "a node classifier scores nodes: use forward"
+        );
         let mut layers = vec![x];
         for (l, conv) in self.convs.iter().enumerate() {
             let mut h = conv.forward(layers[l].clone(), edges);
@@ -348,13 +368,26 @@ mod tests {
         let e = ring(5, &d);
         let x = Tensor::<2>::ones([5, 3], &d);
         let g = GraphIndex::new(&[0, 0, 1, 1, 1], 2, &d).unwrap();
-        for kind in [GnnKind::Gcn, GnnKind::Sage, GnnKind::Gat, GnnKind::Gin, GnnKind::Mlp] {
+        for kind in [
+            GnnKind::Gcn,
+            GnnKind::Sage,
+            GnnKind::Gat,
+            GnnKind::Gin,
+            GnnKind::Mlp,
+        ] {
             for layers in [1, 3] {
-                let c = GnnConfig::new(3, 4).with_kind(kind).with_n_layers(layers).with_n_heads(2);
+                let c = GnnConfig::new(3, 4)
+                    .with_kind(kind)
+                    .with_n_layers(layers)
+                    .with_n_heads(2);
                 let node = c.init(&d).unwrap();
                 assert_eq!(node.forward(x.clone(), &e).dims(), [5, 4], "{kind:?}");
                 let graph = c.with_graph_level(true).init(&d).unwrap();
-                assert_eq!(graph.forward_graphs(x.clone(), &e, &g).dims(), [2, 4], "{kind:?}");
+                assert_eq!(
+                    graph.forward_graphs(x.clone(), &e, &g).dims(),
+                    [2, 4],
+                    "{kind:?}"
+                );
             }
         }
     }
@@ -371,11 +404,17 @@ mod tests {
     #[test]
     fn the_mlp_baseline_ignores_edges() {
         let d = Device::flex();
-        let m = GnnConfig::new(2, 3).with_kind(GnnKind::Mlp).init(&d).unwrap();
+        let m = GnnConfig::new(2, 3)
+            .with_kind(GnnKind::Mlp)
+            .init(&d)
+            .unwrap();
         let x = matrix(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, &d);
         let none = Edges::new(3, &[], &[], None, &d).unwrap();
         let some = Edges::new(3, &[0, 1, 2], &[1, 2, 0], None, &d).unwrap();
-        assert_eq!(to_vec(m.forward(x.clone(), &none)), to_vec(m.forward(x, &some)));
+        assert_eq!(
+            to_vec(m.forward(x.clone(), &none)),
+            to_vec(m.forward(x, &some))
+        );
     }
     use proptest::prelude::*;
 
@@ -398,7 +437,13 @@ mod tests {
     }
 
     fn kinds() -> impl Strategy<Value = GnnKind> {
-        prop::sample::select(vec![GnnKind::Gcn, GnnKind::Sage, GnnKind::Gat, GnnKind::Gin, GnnKind::Mlp])
+        prop::sample::select(vec![
+            GnnKind::Gcn,
+            GnnKind::Sage,
+            GnnKind::Gat,
+            GnnKind::Gin,
+            GnnKind::Mlp,
+        ])
     }
 
     fn edges_of(n: usize, e: &[(usize, usize)], perm: Option<&[usize]>, d: &Device) -> Edges {
@@ -417,7 +462,10 @@ mod tests {
     }
 
     fn close(a: &[f32], b: &[f32]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
     }
 
     proptest! {

@@ -108,7 +108,7 @@ pub struct TrainArgs {
     /// Batch normalisation: true or false.
     #[arg(long)]
     pub batch_norm: Option<bool>,
-    /// Stacked recurrent layers.
+    /// Stacked recurrent layers, or a graph network's graph layers.
     #[arg(long)]
     pub layers: Option<usize>,
     /// Bidirectional recurrent layers.
@@ -121,9 +121,12 @@ pub struct TrainArgs {
     /// Character embedding width of a language model.
     #[arg(long)]
     pub embed: Option<usize>,
-    /// Attention heads of a transformer.
+    /// Attention heads of a transformer or a graph attention network.
     #[arg(long)]
     pub heads: Option<usize>,
+    /// GraphSAGE's neighbour aggregator: mean or max.
+    #[arg(long)]
+    pub aggregator: Option<String>,
     /// Positions of a transformer: learned or sinusoidal.
     #[arg(long)]
     pub positional: Option<String>,

@@ -146,8 +146,7 @@ impl Graph {
                 self.target.len()
             ));
         }
-        if let Some(e) = (0..self.source.len()).find(|&e| self.source[e].max(self.target[e]) >= n)
-        {
+        if let Some(e) = (0..self.source.len()).find(|&e| self.source[e].max(self.target[e]) >= n) {
             return bad(format!(
                 "edge {e} ({} -> {}) names a node that does not exist (the graph has {n})",
                 self.source[e], self.target[e]
@@ -155,7 +154,11 @@ impl Graph {
         }
         if let Some(w) = &self.edge_weight {
             if w.len() != self.source.len() {
-                return bad(format!("{} edge weights for {} edges", w.len(), self.source.len()));
+                return bad(format!(
+                    "{} edge weights for {} edges",
+                    w.len(),
+                    self.source.len()
+                ));
             }
             if let Some(e) = w.iter().position(|v| !v.is_finite()) {
                 return bad(format!("edge {e} has weight {}", w[e]));
@@ -230,8 +233,12 @@ impl Graph {
     /// [`coalesced`](Self::coalesced): each directed pair once, self loops once.
     pub fn to_undirected(&self) -> Self {
         let g = self.coalesced();
-        let present: HashSet<(usize, usize)> =
-            g.source.iter().copied().zip(g.target.iter().copied()).collect();
+        let present: HashSet<(usize, usize)> = g
+            .source
+            .iter()
+            .copied()
+            .zip(g.target.iter().copied())
+            .collect();
         let reverse: Vec<usize> = (0..g.n_edges())
             .filter(|&e| !present.contains(&(g.target[e], g.source[e])))
             .collect();
@@ -262,7 +269,10 @@ impl Graph {
     pub fn permuted(&self, perm: &[usize]) -> Result<Self> {
         let n = self.n_nodes;
         let mut seen = vec![false; n];
-        if perm.len() != n || perm.iter().any(|&p| p >= n || std::mem::replace(&mut seen[p], true))
+        if perm.len() != n
+            || perm
+                .iter()
+                .any(|&p| p >= n || std::mem::replace(&mut seen[p], true))
         {
             return Err(Error::Invalid(format!(
                 "not a permutation of 0..{n}: {perm:?}"
@@ -319,7 +329,11 @@ impl GraphSet {
             return bad("no graphs".into());
         }
         if labels.len() != graphs.len() {
-            return bad(format!("{} labels for {} graphs", labels.len(), graphs.len()));
+            return bad(format!(
+                "{} labels for {} graphs",
+                labels.len(),
+                graphs.len()
+            ));
         }
         if let Some(i) = labels.iter().position(|&l| l >= class_names.len()) {
             return bad(format!(
@@ -423,7 +437,10 @@ impl GraphBatch {
         };
         let mut graph_index = Vec::new();
         for (k, g) in graphs.iter().enumerate() {
-            assert_eq!(g.n_features, f, "batched graphs differ in features per node");
+            assert_eq!(
+                g.n_features, f,
+                "batched graphs differ in features per node"
+            );
             let off = b.n_nodes;
             b.features.extend_from_slice(&g.features);
             b.source.extend(g.source.iter().map(|s| s + off));
@@ -478,14 +495,18 @@ mod tests {
     #[test]
     fn coalescing_keeps_the_first_of_each_pair() {
         let g = triangle_and_isolated().coalesced();
-        assert_eq!((g.source.clone(), g.target.clone()), (vec![0, 1, 2], vec![1, 2, 2]));
+        assert_eq!(
+            (g.source.clone(), g.target.clone()),
+            (vec![0, 1, 2], vec![1, 2, 2])
+        );
         assert_eq!(g.edge_weight, Some(vec![1.0, 3.0, 4.0]));
     }
 
     #[test]
     fn undirected_adds_each_missing_reverse_once_and_keeps_self_loops_single() {
         let g = triangle_and_isolated().to_undirected();
-        let mut pairs: Vec<(usize, usize)> = g.source.iter().copied().zip(g.target.clone()).collect();
+        let mut pairs: Vec<(usize, usize)> =
+            g.source.iter().copied().zip(g.target.clone()).collect();
         pairs.sort_unstable();
         assert_eq!(pairs, vec![(0, 1), (1, 0), (1, 2), (2, 1), (2, 2)]);
         // The reverse carries the weight of its edge.
@@ -500,11 +521,23 @@ mod tests {
         assert!(e.to_string().contains("edge 0 (0 -> 2)"), "{e}");
         let e = Graph::new("g", 2, vec![0.0; 3], 1, vec![], vec![], None).unwrap_err();
         assert!(e.to_string().contains("3 feature values"), "{e}");
-        let e = Graph::new("g", 2, vec![0.0; 2], 1, vec![0], vec![1], Some(vec![f32::NAN]))
-            .unwrap_err();
+        let e = Graph::new(
+            "g",
+            2,
+            vec![0.0; 2],
+            1,
+            vec![0],
+            vec![1],
+            Some(vec![f32::NAN]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("weight NaN"), "{e}");
         let g = Graph::new("g", 2, vec![0.0; 2], 1, vec![0], vec![1], None).unwrap();
-        assert!(g.clone().with_labels(vec![0], vec!["a".into()], None).is_err());
+        assert!(
+            g.clone()
+                .with_labels(vec![0], vec!["a".into()], None)
+                .is_err()
+        );
         assert!(g.with_labels(vec![0, 1], vec!["a".into()], None).is_err());
         assert!(GraphSet::new("s", vec![], vec![], vec![]).is_err());
     }

@@ -192,9 +192,10 @@ fn read_csv_file(dir: &Path, name: &str, required: bool) -> Result<Option<(Strin
 /// to a node `nodes.csv` does not list.
 pub fn load_graph_dir(dir: impl AsRef<Path>) -> Result<Graph> {
     let dir = dir.as_ref();
-    let name = dir
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().to_string());
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |s| s.to_string_lossy().to_string(),
+    );
     let nodes = read_csv_file(dir, "nodes", true)?.expect("required");
     let edges = read_csv_file(dir, "edges", true)?.expect("required");
     let features = read_csv_file(dir, "features", false)?;
@@ -268,7 +269,11 @@ pub fn parse_node_graph(
         .position(|h| h == "label")
         .or_else(|| (0..header.len()).find(|&c| c != id_col && Some(c) != split_col))
         .ok_or_else(|| {
-            csv_error(nodes.1, 1, "no label column: expected a header like node,label[,split]".into())
+            csv_error(
+                nodes.1,
+                1,
+                "no label column: expected a header like node,label[,split]".into(),
+            )
         })?;
     if rows.is_empty() {
         return Err(csv_error(nodes.1, 1, "no nodes".into()));
@@ -288,11 +293,19 @@ pub fn parse_node_graph(
         let id = cells[id_col].clone();
         let i = ids.len();
         if index.insert(id.clone(), i).is_some() {
-            return Err(csv_error(nodes.1, *line, format!("node `{id}` listed twice")));
+            return Err(csv_error(
+                nodes.1,
+                *line,
+                format!("node `{id}` listed twice"),
+            ));
         }
         let label = cells[label_col].clone();
         if label.is_empty() {
-            return Err(csv_error(nodes.1, *line, format!("node `{id}` has no label")));
+            return Err(csv_error(
+                nodes.1,
+                *line,
+                format!("node `{id}` has no label"),
+            ));
         }
         raw_labels.push(label);
         if let Some(c) = split_col {
@@ -348,9 +361,17 @@ pub fn parse_node_graph(
         source.push(node_of(edges.1, *line, &cells[0])?);
         target.push(node_of(edges.1, *line, &cells[1])?);
         if weighted {
-            let w: f32 = cells[2].parse().ok().filter(|w: &f32| w.is_finite()).ok_or_else(|| {
-                csv_error(edges.1, *line, format!("weight `{}` is not a number", cells[2]))
-            })?;
+            let w: f32 = cells[2]
+                .parse()
+                .ok()
+                .filter(|w: &f32| w.is_finite())
+                .ok_or_else(|| {
+                    csv_error(
+                        edges.1,
+                        *line,
+                        format!("weight `{}` is not a number", cells[2]),
+                    )
+                })?;
             weight.push(w);
         }
     }
@@ -393,7 +414,11 @@ fn classes(raw: &[String]) -> (Vec<usize>, Vec<String>) {
     if names.iter().all(|n| n.parse::<i64>().is_ok()) {
         names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
     }
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     (raw.iter().map(|l| index[l.as_str()]).collect(), names)
 }
 
@@ -418,10 +443,12 @@ fn parse_features(
         message,
     };
     let node = |line: usize, id: &str| {
-        index
-            .get(id)
-            .copied()
-            .ok_or_else(|| err(line, format!("features of node `{id}`, which nodes.csv does not list")))
+        index.get(id).copied().ok_or_else(|| {
+            err(
+                line,
+                format!("features of node `{id}`, which nodes.csv does not list"),
+            )
+        })
     };
     let number = |line: usize, cell: &str| {
         cell.parse::<f32>()
@@ -434,7 +461,10 @@ fn parse_features(
         let mut width = 0;
         for (line, cells) in &rows {
             if cells.len() != 3 {
-                return Err(err(*line, format!("{} cells: expected node,feature,value", cells.len())));
+                return Err(err(
+                    *line,
+                    format!("{} cells: expected node,feature,value", cells.len()),
+                ));
             }
             let i = node(*line, &cells[0])?;
             let j: usize = cells[1]
@@ -442,7 +472,13 @@ fn parse_features(
                 .ok()
                 .filter(|j| *j < MAX_FEATURES)
                 .ok_or_else(|| {
-                    err(*line, format!("feature `{}` is not an index below {MAX_FEATURES}", cells[1]))
+                    err(
+                        *line,
+                        format!(
+                            "feature `{}` is not an index below {MAX_FEATURES}",
+                            cells[1]
+                        ),
+                    )
                 })?;
             width = width.max(j + 1);
             entries.push((i, j, number(*line, &cells[2])?));
@@ -455,7 +491,10 @@ fn parse_features(
     }
     let width = header.len() - 1;
     if width == 0 {
-        return Err(err(1, "no feature columns: expected node,feature,value or node,x0,x1,...".into()));
+        return Err(err(
+            1,
+            "no feature columns: expected node,feature,value or node,x0,x1,...".into(),
+        ));
     }
     let mut x = vec![0.0; n * width];
     let mut seen = vec![false; n];
@@ -463,7 +502,10 @@ fn parse_features(
         if cells.len() != header.len() {
             return Err(err(
                 *line,
-                format!("{} values, the header has {width} features", cells.len() - 1),
+                format!(
+                    "{} values, the header has {width} features",
+                    cells.len() - 1
+                ),
             ));
         }
         let i = node(*line, &cells[0])?;
@@ -473,7 +515,10 @@ fn parse_features(
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
-        let id = index.iter().find(|(_, v)| **v == i).map_or("?", |(k, _)| k.as_str());
+        let id = index
+            .iter()
+            .find(|(_, v)| **v == i)
+            .map_or("?", |(k, _)| k.as_str());
         return Err(err(0, format!("no feature row for node `{id}`")));
     }
     Ok((width, x))
@@ -561,7 +606,11 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
     for (line, cells) in tu_lines(text) {
         let g = int(path, line, cells[0])?;
         if cells.len() != 1 || g < 1 {
-            return Err(err(path, line, format!("`{}`: expected a graph id from 1", cells.join(","))));
+            return Err(err(
+                path,
+                line,
+                format!("`{}`: expected a graph id from 1", cells.join(",")),
+            ));
         }
         graph_of.push(g as usize - 1);
     }
@@ -582,7 +631,11 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
         return Err(err(
             &f.indicator.1,
             line,
-            format!("graph {} but {} has {n_graphs} labels", g + 1, f.graph_labels.1),
+            format!(
+                "graph {} but {} has {n_graphs} labels",
+                g + 1,
+                f.graph_labels.1
+            ),
         ));
     }
     let (labels, class_names) = classes(&raw);
@@ -594,7 +647,11 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
         sizes[g] += 1;
     }
     if let Some(g) = sizes.iter().position(|&s| s == 0) {
-        return Err(err(&f.indicator.1, 0, format!("graph {} has no nodes", g + 1)));
+        return Err(err(
+            &f.indicator.1,
+            0,
+            format!("graph {} has no nodes", g + 1),
+        ));
     }
     // Node features: one-hot node labels, then attributes.
     let mut blocks: Vec<(usize, Vec<f32>)> = Vec::new();
@@ -603,16 +660,28 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
         for (line, cells) in tu_lines(text) {
             let v = int(path, line, cells[0])?;
             if v < 0 || cells.len() != 1 {
-                return Err(err(path, line, format!("`{}`: expected a node label from 0", cells.join(","))));
+                return Err(err(
+                    path,
+                    line,
+                    format!("`{}`: expected a node label from 0", cells.join(",")),
+                ));
             }
             l.push(v as usize);
         }
         if l.len() != n_nodes {
-            return Err(err(path, 0, format!("{} node labels for {n_nodes} nodes", l.len())));
+            return Err(err(
+                path,
+                0,
+                format!("{} node labels for {n_nodes} nodes", l.len()),
+            ));
         }
         let k = l.iter().max().map_or(0, |m| m + 1);
         if k > MAX_ONE_HOT {
-            return Err(err(path, 0, format!("node label {k} is too large to one-hot")));
+            return Err(err(
+                path,
+                0,
+                format!("node label {k} is too large to one-hot"),
+            ));
         }
         let mut x = vec![0.0; n_nodes * k];
         for (i, &v) in l.iter().enumerate() {
@@ -625,17 +694,31 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
         let mut width = None;
         for (line, cells) in tu_lines(text) {
             if *width.get_or_insert(cells.len()) != cells.len() {
-                return Err(err(path, line, format!("{} values, line 1 has {}", cells.len(), width.unwrap_or(0))));
+                return Err(err(
+                    path,
+                    line,
+                    format!("{} values, line 1 has {}", cells.len(), width.unwrap_or(0)),
+                ));
             }
             for c in cells {
-                x.push(c.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                    err(path, line, format!("`{c}` is not a number"))
-                })?);
+                x.push(
+                    c.parse::<f32>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| err(path, line, format!("`{c}` is not a number")))?,
+                );
             }
         }
         let width = width.unwrap_or(0);
         if x.len() != n_nodes * width {
-            return Err(err(path, 0, format!("{} attribute rows for {n_nodes} nodes", x.len() / width.max(1))));
+            return Err(err(
+                path,
+                0,
+                format!(
+                    "{} attribute rows for {n_nodes} nodes",
+                    x.len() / width.max(1)
+                ),
+            ));
         }
         blocks.push((width, x));
     }
@@ -672,12 +755,20 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
     let (text, path) = (&f.a.0, f.a.1.as_str());
     for (line, cells) in tu_lines(text) {
         if cells.len() != 2 {
-            return Err(err(path, line, format!("`{}`: expected `row, col`", cells.join(","))));
+            return Err(err(
+                path,
+                line,
+                format!("`{}`: expected `row, col`", cells.join(",")),
+            ));
         }
         let node = |c: &str| -> Result<usize> {
             let v = int(path, line, c)?;
             if v < 1 || v as usize > n_nodes {
-                return Err(err(path, line, format!("node {v} does not exist (nodes are 1..{n_nodes})")));
+                return Err(err(
+                    path,
+                    line,
+                    format!("node {v} does not exist (nodes are 1..{n_nodes})"),
+                ));
             }
             Ok(v as usize - 1)
         };
@@ -686,7 +777,13 @@ fn parse_tu(f: &TuFiles) -> Result<GraphSet> {
             return Err(err(
                 path,
                 line,
-                format!("edge {} -> {} joins graphs {} and {}", s + 1, t + 1, graph_of[s] + 1, graph_of[t] + 1),
+                format!(
+                    "edge {} -> {} joins graphs {} and {}",
+                    s + 1,
+                    t + 1,
+                    graph_of[s] + 1,
+                    graph_of[t] + 1
+                ),
             ));
         }
         let g = &mut graphs[graph_of[s]];
@@ -704,14 +801,27 @@ mod tests {
     #[test]
     fn the_embedded_graphs_have_their_published_sizes() {
         let k = karate();
-        assert_eq!((k.n_nodes, k.n_edges(), k.n_features, k.n_classes()), (34, 156, 34, 2));
+        assert_eq!(
+            (k.n_nodes, k.n_edges(), k.n_features, k.n_classes()),
+            (34, 156, 34, 2)
+        );
         assert_eq!(k.class_names, vec!["Mr. Hi", "Officer"]);
         let l = k.labels.as_ref().unwrap();
-        assert_eq!((l[0], l[33]), (0, 1), "the two leaders lead different factions");
+        assert_eq!(
+            (l[0], l[33]),
+            (0, 1),
+            "the two leaders lead different factions"
+        );
         let c = cora();
-        assert_eq!((c.n_nodes, c.n_edges(), c.n_features, c.n_classes()), (2708, 10556, 1433, 7));
+        assert_eq!(
+            (c.n_nodes, c.n_edges(), c.n_features, c.n_classes()),
+            (2708, 10556, 1433, 7)
+        );
         let s = c.split.as_ref().unwrap();
-        assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (140, 500, 1000));
+        assert_eq!(
+            (s.train.len(), s.valid.len(), s.test.len()),
+            (140, 500, 1000)
+        );
         assert_eq!(c.features.iter().filter(|v| **v != 0.0).count(), 49216);
         assert!(!c.has_self_loops() && c.isolated_nodes().is_empty());
         let m = mutag();
@@ -733,7 +843,10 @@ mod tests {
     #[test]
     fn a_graph_directory_reads_with_string_ids_and_dense_features() {
         let d = dir_with(&[
-            ("nodes.csv", "node,label,split\na,x,train\nb,y,val\nc,x,test\nd,y,none\n"),
+            (
+                "nodes.csv",
+                "node,label,split\na,x,train\nb,y,val\nc,x,test\nd,y,none\n",
+            ),
             ("edges.csv", "source,target\na,b\nb,a\nb,c\nc,c\n"),
             ("features.csv", "node,f0,f1\na,1,2\nb,3,4\nc,5,6\nd,7,8\n"),
         ]);
@@ -752,7 +865,10 @@ mod tests {
     fn malformed_graph_files_name_the_file_and_line() {
         let cases = [
             (
-                vec![("nodes.csv", "node,label\n0,a\n1,b\n"), ("edges.csv", "source,target\n0,1\n1,7\n")],
+                vec![
+                    ("nodes.csv", "node,label\n0,a\n1,b\n"),
+                    ("edges.csv", "source,target\n0,1\n1,7\n"),
+                ],
                 "edges.csv: line 3: edge to node `7`",
             ),
             (
@@ -764,15 +880,24 @@ mod tests {
                 "features.csv: line 3: 1 values, the header has 2 features",
             ),
             (
-                vec![("nodes.csv", "node,label\n0,a\n1,\n"), ("edges.csv", "source,target\n0,1\n")],
+                vec![
+                    ("nodes.csv", "node,label\n0,a\n1,\n"),
+                    ("edges.csv", "source,target\n0,1\n"),
+                ],
                 "nodes.csv: line 3: node `1` has no label",
             ),
             (
-                vec![("nodes.csv", "node,label,split\n0,a,train\n1,b,dev\n"), ("edges.csv", "source,target\n")],
+                vec![
+                    ("nodes.csv", "node,label,split\n0,a,train\n1,b,dev\n"),
+                    ("edges.csv", "source,target\n"),
+                ],
                 "nodes.csv: line 3: split `dev`",
             ),
             (
-                vec![("nodes.csv", "node,label\n0,a\n"), ("edges.csv", "source,target,weight\n0,0,heavy\n")],
+                vec![
+                    ("nodes.csv", "node,label\n0,a\n"),
+                    ("edges.csv", "source,target,weight\n0,0,heavy\n"),
+                ],
                 "edges.csv: line 2: weight `heavy`",
             ),
         ];
@@ -782,7 +907,12 @@ mod tests {
             assert!(e.contains(expected), "`{e}` lacks `{expected}`");
         }
         let d = dir_with(&[("nodes.csv", "node,label\n0,a\n")]);
-        assert!(load_graph_dir(d.path()).unwrap_err().to_string().contains("edges.csv"));
+        assert!(
+            load_graph_dir(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("edges.csv")
+        );
     }
 
     #[test]
@@ -797,15 +927,25 @@ mod tests {
         let s = load_tu_dir(d.path()).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.labels, vec![0, 1]);
-        assert_eq!((s.graphs[1].n_nodes, s.graphs[1].n_edges(), s.n_features()), (3, 3, 3));
+        assert_eq!(
+            (s.graphs[1].n_nodes, s.graphs[1].n_edges(), s.n_features()),
+            (3, 3, 3)
+        );
         assert_eq!(s.graphs[1].source, vec![0, 1, 1]);
         let mut bad_edge = good;
         bad_edge[0] = ("T_A.txt", "1, 2\n2, 3\n");
-        let e = load_tu_dir(dir_with(&bad_edge).path()).unwrap_err().to_string();
-        assert!(e.contains("T_A.txt: line 2: edge 2 -> 3 joins graphs 1 and 2"), "{e}");
+        let e = load_tu_dir(dir_with(&bad_edge).path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("T_A.txt: line 2: edge 2 -> 3 joins graphs 1 and 2"),
+            "{e}"
+        );
         let mut short = good;
         short[3] = ("T_node_labels.txt", "0\n1\n");
-        let e = load_tu_dir(dir_with(&short).path()).unwrap_err().to_string();
+        let e = load_tu_dir(dir_with(&short).path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2 node labels for 5 nodes"), "{e}");
         let mut few = good;
         few[2] = ("T_graph_labels.txt", "1\n");

@@ -81,6 +81,9 @@ pub struct NetworkSpec {
     /// 224 pixels or more and for torchvision weights, else 1, the CIFAR-style VGG).
     #[serde(default)]
     pub pool_size: usize,
+    /// GraphSAGE's neighbour aggregator: `mean` or `max`.
+    #[serde(default)]
+    pub aggregator: strata_layers::Aggregator,
 }
 
 fn default_heads() -> usize {
@@ -396,6 +399,7 @@ impl RunConfig {
                 positional: Positional::Learned,
                 patch_size: 0,
                 pool_size: 0,
+                aggregator: strata_layers::Aggregator::Mean,
             },
             fit: FitConfig {
                 epochs: 30,

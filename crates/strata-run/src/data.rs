@@ -146,10 +146,7 @@ pub fn split_source(
             let rows = (0..test.len()).collect();
             (train.subset(&s.train), train.subset(&s.valid), test, rows)
         }
-        Source::Series(_)
-        | Source::Text { .. }
-        | Source::Transduction(_)
-        | Source::Graph(_) => {
+        Source::Series(_) | Source::Text { .. } | Source::Transduction(_) | Source::Graph(_) => {
             return Err(Error::Usage(format!(
                 "`{}` is a series or a text, not a table of samples",
                 config.dataset

@@ -36,6 +36,9 @@ pub enum Error {
     /// From a loss config.
     #[error(transparent)]
     Loss(#[from] strata_loss::Error),
+    /// From `strata-layers` (a graph the layers cannot read).
+    #[error(transparent)]
+    Layers(#[from] strata_layers::Error),
     /// From an optimizer config.
     #[error(transparent)]
     Optim(#[from] strata_optim::Error),

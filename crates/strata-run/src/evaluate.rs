@@ -179,9 +179,9 @@ pub(crate) fn evaluate_default(
             Source::Single(d) => (spec.to_string(), d),
             Source::TrainTest(_, test) => (format!("{spec} (test set)"), test),
             Source::Series(_)
-        | Source::Text { .. }
-        | Source::Transduction(_)
-        | Source::Graph(_) => {
+            | Source::Text { .. }
+            | Source::Transduction(_)
+            | Source::Graph(_) => {
                 return Err(Error::Usage(format!(
                     "{spec} is a series, a text or a transduction task; this {} model was trained on samples of {} features",
                     config.model, run.preprocess.n_features

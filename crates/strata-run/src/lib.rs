@@ -51,8 +51,9 @@ pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_sourc
 pub use error::{Error, Result};
 pub use evaluate::{Evaluated, Run, evaluate, load_run_config};
 pub use family::{
-    AutoencoderRun, Codes, FAMILIES, Family, IwBound, auto_patch, autoencoder_config, cell_kind,
-    family, iw_bound, network_config, recurrent_config, transformer_width,
+    AutoencoderRun, Codes, FAMILIES, Family, GnnRun, GraphMeta, IwBound, auto_patch,
+    autoencoder_config, cell_kind, family, gnn_config, iw_bound, network_config, recurrent_config,
+    transformer_width,
 };
 pub use forecast::{forecast_metrics, prepare_series};
 pub use generate::{Generate, generate};

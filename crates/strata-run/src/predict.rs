@@ -31,6 +31,17 @@ pub enum Predictions {
     /// An autoencoder's anomaly scores (squared reconstruction errors; higher is more
     /// anomalous), one per input row.
     Scores(Vec<f64>),
+    /// A graph network's class probabilities, one row per node or per graph, with its id.
+    Keyed {
+        /// What a row is: `node` or `graph`.
+        key: String,
+        /// The id of each row (a node's id in the files, a graph's number from 1).
+        ids: Vec<String>,
+        /// The class names, in output order.
+        names: Vec<String>,
+        /// Probabilities, row-major.
+        probabilities: Vec<f32>,
+    },
 }
 
 impl Predictions {
@@ -40,6 +51,11 @@ impl Predictions {
             Predictions::Classes {
                 names,
                 probabilities,
+            }
+            | Predictions::Keyed {
+                names,
+                probabilities,
+                ..
             } => probabilities.len() / names.len().max(1),
             Predictions::Values(v) => v.len(),
             Predictions::Scores(v) => v.len(),
@@ -57,6 +73,11 @@ impl Predictions {
             Predictions::Classes {
                 names,
                 probabilities,
+            }
+            | Predictions::Keyed {
+                names,
+                probabilities,
+                ..
             } => probabilities
                 .chunks(names.len().max(1))
                 .map(|row| names[strata_metrics::argmax_rows(row, names.len())[0]].as_str())
@@ -66,7 +87,8 @@ impl Predictions {
     }
 
     /// The CSV `strata predict` writes: `row,class,p_<class>...` for a classifier,
-    /// `row,anomaly_score` for an autoencoder, `row,prediction` otherwise.
+    /// `row,anomaly_score` for an autoencoder, `node,class,p_<class>...` or
+    /// `graph,class,...` for a graph network, `row,prediction` otherwise.
     pub fn to_csv(&self) -> String {
         let mut csv = String::new();
         match self {
@@ -86,6 +108,24 @@ impl Predictions {
                 let _ = writeln!(csv, "row,prediction");
                 for (i, v) in values.iter().enumerate() {
                     let _ = writeln!(csv, "{i},{v}");
+                }
+            }
+            Predictions::Keyed {
+                key,
+                ids,
+                names,
+                probabilities,
+            } => {
+                let header: Vec<String> = names.iter().map(|c| format!("p_{c}")).collect();
+                let _ = writeln!(csv, "{key},class,{}", header.join(","));
+                let classes = self.classes();
+                for ((id, class), row) in ids
+                    .iter()
+                    .zip(&classes)
+                    .zip(probabilities.chunks(names.len().max(1)))
+                {
+                    let cells: Vec<String> = row.iter().map(|p| format!("{p:.6}")).collect();
+                    let _ = writeln!(csv, "{id},{class},{}", cells.join(","));
                 }
             }
             Predictions::Scores(scores) => {

@@ -1,7 +1,7 @@
 //! `strata list`.
 
 use strata::arch::ActivationKind;
-use strata::data::DATASETS;
+use strata::data::{DATASETS, GRAPH_DATASETS};
 use strata::run::FAMILIES;
 use strata::tensor::backends;
 
@@ -12,7 +12,7 @@ pub fn run() {
         println!("  {name:<22} {what}");
     }
     println!("data sets:");
-    for (name, what) in DATASETS {
+    for (name, what) in DATASETS.iter().chain(&GRAPH_DATASETS) {
         println!("  {name:<22} {what}");
     }
     println!("backends:");

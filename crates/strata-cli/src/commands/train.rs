@@ -169,6 +169,7 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         seq_len => "network/seq_len",
         embed => "network/embed",
         heads => "network/heads",
+        aggregator => "network/aggregator",
         patch_size => "network/patch_size",
         pool_size => "network/pool_size",
         train_fraction => "train_fraction",

@@ -78,7 +78,11 @@ impl Edges {
             return bad("a graph needs at least one node".into());
         }
         if source.len() != target.len() {
-            return bad(format!("{} sources but {} targets", source.len(), target.len()));
+            return bad(format!(
+                "{} sources but {} targets",
+                source.len(),
+                target.len()
+            ));
         }
         if let Some(e) = (0..source.len()).find(|&e| source[e].max(target[e]) >= n_nodes) {
             return bad(format!(

@@ -123,11 +123,7 @@ impl GatConv {
         };
         let (s_src, s_dst) = (score(&self.att_src), score(&self.att_dst));
         let e = gather(s_src, &edges.looped_source) + gather(s_dst, &edges.looped_target);
-        let alpha = segment_softmax(
-            leaky_relu(e, self.negative_slope),
-            &edges.looped_target,
-            n,
-        );
+        let alpha = segment_softmax(leaky_relu(e, self.negative_slope), &edges.looped_target, n);
         let weights = self.dropout.forward(alpha.clone());
         let n_edges = edges.n_looped_edges();
         let weights = weights

@@ -53,7 +53,11 @@ impl GinConvConfig {
                 .with_batch_norm(self.batch_norm)
                 .init(device),
             out: LinearConfig::new(self.d_hidden, self.d_output).init(device),
-            eps: if self.train_eps { eps } else { eps.set_require_grad(false) },
+            eps: if self.train_eps {
+                eps
+            } else {
+                eps.set_require_grad(false)
+            },
         }
     }
 }
@@ -62,7 +66,11 @@ impl GinConv {
     /// # Shapes
     /// `x` `[nodes, d_input]` -> `[nodes, d_output]`.
     pub fn forward(&self, x: Tensor<2>, edges: &Edges) -> Tensor<2> {
-        let agg = scatter_sum(gather(x.clone(), &edges.source), &edges.target, edges.n_nodes());
+        let agg = scatter_sum(
+            gather(x.clone(), &edges.source),
+            &edges.target,
+            edges.n_nodes(),
+        );
         let h = x * (self.eps.val() + 1.0).unsqueeze_dim(0) + agg;
         self.out.forward(self.hidden.forward(h))
     }

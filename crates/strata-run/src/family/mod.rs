@@ -20,6 +20,7 @@
 
 mod autoencoder;
 mod cnn;
+mod gnn;
 mod mlp;
 mod recurrent;
 mod resnet;
@@ -40,6 +41,7 @@ use crate::language::LmConfig;
 use crate::pipeline::{self, Context, RunResult};
 
 pub use autoencoder::{AutoencoderRun, Codes, IwBound, autoencoder_config, iw_bound};
+pub use gnn::{GnnRun, GraphMeta, gnn_config};
 pub use recurrent::{cell_kind, recurrent_config};
 pub use transformer::{auto_patch, transformer_width};
 
@@ -195,7 +197,7 @@ pub(crate) fn not_text(config: &RunConfig) -> Error {
 }
 
 /// Every family, in the order `strata list` shows them.
-pub static FAMILIES: [&dyn Family; 8] = [
+pub static FAMILIES: [&dyn Family; 9] = [
     &mlp::Mlp,
     &cnn::Cnn,
     &recurrent::Recurrent,
@@ -204,6 +206,7 @@ pub static FAMILIES: [&dyn Family; 8] = [
     &resnet::ResNet,
     &vgg::Vgg,
     &autoencoder::Autoencoders,
+    &gnn::Gnns,
 ];
 
 /// The family of `model`.
@@ -272,6 +275,11 @@ mod tests {
             "vae",
             "conv-vae",
             "cvae",
+            "gcn",
+            "sage",
+            "gat",
+            "gin",
+            "graph-mlp",
         ];
         let all = names
             .iter()
@@ -284,6 +292,6 @@ mod tests {
         }
         assert!(family("cnn2").is_err());
         let listed: usize = FAMILIES.iter().map(|f| f.models().len()).sum();
-        assert_eq!(listed, 19, "lines of `strata list`");
+        assert_eq!(listed, 24, "lines of `strata list`");
     }
 }
