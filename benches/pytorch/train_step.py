@@ -3,7 +3,10 @@
 Same models: MLP and CNN at batch 64; ResNet-20 and ResNet-18 (torchvision layout) on 32
 images of 3x32x32; character LMs (Embedding(84, 64), one nn.LSTM or nn.GRU
 layer of 256, Linear(256, 84)) on 32 sequences of 50 steps; the convolutional VAE at batch
-64 (negative ELBO, one posterior sample). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+64 (negative ELBO, one posterior sample); a full-batch training epoch of PyTorch Geometric's
+GCN (GCNConv 1433-16-7, dropout 0.5) and GAT (GATConv 8 heads of 8, ELU, one output head,
+dropout 0.6) on Cora with Adam at 0.01 and weight decay 5e-4 (`gcn-cora`, `gat-cora`, from
+Strata's embedded copy of Cora, row-normalised). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -120,7 +123,74 @@ def resnet(name):
     return ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, cifar=False)
 
 
+def cora():
+    """Strata's embedded Cora (crates/strata-data/data/graphs/cora), row-normalised."""
+    import gzip
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                        "crates", "strata-data", "data", "graphs", "cora")
+
+    def rows(name):
+        with gzip.open(os.path.join(root, name), "rt") as f:
+            return [line.strip().split(",") for line in f.readlines()[1:] if line.strip()]
+
+    nodes = rows("nodes.csv.gz")
+    n = len(nodes)
+    y = torch.tensor([int(r[1]) for r in nodes])
+    train = torch.tensor([i for i, r in enumerate(nodes) if r[2] == "train"])
+    x = torch.zeros(n, 1433)
+    for r in rows("features.csv.gz"):
+        x[int(r[0]), int(r[1])] = float(r[2])
+    x = x / x.sum(1, keepdim=True).clamp(min=1)
+    e = torch.tensor([[int(a), int(b)] for a, b in rows("edges.csv.gz")]).t()
+    edge_index = torch.cat([e, e.flip(0)], 1)
+    return x, edge_index, y, train
+
+
+class PygNet(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        from torch_geometric.nn import GATConv, GCNConv
+        self.kind = kind
+        if kind == "gcn-cora":
+            self.conv1, self.conv2, self.p = GCNConv(1433, 16), GCNConv(16, 7), 0.5
+        else:
+            self.conv1 = GATConv(1433, 8, heads=8, dropout=0.6)
+            self.conv2 = GATConv(64, 7, heads=1, concat=False, dropout=0.6)
+            self.p = 0.6
+
+    def forward(self, x, edge_index):
+        x = nn.functional.dropout(x, self.p, self.training)
+        x = self.conv1(x, edge_index)
+        x = nn.functional.elu(x) if self.kind == "gat-cora" else x.relu()
+        x = nn.functional.dropout(x, self.p, self.training)
+        return self.conv2(x, edge_index)
+
+
+def bench_gnn(name, steps, warmup=3):
+    torch.manual_seed(0)
+    x, edge_index, y, train = cora()
+    model = PygNet(name)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x, edge_index)[train], y[train])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) * 1000.0 / steps, steps
+
+
 def bench(name, steps, warmup=3):
+    if name.endswith("-cora"):
+        return bench_gnn(name, steps, warmup)
     torch.manual_seed(0)
     if name in ("resnet20", "resnet18"):
         model = resnet(name)
@@ -168,13 +238,18 @@ def bench(name, steps, warmup=3):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae")
+    p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,"
+                   "gcn-cora,gat-cora")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for m in a.models.split(","):
-        ms, steps = bench(m, a.steps)
+        try:
+            ms, steps = bench(m, a.steps)
+        except ImportError as e:  # torch_geometric is needed for the graph benchmarks only
+            print(f"skipping {m}: {e}", file=sys.stderr)
+            continue
         print(json.dumps({"model": m, "backend": "pytorch", "ms_per_step": round(ms, 3), "steps": steps}))
 
 
