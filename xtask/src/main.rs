@@ -7,6 +7,8 @@
 //! - `cargo xtask bench [--steps N]`: Strata's training-step benchmarks on each CPU backend
 //!   beside PyTorch's, in one run; prints ms/step and the Strata/PyTorch ratio.
 //! - `cargo xtask accuracy [NAME...]`: the long accuracy runs; regenerates docs/results.md.
+//! - `cargo xtask gnn [--seeds N] [NAME...]`: the graph networks over N seeds (default 10);
+//!   regenerates the table of docs/gnn.md.
 //! - `cargo xtask fixtures`: regenerates the PyTorch fixtures (needs PyTorch).
 //!
 //! PyTorch is found as `$STRATA_PYTHON`, else `python3`; when it cannot import torch the
@@ -236,10 +238,15 @@ enum Bar {
     Exceeds(&'static str, f64),
 }
 
-/// The test metric at `path` (`/` between nested keys: `denoising/psnr_denoised_db`).
+/// The test metric at `path` (`/` between nested keys: `denoising/psnr_denoised_db`; a path
+/// starting `../` is from the top of `metrics.json`: `../kfold/mean/accuracy`).
 fn test_metric(m: &serde_json::Value, path: &str) -> f64 {
+    let (start, path) = match path.strip_prefix("../") {
+        Some(p) => (m, p),
+        None => (&m["test"], path),
+    };
     path.split('/')
-        .fold(&m["test"], |at, k| &at[k])
+        .fold(start, |at, k| &at[k])
         .as_f64()
         .unwrap_or(f64::NAN)
 }
@@ -478,6 +485,50 @@ const RUNS: &[(&str, &[&str], &str, Bar)] = &[
         ],
         "neg_elbo_nats",
         Bar::Below("baseline_nll_nats"),
+    ),
+    (
+        "gcn-cora",
+        &["--model", "gcn", "--dataset", "cora"],
+        "accuracy",
+        Bar::AtLeast(0.80),
+    ),
+    (
+        "gat-cora",
+        &["--model", "gat", "--dataset", "cora"],
+        "accuracy",
+        Bar::AtLeast(0.81),
+    ),
+    (
+        "sage-cora",
+        &["--model", "sage", "--dataset", "cora"],
+        "accuracy",
+        Bar::AtLeast(0.79),
+    ),
+    (
+        "gcn-karate",
+        &["--model", "gcn", "--dataset", "karate"],
+        "accuracy",
+        Bar::AtLeast(0.85),
+    ),
+    (
+        "gin-mutag-10fold",
+        &["--model", "gin", "--dataset", "mutag", "--kfold", "10"],
+        "../kfold/mean/accuracy",
+        Bar::AtLeast(0.85),
+    ),
+    (
+        "graph-mlp-mutag-10fold",
+        &[
+            "--model",
+            "graph-mlp",
+            "--dataset",
+            "mutag",
+            "--kfold",
+            "10",
+        ],
+        "../kfold/mean/accuracy",
+        // The majority class's share: a baseline that learns anything beats it.
+        Bar::AtLeast(0.665),
     ),
 ];
 
@@ -1095,6 +1146,164 @@ training subset, different starting weights): same test prediction on {}.\n",
     Ok(())
 }
 
+/// The graph runs of docs/gnn.md: `(name, strata train flags, metric)`; each runs once per
+/// seed.
+const GNN_RUNS: &[(&str, &[&str], &str)] = &[
+    (
+        "gcn-cora",
+        &["--model", "gcn", "--dataset", "cora"],
+        "accuracy",
+    ),
+    (
+        "gat-cora",
+        &["--model", "gat", "--dataset", "cora"],
+        "accuracy",
+    ),
+    (
+        "sage-cora",
+        &["--model", "sage", "--dataset", "cora"],
+        "accuracy",
+    ),
+    (
+        "sage-max-cora",
+        &[
+            "--model",
+            "sage",
+            "--dataset",
+            "cora",
+            "--aggregator",
+            "max",
+        ],
+        "accuracy",
+    ),
+    (
+        "graph-mlp-cora",
+        &["--model", "graph-mlp", "--dataset", "cora"],
+        "accuracy",
+    ),
+    (
+        "gcn-karate",
+        &["--model", "gcn", "--dataset", "karate"],
+        "accuracy",
+    ),
+    (
+        "gin-mutag-10fold",
+        &["--model", "gin", "--dataset", "mutag", "--kfold", "10"],
+        "../kfold/mean/accuracy",
+    ),
+    (
+        "graph-mlp-mutag-10fold",
+        &[
+            "--model",
+            "graph-mlp",
+            "--dataset",
+            "mutag",
+            "--kfold",
+            "10",
+        ],
+        "../kfold/mean/accuracy",
+    ),
+];
+
+/// `cargo xtask gnn [--seeds N] [NAME...]`: each graph run of [`GNN_RUNS`] with seeds 1..=N
+/// (default 10); writes the table between the `gnn-seeds` markers of docs/gnn.md: mean,
+/// standard deviation, minimum and maximum of the test figure over the seeds (for the
+/// cross-validated runs, of the 10-fold mean accuracy), with the mean seconds a run took.
+fn gnn(args: &[String]) -> Result<(), String> {
+    let mut seeds = 10u64;
+    let mut names = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--seeds" {
+            seeds = it.next().and_then(|s| s.parse().ok()).ok_or("--seeds N")?;
+        } else {
+            names.push(a.as_str());
+        }
+    }
+    let exe = strata_exe()?;
+    let commit = measured_commit();
+    let page = root().join("docs/gnn.md");
+    let old = std::fs::read_to_string(&page).map_err(|e| e.to_string())?;
+    let (begin, end) = ("<!-- gnn-seeds begin -->", "<!-- gnn-seeds end -->");
+    let (head, rest) = old
+        .split_once(begin)
+        .ok_or("docs/gnn.md lacks the gnn-seeds markers")?;
+    let (table, tail) = rest
+        .split_once(end)
+        .ok_or("docs/gnn.md lacks the gnn-seeds end marker")?;
+    // Rows kept from the old table for runs not rerun now.
+    let mut rows: BTreeMap<String, String> = table
+        .lines()
+        .filter_map(|l| {
+            let name = l.strip_prefix("| ")?.split(" |").next()?.trim().to_string();
+            GNN_RUNS
+                .iter()
+                .any(|r| r.0 == name)
+                .then(|| (name, l.to_string()))
+        })
+        .collect();
+    for (name, flags, metric) in GNN_RUNS {
+        if !names.is_empty() && !names.contains(name) {
+            continue;
+        }
+        let mut values = Vec::new();
+        let mut seconds = 0.0;
+        for seed in 1..=seeds {
+            let out = root()
+                .join("runs")
+                .join("gnn")
+                .join(format!("{name}-{seed}"));
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = Command::new(&exe);
+            c.current_dir(root())
+                .arg("train")
+                .args(*flags)
+                .args(["--seed", &seed.to_string(), "--quiet", "--out"])
+                .arg(&out);
+            let started = Instant::now();
+            run(c)?;
+            seconds += started.elapsed().as_secs_f64();
+            let v = test_metric(&run_metrics(&out)?, metric);
+            eprintln!("{name} seed {seed}: {v:.4}");
+            values.push(v);
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let sd =
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        let what = if metric.contains("kfold") {
+            "10-fold accuracy"
+        } else {
+            "test accuracy"
+        };
+        rows.insert(
+            name.to_string(),
+            format!(
+                "| {name} | `strata train {}` | {what} | {mean:.4} | {sd:.4} | {lo:.4} | {hi:.4} | {} | {:.0} s | `{commit}` |",
+                flags.join(" "),
+                values.len(),
+                seconds / n
+            ),
+        );
+    }
+    let ordered: Vec<&str> = GNN_RUNS
+        .iter()
+        .filter_map(|r| rows.get(r.0).map(String::as_str))
+        .collect();
+    let md = format!(
+        "{head}{begin}\n| run | command | figure | mean | std | min | max | seeds | s per run | commit |\n|---|---|---|---|---|---|---|---|---|---|\n{}\n{end}{tail}",
+        ordered.join("\n")
+    );
+    std::fs::write(&page, md).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = GNN_RUNS.iter().map(|r| r.0).collect();
+    mark_stale(&page, "run", &names, 10)?;
+    eprintln!("docs/gnn.md written");
+    Ok(())
+}
+
 fn fixtures() -> Result<(), String> {
     let py = python().ok_or("PyTorch not installed (set STRATA_PYTHON to a python with torch)")?;
     let dir = root().join("tests/fixtures");
@@ -1125,7 +1334,8 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures(),
         Some("transfer") => transfer(&args[1..]),
         Some("oneclass") => oneclass(&args[1..]),
-        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | fixtures".into()),
+        Some("gnn") => gnn(&args[1..]),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | gnn [--seeds N] [NAME...] | fixtures".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

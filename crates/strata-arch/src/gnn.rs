@@ -418,8 +418,11 @@ mod tests {
     }
     use proptest::prelude::*;
 
+    /// Nodes, edges, features (3 per node) and a permutation of the nodes.
+    type RandomGraph = (usize, Vec<(usize, usize)>, Vec<f32>, Vec<usize>);
+
     /// A random graph: `n` nodes, edges (self loops and duplicates allowed), features.
-    fn graph() -> impl Strategy<Value = (usize, Vec<(usize, usize)>, Vec<f32>, Vec<usize>)> {
+    fn graph() -> impl Strategy<Value = RandomGraph> {
         (1usize..8).prop_flat_map(|n| {
             (
                 Just(n),

@@ -207,8 +207,11 @@ pub fn load_graph_dir(dir: impl AsRef<Path>) -> Result<Graph> {
     )
 }
 
-/// The records of a CSV text with a header: `(header, [(line, cells)])`.
-fn records(text: &str, path: &str) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>)> {
+/// A CSV row: its 1-based line number and its cells.
+type Row = (usize, Vec<String>);
+
+/// The records of a CSV text with a header: `(header, rows)`.
+fn records(text: &str, path: &str) -> Result<(Vec<String>, Vec<Row>)> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)

@@ -67,4 +67,6 @@ pub mod guides {
     pub struct Transfer;
     #[doc = include_str!("../../../docs/autoencoder.md")]
     pub struct Autoencoder;
+    #[doc = include_str!("../../../docs/gnn.md")]
+    pub struct Gnn;
 }
