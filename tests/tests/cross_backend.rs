@@ -167,7 +167,9 @@ fn graph_network_step_matches_across_backends() {
         ),
         (
             "gat",
-            GnnConfig::new(34, 2).with_kind(GnnKind::Gat).with_n_heads(4),
+            GnnConfig::new(34, 2)
+                .with_kind(GnnKind::Gat)
+                .with_n_heads(4),
             false,
         ),
         (
@@ -186,7 +188,11 @@ fn graph_network_step_matches_across_backends() {
         let step = |device: &burn::tensor::Device| -> (f32, f32) {
             let ad = device.clone().autodiff();
             let model: Gnn = config.init(&ad).unwrap().load_record(record.clone());
-            let g = if graph_level { &molecules.graph } else { &karate };
+            let g = if graph_level {
+                &molecules.graph
+            } else {
+                &karate
+            };
             let x = matrix(g.features.clone(), g.n_nodes, g.n_features, &ad);
             let edges = Edges::new(g.n_nodes, &g.source, &g.target, None, &ad).unwrap();
             let graphs = GraphIndex::new(&molecules.graph_index, 16, &ad).unwrap();
@@ -225,8 +231,14 @@ fn graph_network_step_matches_across_backends() {
         let (_, (ref1, ref2)) = results[0];
         for (b, (l1, l2)) in &results {
             eprintln!("{name} {b}: loss before {l1:.6}, after one Adam step {l2:.6}");
-            assert!((l1 - ref1).abs() < 1e-4, "{name} {b}: first loss {l1} vs flex {ref1}");
-            assert!((l2 - ref2).abs() < 1e-4, "{name} {b}: second loss {l2} vs flex {ref2}");
+            assert!(
+                (l1 - ref1).abs() < 1e-4,
+                "{name} {b}: first loss {l1} vs flex {ref1}"
+            );
+            assert!(
+                (l2 - ref2).abs() < 1e-4,
+                "{name} {b}: second loss {l2} vs flex {ref2}"
+            );
         }
         assert!(ref2 < ref1, "{name}: the step lowers the loss");
     }

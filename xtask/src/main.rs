@@ -734,7 +734,8 @@ fn accuracy(args: &[String]) -> Result<(), String> {
         rows.insert(
             name.to_string(),
             format!(
-                "| {name} | `{command}` | {metric} {value:.4} | {bar_text} | {} | {} | {wall} | {} | `{commit}` |",
+                "| {name} | `{command}` | {} {value:.4} | {bar_text} | {} | {} | {wall} | {} | `{commit}` |",
+                metric.strip_prefix("../").unwrap_or(metric),
                 if met { "yes" } else { "**no**" },
                 m["epochs_run"],
                 m["backend"].as_str().unwrap_or("?")
