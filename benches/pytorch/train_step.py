@@ -123,6 +123,16 @@ def resnet(name):
     return ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, cifar=False)
 
 
+def time_steps(step, steps, warmup):
+    """Mean ms per call of `step` over `steps` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) * 1000.0 / steps, steps
+
+
 def cora():
     """Strata's embedded Cora (crates/strata-data/data/graphs/cora), row-normalised."""
     import gzip
@@ -180,12 +190,7 @@ def bench_gnn(name, steps, warmup=3):
         opt.step()
         return loss.item()
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) * 1000.0 / steps, steps
+    return time_steps(step, steps, warmup)
 
 
 def bench(name, steps, warmup=3):
@@ -228,12 +233,7 @@ def bench(name, steps, warmup=3):
         opt.step()
         return loss.item()
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) * 1000.0 / steps, steps
+    return time_steps(step, steps, warmup)
 
 
 def main():

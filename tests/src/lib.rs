@@ -24,6 +24,34 @@ pub fn usable_backends() -> Vec<(Backend, Device)> {
         .collect()
 }
 
+/// The PyTorch fixture `tests/fixtures/NAME.json`, parsed.
+///
+/// # Panics
+/// A missing or malformed fixture (regenerate it with `cargo xtask fixtures`).
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    let path = format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A fixture's nested array as a tensor of rank `D` on `device`.
+///
+/// # Panics
+/// As [`json_tensor`], or an array of another rank.
+pub fn json_to_tensor<const D: usize>(
+    v: &serde_json::Value,
+    device: &Device,
+) -> burn::tensor::Tensor<D> {
+    let (values, shape) = json_tensor(v);
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}
+
+/// A tensor's values, row-major.
+pub fn flat<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    let n = t.shape().num_elements();
+    strata::tensor::convert::to_vec(t.reshape([n]))
+}
+
 /// A nested JSON array of numbers (or booleans, as 0/1) as a flat vector and its shape: the
 /// layout of the PyTorch fixtures' tensors (`tensor.tolist()`).
 ///

@@ -8,28 +8,21 @@
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 use strata::arch::{Autoencoder, AutoencoderConfig};
 use strata::layers::UpsampleConfig;
 use strata::loss::{bernoulli_nll, gaussian_kl, gaussian_log_density, gaussian_nll};
 use strata::optim::{OptimizerConfig, OptimizerKind};
 use strata::tensor::convert::{scalar, to_vec};
-use strata_tests::{close_to_json, json_tensor};
+use strata_tests::{close_to_json, fixture_json, flat, json_to_tensor};
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/autoencoder.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    fixture_json("autoencoder")
 }
 
 fn tensor<const D: usize>(v: &Value, d: &Device) -> Tensor<D> {
-    let (values, shape) = json_tensor(v);
-    Tensor::from_data(TensorData::new(values, shape), d)
-}
-
-fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    let n = t.shape().num_elements();
-    to_vec(t.reshape([n]))
+    json_to_tensor(v, d)
 }
 
 #[test]

@@ -15,28 +15,20 @@
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 use strata::layers::{
     Aggregator, Edges, GatConv, GatConvConfig, GcnConvConfig, GinConvConfig, GraphIndex, Readout,
     SageConvConfig,
 };
-use strata::tensor::convert::to_vec;
-use strata_tests::{close_to_json, json_tensor};
+use strata_tests::{close_to_json, fixture_json, flat, json_tensor, json_to_tensor};
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gnn.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    fixture_json("gnn")
 }
 
 fn tensor<const D: usize>(v: &Value, d: &Device) -> Tensor<D> {
-    let (values, shape) = json_tensor(v);
-    Tensor::from_data(TensorData::new(values, shape), d)
-}
-
-fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    let n = t.shape().num_elements();
-    to_vec(t.reshape([n]))
+    json_to_tensor(v, d)
 }
 
 fn usizes(v: &Value) -> Vec<usize> {

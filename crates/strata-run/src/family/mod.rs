@@ -179,12 +179,21 @@ pub trait Family: Sync {
         input: &Path,
         class: Option<&str>,
     ) -> Result<crate::Predictions> {
-        if class.is_some() {
-            return Err(Error::Usage(
-                "--class applies to a conditional VAE's run".into(),
-            ));
-        }
+        refuse_class(class)?;
         crate::Run::open_on(dir, backend)?.predict_file(input)
+    }
+}
+
+/// Refuses `--class` (a conditional VAE's) for a run that has no classes to condition on.
+///
+/// # Errors
+/// When a class is given.
+pub(crate) fn refuse_class(class: Option<&str>) -> Result<()> {
+    match class {
+        Some(_) => Err(Error::Usage(
+            "--class applies to a conditional VAE's run".into(),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -14,13 +14,10 @@ use strata_layers::{Edges, GraphIndex};
 use strata_tensor::convert::{classes, matrix};
 use strata_train::{Objective, write_atomic};
 
-use super::run::GnnRun;
-use super::{GraphMeta, edges_of, evaluation, fit_widths, gnn_config, mean_std};
+use super::{GraphMeta, edges_of, evaluation, fit_widths, gnn_config, keep_best, mean_std};
 use crate::error::{Error, Result};
 use crate::pipeline::{Context, RunResult, metrics_json, summary_line};
-use crate::run_dir::{
-    run_line, run_summary, save_safetensors, write_history, write_json, write_metrics,
-};
+use crate::run_dir::{run_line, run_summary, write_metrics};
 
 /// A batch of graphs on one device.
 pub(crate) struct DeviceBatch {
@@ -205,22 +202,7 @@ pub(crate) fn train(ctx: &Context<'_>, set: GraphSet) -> Result<RunResult> {
     else {
         return Ok(RunResult::paused(out, 0));
     };
-    let selection: Vec<_> = fitted
-        .iter()
-        .map(|f| json!({"d_hidden": f.meta.d_hidden, "valid_accuracy": f.valid_accuracy}))
-        .collect();
-    let chosen = fitted.into_iter().nth(best).expect("best is an index");
-    let outcome = chosen.outcome;
-    write_history(config, out, "accuracy", &outcome)?;
-    let run = GnnRun {
-        dir: out.to_path_buf(),
-        config: config.clone(),
-        meta: chosen.meta,
-        model: outcome.model.valid(),
-        device: ctx.device.clone(),
-    };
-    save_safetensors(&run.model, &out.join("model.safetensors"))?;
-    write_json(&out.join("graph.json"), &run.meta)?;
+    let (run, outcome, selection) = keep_best(ctx, fitted, best)?;
     let test_batch = DeviceBatch::new(&whole(&test), &ctx.device)?;
     let test_ev = evaluation(test_batch.logits(&run.model), &test_batch.labels)?;
     let valid_batch = DeviceBatch::new(&whole(&valid), &ctx.device)?;
@@ -235,7 +217,7 @@ pub(crate) fn train(ctx: &Context<'_>, set: GraphSet) -> Result<RunResult> {
     let mut metrics = run_summary(config, &outcome);
     metrics["test"] = metrics_json(&test_ev);
     metrics["valid"] = metrics_json(&valid_ev);
-    metrics["selection"] = json!(selection);
+    metrics["selection"] = selection;
     if let Some(k) = kfold {
         metrics["kfold"] = k;
     }

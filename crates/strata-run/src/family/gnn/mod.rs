@@ -226,11 +226,7 @@ impl Family for Gnns {
         input: &Path,
         class: Option<&str>,
     ) -> Result<crate::Predictions> {
-        if class.is_some() {
-            return Err(Error::Usage(
-                "--class applies to a conditional VAE's run".into(),
-            ));
-        }
+        super::refuse_class(class)?;
         let run = GnnRun::open(dir, backend)?;
         let source = run::read_graph_input(input)?;
         run.predict(&source)
@@ -409,4 +405,39 @@ pub(crate) fn fit_widths<O: strata_train::Objective<strata_arch::Gnn>>(
         })
         .expect("at least one width");
     Ok(Some((fitted, best)))
+}
+
+/// The run a model selection ends with: the chosen candidate's history written, its weights
+/// (`model.safetensors`) and sizes (`graph.json`) saved; with its training's outcome and the
+/// `selection` rows of `metrics.json` (each width's validation accuracy).
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn keep_best(
+    ctx: &Context<'_>,
+    fitted: Vec<Fitted>,
+    best: usize,
+) -> Result<(
+    GnnRun,
+    strata_train::FitOutcome<strata_arch::Gnn>,
+    serde_json::Value,
+)> {
+    let (config, out) = (ctx.config, ctx.out);
+    let selection: Vec<_> = fitted
+        .iter()
+        .map(|f| serde_json::json!({"d_hidden": f.meta.d_hidden, "valid_accuracy": f.valid_accuracy}))
+        .collect();
+    let chosen = fitted.into_iter().nth(best).expect("best is an index");
+    let outcome = chosen.outcome;
+    crate::run_dir::write_history(config, out, "accuracy", &outcome)?;
+    let run = GnnRun {
+        dir: out.to_path_buf(),
+        config: config.clone(),
+        meta: chosen.meta,
+        model: burn::module::Module::valid(&outcome.model),
+        device: ctx.device.clone(),
+    };
+    crate::run_dir::save_safetensors(&run.model, &out.join("model.safetensors"))?;
+    crate::run_dir::write_json(&out.join("graph.json"), &run.meta)?;
+    Ok((run, outcome, serde_json::json!(selection)))
 }

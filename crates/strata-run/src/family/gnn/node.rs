@@ -2,7 +2,6 @@
 //! graph, the loss on the training nodes), model selection over the `--hidden` widths on the
 //! validation nodes, test metrics, predictions and the embedding picture.
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::json;
@@ -12,16 +11,14 @@ use strata_layers::Edges;
 use strata_tensor::convert::{classes, matrix};
 use strata_train::{Objective, write_atomic};
 
-use super::run::GnnRun;
 use super::{
-    Fitted, GraphMeta, edges_of, evaluation, fit_widths, gnn_config, non_negative, normalize_rows,
+    Fitted, GraphMeta, edges_of, evaluation, fit_widths, gnn_config, keep_best, non_negative,
+    normalize_rows,
 };
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::{Context, RunResult, metrics_json, summary_line};
-use crate::run_dir::{
-    run_line, run_summary, save_safetensors, write_history, write_json, write_metrics,
-};
+use crate::run_dir::{run_line, run_summary, write_metrics};
 
 /// A graph ready for training: features normalised, the split fixed.
 pub(crate) struct NodeData {
@@ -209,23 +206,7 @@ pub(crate) fn train(ctx: &Context<'_>, graph: Graph) -> Result<RunResult> {
     let Some((fitted, best)) = fit_nodes(ctx, &data, Some(&out.join("checkpoints")))? else {
         return Ok(RunResult::paused(out, 0));
     };
-    let selection: Vec<_> = fitted
-        .iter()
-        .map(|f| json!({"d_hidden": f.meta.d_hidden, "valid_accuracy": f.valid_accuracy}))
-        .collect();
-    let chosen = fitted.into_iter().nth(best).expect("best is an index");
-    let outcome = chosen.outcome;
-    write_history(config, out, "accuracy", &outcome)?;
-    let model = outcome.model.valid();
-    save_safetensors(&model, &out.join("model.safetensors"))?;
-    write_json(&out.join("graph.json"), &chosen.meta)?;
-    let run = GnnRun {
-        dir: out.to_path_buf(),
-        config: config.clone(),
-        meta: chosen.meta,
-        model,
-        device: ctx.device.clone(),
-    };
+    let (run, outcome, selection) = keep_best(ctx, fitted, best)?;
     let on = OnDevice::new(&data.graph, &ctx.device)?;
     let test = evaluation(on.logits(&run.model, &s.test), &labels_of(&data, &s.test))?;
     let valid = evaluation(on.logits(&run.model, &s.valid), &labels_of(&data, &s.valid))?;
@@ -233,7 +214,7 @@ pub(crate) fn train(ctx: &Context<'_>, graph: Graph) -> Result<RunResult> {
     let mut metrics = run_summary(config, &outcome);
     metrics["test"] = metrics_json(&test);
     metrics["valid"] = metrics_json(&valid);
-    metrics["selection"] = json!(selection);
+    metrics["selection"] = selection;
     metrics["graph"] = json!({
         "nodes": data.graph.n_nodes,
         "edges": data.graph.n_edges(),
