@@ -196,12 +196,7 @@ fn bench_gnn(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
     let cora = strata::data::cora();
     let (n, f) = (cora.n_nodes, cora.n_features);
     let mut x = cora.features.clone();
-    for row in x.chunks_mut(f) {
-        let s: f32 = row.iter().sum();
-        if s > 0.0 {
-            row.iter_mut().for_each(|v| *v /= s);
-        }
-    }
+    strata::data::normalize_rows(&mut x, f);
     let x = Tensor::<2>::from_data(TensorData::new(x, [n, f]), &ad);
     let edges = Edges::new(n, &cora.source, &cora.target, None, &ad).expect("Cora's edges");
     let train = cora.split.as_ref().expect("Planetoid split").train.clone();

@@ -1269,9 +1269,7 @@ fn gnn(args: &[String]) -> Result<(), String> {
             values.push(v);
         }
         let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let sd =
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let (mean, sd) = mean_sd(&values);
         let (lo, hi) = values
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));

@@ -299,6 +299,31 @@ impl Graph {
     }
 }
 
+/// Divides each row of `width` values by its sum, as PyTorch Geometric's `NormalizeFeatures`
+/// (a row summing to 0 stays 0), when every value is non-negative (bags of words, one-hot
+/// ids); returns whether it did. Rows with a negative value are left as they are.
+///
+/// ```
+/// let mut x = vec![1.0, 3.0, 0.0, 0.0];
+/// assert!(strata_data::normalize_rows(&mut x, 2));
+/// assert_eq!(x, vec![0.25, 0.75, 0.0, 0.0]);
+/// let mut y = vec![1.0, -1.0];
+/// assert!(!strata_data::normalize_rows(&mut y, 2));
+/// assert_eq!(y, vec![1.0, -1.0]);
+/// ```
+pub fn normalize_rows(values: &mut [f32], width: usize) -> bool {
+    if values.iter().any(|v| *v < 0.0) {
+        return false;
+    }
+    for row in values.chunks_mut(width.max(1)) {
+        let s: f32 = row.iter().sum();
+        if s > 0.0 {
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+    }
+    true
+}
+
 /// Many graphs, each with a class: graph classification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphSet {

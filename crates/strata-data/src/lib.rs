@@ -58,7 +58,7 @@ pub use csv_loader::{
 pub use dataset::{Dataset, Targets, Task};
 pub use embedded::{EMBEDDED, digits, embedded, iris};
 pub use error::{Error, Result};
-pub use graph::{Graph, GraphBatch, GraphSet, NodeSplit};
+pub use graph::{Graph, GraphBatch, GraphSet, NodeSplit, normalize_rows};
 pub use graph_io::{
     GRAPH_DATASETS, GraphSource, cora, karate, load_graph, load_graph_dir, load_tu_dir, mutag,
     parse_node_graph,

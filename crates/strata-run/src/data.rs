@@ -148,7 +148,7 @@ pub fn split_source(
         }
         Source::Series(_) | Source::Text { .. } | Source::Transduction(_) | Source::Graph(_) => {
             return Err(Error::Usage(format!(
-                "`{}` is a series or a text, not a table of samples",
+                "`{}` is a series, a text, a transduction task or a graph, not a table of samples",
                 config.dataset
             )));
         }

@@ -183,7 +183,7 @@ pub(crate) fn evaluate_default(
             | Source::Transduction(_)
             | Source::Graph(_) => {
                 return Err(Error::Usage(format!(
-                    "{spec} is a series, a text or a transduction task; this {} model was trained on samples of {} features",
+                    "{spec} is a series, a text, a transduction task or a graph; this {} model was trained on samples of {} features",
                     config.model, run.preprocess.n_features
                 )));
             }
@@ -218,8 +218,12 @@ pub(crate) fn evaluate_default(
     write_evaluation(dir, summary, out)
 }
 
-/// Writes `evaluation.json` into the run.
-fn write_evaluation(dir: &Path, summary: String, metrics: Value) -> Result<Evaluated> {
+/// Writes `evaluation.json` (`metrics`) into the run `dir`; the evaluation with its one-line
+/// `summary`.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn write_evaluation(dir: &Path, summary: String, metrics: Value) -> Result<Evaluated> {
     let path = dir.join("evaluation.json");
     write_json(&path, &metrics)?;
     Ok(Evaluated {

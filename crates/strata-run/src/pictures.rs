@@ -195,6 +195,30 @@ impl Scatter {
     }
 }
 
+/// Rows of `width` values as points of a plane: as they are for one or two values (a single
+/// value on the x axis), else their first two principal components.
+///
+/// # Errors
+/// Fewer rows than PCA needs.
+pub fn plane(values: Vec<f32>, width: usize) -> Result<Vec<[f32; 2]>> {
+    Ok(match width {
+        1 => values.iter().map(|v| [*v, 0.0]).collect(),
+        2 => values.chunks(2).map(|c| [c[0], c[1]]).collect(),
+        _ => {
+            let n = values.len() / width.max(1);
+            let rows = strata_data::Dataset::new(
+                "points",
+                values,
+                width,
+                strata_data::Targets::Values(vec![0.0; n]),
+                None,
+            )?;
+            let two = strata_data::Pca::fit(&rows, 2)?.transform(&rows)?;
+            two.chunks(2).map(|c| [c[0], c[1]]).collect()
+        }
+    })
+}
+
 /// Writes `img` as a PNG at `path` (atomically: a temporary file, then a rename).
 ///
 /// # Errors

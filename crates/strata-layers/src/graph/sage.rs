@@ -20,22 +20,6 @@ pub enum Aggregator {
     Max,
 }
 
-impl Aggregator {
-    /// `mean` or `max`.
-    ///
-    /// # Errors
-    /// Another name.
-    pub fn by_name(name: &str) -> crate::Result<Self> {
-        match name.trim() {
-            "mean" => Ok(Self::Mean),
-            "max" => Ok(Self::Max),
-            other => Err(crate::Error::Graph(format!(
-                "aggregator `{other}`: expected mean or max"
-            ))),
-        }
-    }
-}
-
 /// Settings of a [`SageConv`].
 #[derive(Config, Debug)]
 pub struct SageConvConfig {

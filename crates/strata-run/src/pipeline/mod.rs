@@ -192,6 +192,14 @@ pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) ->
     family.train(&ctx, source)
 }
 
+/// The mean and the sample standard deviation (n - 1 in the denominator; 0 for one value) of
+/// per-fold or per-seed figures.
+pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
+    let mu = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let var = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+    (mu, var.sqrt())
+}
+
 /// The training of a family that does not bring its own: supervised learning on samples,
 /// forecasting on a series, a character language model on text.
 ///

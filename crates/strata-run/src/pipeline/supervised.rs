@@ -333,10 +333,9 @@ fn cross_validate(ctx: &Context<'_>, config: &RunConfig, pool: &Dataset) -> Resu
     let mut std = Map::new();
     for k in keys {
         let v: Vec<f64> = rows.iter().filter_map(|r| r[*k].as_f64()).collect();
-        let mu = v.iter().sum::<f64>() / v.len() as f64;
-        let var = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+        let (mu, sd) = super::mean_std(&v);
         mean.insert((*k).into(), json!(mu));
-        std.insert((*k).into(), json!(var.sqrt()));
+        std.insert((*k).into(), json!(sd));
     }
     let first = keys.first().copied().unwrap_or("loss");
     ctx.progress.note(&format!(

@@ -29,9 +29,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::Evaluated;
 use crate::generate::Generate;
 use crate::pipeline::{Context, RunResult};
-use crate::run_dir::{
-    run_line, run_summary, save_safetensors, write_history, write_json, write_metrics,
-};
+use crate::run_dir::{run_line, run_summary, save_safetensors, write_history, write_metrics};
 
 pub use measure::{IwBound, iw_bound};
 pub use run::{AutoencoderRun, Codes};
@@ -468,13 +466,8 @@ fn evaluate(dir: &Path, backend: Option<&str>, dataset: Option<&str>) -> Result<
         "backend": config.backend.name(),
         "test": m,
     });
-    let path = dir.join("evaluation.json");
-    write_json(&path, &out)?;
-    Ok(Evaluated {
-        summary: format!("{name}: {}", measure::summary(&out["test"])),
-        metrics: out,
-        written: Some(path),
-    })
+    let summary = format!("{name}: {}", measure::summary(&out["test"]));
+    crate::evaluate::write_evaluation(dir, summary, out)
 }
 
 /// Reads an f64 from a metrics object (NaN when absent).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Distribution, Tensor};
 use strata_arch::{Autoencoder, Likelihood};
-use strata_data::{Dataset, Pca, Targets, read_feature_rows, read_npy_f32};
+use strata_data::{Dataset, Targets, read_feature_rows, read_npy_f32};
 use strata_tensor::convert::to_vec;
 use strata_tensor::seed_device;
 
@@ -17,7 +17,7 @@ use crate::data::Preprocess;
 use crate::error::{Error, Result};
 use crate::evaluate::load_run_config;
 use crate::family::Family;
-use crate::pictures::{ImageGrid, Scatter, save_png};
+use crate::pictures::{ImageGrid, Scatter, plane, save_png};
 use crate::run_dir::{finished_weights, load_weights};
 
 /// The codes of some rows: `width` values per row.
@@ -381,16 +381,7 @@ impl AutoencoderRun {
         let some = test.subset(&(0..test.len().min(2000)).collect::<Vec<_>>());
         let p = pass(&self.model, &some, &self.device, None, weights, k);
         let d = self.model.d_latent;
-        let points: Vec<[f32; 2]> = if d == 1 {
-            p.codes.iter().map(|v| [*v, 0.0]).collect()
-        } else if d == 2 {
-            p.codes.chunks(2).map(|c| [c[0], c[1]]).collect()
-        } else {
-            let n = some.len();
-            let codes = Dataset::new("codes", p.codes, d, Targets::Values(vec![0.0; n]), None)?;
-            let two = Pca::fit(&codes, 2)?.transform(&codes)?;
-            two.chunks(2).map(|c| [c[0], c[1]]).collect()
-        };
+        let points = plane(p.codes, d)?;
         let classes = some
             .labels()
             .map_or_else(|| vec![0; some.len()], <[usize]>::to_vec);

@@ -10,19 +10,18 @@ use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 use strata_arch::Gnn;
 use strata_data::{GraphBatch, GraphSet, stratified_kfold, stratified_split};
-use strata_layers::{Edges, GraphIndex};
-use strata_tensor::convert::{classes, matrix};
+use strata_layers::GraphIndex;
+use strata_tensor::convert::classes;
 use strata_train::{Objective, write_atomic};
 
-use super::{GraphMeta, edges_of, evaluation, fit_widths, gnn_config, keep_best, mean_std};
+use super::{GraphMeta, OnDevice, evaluation, fit_widths, gnn_config, keep_best};
 use crate::error::{Error, Result};
-use crate::pipeline::{Context, RunResult, metrics_json, summary_line};
+use crate::pipeline::{Context, RunResult, mean_std, metrics_json, summary_line};
 use crate::run_dir::{run_line, run_summary, write_metrics};
 
 /// A batch of graphs on one device.
 pub(crate) struct DeviceBatch {
-    x: Tensor<2>,
-    edges: Edges,
+    graph: OnDevice,
     graphs: GraphIndex,
     /// The graphs' classes.
     pub labels: Vec<usize>,
@@ -33,8 +32,7 @@ impl DeviceBatch {
     pub(crate) fn new(batch: &GraphBatch, device: &Device) -> Result<Self> {
         let g = &batch.graph;
         Ok(Self {
-            x: matrix(g.features.clone(), g.n_nodes, g.n_features, device),
-            edges: edges_of(g, device)?,
+            graph: OnDevice::new(g, g.features.clone(), device)?,
             graphs: GraphIndex::new(&batch.graph_index, batch.n_graphs, device)?,
             labels: batch.labels.clone(),
         })
@@ -42,7 +40,7 @@ impl DeviceBatch {
 
     /// The class scores of each graph.
     pub(crate) fn logits(&self, model: &Gnn) -> Tensor<2> {
-        model.forward_graphs(self.x.clone(), &self.edges, &self.graphs)
+        model.forward_graphs(self.graph.x.clone(), &self.graph.edges, &self.graphs)
     }
 }
 

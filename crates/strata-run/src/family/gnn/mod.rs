@@ -284,30 +284,41 @@ pub fn gnn_config(config: &RunConfig, meta: &GraphMeta) -> Result<GnnConfig> {
     Ok(c)
 }
 
-/// Whether every feature is non-negative (then rows are normalised to sum 1).
-fn non_negative(values: &[f32]) -> bool {
-    values.iter().all(|v| *v >= 0.0)
+/// A graph on one device: its node features and its edges.
+pub(crate) struct OnDevice {
+    /// Node features, `[nodes, features]`.
+    pub x: Tensor<2>,
+    /// The edges.
+    pub edges: Edges,
+    /// The device.
+    pub device: Device,
 }
 
-/// Divides each row of `width` values by its sum (rows summing to 0 stay 0).
-fn normalize_rows(values: &mut [f32], width: usize) {
-    for row in values.chunks_mut(width.max(1)) {
-        let s: f32 = row.iter().sum();
-        if s > 0.0 {
-            row.iter_mut().for_each(|v| *v /= s);
-        }
+impl OnDevice {
+    /// `g` with node features `features` (its own, or prepared from them) on `device`.
+    pub(crate) fn new(g: &Graph, features: Vec<f32>, device: &Device) -> Result<Self> {
+        Ok(Self {
+            x: strata_tensor::convert::matrix(features, g.n_nodes, g.n_features, device),
+            edges: Edges::new(
+                g.n_nodes,
+                &g.source,
+                &g.target,
+                g.edge_weight.as_deref(),
+                device,
+            )?,
+            device: device.clone(),
+        })
     }
-}
 
-/// A graph's edges on `device`.
-fn edges_of(g: &Graph, device: &Device) -> Result<Edges> {
-    Ok(Edges::new(
-        g.n_nodes,
-        &g.source,
-        &g.target,
-        g.edge_weight.as_deref(),
-        device,
-    )?)
+    /// A node classifier's logits for every node, `[nodes, classes]`.
+    pub(crate) fn logits(&self, model: &strata_arch::Gnn) -> Tensor<2> {
+        model.forward(self.x.clone(), &self.edges)
+    }
+
+    /// The rows `nodes` of a per-node tensor.
+    pub(crate) fn rows(&self, t: Tensor<2>, nodes: &[usize]) -> Tensor<2> {
+        t.select(0, strata_tensor::convert::classes(nodes, &self.device))
+    }
 }
 
 /// The evaluation of `logits` (`[n, k]`) against `labels`: loss (mean negative
@@ -326,14 +337,6 @@ fn evaluation(
         outputs: probs,
         n_outputs: k,
     })
-}
-
-/// The mean and sample standard deviation of `v`.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mu = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
-    (mu, var.sqrt())
 }
 
 /// A trained candidate of the model selection.

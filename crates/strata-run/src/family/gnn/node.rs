@@ -3,18 +3,14 @@
 //! validation nodes, test metrics, predictions and the embedding picture.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use serde_json::json;
 use strata_arch::Gnn;
-use strata_data::{Graph, NodeSplit, stratified_split};
-use strata_layers::Edges;
-use strata_tensor::convert::{classes, matrix};
+use strata_data::{Graph, NodeSplit, normalize_rows, stratified_split};
+use strata_tensor::convert::classes;
 use strata_train::{Objective, write_atomic};
 
-use super::{
-    Fitted, GraphMeta, edges_of, evaluation, fit_widths, gnn_config, keep_best, non_negative,
-    normalize_rows,
-};
+use super::{Fitted, GraphMeta, OnDevice, evaluation, fit_widths, gnn_config, keep_best};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::{Context, RunResult, metrics_json, summary_line};
@@ -34,12 +30,13 @@ pub(crate) struct NodeData {
     pub meta: GraphMeta,
 }
 
-/// Fixes the split (the data set's own, else a stratified one from the run's fractions and
-/// seed) and normalises non-negative features by row.
+/// The node labels and the split of `graph`: the data set's own, else a stratified one from
+/// the run's fractions and seed; `valid` is the training nodes when there are no validation
+/// nodes (and the flag says so).
 ///
 /// # Errors
-/// A graph without labels or training nodes.
-pub(crate) fn prepare(mut graph: Graph, config: &RunConfig) -> Result<NodeData> {
+/// A graph without labels, a split without training or test nodes.
+pub(crate) fn split_of(graph: &Graph, config: &RunConfig) -> Result<(Vec<usize>, NodeSplit, bool)> {
     let labels = graph.labels.clone().ok_or_else(|| {
         Error::Usage(format!(
             "{}: the graph's nodes have no labels",
@@ -74,10 +71,16 @@ pub(crate) fn prepare(mut graph: Graph, config: &RunConfig) -> Result<NodeData> 
     if valid_is_train {
         split.valid = split.train.clone();
     }
-    let normalize = non_negative(&graph.features);
-    if normalize {
-        normalize_rows(&mut graph.features, graph.n_features);
-    }
+    Ok((labels, split, valid_is_train))
+}
+
+/// Fixes the split ([`split_of`]) and normalises non-negative features by row.
+///
+/// # Errors
+/// As [`split_of`].
+pub(crate) fn prepare(mut graph: Graph, config: &RunConfig) -> Result<NodeData> {
+    let (labels, split, valid_is_train) = split_of(&graph, config)?;
+    let normalize = normalize_rows(&mut graph.features, graph.n_features);
     let meta = GraphMeta {
         graph_level: false,
         n_features: graph.n_features,
@@ -92,29 +95,6 @@ pub(crate) fn prepare(mut graph: Graph, config: &RunConfig) -> Result<NodeData> 
         valid_is_train,
         meta,
     })
-}
-
-/// The graph on one device.
-struct OnDevice {
-    x: Tensor<2>,
-    edges: Edges,
-    device: Device,
-}
-
-impl OnDevice {
-    fn new(g: &Graph, device: &Device) -> Result<Self> {
-        Ok(Self {
-            x: matrix(g.features.clone(), g.n_nodes, g.n_features, device),
-            edges: edges_of(g, device)?,
-            device: device.clone(),
-        })
-    }
-
-    /// The logits of `nodes` and their labels' tensor.
-    fn logits(&self, model: &Gnn, nodes: &[usize]) -> Tensor<2> {
-        let all = model.forward(self.x.clone(), &self.edges);
-        all.select(0, classes(nodes, &self.device))
-    }
 }
 
 /// What [`fit_objective`] trains a node classifier on: one example, the graph.
@@ -135,7 +115,9 @@ impl Objective<Gnn> for NodeObjective<'_> {
     }
 
     fn batch_loss(&self, model: &Gnn, _: &[usize]) -> strata_train::Result<Tensor<1>> {
-        let logits = self.train.logits(model, &self.data.split.train);
+        let logits = self
+            .train
+            .rows(self.train.logits(model), &self.data.split.train);
         let ce = CrossEntropyLossConfig::new().init(&self.train.device);
         Ok(ce.forward(logits, self.train_labels.clone()))
     }
@@ -143,7 +125,7 @@ impl Objective<Gnn> for NodeObjective<'_> {
     fn validate(&self, model: &Gnn) -> strata_train::Result<(f64, f64)> {
         let nodes = &self.data.split.valid;
         let ev = evaluation(
-            self.valid.logits(model, nodes),
+            self.valid.rows(self.valid.logits(model), nodes),
             &labels_of(self.data, nodes),
         )?;
         Ok((ev.loss, ev.report.headline()))
@@ -166,8 +148,8 @@ pub(crate) fn fit_nodes(
 ) -> Result<Option<(Vec<Fitted>, usize)>> {
     let ad = ctx.device.clone().autodiff();
     let objective = NodeObjective {
-        train: OnDevice::new(&data.graph, &ad)?,
-        valid: OnDevice::new(&data.graph, &ctx.device)?,
+        train: OnDevice::new(&data.graph, data.graph.features.clone(), &ad)?,
+        valid: OnDevice::new(&data.graph, data.graph.features.clone(), &ctx.device)?,
         data,
         train_labels: classes(&labels_of(data, &data.split.train), &ad),
     };
@@ -207,9 +189,12 @@ pub(crate) fn train(ctx: &Context<'_>, graph: Graph) -> Result<RunResult> {
         return Ok(RunResult::paused(out, 0));
     };
     let (run, outcome, selection) = keep_best(ctx, fitted, best)?;
-    let on = OnDevice::new(&data.graph, &ctx.device)?;
-    let test = evaluation(on.logits(&run.model, &s.test), &labels_of(&data, &s.test))?;
-    let valid = evaluation(on.logits(&run.model, &s.valid), &labels_of(&data, &s.valid))?;
+    // One forward pass for the test and validation figures; the embedding reads the same
+    // prepared graph.
+    let on = OnDevice::new(&data.graph, data.graph.features.clone(), &ctx.device)?;
+    let logits = on.logits(&run.model);
+    let test = evaluation(on.rows(logits.clone(), &s.test), &labels_of(&data, &s.test))?;
+    let valid = evaluation(on.rows(logits, &s.valid), &labels_of(&data, &s.valid))?;
     write_node_predictions(out, &data, &test.outputs, test.n_outputs)?;
     let mut metrics = run_summary(config, &outcome);
     metrics["test"] = metrics_json(&test);
@@ -222,7 +207,7 @@ pub(crate) fn train(ctx: &Context<'_>, graph: Graph) -> Result<RunResult> {
         "valid_nodes": if data.valid_is_train { 0 } else { s.valid.len() },
         "test_nodes": s.test.len(),
     });
-    if run.draw_embedding(&data.graph, &data.labels)? {
+    if run.draw_embedding_of(&on, &data.labels)? {
         metrics["pictures"] = json!(["embedding.png"]);
     }
     write_metrics(out, &metrics)?;

@@ -7,20 +7,18 @@ use burn::tensor::Device;
 use burn::tensor::activation::softmax;
 use serde_json::json;
 use strata_arch::Gnn;
-use strata_data::{
-    Dataset, Graph, GraphSource, Pca, Targets, load_graph, load_graph_dir, load_tu_dir,
-};
-use strata_tensor::convert::{matrix, to_vec};
+use strata_data::{Graph, GraphSource, load_graph, load_graph_dir, load_tu_dir, normalize_rows};
+use strata_tensor::convert::to_vec;
 
 use super::graphs::DeviceBatch;
-use super::{GraphMeta, edges_of, evaluation, gnn_config, normalize_rows};
+use super::{GraphMeta, OnDevice, evaluation, gnn_config};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::evaluate::{Evaluated, load_run_config};
+use crate::evaluate::{Evaluated, load_run_config, write_evaluation};
 use crate::family::Family;
-use crate::pictures::{Scatter, save_png};
+use crate::pictures::{Scatter, plane, save_png};
 use crate::pipeline::{metrics_json, summary_line};
-use crate::run_dir::{finished_weights, load_weights, write_json};
+use crate::run_dir::{finished_weights, load_weights};
 
 /// A finished graph run, loaded.
 ///
@@ -110,27 +108,21 @@ impl GnnRun {
         Ok(())
     }
 
-    /// A graph's features as the model reads them.
-    fn features(&self, g: &Graph) -> Result<Vec<f32>> {
+    /// `g` on the run's device with its features as the model reads them (normalised by row
+    /// when the run's were).
+    ///
+    /// # Errors
+    /// Features of another width; negative features for a model trained on normalised ones.
+    fn prepared(&self, g: &Graph) -> Result<OnDevice> {
         self.check_features(g.n_features, &g.name)?;
         let mut x = g.features.clone();
-        if self.meta.normalize_rows {
-            if x.iter().any(|v| *v < 0.0) {
-                return Err(Error::Usage(format!(
-                    "{}: negative features; the model was trained on non-negative features, normalised by row",
-                    g.name
-                )));
-            }
-            normalize_rows(&mut x, g.n_features);
+        if self.meta.normalize_rows && !normalize_rows(&mut x, g.n_features) {
+            return Err(Error::Usage(format!(
+                "{}: negative features; the model was trained on non-negative features, normalised by row",
+                g.name
+            )));
         }
-        Ok(x)
-    }
-
-    /// The class probabilities of every node of `g` (a node classifier), row-major.
-    fn node_probabilities(&self, g: &Graph) -> Result<Vec<f32>> {
-        let x = matrix(self.features(g)?, g.n_nodes, g.n_features, &self.device);
-        let logits = self.model.forward(x, &edges_of(g, &self.device)?);
-        Ok(to_vec(softmax(logits, 1)))
+        OnDevice::new(g, x, &self.device)
     }
 
     /// Predictions for `source`: a row per node of a graph (node classifier) or per graph
@@ -146,7 +138,7 @@ impl GnnRun {
                 key: "node".into(),
                 ids: g.node_ids.clone(),
                 names,
-                probabilities: self.node_probabilities(g)?,
+                probabilities: to_vec(softmax(self.prepared(g)?.logits(&self.model), 1)),
             }),
             (GraphSource::Graphs(set), true) => {
                 self.check_features(set.n_features(), &set.name)?;
@@ -189,16 +181,11 @@ impl GnnRun {
                         self.dir.display()
                     )));
                 }
-                let probs = self.node_probabilities(&g)?;
-                let data = super::node::prepare(g, &self.config)?;
-                let nodes = &data.split.test;
-                let k = self.meta.class_names.len();
-                let logits: Vec<f32> = nodes
-                    .iter()
-                    .flat_map(|&i| probs[i * k..(i + 1) * k].iter().map(|p| p.max(1e-30).ln()))
-                    .collect();
-                let labels: Vec<usize> = nodes.iter().map(|&i| data.labels[i]).collect();
-                let ev = evaluation(matrix(logits, nodes.len(), k, &self.device), &labels)?;
+                let (labels, split, _) = super::node::split_of(&g, &self.config)?;
+                let on = self.prepared(&g)?;
+                let logits = on.rows(on.logits(&self.model), &split.test);
+                let labels: Vec<usize> = split.test.iter().map(|&i| labels[i]).collect();
+                let ev = evaluation(logits, &labels)?;
                 (format!("{spec} (test nodes)"), ev)
             }
             GraphSource::Graphs(set) => {
@@ -232,13 +219,8 @@ impl GnnRun {
             "backend": self.config.backend.name(),
             "test": metrics_json(&ev),
         });
-        let path = self.dir.join("evaluation.json");
-        write_json(&path, &out)?;
-        Ok(Evaluated {
-            summary: format!("{name}: {}", summary_line(&ev)),
-            metrics: out,
-            written: Some(path),
-        })
+        let summary = format!("{name}: {}", summary_line(&ev));
+        write_evaluation(&self.dir, summary, out)
     }
 
     /// A node classifier's hidden representation of every node of `g` in two dimensions
@@ -247,25 +229,19 @@ impl GnnRun {
     /// # Errors
     /// A graph classifier, features of another width.
     pub fn embedding(&self, g: &Graph) -> Result<Vec<[f32; 2]>> {
+        self.embedding_of(&self.prepared(g)?)
+    }
+
+    /// [`embedding`](Self::embedding) of a graph already on the device.
+    fn embedding_of(&self, on: &OnDevice) -> Result<Vec<[f32; 2]>> {
         if self.meta.graph_level {
             return Err(Error::Usage(
                 "a graph classifier embeds graphs, not nodes".into(),
             ));
         }
-        let x = matrix(self.features(g)?, g.n_nodes, g.n_features, &self.device);
-        let h = self.model.hidden(x, &edges_of(g, &self.device)?);
+        let h = self.model.hidden(on.x.clone(), &on.edges);
         let d = h.dims()[1];
-        let values = to_vec(h);
-        Ok(match d {
-            1 => values.iter().map(|v| [*v, 0.0]).collect(),
-            2 => values.chunks(2).map(|c| [c[0], c[1]]).collect(),
-            _ => {
-                let n = g.n_nodes;
-                let codes = Dataset::new("hidden", values, d, Targets::Values(vec![0.0; n]), None)?;
-                let two = Pca::fit(&codes, 2)?.transform(&codes)?;
-                two.chunks(2).map(|c| [c[0], c[1]]).collect()
-            }
-        })
+        plane(to_vec(h), d)
     }
 
     /// Draws `embedding.png`: every node of `g` at its [`embedding`](Self::embedding),
@@ -275,7 +251,13 @@ impl GnnRun {
     /// # Errors
     /// As [`embedding`](Self::embedding); I/O errors.
     pub fn draw_embedding(&self, g: &Graph, labels: &[usize]) -> Result<bool> {
-        let points = self.embedding(g)?;
+        self.draw_embedding_of(&self.prepared(g)?, labels)
+    }
+
+    /// [`draw_embedding`](Self::draw_embedding) of a graph already on the device (with the
+    /// features the model reads).
+    pub(crate) fn draw_embedding_of(&self, on: &OnDevice, labels: &[usize]) -> Result<bool> {
+        let points = self.embedding_of(on)?;
         if !points.iter().flatten().all(|v| v.is_finite()) {
             return Ok(false);
         }
