@@ -76,6 +76,7 @@ fn run(
                 pause_after,
                 fine_tune: None,
                 progress: None,
+                per_player: &[],
             },
         },
     )

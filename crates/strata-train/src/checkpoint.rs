@@ -25,8 +25,12 @@ pub struct TrainState {
     pub epochs_done: usize,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
-    /// The learning-rate schedule (with reduce-on-plateau state).
+    /// The learning-rate schedule (with reduce-on-plateau state); the first player's in a run
+    /// of several ([`fit_players`](crate::fit_players)).
     pub schedule: Schedule,
+    /// The schedules of the other players, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_schedules: Vec<Schedule>,
     /// Best monitored value so far and its epoch.
     pub best: Option<(f64, usize)>,
     /// Epochs since the monitored value last improved.
@@ -37,6 +41,19 @@ pub struct TrainState {
     pub finished: bool,
     /// Why it stopped, when it has.
     pub stop_reason: Option<String>,
+}
+
+impl TrainState {
+    /// The learning rate of player `player` (0-based) in epoch `epoch` (0-based).
+    pub fn lr(&self, player: usize, epoch: usize) -> f64 {
+        match player {
+            0 => self.schedule.lr(epoch),
+            p => self
+                .other_schedules
+                .get(p - 1)
+                .map_or_else(|| self.schedule.lr(epoch), |s| s.lr(epoch)),
+        }
+    }
 }
 
 /// What `state.json` holds: the progress and the CRC-32 of each file of its epoch (absent in
@@ -73,34 +90,39 @@ impl Checkpointer {
         self.dir.join(format!("model-{epoch}.bpk"))
     }
 
-    fn optim_file(&self, epoch: usize) -> PathBuf {
-        self.dir.join(format!("optim-{epoch}.bpk"))
+    /// The state of optimizer `player` (0-based) after epoch `epoch`: `optim-E.bpk` for the
+    /// first (the only one of most runs), `optimP-E.bpk` for the others.
+    fn optim_file(&self, epoch: usize, player: usize) -> PathBuf {
+        match player {
+            0 => self.dir.join(format!("optim-{epoch}.bpk")),
+            p => self.dir.join(format!("optim{p}-{epoch}.bpk")),
+        }
     }
 
-    /// Saves the model, the optimizer and the progress of epoch `state.epochs_done`, then
-    /// removes older epochs' files.
+    /// Saves the model, each player's optimizer and the progress of epoch
+    /// `state.epochs_done`, then removes older epochs' files.
     ///
     /// # Errors
     /// Serialisation or I/O errors.
     pub fn save<M: Module>(
         &self,
         model: &M,
-        optim: &ModuleOptimizer,
+        optims: &[ModuleOptimizer],
         state: &TrainState,
     ) -> Result<()> {
         let epoch = state.epochs_done;
         let model_bytes = model_bytes(model, &self.model_file(epoch))?;
         write_atomic(&self.model_file(epoch), &model_bytes)?;
-        let optim_bytes = optim
-            .into_bytes()
-            .map_err(|e| self.err(&self.optim_file(epoch), e))?;
-        write_atomic(&self.optim_file(epoch), &optim_bytes)?;
         let mut checksums = BTreeMap::new();
-        for (file, bytes) in [
-            (self.model_file(epoch), &model_bytes[..]),
-            (self.optim_file(epoch), &optim_bytes[..]),
-        ] {
-            checksums.insert(file_name(&file), crc32fast::hash(bytes));
+        checksums.insert(
+            file_name(&self.model_file(epoch)),
+            crc32fast::hash(&model_bytes),
+        );
+        for (p, optim) in optims.iter().enumerate() {
+            let path = self.optim_file(epoch, p);
+            let bytes = optim.into_bytes().map_err(|e| self.err(&path, e))?;
+            write_atomic(&path, &bytes)?;
+            checksums.insert(file_name(&path), crc32fast::hash(&bytes));
         }
         let saved = Saved {
             state: state.clone(),
@@ -115,12 +137,13 @@ impl Checkpointer {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                let stale = ["model-", "optim-"].iter().any(|p| {
-                    name.strip_prefix(p)
-                        .and_then(|r| r.strip_suffix(".bpk"))
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .is_some_and(|n| n != epoch)
-                });
+                // `model-E.bpk`, `optim-E.bpk`, `optimP-E.bpk` of another epoch E.
+                let stale = (name.starts_with("model-") || name.starts_with("optim"))
+                    && name
+                        .strip_suffix(".bpk")
+                        .and_then(|r| r.rsplit_once('-'))
+                        .and_then(|(_, n)| n.parse::<usize>().ok())
+                        .is_some_and(|n| n != epoch);
                 // Temporaries of writes a crash interrupted are never read; clear them.
                 let interrupted = name.starts_with('.') && name.ends_with(".tmp");
                 if stale || interrupted {
@@ -160,8 +183,8 @@ impl Checkpointer {
     }
 
     /// Checks the checkpoint that a resume would load, without loading or writing anything:
-    /// the progress file parses and the epoch's model and optimizer files match their
-    /// recorded CRC-32. Returns the progress, or `None` when there is no checkpoint.
+    /// the progress file parses and the epoch's model and optimizer files (every player's)
+    /// match their recorded CRC-32. Returns the progress, or `None` when there is no checkpoint.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] or an I/O error naming the damaged or missing file.
@@ -171,8 +194,10 @@ impl Checkpointer {
         }
         let saved = self.load_saved()?;
         let epoch = saved.state.epochs_done;
-        for path in [self.model_file(epoch), self.optim_file(epoch)] {
-            self.read_checked(&path, &saved.checksums)?;
+        let players = 1 + saved.state.other_schedules.len();
+        self.read_checked(&self.model_file(epoch), &saved.checksums)?;
+        for p in 0..players {
+            self.read_checked(&self.optim_file(epoch, p), &saved.checksums)?;
         }
         Ok(Some(saved.state))
     }
@@ -204,28 +229,46 @@ impl Checkpointer {
         Ok(bytes)
     }
 
-    /// Loads the model and optimizer of the checkpoint described by `state`.
+    /// Loads the model and the optimizers (one per player, in order) of the checkpoint
+    /// described by `state`.
     ///
     /// # Errors
-    /// Missing files, or weights that do not fit `model`.
+    /// Missing files, a checkpoint of another number of players, or weights that do not fit
+    /// `model`.
     pub fn load<M: Module>(
         &self,
         model: M,
-        optim: ModuleOptimizer,
+        optims: Vec<ModuleOptimizer>,
         state: &TrainState,
-    ) -> Result<(M, ModuleOptimizer)> {
+    ) -> Result<(M, Vec<ModuleOptimizer>)> {
         let epoch = state.epochs_done;
+        let saved_players = 1 + state.other_schedules.len();
+        if saved_players != optims.len() {
+            return Err(self.err(
+                &self.dir.join(STATE),
+                format!(
+                    "the checkpoint has {saved_players} optimizers, this run {}",
+                    optims.len()
+                ),
+            ));
+        }
         let checksums = self.load_saved()?.checksums;
         let model_path = self.model_file(epoch);
-        let path = self.optim_file(epoch);
-        // Both files are checked before either is loaded.
+        // Every file is checked before any is loaded.
         let model_bytes = self.read_checked(&model_path, &checksums)?;
-        let bytes = self.read_checked(&path, &checksums)?;
+        let mut optim_bytes = Vec::with_capacity(optims.len());
+        for p in 0..optims.len() {
+            optim_bytes.push(self.read_checked(&self.optim_file(epoch, p), &checksums)?);
+        }
         let model = model_from_bytes(model, model_bytes, &model_path)?;
-        let optim = optim
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| self.err(&path, e))?;
-        Ok((model, optim))
+        let mut loaded = Vec::with_capacity(optims.len());
+        for (p, (optim, bytes)) in optims.into_iter().zip(optim_bytes).enumerate() {
+            let optim = optim
+                .from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| self.err(&self.optim_file(epoch, p), e))?;
+            loaded.push(optim);
+        }
+        Ok((model, loaded))
     }
 
     fn err(&self, path: &Path, e: impl std::fmt::Display) -> Error {

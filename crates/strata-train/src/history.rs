@@ -23,26 +23,48 @@ pub struct EpochRecord {
     pub lr: f64,
     /// Wall seconds the epoch took (training and validation).
     pub seconds: f64,
+    /// Each player's mean training loss, by name, in a run of several optimizers
+    /// ([`fit_players`](crate::fit_players)); empty in a run of one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<(String, f64)>,
 }
 
-/// Writes `history.csv` with a header naming the metric.
+/// Writes `history.csv` with a header naming the metric, and a `loss_NAME` column per player
+/// of a run of several ([`EpochRecord::losses`]).
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_csv(path: &Path, metric: &str, records: &[EpochRecord]) -> Result<()> {
-    let mut s = format!("epoch,train_loss,valid_loss,valid_{metric},lr,seconds\n");
+    let mut s = format!("epoch,train_loss,valid_loss,valid_{metric},lr,seconds");
+    let players: Vec<&str> = records
+        .first()
+        .map(|r| r.losses.iter().map(|(n, _)| n.as_str()).collect())
+        .unwrap_or_default();
+    for name in &players {
+        let _ = write!(s, ",loss_{name}");
+    }
+    s.push('\n');
     for r in records {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{},{:.6},{:.6},{:.6},{:.6e},{:.3}",
             r.epoch, r.train_loss, r.valid_loss, r.valid_metric, r.lr, r.seconds
         );
+        for name in &players {
+            let v = r
+                .losses
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(f64::NAN, |l| l.1);
+            let _ = write!(s, ",{v:.6}");
+        }
+        s.push('\n');
     }
     write_atomic(path, s.as_bytes())
 }
 
-/// Draws the training and validation loss (left) and the validation metric (right) against the
-/// epoch, as a self-contained SVG file.
+/// Draws the training and validation loss (left; each player's training loss in a run of
+/// several) and the validation metric (right) against the epoch, as a self-contained SVG file.
 ///
 /// # Errors
 /// I/O errors.
@@ -67,16 +89,31 @@ pub fn write_curves_svg(
     let train: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
     let valid: Vec<f64> = records.iter().map(|r| r.valid_loss).collect();
     let metric_v: Vec<f64> = records.iter().map(|r| r.valid_metric).collect();
-    panel(
-        &mut s,
-        (60.0, 60.0, 370.0, 270.0),
-        "loss",
-        &epochs,
-        &[
-            ("train loss", "#1f77b4", &train),
-            ("validation loss", "#ff7f0e", &valid),
-        ],
-    );
+    let names: Vec<String> = records
+        .first()
+        .map(|r| r.losses.iter().map(|(n, _)| format!("{n} loss")).collect())
+        .unwrap_or_default();
+    let per_player: Vec<Vec<f64>> = (0..names.len())
+        .map(|p| {
+            records
+                .iter()
+                .map(|r| r.losses.get(p).map_or(f64::NAN, |l| l.1))
+                .collect()
+        })
+        .collect();
+    const MORE: [&str; 4] = ["#9467bd", "#8c564b", "#e377c2", "#17becf"];
+    let mut lines: Vec<(&str, &str, &Vec<f64>)> = if names.is_empty() {
+        vec![("train loss", "#1f77b4", &train)]
+    } else {
+        names
+            .iter()
+            .zip(&per_player)
+            .enumerate()
+            .map(|(i, (n, v))| (n.as_str(), MORE[i % MORE.len()], v))
+            .collect()
+    };
+    lines.push(("validation loss", "#ff7f0e", &valid));
+    panel(&mut s, (60.0, 60.0, 370.0, 270.0), "loss", &epochs, &lines);
     let label = format!("validation {metric}");
     panel(
         &mut s,
@@ -225,8 +262,32 @@ mod tests {
                 valid_metric: 0.5 + 0.1 * e as f64,
                 lr: 1e-3,
                 seconds: 0.5,
+                losses: Vec::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn players_losses_get_a_column_and_a_curve_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = records();
+        for r in &mut records {
+            r.losses = vec![("discriminator".into(), 1.3), ("generator".into(), 0.7)];
+        }
+        let p = dir.path().join("history.csv");
+        write_csv(&p, "diversity", &records).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "epoch,train_loss,valid_loss,valid_diversity,lr,seconds,loss_discriminator,loss_generator"
+        );
+        assert!(lines[1].ends_with(",1.300000,0.700000"), "{}", lines[1]);
+        let svg = dir.path().join("curves.svg");
+        write_curves_svg(&svg, "gan", "diversity", &records).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert_eq!(text.matches("<polyline").count(), 4);
+        assert!(text.contains("generator loss"));
     }
 
     #[test]

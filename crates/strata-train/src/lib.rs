@@ -5,7 +5,8 @@
 //! written atomically, resume from the last checkpoint (a resumed run repeats an uninterrupted
 //! one on the same backend and seed), a time budget, and a clear error when the loss diverges.
 //! [`fit_objective`] runs the same loop on any [`Objective`] (a batch loss and a validation
-//! step: sequence-to-sequence models, autoencoders). [`fit_tbptt`] trains language models the
+//! step: sequence-to-sequence models, autoencoders). [`fit_players`] trains several optimizers
+//! in turn on one model (a GAN's discriminator and generator). [`fit_tbptt`] trains language models the
 //! same way by truncated back-propagation through time. [`write_csv`] and [`write_curves_svg`] record the history.
 //! [`load_pretrained`] and [`FineTune`] fine-tune pretrained weights (partial loading with a
 //! report, frozen parts that thaw later, a smaller learning rate for the backbone).
@@ -52,6 +53,7 @@ mod error;
 mod evaluate;
 mod history;
 mod objective;
+mod players;
 mod progress;
 mod runner;
 mod supervised;
@@ -65,6 +67,7 @@ pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
 pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use objective::{Objective, Run};
+pub use players::{Players, fit_players};
 pub use progress::{Console, Progress, Silent};
 pub use runner::{FitOutcome, fit_objective};
 /// What [`Fit`] and [`Run`] take, from the crates that define them, so that a user of this
@@ -75,3 +78,10 @@ pub use strata_optim::{OptimizerConfig, ScheduleConfig};
 pub use supervised::{Fit, fit};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
 pub use transfer::{FineTune, Layout, LoadReport, Pretrained, Skipped, load_pretrained};
+
+/// Serialises the tests that seed the shared CPU device and draw from it.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

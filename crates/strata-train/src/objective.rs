@@ -76,6 +76,9 @@ pub struct Run<'a> {
     /// Where progress goes; `None`: a [`Console`] when `config.progress` is set, else
     /// nothing.
     pub progress: Option<&'a dyn Progress>,
+    /// The optimizer and schedule of each player of a [`fit_players`](crate::fit_players)
+    /// run, in the order of its names; empty: every player uses `optimizer` and `schedule`.
+    pub per_player: &'a [(OptimizerConfig, ScheduleConfig)],
 }
 
 impl<'a> Run<'a> {
@@ -96,6 +99,7 @@ impl<'a> Run<'a> {
             pause_after: None,
             fine_tune: None,
             progress: None,
+            per_player: &[],
         }
     }
 
@@ -120,6 +124,7 @@ impl<'a> Run<'a> {
             pause_after: self.pause_after,
             fine_tune: self.fine_tune,
             progress: self.progress,
+            per_player: self.per_player,
         }
     }
 }

@@ -19,7 +19,7 @@
 //!     }
 //! }
 //! let tally = Tally::default();
-//! let record = EpochRecord { epoch: 1, train_loss: 0.9, valid_loss: 0.7, valid_metric: 0.8, lr: 0.01, seconds: 1.0 };
+//! let record = EpochRecord { epoch: 1, train_loss: 0.9, valid_loss: 0.7, valid_metric: 0.8, lr: 0.01, seconds: 1.0, losses: vec![] };
 //! tally.epoch_done(&record, 10, "acc", true);
 //! assert_eq!((tally.epochs.get(), tally.best.get()), (1, 0.7));
 //! ```
@@ -40,6 +40,10 @@ pub trait Progress {
     /// loss so far.
     fn step_done(&self, _step: usize, _mean_loss: f64) {}
 
+    /// Step `step` (0-based) of a run of several players is done: each player's mean loss in
+    /// the epoch so far, by name (after [`step_done`](Progress::step_done)).
+    fn step_losses(&self, _step: usize, _losses: &[(String, f64)]) {}
+
     /// The epoch is done: its record, the number of epochs asked for, the validation metric's
     /// short name (`acc`, `rmse`, `bpc`, `exact`) and whether the epoch is the best so far.
     fn epoch_done(&self, _record: &EpochRecord, _epochs: usize, _metric: &str, _best: bool) {}
@@ -55,6 +59,15 @@ pub trait Progress {
     fn warning(&self, text: &str) {
         eprintln!("{text}");
     }
+}
+
+/// `discriminator 0.6931  generator 0.6931`.
+fn players_line(losses: &[(String, f64)]) -> String {
+    losses
+        .iter()
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 /// No reports (warnings still go to standard error).
@@ -90,15 +103,28 @@ impl Progress for Console {
         }
     }
 
+    fn step_losses(&self, step: usize, losses: &[(String, f64)]) {
+        if let Some(bar) = self.bar.borrow().as_ref()
+            && step.is_multiple_of(10)
+        {
+            bar.set_message(players_line(losses));
+        }
+    }
+
     fn epoch_done(&self, record: &EpochRecord, epochs: usize, metric: &str, best: bool) {
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
         }
+        let train = if record.losses.is_empty() {
+            format!("train loss {:.4}", record.train_loss)
+        } else {
+            players_line(&record.losses)
+        };
         eprintln!(
-            "epoch {:>3}/{}  train loss {:.4}  valid loss {:.4}  valid {} {:.4}  lr {:.2e}  {:.1}s{}",
+            "epoch {:>3}/{}  {}  valid loss {:.4}  valid {} {:.4}  lr {:.2e}  {:.1}s{}",
             record.epoch,
             epochs,
-            record.train_loss,
+            train,
             record.valid_loss,
             metric,
             record.valid_metric,

@@ -5,17 +5,15 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use strata_tensor::convert::scalar;
-use strata_tensor::derive_seed;
+use burn::optim::ModuleOptimizer;
 
 use crate::checkpoint::{Checkpointer, TrainState};
 use crate::config::{FitConfig, Monitor};
 use crate::error::{Error, Result};
 use crate::history::EpochRecord;
 use crate::objective::{Objective, Run};
-use crate::progress::{Console, Progress};
-use crate::transfer::Tuner;
+use crate::players::Single;
+use crate::progress::Progress;
 
 /// The outcome of [`fit`](crate::fit).
 #[derive(Debug)]
@@ -39,7 +37,8 @@ pub struct FitOutcome<M> {
 }
 
 /// Trains `model` on an [`Objective`]: mini-batches of its training examples, validation
-/// after each epoch, and the rest of [`fit`](crate::fit)'s machinery.
+/// after each epoch, and the rest of [`fit`](crate::fit)'s machinery. It is
+/// [`fit_players`](crate::fit_players) with one player.
 ///
 /// # Errors
 /// Invalid settings, the objective's errors, I/O errors while checkpointing, and
@@ -49,123 +48,49 @@ where
     M: Module,
     O: Objective<M> + ?Sized,
 {
-    let config = run.config;
-    config.validate()?;
-    let n_train = objective.n_train();
-    if n_train == 0 {
-        return Err(Error::Invalid(
-            "training needs training examples, got none".into(),
-        ));
-    }
-    let device = run.device.clone();
-    let console = Console::default();
-    let progress = run.progress_or(&console);
-    let Start {
-        mut model,
-        mut optim,
-        mut state,
-        checkpointer,
-        resumed_from,
-    } = start(model, run, progress)?;
-    let mut tuner = Tuner::new(run.fine_tune, &model)?;
-    let monitor = config
-        .early_stopping
-        .as_ref()
-        .map(|e| e.monitor)
-        .unwrap_or_default();
-    let lower = match monitor {
-        Monitor::ValidLoss => true,
-        Monitor::ValidMetric => objective.lower_metric_is_better(),
-    };
-    let n_batches = n_train.div_ceil(config.batch_size);
-    let mut epochs_this_call = 0usize;
-
-    while !state.finished && state.epochs_done < config.epochs {
-        if let Some(p) = run.pause_after
-            && epochs_this_call >= p
-        {
-            break;
-        }
-        let epoch = state.epochs_done; // 0-based index of the epoch about to run
-        let started = Instant::now();
-        let lr = state.schedule.lr(epoch);
-        model = tuner.begin_epoch(model, epoch);
-        device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
-        let order = objective.epoch_order(config.seed, epoch)?;
-        objective.begin_epoch(epoch);
-        progress.epoch_started(epoch + 1, config.epochs, n_batches);
-        let mut loss_sum = 0.0f64;
-        let mut seen = 0usize;
-        let mut cut_short = false;
-        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-            if over_budget(config, state.train_seconds, started) {
-                cut_short = true;
-                break;
-            }
-            let loss = objective.batch_loss(&model, chunk)?;
-            let value = scalar(loss.clone());
-            check_finite(value, epoch, b, &state, checkpointer.is_some(), progress)?;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(tuner.lr(lr), model, grads);
-            loss_sum += value as f64 * chunk.len() as f64;
-            seen += chunk.len();
-            progress.step_done(b, loss_sum / seen as f64);
-        }
-
-        let (valid_loss, metric) = objective.validate(&model.valid())?;
-        let seconds = started.elapsed().as_secs_f64();
-        epochs_this_call += 1;
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            valid_loss,
-            valid_metric: metric,
-            lr,
-            seconds,
-        };
-        end_epoch(
-            &mut state,
-            record,
-            &EpochEnd {
-                config,
-                monitor,
-                lower,
-                cut_short,
-                metric_name: objective.metric_name(),
-                checkpointer: checkpointer.as_ref(),
-                progress,
-            },
-            &model,
-            &optim,
-        )?;
-    }
-
-    finish(model, state, config, checkpointer.as_ref(), resumed_from)
+    crate::players::fit_players(model, &Single(objective), run)
 }
 
 /// A run's starting point: fresh, or the last checkpoint when resuming.
 pub(crate) struct Start<M> {
     pub model: M,
-    pub optim: ModuleOptimizer,
+    /// One optimizer per player.
+    pub optims: Vec<ModuleOptimizer>,
     pub state: TrainState,
     pub checkpointer: Option<Checkpointer>,
     pub resumed_from: Option<usize>,
 }
 
-/// Builds the optimizer and schedule, and resumes from the checkpoint in the run's
-/// `checkpoint_dir` when asked to and one exists.
+/// Builds the optimizers and schedules of `n_players` players, and resumes from the checkpoint
+/// in the run's `checkpoint_dir` when asked to and one exists.
 pub(crate) fn start<M: Module>(
     model: M,
     run: &Run<'_>,
+    n_players: usize,
     progress: &dyn Progress,
 ) -> Result<Start<M>> {
-    let (optimizer, config) = (run.optimizer, run.config);
-    let optim: ModuleOptimizer = optimizer.build()?;
+    let config = run.config;
+    let settings = |p: usize| match run.per_player.get(p) {
+        Some((o, s)) => (o, s),
+        None => (run.optimizer, run.schedule),
+    };
+    let mut optims = Vec::with_capacity(n_players);
+    let mut schedules = Vec::with_capacity(n_players);
+    for p in 0..n_players {
+        let (optimizer, schedule) = settings(p);
+        optims.push(optimizer.build()?);
+        schedules.push(schedule.start(optimizer.lr, config.epochs)?);
+    }
     let checkpointer = run.checkpoint_dir.map(Checkpointer::new);
+    let mut schedules = schedules.into_iter();
+    let first = schedules
+        .next()
+        .ok_or_else(|| Error::Invalid("a run needs at least one player".into()))?;
     let state = TrainState {
         epochs_done: 0,
         history: Vec::new(),
-        schedule: run.schedule.start(optimizer.lr, config.epochs)?,
+        schedule: first,
+        other_schedules: schedules.collect(),
         best: None,
         bad_epochs: 0,
         train_seconds: 0.0,
@@ -176,11 +101,11 @@ pub(crate) fn start<M: Module>(
         && let Some(ck) = &checkpointer
         && let Some(saved) = ck.load_state()?
     {
-        let (model, optim) = ck.load(model, optim, &saved)?;
+        let (model, optims) = ck.load(model, optims, &saved)?;
         progress.note(&format!("resuming after epoch {}", saved.epochs_done));
         return Ok(Start {
             model,
-            optim,
+            optims,
             resumed_from: Some(saved.epochs_done),
             state: saved,
             checkpointer,
@@ -188,7 +113,7 @@ pub(crate) fn start<M: Module>(
     }
     Ok(Start {
         model,
-        optim,
+        optims,
         state,
         checkpointer,
         resumed_from: None,
@@ -264,12 +189,15 @@ pub(crate) fn end_epoch<M: Module>(
     record: EpochRecord,
     e: &EpochEnd<'_>,
     model: &M,
-    optim: &ModuleOptimizer,
+    optims: &[ModuleOptimizer],
 ) -> Result<()> {
     let config = e.config;
     state.train_seconds += record.seconds;
     state.epochs_done += 1;
     state.schedule.observe(record.valid_loss);
+    for s in &mut state.other_schedules {
+        s.observe(record.valid_loss);
+    }
     let watched = match e.monitor {
         Monitor::ValidLoss => record.valid_loss,
         Monitor::ValidMetric => record.valid_metric,
@@ -310,7 +238,7 @@ pub(crate) fn end_epoch<M: Module>(
         state.stop_reason = Some("time budget".into());
     }
     if let Some(ck) = e.checkpointer {
-        ck.save(model, optim, state)?;
+        ck.save(model, optims, state)?;
     }
     Ok(())
 }
@@ -469,6 +397,7 @@ mod tests {
 
     #[test]
     fn early_stopping_stops_after_patience_epochs_and_restores_the_best_weights() {
+        let _serial = crate::serial();
         let device = Device::flex().autodiff();
         let dir = tempfile::tempdir().unwrap();
         let toy = Toy::new(&device, vec![1.0, 0.5, 0.6, 0.7, 0.4, 0.3]);
@@ -505,6 +434,7 @@ mod tests {
 
     #[test]
     fn a_nan_loss_is_an_error_naming_its_epoch_and_batch() {
+        let _serial = crate::serial();
         let device = Device::flex().autodiff();
         let mut toy = Toy::new(&device, vec![]);
         toy.nan_at = Some((1, 2)); // the third batch of the second epoch
@@ -537,6 +467,7 @@ mod tests {
 
     #[test]
     fn a_paused_then_resumed_run_repeats_the_uninterrupted_one() {
+        let _serial = crate::serial();
         let device = Device::flex().autodiff();
         let config = settings(5, None);
         let optimizer = OptimizerConfig::default();
@@ -590,6 +521,7 @@ mod tests {
 
     #[test]
     fn a_time_budget_stops_the_run_cleanly() {
+        let _serial = crate::serial();
         let device = Device::flex().autodiff();
         let mut config = settings(1000, None);
         config.max_seconds = Some(1e-9);

@@ -125,11 +125,11 @@ where
     let progress = f.run.progress_or(&console);
     let Start {
         mut model,
-        mut optim,
+        mut optims,
         mut state,
         checkpointer,
         resumed_from,
-    } = start(model, &f.run, progress)?;
+    } = start(model, &f.run, 1, progress)?;
     let mut tuner = Tuner::new(f.run.fine_tune, &model)?;
     let per_epoch = f
         .steps_per_epoch
@@ -169,7 +169,7 @@ where
             let value = scalar(loss.clone());
             check_finite(value, epoch, step, &state, checkpointer.is_some(), progress)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(tuner.lr(lr), model, grads);
+            model = optims[0].step(tuner.lr(lr), model, grads);
             loss_sum += value as f64;
             seen += 1;
             progress.step_done(step, loss_sum / seen as f64);
@@ -191,6 +191,7 @@ where
             valid_metric: valid_loss / std::f64::consts::LN_2,
             lr,
             seconds: started.elapsed().as_secs_f64(),
+            losses: Vec::new(),
         };
         end_epoch(
             &mut state,
@@ -205,7 +206,7 @@ where
                 progress,
             },
             &model,
-            &optim,
+            &optims,
         )?;
     }
     finish(model, state, config, checkpointer.as_ref(), resumed_from)

@@ -138,6 +138,7 @@ impl Context<'_> {
             pause_after: self.pause_after,
             fine_tune,
             progress: Some(self.progress),
+            per_player: &[],
         }
     }
 }
