@@ -5,7 +5,8 @@
 //! (classifier or forecaster over RNN/LSTM/GRU layers), a character-level [`CharLm`] with
 //! sampling, transformers (a GPT-style [`TransformerLm`], a [`TransformerClassifier`] over
 //! tokens, image patches (ViT) or table features (FT-Transformer), an encoder-decoder
-//! [`Seq2Seq`] with greedy and beam-search decoding), and [`Network`], which holds the row
+//! [`Seq2Seq`] with greedy and beam-search decoding), GANs ([`Gan`]: DCGAN, conditional,
+//! spectrally normalised or clipped critics, dense players), and [`Network`], which holds the row
 //! classifiers so that a model can be picked by name at run time.
 //!
 //! ```
@@ -24,6 +25,7 @@ pub mod autoencoder;
 pub mod char_lm;
 pub mod cnn;
 mod error;
+pub mod gan;
 pub mod gnn;
 pub mod mlp;
 mod network;
@@ -38,6 +40,10 @@ pub use autoencoder::{Autoencoder, AutoencoderConfig, Likelihood};
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};
+pub use gan::{
+    ConvDiscriminator, ConvGenerator, DenseDiscriminator, DenseGenerator, Discriminator, DownStage,
+    Gan, GanConfig, Generator, UpStage,
+};
 pub use gnn::{Gnn, GnnConfig, GnnKind, GraphConv};
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{

@@ -7,7 +7,7 @@
 //! learned or sinusoidal position codes for transformers, batch norm with PyTorch's running
 //! statistics, torchvision-named residual blocks (basic and bottleneck), loaders of PyTorch attention and
 //! transformer weights into burn's modules, and graph layers (message passing, GCN, GraphSAGE,
-//! GAT, GIN, readouts).
+//! GAT, GIN, readouts), and spectral normalisation of linear and convolutional layers.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -30,6 +30,7 @@ mod positions;
 mod recurrent;
 mod resample;
 mod residual;
+mod spectral_norm;
 mod torch_import;
 
 pub use activation::ActivationKind;
@@ -49,6 +50,9 @@ pub use recurrent::{
 };
 pub use resample::{Downsample, DownsampleConfig, Upsample, UpsampleConfig};
 pub use residual::{Residual, ResidualConfig, conv};
+pub use spectral_norm::{
+    SnConv2d, SnConv2dConfig, SnLinear, SnLinearConfig, SpectralNorm, SpectralNormConfig, trains,
+};
 pub use torch_import::{
     StateDict, load_decoder_layer, load_encoder_layer, load_layer_norm, load_linear, load_mha,
 };

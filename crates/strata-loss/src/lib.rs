@@ -2,7 +2,8 @@
 //!
 //! Losses for Strata: burn's cross-entropy (class weights, label smoothing), MSE and binary
 //! cross-entropy behind one [`Loss`] trait, plus the focal loss burn lacks. [`LossConfig`] is
-//! the serde form used by configs and the CLI; implement [`Loss`] for your own.
+//! the serde form used by configs and the CLI; implement [`Loss`] for your own. [`AdversarialLoss`]
+//! holds the two players' losses of a GAN (BCE, Wasserstein, hinge).
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -16,11 +17,13 @@
 //! # Ok::<(), strata_loss::Error>(())
 //! ```
 
+mod adversarial;
 mod elbo;
 mod error;
 mod focal;
 mod loss;
 
+pub use adversarial::AdversarialLoss;
 pub use elbo::{
     bernoulli_nll, bernoulli_nll_rows, gaussian_kl, gaussian_kl_rows, gaussian_log_density,
     gaussian_nll, gaussian_nll_rows,

@@ -56,7 +56,7 @@
 //!     ..Default::default()
 //! };
 //! let constant = ScheduleConfig::by_name("constant")?;
-//! let config = FitConfig { epochs: 20, batch_size: 1, progress: false, ..Default::default() };
+//! let config = FitConfig { epochs: 100, batch_size: 1, progress: false, ..Default::default() };
 //! let both = [(sgd.clone(), constant.clone()), (sgd.clone(), constant.clone())];
 //! let run = Run { per_player: &both, ..Run::new(&sgd, &constant, &config, device) };
 //! let out = fit_players(pair, &Chase, &run)?;
