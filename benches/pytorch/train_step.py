@@ -112,6 +112,50 @@ class ConvVae(nn.Module):
         return (nll + kl) / x.shape[0]
 
 
+class Dcgan(nn.Module):
+    """Strata's `--model dcgan` on 1x28x28 (GanConfig width 64, noise 100): G projects z by a
+    bias-free Linear to 128x7x7, BatchNorm, ReLU, ConvTranspose2d(128, 64, 4, 2, 1) BatchNorm
+    ReLU, ConvTranspose2d(64, 1, 4, 2, 1), tanh; D is Conv2d(1, 64, 4, 2, 1) LeakyReLU(0.2),
+    Conv2d(64, 128, 4, 2, 1, bias=False) BatchNorm LeakyReLU(0.2), Linear(6272, 1). One step:
+    a discriminator step on real and generated images, then a generator step (BCE with logits),
+    each with its own Adam(2e-4, betas (0.5, 0.999))."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = nn.Sequential(nn.Linear(100, 128 * 7 * 7, bias=False), nn.Unflatten(1, (128, 7, 7)),
+                               nn.BatchNorm2d(128), nn.ReLU(),
+                               nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(), nn.ConvTranspose2d(64, 1, 4, 2, 1, bias=False), nn.Tanh())
+        self.d = nn.Sequential(nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+                               nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128),
+                               nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
+
+
+def bench_dcgan(steps, warmup=3):
+    torch.manual_seed(0)
+    gan = Dcgan()
+    gan.train()
+    opt_d = torch.optim.Adam(gan.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gan.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(64, 1), torch.zeros(64, 1)
+
+    def step():
+        z = torch.randn(64, 100)
+        opt_d.zero_grad()
+        d_loss = bce(gan.d(x), ones) + bce(gan.d(gan.g(z).detach()), zeros)
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g_loss = bce(gan.d(gan.g(z)), ones)
+        g_loss.backward()
+        opt_g.step()
+        return g_loss.item()
+
+    return time_steps(step, steps, warmup)
+
+
 def resnet(name):
     """torchvision's layout (tests/fixtures/gen_resnet.py), 3 input channels, 10 classes:
     ResNet-20 (CIFAR stem, 3 x 3 basic blocks of 16/32/64) or ResNet-18 (ImageNet stem)."""
@@ -196,6 +240,8 @@ def bench_gnn(name, steps, warmup=3):
 def bench(name, steps, warmup=3):
     if name.endswith("-cora"):
         return bench_gnn(name, steps, warmup)
+    if name == "dcgan":
+        return bench_dcgan(steps, warmup)
     torch.manual_seed(0)
     if name in ("resnet20", "resnet18"):
         model = resnet(name)
@@ -239,7 +285,7 @@ def bench(name, steps, warmup=3):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,"
-                   "gcn-cora,gat-cora")
+                   "gcn-cora,gat-cora,dcgan")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

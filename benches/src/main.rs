@@ -184,6 +184,50 @@ fn bench_conv_vae(device: &Device, steps: usize, warmup: usize) -> f64 {
     time_steps(vae, device, steps, warmup, step)
 }
 
+/// Mean ms per alternating training step of `strata train --model dcgan --dataset
+/// fashion-mnist`'s GAN (28x28, width 64, noise 100, batch 64): a discriminator step on real
+/// and generated images, then a generator step, each with its own Adam(2e-4, beta1 0.5), BCE
+/// losses, through `fit_players`' per-player gradients.
+fn bench_dcgan(device: &Device, steps: usize, warmup: usize) -> f64 {
+    use burn::tensor::Distribution as D;
+    use strata::arch::{Gan, GanConfig};
+    use strata::loss::AdversarialLoss;
+    use strata::optim::OptimizerKind;
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let gan: Gan = GanConfig::new(784)
+        .with_image_shape(Some([1, 28, 28]))
+        .init(&ad)
+        .expect("valid config");
+    let adam = || {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam {
+                beta1: 0.5,
+                beta2: 0.999,
+                epsilon: 1e-8,
+            },
+            lr: 2e-4,
+            ..OptimizerConfig::default()
+        }
+        .build()
+        .expect("adam")
+    };
+    let (mut opt_d, mut opt_g) = (adam(), adam());
+    let x = Tensor::<2>::random([64, 784], D::Uniform(-1.0, 1.0), &ad);
+    let step = |gan: Gan| -> Gan {
+        let z = Tensor::<2>::random([64, 100], D::Normal(0.0, 1.0), &ad);
+        let l = gan.discriminator_loss(AdversarialLoss::Bce, x.clone(), None, z.clone(), None);
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &gan.discriminator);
+        let gan = opt_d.step(2e-4, gan, grads);
+        let l = gan.generator_loss(AdversarialLoss::Bce, z, None);
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &gan.generator);
+        opt_g.step(2e-4, gan, grads)
+    };
+    time_steps(gan, device, steps, warmup, step)
+}
+
 /// Mean ms per full-batch training epoch (forward on the whole graph, cross-entropy on the 140
 /// training nodes, backward, Adam at 0.01 with weight decay 5e-4) of `strata train --model
 /// gcn|gat --dataset cora`'s network: row-normalised features, dropout 0.5 (GCN) or 0.6 on
@@ -236,7 +280,7 @@ fn bench_gnn(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
     let models = arg("--models").unwrap_or_else(|| {
-        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora".into()
+        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan".into()
     });
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
@@ -262,7 +306,7 @@ fn main() {
             // runs 50 time steps: fewer steps there.
             let resnet = model.starts_with("resnet");
             let slow = recurrent.is_some() || model == "transformer" || resnet;
-            let convolutional = model == "cnn" || model == "conv-vae";
+            let convolutional = model == "cnn" || model == "conv-vae" || model == "dcgan";
             let n = if backend == Backend::Ndarray && resnet {
                 steps.min(2)
             } else if (backend == Backend::Ndarray && convolutional) || slow {
@@ -274,6 +318,7 @@ fn main() {
                 Some(cell) => bench_lm(cell, &backend.device(), n, 2),
                 None if model == "transformer" => bench_transformer(&backend.device(), n, 2),
                 None if model == "conv-vae" => bench_conv_vae(&backend.device(), n, 3),
+                None if model == "dcgan" => bench_dcgan(&backend.device(), n, 3),
                 None if model.ends_with("-cora") => bench_gnn(model, &backend.device(), n, 3),
                 None if resnet => bench(model, &backend.device(), n, 1),
                 None => bench(model, &backend.device(), n, 3),

@@ -487,6 +487,46 @@ const RUNS: &[(&str, &[&str], &str, Bar)] = &[
         Bar::Below("baseline_nll_nats"),
     ),
     (
+        "gan-ring8",
+        &["--model", "gan", "--dataset", "ring8"],
+        "modes_covered",
+        Bar::AtLeast(8.0),
+    ),
+    // Measured in the penultimate features of the cnn-fashion-mnist run above, beside the
+    // conv-vae-fashion-mnist run's samples.
+    (
+        "dcgan-fashion-mnist",
+        &[
+            "--model",
+            "dcgan",
+            "--dataset",
+            "fashion-mnist",
+            "--max-seconds",
+            "900",
+            "--evaluator",
+            "runs/accuracy-cnn-fashion-mnist",
+            "--compare",
+            "runs/accuracy-conv-vae-fashion-mnist",
+        ],
+        "fid",
+        Bar::Below("compared/fid"),
+    ),
+    (
+        "cgan-fashion-mnist",
+        &[
+            "--model",
+            "cgan",
+            "--dataset",
+            "fashion-mnist",
+            "--max-seconds",
+            "900",
+            "--evaluator",
+            "runs/accuracy-cnn-fashion-mnist",
+        ],
+        "gan_test_accuracy",
+        Bar::AtLeast(0.80),
+    ),
+    (
         "gcn-cora",
         &["--model", "gcn", "--dataset", "cora"],
         "accuracy",

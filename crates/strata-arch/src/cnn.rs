@@ -151,6 +151,19 @@ impl Cnn {
     /// # Panics
     /// When the input's channel count or spatial size differs from the configuration.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.classifier.forward(self.embed(images))
+    }
+
+    /// The features the output layer reads: the hidden dense layer's, or the flattened
+    /// convolutional features when there is none.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, d_hidden]` (or `[batch, channels * h * w]`)
+    ///
+    /// # Panics
+    /// As [`forward`](Cnn::forward).
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self
             .features
             .iter()
@@ -160,7 +173,21 @@ impl Cnn {
         if let Some(hidden) = &self.hidden {
             x = hidden.forward(x);
         }
-        self.classifier.forward(x)
+        x
+    }
+
+    /// As [`embed`](Cnn::embed), from flattened images.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels * height * width]`
+    /// - output: `[batch, d_hidden]`
+    ///
+    /// # Panics
+    /// When the row length is not `in_channels * height * width`.
+    pub fn features_flat(&self, input: Tensor<2>) -> Tensor<2> {
+        let [batch, _] = input.dims();
+        let [c, h, w] = self.input_shape;
+        self.embed(input.reshape([batch, c, h, w]))
     }
 
     /// As [`forward`](Cnn::forward), from flattened images (row-major `C x H x W`).

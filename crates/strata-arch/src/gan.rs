@@ -116,6 +116,8 @@ pub struct DownStage {
 /// DCGAN's generator.
 #[derive(Module, Debug)]
 pub struct ConvGenerator {
+    /// The class embedding read beside the noise, when conditional.
+    pub embed: Option<Embedding>,
     /// Noise (and class embedding) to `[C, h, w]`.
     pub project: Linear,
     /// Batch norm of the projection.
@@ -131,6 +133,8 @@ pub struct ConvGenerator {
 /// DCGAN's discriminator.
 #[derive(Module, Debug)]
 pub struct ConvDiscriminator {
+    /// The class embedding of the projection term, when conditional.
+    pub project: Option<Embedding>,
     /// Halving stages.
     pub downs: Vec<DownStage>,
     /// Features to the score.
@@ -140,6 +144,8 @@ pub struct ConvDiscriminator {
 /// A dense generator.
 #[derive(Module, Debug)]
 pub struct DenseGenerator {
+    /// The class embedding read beside the noise, when conditional.
+    pub embed: Option<Embedding>,
     /// Hidden layers (ReLU after each).
     pub hidden: Vec<Linear>,
     /// To the example.
@@ -149,6 +155,8 @@ pub struct DenseGenerator {
 /// A dense discriminator.
 #[derive(Module, Debug)]
 pub struct DenseDiscriminator {
+    /// The class embedding of the projection term, when conditional.
+    pub project: Option<Embedding>,
     /// Hidden layers (LeakyReLU 0.2 after each).
     pub hidden: Vec<SnLinear>,
     /// Features to the score.
@@ -181,10 +189,6 @@ pub struct Gan {
     pub generator: Generator,
     /// The discriminator.
     pub discriminator: Discriminator,
-    /// The generator's class embedding, when conditional.
-    pub class_embed: Option<Embedding>,
-    /// The discriminator's projection embedding, when conditional.
-    pub class_project: Option<Embedding>,
     /// Size of the noise.
     pub d_noise: usize,
     /// Classes (0: unconditional).
@@ -271,16 +275,27 @@ impl GanConfig {
             }
         };
         let conditional = self.n_classes > 0;
+        let embed =
+            conditional.then(|| EmbeddingConfig::new(self.n_classes, self.d_embed).init(device));
+        let project = conditional.then(|| {
+            EmbeddingConfig::new(self.n_classes, d_features)
+                .with_initializer(dcgan_init())
+                .init(device)
+        });
+        let (generator, discriminator) = match (generator, discriminator) {
+            (Generator::Conv(g), Discriminator::Conv(d)) => (
+                Generator::Conv(ConvGenerator { embed, ..g }),
+                Discriminator::Conv(ConvDiscriminator { project, ..d }),
+            ),
+            (Generator::Dense(g), Discriminator::Dense(d)) => (
+                Generator::Dense(DenseGenerator { embed, ..g }),
+                Discriminator::Dense(DenseDiscriminator { project, ..d }),
+            ),
+            (g, d) => (g, d),
+        };
         Ok(Gan {
             generator,
             discriminator,
-            class_embed: conditional
-                .then(|| EmbeddingConfig::new(self.n_classes, self.d_embed).init(device)),
-            class_project: conditional.then(|| {
-                EmbeddingConfig::new(self.n_classes, d_features)
-                    .with_initializer(dcgan_init())
-                    .init(device)
-            }),
             d_noise: self.d_noise,
             n_classes: self.n_classes,
             d_data: self.d_data,
@@ -332,6 +347,7 @@ impl GanConfig {
             })
             .collect();
         let generator = ConvGenerator {
+            embed: None,
             project,
             project_bn: Self::bn(top, device),
             ups,
@@ -357,6 +373,7 @@ impl GanConfig {
             .collect();
         let features = top * bh * bw;
         let discriminator = ConvDiscriminator {
+            project: None,
             downs,
             out: SnLinearConfig::new(features, 1)
                 .with_spectral_norm(self.spectral_norm)
@@ -375,6 +392,7 @@ impl GanConfig {
             prev = d;
         }
         let generator = DenseGenerator {
+            embed: None,
             hidden,
             out: LinearConfig::new(prev, self.d_data).init(device),
         };
@@ -389,6 +407,7 @@ impl GanConfig {
             prev = d;
         }
         let discriminator = DenseDiscriminator {
+            project: None,
             hidden,
             out: SnLinearConfig::new(prev, 1)
                 .with_spectral_norm(self.spectral_norm)
@@ -423,7 +442,11 @@ impl Gan {
     /// When `z` is not `d_noise` wide, or a conditional GAN gets no classes.
     pub fn generate(&self, z: Tensor<2>, classes: Option<Tensor<1, Int>>) -> Tensor<2> {
         let [batch, _] = z.dims();
-        let input = match (&self.class_embed, classes) {
+        let embed = match &self.generator {
+            Generator::Conv(g) => g.embed.as_ref(),
+            Generator::Dense(g) => g.embed.as_ref(),
+        };
+        let input = match (embed, classes) {
             (Some(embed), Some(y)) => {
                 let e = embed.forward(y.unsqueeze_dim(1));
                 let [_, _, d] = e.dims();
@@ -478,12 +501,12 @@ impl Gan {
                 .iter()
                 .fold(x, |x, l| leaky_relu(l.forward(x), 0.2)),
         };
-        let out = match &self.discriminator {
-            Discriminator::Conv(d) => d.out.forward(h.clone()),
-            Discriminator::Dense(d) => d.out.forward(h.clone()),
-        }
-        .reshape([batch]);
-        match (&self.class_project, classes) {
+        let (out, project) = match &self.discriminator {
+            Discriminator::Conv(d) => (d.out.forward(h.clone()), d.project.as_ref()),
+            Discriminator::Dense(d) => (d.out.forward(h.clone()), d.project.as_ref()),
+        };
+        let out = out.reshape([batch]);
+        match (project, classes) {
             (Some(embed), Some(y)) => {
                 let e = embed.forward(y.unsqueeze_dim(1));
                 let [_, _, d] = e.dims();
@@ -529,11 +552,10 @@ impl Gan {
         loss.generator(self.discriminate(fake, classes))
     }
 
-    /// The GAN with every discriminator parameter (and the projection embedding) clamped to
+    /// The GAN with every discriminator parameter (its projection embedding too) clamped to
     /// `[-c, c]`: the weight clipping of a WGAN critic.
     pub fn clip_discriminator(mut self, c: f32) -> Self {
         self.discriminator = self.discriminator.map(&mut Clip(c));
-        self.class_project = self.class_project.map(|e| e.map(&mut Clip(c)));
         self
     }
 }

@@ -273,6 +273,33 @@ impl Network {
         }
     }
 
+    /// The penultimate features of flat rows, what the output layer reads: an MLP's last
+    /// hidden layer, a CNN's hidden dense layer (its flattened convolutional features when it
+    /// has none). A GAN's samples are measured in these (Frechet distance, precision and
+    /// recall) by a classifier trained on the same data.
+    ///
+    /// # Shapes
+    /// - input: `[batch, d_input]`
+    /// - output: `[batch, d_features]`
+    ///
+    /// # Errors
+    /// Other architectures, whose features Strata does not expose.
+    pub fn features_flat(&self, input: Tensor<2>) -> Result<Tensor<2>> {
+        match self {
+            Network::Mlp(m) => Ok(m.hidden.iter().fold(input, |x, block| block.forward(x))),
+            Network::Cnn(m) => Ok(m.features_flat(input)),
+            other => Err(Error::Invalid(format!(
+                "features are exposed for mlp and cnn classifiers, not {}",
+                match other {
+                    Network::Recurrent(_) => "a recurrent model",
+                    Network::Transformer(_) => "a transformer",
+                    Network::ResNet(_) => "a ResNet",
+                    _ => "a VGG",
+                }
+            ))),
+        }
+    }
+
     /// The backbone's stages and the head, for freezing and partial loading (names as
     /// burn-store gives them for this network: `ResNet.resnet.layer1`); `None` for
     /// architectures without that split.

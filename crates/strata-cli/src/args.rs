@@ -155,6 +155,23 @@ pub struct TrainArgs {
     /// AUROC and average precision on the whole test split.
     #[arg(long)]
     pub normal_class: Option<String>,
+    /// GANs: the game, bce, wasserstein or hinge [wgan: wasserstein, sngan: hinge, else bce].
+    #[arg(long)]
+    pub gan_loss: Option<String>,
+    /// GANs: discriminator (critic) steps per generator step [wgan: 5, else 1].
+    #[arg(long)]
+    pub n_critic: Option<usize>,
+    /// GANs: clip every critic weight to [-C, C] after each of its steps [wgan: 0.01].
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// GANs: a finished mlp or cnn run on the same data, in whose features the samples are
+    /// measured [default: one is trained into the run's evaluator/].
+    #[arg(long)]
+    pub evaluator: Option<std::path::PathBuf>,
+    /// GANs: a finished vae, conv-vae or cvae run on the same data whose samples are measured
+    /// beside the GAN's.
+    #[arg(long)]
+    pub compare: Option<std::path::PathBuf>,
     /// Side of a VGG's average pool before the classifier [default: 7 (torchvision's) for
     /// images of 224 pixels or more and with --init-from, else 1].
     #[arg(long)]

@@ -38,6 +38,7 @@ mod graph_io;
 mod idx;
 mod npy;
 mod pca;
+mod ring;
 mod sampler;
 mod series;
 mod spec;
@@ -69,6 +70,7 @@ pub use idx::{
 };
 pub use npy::{npy_f32_bytes, parse_npy_f32, read_npy_f32};
 pub use pca::Pca;
+pub use ring::{RING_MODES, RingModes, ring_of_gaussians};
 pub use sampler::{BalancedSampler, Sampling, balanced_class_weights, epoch_order};
 pub use series::{
     Series, SeriesScaler, TimeSplit, Windows, airline, co2, interpolate_gaps, parse_series,

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// The data-set specs [`load_source`] reads, with what each is (what `strata list` shows).
-pub const DATASETS: [(&str, &str); 14] = [
+pub const DATASETS: [(&str, &str); 15] = [
     (
         "digits",
         "UCI handwritten digits, 1797 8x8 images, 10 classes (embedded)",
@@ -36,6 +36,10 @@ pub const DATASETS: [(&str, &str); 14] = [
     (
         "fashion-mnist-rows[:DIR]",
         "Fashion-MNIST for recurrent models: each image is 28 steps of 28 pixels",
+    ),
+    (
+        "ring8",
+        "ring of 8 Gaussians (std 0.02, radius 2), 4000 2-D points, for GANs' mode coverage (generated, fixed seed)",
     ),
     (
         "csv:PATH",
@@ -192,6 +196,7 @@ pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Resul
     }
     match spec {
         "digits" | "iris" => Ok(Source::Single(embedded(spec)?)),
+        "ring8" => Ok(Source::Single(crate::ring_of_gaussians(4000, 8))),
         s if SERIES.contains(&s) || s.starts_with("series:") => {
             Ok(Source::Series(load_series(spec)?))
         }
@@ -200,7 +205,7 @@ pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Resul
         }),
         "reverse" | "sort" | "copy" => Ok(Source::Transduction(TransductionTask::by_name(spec)?)),
         other => Err(Error::Spec(format!(
-            "unknown data set `{other}`: expected digits, iris, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, karate, cora, mutag, csv:PATH, text:PATH, graph:DIR or tu:DIR (see `strata list`)"
+            "unknown data set `{other}`: expected digits, iris, ring8, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, karate, cora, mutag, csv:PATH, text:PATH, graph:DIR or tu:DIR (see `strata list`)"
         ))),
     }
 }

@@ -90,6 +90,26 @@ impl Standardizer {
         }
         Ok(())
     }
+
+    /// Undoes [`transform_rows`](Self::transform_rows): values back in the data's units.
+    ///
+    /// # Errors
+    /// When the length is not a multiple of the number of features.
+    pub fn inverse_rows(&self, features: &mut [f32]) -> Result<()> {
+        let d = self.mean.len();
+        if d == 0 || !features.len().is_multiple_of(d) {
+            return Err(Error::Mismatch(format!(
+                "standardiser fitted on {d} features, data has {} values",
+                features.len()
+            )));
+        }
+        for row in features.chunks_mut(d) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *v = *v * s + m;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

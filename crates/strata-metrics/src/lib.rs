@@ -1,8 +1,10 @@
 //! # strata-metrics
 //!
 //! Classification metrics (accuracy, top-k, confusion matrix, per-class and macro/micro
-//! precision, recall and F1, log-loss) and regression metrics (MSE, MAE, RMSE, R²), on plain
-//! slices, checked against scikit-learn's values.
+//! precision, recall and F1, log-loss), regression metrics (MSE, MAE, RMSE, R²), ranking
+//! metrics (ROC AUC, average precision) and measures of generated samples (Frechet distance,
+//! KID, precision and recall of distributions, mode coverage), on plain slices, checked against
+//! scikit-learn's and numpy's values.
 //!
 //! ```
 //! use strata_metrics::{accuracy, ConfusionMatrix};
@@ -17,6 +19,7 @@
 
 mod classification;
 mod error;
+mod generative;
 mod ranking;
 mod regression;
 
@@ -25,6 +28,10 @@ pub use classification::{
     top_k_accuracy,
 };
 pub use error::{Error, Result};
+pub use generative::{
+    ModeCoverage, frechet_distance, kernel_distance, mmd2_polynomial, mode_coverage,
+    precision_recall,
+};
 pub use ranking::{average_precision, roc_auc};
 pub use regression::{RegressionReport, mae, mse, r2, rmse};
 

@@ -12,6 +12,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use strata_arch::{ActivationKind, Pooling, Positional, SequencePooling};
 use strata_data::{Augment, Corruption, LabelColumn, Sampling};
@@ -175,6 +177,92 @@ pub struct RunConfig {
     /// training.
     #[serde(default, skip_serializing_if = "AutoencoderSpec::is_default")]
     pub autoencoder: AutoencoderSpec,
+    /// A GAN's training and evaluation: the game, critic steps and clipping, the evaluating
+    /// classifier.
+    #[serde(default, skip_serializing_if = "GanSpec::is_default")]
+    pub gan: GanSpec,
+}
+
+/// How a GAN trains and is measured (the `[gan]` table of a config); the model's recipe fills
+/// what is left at its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanSpec {
+    /// The game: `bce`, `wasserstein` or `hinge`; `None`: the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<strata_loss::AdversarialLoss>,
+    /// Discriminator (critic) steps per generator step; `None`: the model's (5 for a WGAN,
+    /// else 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_critic: Option<usize>,
+    /// Clip every critic weight to `[-c, c]` after each of its steps; `None`: the model's
+    /// (0.01 for a WGAN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<f32>,
+    /// Size of the generator's noise.
+    #[serde(default = "default_noise")]
+    pub d_noise: usize,
+    /// The finished classifier run (mlp or cnn on the same data) in whose penultimate features
+    /// the samples are measured; `None`: one is trained into the run's `evaluator/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluator: Option<PathBuf>,
+    /// A finished VAE run on the same data whose samples are measured beside the GAN's, in
+    /// the same features (`test.compared` in `metrics.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<PathBuf>,
+    /// Generated samples measured against the test split; `None`: as many as it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_samples: Option<usize>,
+}
+
+fn default_noise() -> usize {
+    100
+}
+
+impl Default for GanSpec {
+    fn default() -> Self {
+        Self {
+            loss: None,
+            n_critic: None,
+            clip: None,
+            d_noise: default_noise(),
+            evaluator: None,
+            compare: None,
+            eval_samples: None,
+        }
+    }
+}
+
+impl GanSpec {
+    /// Whether everything is at its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the counts and the clipping.
+    ///
+    /// # Errors
+    /// A zero count, a clipping bound that is not a positive finite number.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_critic == Some(0) {
+            return Err(Error::Usage("n_critic must be >= 1".into()));
+        }
+        if self.d_noise == 0 {
+            return Err(Error::Usage("d_noise must be >= 1".into()));
+        }
+        if self.eval_samples.is_some_and(|n| n < 10) {
+            return Err(Error::Usage(
+                "eval_samples must be at least 10 (precision and recall need neighbours)".into(),
+            ));
+        }
+        if let Some(c) = self.clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::Usage(format!(
+                "clip must be a positive number, got {c}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How an autoencoder trains (the `[autoencoder]` table of a config).
@@ -428,6 +516,7 @@ impl RunConfig {
             train_fraction: None,
             transfer: TransferSpec::default(),
             autoencoder: AutoencoderSpec::default(),
+            gan: GanSpec::default(),
         }
     }
 
@@ -474,6 +563,7 @@ impl RunConfig {
         self.loss.validate()?;
         self.augment.validate()?;
         self.autoencoder.validate()?;
+        self.gan.validate()?;
         for (name, f) in [
             ("valid fraction", self.valid_fraction),
             ("test fraction", self.test_fraction),

@@ -186,6 +186,11 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         beta => "autoencoder/beta",
         kl_warmup => "autoencoder/kl_warmup_epochs",
         normal_class => "autoencoder/normal_class",
+        gan_loss => "gan/loss",
+        n_critic => "gan/n_critic",
+        clip => "gan/clip",
+        evaluator => "gan/evaluator",
+        compare => "gan/compare",
     );
     let mut c: RunConfig = v
         .try_into()

@@ -20,6 +20,7 @@
 
 mod autoencoder;
 mod cnn;
+mod gan;
 mod gnn;
 mod mlp;
 mod recurrent;
@@ -41,6 +42,7 @@ use crate::language::LmConfig;
 use crate::pipeline::{self, Context, RunResult};
 
 pub use autoencoder::{AutoencoderRun, Codes, IwBound, autoencoder_config, iw_bound};
+pub use gan::{GanRun, gan_config};
 pub use gnn::{GnnRun, GraphMeta, gnn_config};
 pub use recurrent::{cell_kind, recurrent_config};
 pub use transformer::{auto_patch, transformer_width};
@@ -191,7 +193,7 @@ pub trait Family: Sync {
 pub(crate) fn refuse_class(class: Option<&str>) -> Result<()> {
     match class {
         Some(_) => Err(Error::Usage(
-            "--class applies to a conditional VAE's run".into(),
+            "--class applies to a conditional VAE's or GAN's run".into(),
         )),
         None => Ok(()),
     }
@@ -206,7 +208,7 @@ pub(crate) fn not_text(config: &RunConfig) -> Error {
 }
 
 /// Every family, in the order `strata list` shows them.
-pub static FAMILIES: [&dyn Family; 9] = [
+pub static FAMILIES: [&dyn Family; 10] = [
     &mlp::Mlp,
     &cnn::Cnn,
     &recurrent::Recurrent,
@@ -216,6 +218,7 @@ pub static FAMILIES: [&dyn Family; 9] = [
     &vgg::Vgg,
     &autoencoder::Autoencoders,
     &gnn::Gnns,
+    &gan::Gans,
 ];
 
 /// The family of `model`.
@@ -289,6 +292,11 @@ mod tests {
             "gat",
             "gin",
             "graph-mlp",
+            "gan",
+            "dcgan",
+            "cgan",
+            "wgan",
+            "sngan",
         ];
         let all = names
             .iter()
@@ -301,6 +309,6 @@ mod tests {
         }
         assert!(family("cnn2").is_err());
         let listed: usize = FAMILIES.iter().map(|f| f.models().len()).sum();
-        assert_eq!(listed, 24, "lines of `strata list`");
+        assert_eq!(listed, 29, "lines of `strata list`");
     }
 }

@@ -314,7 +314,7 @@ fn class_index(config: &RunConfig, data: &Dataset, name: &str) -> Result<usize> 
 }
 
 /// The index of the class called `name`, or numbered `name` (0-based).
-fn find_class(names: &[String], name: &str) -> Option<usize> {
+pub(crate) fn find_class(names: &[String], name: &str) -> Option<usize> {
     let name = name.trim();
     names
         .iter()
