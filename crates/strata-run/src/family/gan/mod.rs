@@ -44,8 +44,10 @@ pub struct Gans;
 /// What a model name (and the `[gan]` table) asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Kind {
-    /// Convolutional players (images).
-    pub conv: bool,
+    /// Convolutional players only (`dcgan`): images required.
+    pub conv_only: bool,
+    /// Dense players always (`gan`); the others are convolutional on images, dense on rows.
+    pub dense_only: bool,
     /// Both players see the class.
     pub conditional: bool,
     /// The game.
@@ -63,7 +65,8 @@ pub(crate) fn kind(config: &RunConfig) -> Kind {
     let wgan = config.model == "wgan";
     let g = &config.gan;
     Kind {
-        conv: config.model != "gan",
+        conv_only: config.model == "dcgan",
+        dense_only: config.model == "gan",
         conditional: config.model == "cgan",
         loss: g.loss.unwrap_or(match config.model.as_str() {
             "wgan" => AdversarialLoss::Wasserstein,
@@ -87,7 +90,7 @@ const MODELS: [(&str, &str); 5] = [
     ),
     (
         "cgan",
-        "conditional DCGAN: class embedding in the generator, projection discriminator; --class",
+        "conditional GAN (DCGAN on images, dense on rows): class embedding, projection; --class",
     ),
     (
         "wgan",
@@ -95,7 +98,7 @@ const MODELS: [(&str, &str); 5] = [
     ),
     (
         "sngan",
-        "DCGAN with a spectrally normalised discriminator (Miyato et al.), hinge loss",
+        "spectrally normalised discriminator (Miyato et al.), hinge loss; DCGAN or dense",
     ),
 ];
 
@@ -153,16 +156,17 @@ impl Family for Gans {
 
     fn validate(&self, config: &RunConfig) -> Result<()> {
         let k = kind(config);
-        if k.conv && config.network.channels.first().is_none_or(|&w| w == 0) {
+        if !k.dense_only && config.network.channels.first().is_none_or(|&w| w == 0) {
             return Err(Error::Usage(format!(
                 "{} needs its width: --channels W (e.g. 64)",
                 config.model
             )));
         }
-        if !k.conv && config.network.hidden.is_empty() {
-            return Err(Error::Usage(
-                "a dense GAN needs hidden layers: --hidden 128,128".into(),
-            ));
+        if !k.conv_only && config.network.hidden.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} needs the hidden widths of its dense players: --hidden 128,128",
+                config.model
+            )));
         }
         if config.kfold > 0 {
             return Err(Error::Usage(
@@ -251,9 +255,9 @@ fn not_rows(config: &RunConfig) -> Error {
 pub fn gan_config(config: &RunConfig, pre: &Preprocess) -> Result<GanConfig> {
     let k = kind(config);
     let images = pre.image_shape.filter(|_| pre.standardizer.is_none());
-    if k.conv && images.is_none() {
+    if k.conv_only && images.is_none() {
         return Err(Error::Usage(format!(
-            "model {} needs images in [0, 1] (digits, fashion-mnist); `{}` is not such images: use --model gan",
+            "model {} needs images in [0, 1] (digits, fashion-mnist); `{}` is not such images: use --model gan, or cgan, wgan, sngan (dense on rows)",
             config.model, config.dataset
         )));
     }
@@ -268,7 +272,7 @@ pub fn gan_config(config: &RunConfig, pre: &Preprocess) -> Result<GanConfig> {
         }
     };
     let c = GanConfig::new(pre.n_features)
-        .with_image_shape(if k.conv { images } else { None })
+        .with_image_shape(if k.dense_only { None } else { images })
         .with_d_noise(config.gan.d_noise)
         .with_n_classes(n_classes)
         .with_width(config.network.channels.first().copied().unwrap_or(64))
