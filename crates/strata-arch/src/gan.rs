@@ -86,6 +86,11 @@ pub struct GanConfig {
     /// off.
     #[config(default = false)]
     pub spectral_norm: bool,
+    /// PacGAN's packing (Lin et al. 2018): the dense discriminator scores `pack` examples at
+    /// once, concatenated, which penalises a generator that drops modes; default 1 (none).
+    /// Dense, unconditional GANs only.
+    #[config(default = 1)]
+    pub pack: usize,
     /// Batch norm in the DCGAN discriminator (not after its input), default on.
     #[config(default = true)]
     pub batch_norm: bool,
@@ -197,6 +202,8 @@ pub struct Gan {
     pub d_data: usize,
     /// Whether the generator ends with tanh.
     pub tanh_output: bool,
+    /// Examples the discriminator scores at once (PacGAN).
+    pub pack: usize,
     /// `[channels, height, width]` of image examples.
     pub image_shape: Option<[usize; 3]>,
 }
@@ -252,6 +259,12 @@ impl GanConfig {
         if self.n_classes > 0 {
             check_size("d_embed", self.d_embed)?;
         }
+        check_size("pack", self.pack)?;
+        if self.pack > 1 && (self.image_shape.is_some() || self.n_classes > 0) {
+            return Err(Error::Invalid(
+                "packing (pack > 1) is for dense, unconditional GANs".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -300,6 +313,7 @@ impl GanConfig {
             n_classes: self.n_classes,
             d_data: self.d_data,
             tanh_output: self.tanh_output,
+            pack: self.pack,
             image_shape: self.image_shape,
         })
     }
@@ -397,7 +411,7 @@ impl GanConfig {
             out: LinearConfig::new(prev, self.d_data).init(device),
         };
         let mut hidden = Vec::new();
-        let mut prev = self.d_data;
+        let mut prev = self.d_data * self.pack;
         for &d in &self.d_hidden {
             hidden.push(
                 SnLinearConfig::new(prev, d)
@@ -473,15 +487,30 @@ impl Gan {
         if self.tanh_output { tanh(out) } else { out }
     }
 
-    /// The discriminator's scores of examples (logits, or a critic's values).
+    /// The discriminator's scores of examples (logits, or a critic's values); with packing,
+    /// of each group of `pack` consecutive examples (a remainder is left out).
     ///
     /// # Shapes
     /// - `x`: `[batch, d_data]`, `classes`: `[batch]`
-    /// - returns `[batch]`
+    /// - returns `[batch]` (`[batch / pack]` when packed)
     ///
     /// # Panics
-    /// When `x` is not `d_data` wide, or a conditional GAN gets no classes.
+    /// When `x` is not `d_data` wide, a conditional GAN gets no classes, or a packed batch has
+    /// fewer than `pack` examples.
     pub fn discriminate(&self, x: Tensor<2>, classes: Option<Tensor<1, Int>>) -> Tensor<1> {
+        let x = if self.pack > 1 {
+            let [n, d] = x.dims();
+            let groups = n / self.pack;
+            assert!(
+                groups > 0,
+                "a packed discriminator needs {} examples",
+                self.pack
+            );
+            x.slice([0..groups * self.pack, 0..d])
+                .reshape([groups, d * self.pack])
+        } else {
+            x
+        };
         let [batch, _] = x.dims();
         let h = match &self.discriminator {
             Discriminator::Conv(d) => {

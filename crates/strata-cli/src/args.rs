@@ -161,6 +161,10 @@ pub struct TrainArgs {
     /// GANs: discriminator (critic) steps per generator step [wgan: 5, else 1].
     #[arg(long)]
     pub n_critic: Option<usize>,
+    /// GANs: PacGAN's packing, the discriminator scores N examples at once (dense,
+    /// unconditional GANs) [ring8: 4, else 1].
+    #[arg(long)]
+    pub pack: Option<usize>,
     /// GANs: clip every critic weight to [-C, C] after each of its steps [wgan: 0.01].
     #[arg(long)]
     pub clip: Option<f32>,

@@ -201,6 +201,10 @@ pub struct GanSpec {
     /// Size of the generator's noise.
     #[serde(default = "default_noise")]
     pub d_noise: usize,
+    /// PacGAN's packing: the discriminator scores this many examples at once (dense,
+    /// unconditional GANs; 1: none).
+    #[serde(default = "one")]
+    pub pack: usize,
     /// The finished classifier run (mlp or cnn on the same data) in whose penultimate features
     /// the samples are measured; `None`: one is trained into the run's `evaluator/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +229,7 @@ impl Default for GanSpec {
             n_critic: None,
             clip: None,
             d_noise: default_noise(),
+            pack: 1,
             evaluator: None,
             compare: None,
             eval_samples: None,
@@ -248,6 +253,9 @@ impl GanSpec {
         }
         if self.d_noise == 0 {
             return Err(Error::Usage("d_noise must be >= 1".into()));
+        }
+        if self.pack == 0 {
+            return Err(Error::Usage("pack must be >= 1".into()));
         }
         if self.eval_samples.is_some_and(|n| n < 10) {
             return Err(Error::Usage(

@@ -189,6 +189,7 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         gan_loss => "gan/loss",
         n_critic => "gan/n_critic",
         clip => "gan/clip",
+        pack => "gan/pack",
         evaluator => "gan/evaluator",
         compare => "gan/compare",
     );
