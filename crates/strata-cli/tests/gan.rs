@@ -73,7 +73,7 @@ fn bad_gan_flags_fail_cleanly() {
         "--gan-loss",
     );
     assert_clean_failure(
-        &["train", "--model", "wgan", "--clip", "-1", "--quiet"],
+        &["train", "--model", "wgan", "--clip", "0", "--quiet"],
         "clip must be a positive number",
     );
     assert_clean_failure(
