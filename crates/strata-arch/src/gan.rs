@@ -169,6 +169,9 @@ pub struct DenseDiscriminator {
 }
 
 /// A GAN's generator.
+// One per model, never in a collection: the size difference costs nothing, and burn's
+// `Module` derive does not take a boxed variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Generator {
     /// Transposed convolutions (DCGAN).
@@ -178,6 +181,7 @@ pub enum Generator {
 }
 
 /// A GAN's discriminator (critic).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Discriminator {
     /// Strided convolutions (DCGAN).

@@ -69,4 +69,6 @@ pub mod guides {
     pub struct Autoencoder;
     #[doc = include_str!("../../../docs/gnn.md")]
     pub struct Gnn;
+    #[doc = include_str!("../../../docs/gan.md")]
+    pub struct Gan;
 }

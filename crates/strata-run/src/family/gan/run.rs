@@ -127,7 +127,7 @@ impl GanRun {
         for start in (0..n).step_by(step) {
             let end = (start + step).min(n);
             let zb = z.clone().slice([start..end, 0..self.model.d_noise]);
-            let yb = y.clone().map(|t| t.slice([start..end]));
+            let yb = y.clone().map(|t| t.slice(start..end));
             out.extend(to_vec(self.model.generate(zb, yb)));
         }
         self.to_data_units(&mut out)?;
