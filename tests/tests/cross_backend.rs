@@ -243,3 +243,76 @@ fn graph_network_step_matches_across_backends() {
         assert!(ref2 < ref1, "{name}: the step lowers the loss");
     }
 }
+
+#[test]
+fn gan_steps_match_across_backends() {
+    use burn::tensor::{Tensor, TensorData};
+    use strata::arch::{Gan, GanConfig};
+    use strata::loss::AdversarialLoss;
+
+    // A DCGAN for 16x16 images (batch norm in both players), and a spectrally normalised one
+    // (power iteration in the forward pass), both with the hinge and BCE games.
+    let cases = [
+        (
+            "dcgan",
+            GanConfig::new(256).with_image_shape(Some([1, 16, 16])),
+            AdversarialLoss::Bce,
+        ),
+        (
+            "sngan",
+            GanConfig::new(256)
+                .with_image_shape(Some([1, 16, 16]))
+                .with_spectral_norm(true),
+            AdversarialLoss::Hinge,
+        ),
+    ];
+    let xs: Vec<f32> = (0..8 * 256)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let zs: Vec<f32> = (0..8 * 16)
+        .map(|i| ((i * 13) % 29) as f32 / 7.0 - 2.0)
+        .collect();
+    for (name, config, game) in cases {
+        let config = config.with_width(4).with_d_noise(16);
+        let flex = Backend::Flex.device();
+        flex.seed(5);
+        let record = config.init(&flex).unwrap().into_record();
+        let step = |device: &burn::tensor::Device| -> (f32, f32, f32) {
+            let ad = device.clone().autodiff();
+            let gan: Gan = config.init(&ad).unwrap().load_record(record.clone());
+            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [8, 256]), &ad);
+            let z = Tensor::<2>::from_data(TensorData::new(zs.clone(), [8, 16]), &ad);
+            let d1 = gan.discriminator_loss(game, x.clone(), None, z.clone(), None);
+            let v1 = scalar(d1.clone());
+            let grads = GradientsParams::from_grads(d1.backward(), &gan.discriminator);
+            let mut optim = OptimizerConfig::default().build().unwrap();
+            let gan = optim.step(1e-2, gan, grads);
+            let d2 = scalar(gan.discriminator_loss(game, x, None, z.clone(), None));
+            let g = scalar(gan.generator_loss(game, z, None));
+            (v1, d2, g)
+        };
+        let results: Vec<(Backend, (f32, f32, f32))> = usable_backends()
+            .into_iter()
+            .map(|(b, d)| (b, step(&d)))
+            .collect();
+        assert!(results.len() >= 2, "at least flex and ndarray run here");
+        let (_, reference) = results[0];
+        for (b, got) in &results {
+            eprintln!(
+                "{name} {b}: d loss {:.6}, after a step {:.6}, g loss {:.6}",
+                got.0, got.1, got.2
+            );
+            for (what, v, r) in [
+                ("d loss", got.0, reference.0),
+                ("d loss after a step", got.1, reference.1),
+                ("g loss", got.2, reference.2),
+            ] {
+                assert!((v - r).abs() < 1e-4, "{name} {b}: {what} {v} vs flex {r}");
+            }
+        }
+        assert!(
+            reference.1 < reference.0,
+            "{name}: the step lowers the loss"
+        );
+    }
+}

@@ -110,6 +110,11 @@ impl SpectralNorm {
         }
         self.u.update(u.detach());
         self.v.update(v.detach());
+        // Flush at once: burn's `RunningState` keeps an update pending until the next
+        // `value_sync`, and records (checkpoints, `into_record`) read the flushed value only,
+        // so a pending update would be lost in a save and win over a load.
+        self.u.value_sync();
+        self.v.value_sync();
     }
 
     /// The estimate of `weight`'s largest singular value, `uᵀ W v` (`[1]`), after this call's
