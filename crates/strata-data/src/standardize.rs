@@ -76,13 +76,7 @@ impl Standardizer {
     /// # Errors
     /// When the length is not a multiple of the number of features.
     pub fn transform_rows(&self, features: &mut [f32]) -> Result<()> {
-        let d = self.mean.len();
-        if d == 0 || !features.len().is_multiple_of(d) {
-            return Err(Error::Mismatch(format!(
-                "standardiser fitted on {d} features, data has {} values",
-                features.len()
-            )));
-        }
+        let d = self.width_of(features)?;
         for row in features.chunks_mut(d) {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
                 *v = (*v - m) / s;
@@ -91,11 +85,8 @@ impl Standardizer {
         Ok(())
     }
 
-    /// Undoes [`transform_rows`](Self::transform_rows): values back in the data's units.
-    ///
-    /// # Errors
-    /// When the length is not a multiple of the number of features.
-    pub fn inverse_rows(&self, features: &mut [f32]) -> Result<()> {
+    /// The fitted width, checked against a row-major matrix of `features`.
+    fn width_of(&self, features: &[f32]) -> Result<usize> {
         let d = self.mean.len();
         if d == 0 || !features.len().is_multiple_of(d) {
             return Err(Error::Mismatch(format!(
@@ -103,6 +94,15 @@ impl Standardizer {
                 features.len()
             )));
         }
+        Ok(d)
+    }
+
+    /// Undoes [`transform_rows`](Self::transform_rows): values back in the data's units.
+    ///
+    /// # Errors
+    /// When the length is not a multiple of the number of features.
+    pub fn inverse_rows(&self, features: &mut [f32]) -> Result<()> {
+        let d = self.width_of(features)?;
         for row in features.chunks_mut(d) {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
                 *v = *v * s + m;

@@ -74,6 +74,30 @@ pub fn generate(
     family(&config.model)?.generate(dir, backend, request)
 }
 
+/// Samples of a generative run (a VAE's, a GAN's) written where `request` says (default
+/// `DIR/generated.png`) by `write(samples, class, seed, path)`, which returns how many it
+/// wrote; the line saying so.
+///
+/// # Errors
+/// `write`'s.
+pub(crate) fn write_generated(
+    dir: &Path,
+    request: &Generate,
+    write: impl FnOnce(usize, Option<&str>, u64, &Path) -> Result<usize>,
+) -> Result<String> {
+    let out = request
+        .out
+        .clone()
+        .unwrap_or_else(|| dir.join("generated.png"));
+    let n = write(
+        request.samples,
+        request.class.as_deref(),
+        request.seed,
+        &out,
+    )?;
+    Ok(format!("{n} samples written to {}", out.display()))
+}
+
 /// Text from the character language model in `dir`: the prompt and what follows.
 pub(crate) fn generate_text(
     dir: &Path,

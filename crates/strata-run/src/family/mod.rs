@@ -186,6 +186,30 @@ pub trait Family: Sync {
     }
 }
 
+/// The config, preprocessing and device of the finished run in `dir` (on `backend`, or its
+/// own), checked to be one of `family`'s models (`what` names them in the error).
+///
+/// # Errors
+/// A directory that is not a run, a run of another family, an unusable backend.
+pub(crate) fn open_family_run(
+    dir: &Path,
+    backend: Option<&str>,
+    family: &dyn Family,
+    what: &str,
+) -> Result<(RunConfig, crate::data::Preprocess, burn::tensor::Device)> {
+    let config = crate::evaluate::load_run_config(dir, backend)?;
+    if !family.has(&config.model) {
+        return Err(Error::Usage(format!(
+            "{}: model {} is not {what}",
+            dir.display(),
+            config.model
+        )));
+    }
+    let preprocess = crate::data::Preprocess::load(dir)?;
+    let device = config.backend.usable_device()?;
+    Ok((config, preprocess, device))
+}
+
 /// Refuses `--class` (a conditional VAE's) for a run that has no classes to condition on.
 ///
 /// # Errors

@@ -199,17 +199,9 @@ impl Family for Autoencoders {
 
     fn generate(&self, dir: &Path, backend: Option<&str>, request: &Generate) -> Result<String> {
         let run = AutoencoderRun::open(dir, backend)?;
-        let out = request
-            .out
-            .clone()
-            .unwrap_or_else(|| dir.join("generated.png"));
-        let n = run.write_samples(
-            request.samples,
-            request.class.as_deref(),
-            request.seed,
-            &out,
-        )?;
-        Ok(format!("{n} samples written to {}", out.display()))
+        crate::generate::write_generated(dir, request, |n, class, seed, out| {
+            run.write_samples(n, class, seed, out)
+        })
     }
 
     fn predict(

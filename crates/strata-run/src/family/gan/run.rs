@@ -13,8 +13,6 @@ use super::objective::class_tensor;
 use crate::config::RunConfig;
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
-use crate::evaluate::load_run_config;
-use crate::family::Family;
 use crate::pictures::{ImageGrid, Scatter, save_png};
 use crate::run_dir::{finished_weights, load_weights};
 
@@ -47,16 +45,8 @@ impl GanRun {
     /// A directory that is not a finished GAN run, weights that do not fit its config.
     pub fn open(dir: impl AsRef<Path>, backend: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = load_run_config(dir, backend)?;
-        if !super::Gans.has(&config.model) {
-            return Err(Error::Usage(format!(
-                "{}: model {} is not a GAN",
-                dir.display(),
-                config.model
-            )));
-        }
-        let preprocess = Preprocess::load(dir)?;
-        let device = config.backend.usable_device()?;
+        let (config, preprocess, device) =
+            crate::family::open_family_run(dir, backend, &super::Gans, "a GAN")?;
         let net = gan_config(&config, &preprocess)?;
         let model = load_weights(net.init(&device)?, &config.model, &finished_weights(dir)?)?;
         Ok(Self {
