@@ -33,7 +33,7 @@
 //! let real = Tensor::<2>::zeros([4, 784], &device);
 //! let d_loss = gan.discriminator_loss(AdversarialLoss::Bce, real, None, z.clone(), None);
 //! let g_loss = gan.generator_loss(AdversarialLoss::Bce, z, None);
-//! assert!(d_loss.into_scalar().is_finite() && g_loss.into_scalar().is_finite());
+//! assert!(d_loss.into_scalar::<f32>().is_finite() && g_loss.into_scalar::<f32>().is_finite());
 //! # Ok::<(), strata_arch::Error>(())
 //! ```
 
