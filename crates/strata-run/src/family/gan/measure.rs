@@ -72,22 +72,7 @@ impl Features {
         match self {
             Features::Raw => Ok((rows.to_vec(), width)),
             Features::Classifier(run) => {
-                let mut x = rows.to_vec();
-                if let Some(s) = &run.preprocess.standardizer {
-                    s.transform_rows(&mut x)?;
-                }
-                let mut out = Vec::new();
-                let mut dim = 0;
-                for chunk in x.chunks(500 * width) {
-                    let n = chunk.len() / width;
-                    let t = Tensor::<2>::from_data(
-                        TensorData::new(chunk.to_vec(), [n, width]),
-                        &run.device,
-                    );
-                    let f = run.model.features_flat(t)?;
-                    dim = f.dims()[1];
-                    out.extend(to_vec(f));
-                }
+                let (out, dim) = by_chunks(run, rows, width, |t| run.model.features_flat(t))?;
                 Ok((out, dim))
             }
         }
@@ -98,21 +83,32 @@ impl Features {
         let Features::Classifier(run) = self else {
             return Err(Error::Usage("no classifier to predict with".into()));
         };
-        let mut x = rows.to_vec();
-        if let Some(s) = &run.preprocess.standardizer {
-            s.transform_rows(&mut x)?;
-        }
-        let mut out = Vec::new();
-        for chunk in x.chunks(500 * width) {
-            let n = chunk.len() / width;
-            let t =
-                Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [n, width]), &run.device);
-            let logits = run.model.forward_flat(t);
-            let k = logits.dims()[1];
-            out.extend(argmax_rows(&to_vec(logits), k));
-        }
-        Ok(out)
+        let (logits, k) = by_chunks(run, rows, width, |t| Ok(run.model.forward_flat(t)))?;
+        Ok(argmax_rows(&logits, k))
     }
+}
+
+/// `f` of rows in the data's units, preprocessed as the classifier run was trained and fed in
+/// chunks of 500: the outputs, row-major, and their width.
+fn by_chunks(
+    run: &crate::Run,
+    rows: &[f32],
+    width: usize,
+    f: impl Fn(Tensor<2>) -> strata_arch::Result<Tensor<2>>,
+) -> Result<(Vec<f32>, usize)> {
+    let mut x = rows.to_vec();
+    if let Some(s) = &run.preprocess.standardizer {
+        s.transform_rows(&mut x)?;
+    }
+    let (mut out, mut dim) = (Vec::new(), 0);
+    for chunk in x.chunks(500 * width) {
+        let n = chunk.len() / width;
+        let t = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [n, width]), &run.device);
+        let y = f(t)?;
+        dim = y.dims()[1];
+        out.extend(to_vec(y));
+    }
+    Ok((out, dim))
 }
 
 /// The classifier a GAN's data calls for: a CNN for images, an MLP for rows.

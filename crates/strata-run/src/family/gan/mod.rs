@@ -291,7 +291,8 @@ fn train(ctx: &Context<'_>, source: Source) -> Result<RunResult> {
     let prepared = prepare(train, valid, test, config)?;
     let pre = &prepared.preprocess;
     let net = gan_config(config, pre)?;
-    let images = net.image_shape.is_some() || net.tanh_output;
+    // Rows generated through a tanh: images in [0, 1], scaled to [-1, 1].
+    let images = net.tanh_output;
     if images
         && prepared
             .train
