@@ -6,7 +6,8 @@
 //! sampling, transformers (a GPT-style [`TransformerLm`], a [`TransformerClassifier`] over
 //! tokens, image patches (ViT) or table features (FT-Transformer), an encoder-decoder
 //! [`Seq2Seq`] with greedy and beam-search decoding), GANs ([`Gan`]: DCGAN, conditional,
-//! spectrally normalised or clipped critics, dense players), and [`Network`], which holds the row
+//! spectrally normalised or clipped critics, dense players), a capsule network ([`CapsNet`],
+//! routing-by-agreement), and [`Network`], which holds the row
 //! classifiers so that a model can be picked by name at run time.
 //!
 //! ```
@@ -22,6 +23,7 @@
 //! ```
 
 pub mod autoencoder;
+pub mod capsnet;
 pub mod char_lm;
 pub mod cnn;
 mod error;
@@ -37,6 +39,7 @@ pub mod transformer_lm;
 pub mod vgg;
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig, Likelihood};
+pub use capsnet::{CapsLoss, CapsNet, CapsNetConfig};
 pub use char_lm::{CharLm, CharLmConfig, Sampling};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::capsnet::{CapsNet, CapsNetConfig};
 use crate::cnn::{Cnn, CnnConfig};
 use crate::error::{Error, Result, check_size};
 use crate::mlp::{Mlp, MlpConfig};
@@ -49,6 +50,9 @@ pub enum NetworkConfig {
         /// Image width.
         width: usize,
     },
+    /// A capsule network (its outputs are the class capsules' lengths).
+    #[serde(rename = "capsnet")]
+    CapsNet(CapsNetConfig),
 }
 
 impl NetworkConfig {
@@ -69,6 +73,7 @@ impl NetworkConfig {
                 .find(|n| **n == name.as_str())
                 .copied()
                 .unwrap_or("vgg"),
+            NetworkConfig::CapsNet(_) => "capsnet",
         }
     }
 
@@ -88,6 +93,7 @@ impl NetworkConfig {
             NetworkConfig::Vgg {
                 vgg, height, width, ..
             } => vgg.in_channels * height * width,
+            NetworkConfig::CapsNet(c) => c.in_channels * c.height * c.width,
         }
     }
 
@@ -100,6 +106,7 @@ impl NetworkConfig {
             NetworkConfig::Transformer(c) => c.n_classes,
             NetworkConfig::ResNet { resnet, .. } => resnet.n_classes,
             NetworkConfig::Vgg { vgg, .. } => vgg.n_classes,
+            NetworkConfig::CapsNet(c) => c.n_classes,
         }
     }
 
@@ -132,6 +139,7 @@ impl NetworkConfig {
                     shape: [vgg.in_channels, *height, *width],
                 })
             }
+            NetworkConfig::CapsNet(c) => Network::CapsNet(c.init(device)?),
         })
     }
 
@@ -161,6 +169,7 @@ impl NetworkConfig {
                 vgg.validate()?;
                 vgg.check_input(*height, *width)
             }
+            NetworkConfig::CapsNet(c) => c.validate(),
         }
     }
 }
@@ -182,6 +191,8 @@ pub enum Network {
     ResNet(ImageResNet),
     /// A VGG.
     Vgg(ImageVgg),
+    /// A capsule network.
+    CapsNet(CapsNet),
 }
 
 /// A VGG reading flat rows as images.
@@ -270,6 +281,7 @@ impl Network {
                 let b = input.dims()[0];
                 m.vgg.forward(input.reshape([b, c, h, w]))
             }
+            Network::CapsNet(m) => m.forward_flat(input),
         }
     }
 
@@ -294,6 +306,7 @@ impl Network {
                     Network::Recurrent(_) => "a recurrent model",
                     Network::Transformer(_) => "a transformer",
                     Network::ResNet(_) => "a ResNet",
+                    Network::CapsNet(_) => "a capsule network",
                     _ => "a VGG",
                 }
             ))),

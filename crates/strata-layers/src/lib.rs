@@ -7,7 +7,8 @@
 //! learned or sinusoidal position codes for transformers, batch norm with PyTorch's running
 //! statistics, torchvision-named residual blocks (basic and bottleneck), loaders of PyTorch attention and
 //! transformer weights into burn's modules, and graph layers (message passing, GCN, GraphSAGE,
-//! GAT, GIN, readouts), and spectral normalisation of linear and convolutional layers.
+//! GAT, GIN, readouts), spectral normalisation of linear and convolutional layers, and capsule
+//! layers (squash, primary capsules, routing-by-agreement).
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -22,6 +23,7 @@
 
 mod activation;
 mod batch_norm;
+mod capsule;
 mod conv_block;
 mod dense_block;
 mod error;
@@ -35,6 +37,10 @@ mod torch_import;
 
 pub use activation::ActivationKind;
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
+pub use capsule::{
+    CapsuleLayer, CapsuleLayerConfig, PrimaryCaps, PrimaryCapsConfig, Routed, SQUASH_EPS,
+    capsule_lengths, route, squash,
+};
 pub use conv_block::{ConvBlock, ConvBlockConfig, Pooling};
 pub use dense_block::{DenseBlock, DenseBlockConfig};
 pub use error::{Error, Result};

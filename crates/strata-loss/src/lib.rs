@@ -3,7 +3,8 @@
 //! Losses for Strata: burn's cross-entropy (class weights, label smoothing), MSE and binary
 //! cross-entropy behind one [`Loss`] trait, plus the focal loss burn lacks. [`LossConfig`] is
 //! the serde form used by configs and the CLI; implement [`Loss`] for your own. [`AdversarialLoss`]
-//! holds the two players' losses of a GAN (BCE, Wasserstein, hinge).
+//! holds the two players' losses of a GAN (BCE, Wasserstein, hinge); [`MarginLoss`] is a capsule
+//! network's.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -22,6 +23,7 @@ mod elbo;
 mod error;
 mod focal;
 mod loss;
+mod margin;
 
 pub use adversarial::AdversarialLoss;
 pub use elbo::{
@@ -31,3 +33,4 @@ pub use elbo::{
 pub use error::{Error, Result};
 pub use focal::FocalLoss;
 pub use loss::{Loss, LossConfig};
+pub use margin::MarginLoss;

@@ -71,6 +71,8 @@ pub enum LossConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alpha: Option<Vec<f32>>,
     },
+    /// The margin loss on class scores in `[0, 1]` (a capsule network's capsule lengths).
+    Margin(crate::MarginLoss),
 }
 
 fn default_gamma() -> f32 {
@@ -115,6 +117,7 @@ impl LossConfig {
                 }
                 check_weights(alpha)
             }
+            LossConfig::Margin(m) => m.validate(),
             LossConfig::Mse | LossConfig::Bce => Ok(()),
         }
     }
@@ -145,6 +148,7 @@ impl LossConfig {
                 gamma: *gamma,
                 alpha: alpha.clone(),
             })),
+            LossConfig::Margin(m) => Box::new(Margin(*m)),
         })
     }
 }
@@ -247,6 +251,19 @@ struct Focal(FocalLoss);
 impl Loss for Focal {
     fn name(&self) -> &str {
         "focal"
+    }
+    fn forward(&self, outputs: Tensor<2>, targets: &TargetBatch) -> Result<Tensor<1>> {
+        let t = classes_of(self.name(), targets)?;
+        same_batch(&outputs, t.dims()[0])?;
+        Ok(self.0.forward(outputs, t.clone()))
+    }
+}
+
+struct Margin(crate::MarginLoss);
+
+impl Loss for Margin {
+    fn name(&self) -> &str {
+        "margin"
     }
     fn forward(&self, outputs: Tensor<2>, targets: &TargetBatch) -> Result<Tensor<1>> {
         let t = classes_of(self.name(), targets)?;
