@@ -533,6 +533,21 @@ const RUNS: &[(&str, &[&str], &str, Bar)] = &[
         "gan_test_accuracy",
         Bar::AtLeast(0.80),
     ),
+    // The CPU-sized CapsNet (64 9x9 filters, 16 types of 8-D primary capsules, 16-D class
+    // capsules, 3 routing passes, the decoder's 0.0005). An epoch takes about 12 minutes here.
+    (
+        "capsnet-fashion-mnist",
+        &[
+            "--model",
+            "capsnet",
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "6",
+        ],
+        "accuracy",
+        Bar::AtLeast(0.90),
+    ),
     (
         "gcn-cora",
         &["--model", "gcn", "--dataset", "cora"],

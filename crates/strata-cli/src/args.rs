@@ -176,6 +176,17 @@ pub struct TrainArgs {
     /// beside the GAN's.
     #[arg(long)]
     pub compare: Option<std::path::PathBuf>,
+    /// Capsule networks: the paper's configuration (256 9x9 filters, 32x8-D primary capsules)
+    /// or the CPU-sized one (64 filters, 16x8-D; 3x3 kernels under 20 pixels) [default: small].
+    #[arg(long)]
+    pub capsnet_size: Option<String>,
+    /// Capsule networks: routing-by-agreement iterations [default: 3].
+    #[arg(long)]
+    pub routing: Option<usize>,
+    /// Capsule networks: weight of the decoder's summed squared reconstruction error; 0
+    /// trains without it [default: 0.0005].
+    #[arg(long)]
+    pub reconstruction: Option<f64>,
     /// Side of a VGG's average pool before the classifier [default: 7 (torchvision's) for
     /// images of 224 pixels or more and with --init-from, else 1].
     #[arg(long)]

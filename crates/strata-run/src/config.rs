@@ -181,6 +181,80 @@ pub struct RunConfig {
     /// classifier.
     #[serde(default, skip_serializing_if = "GanSpec::is_default")]
     pub gan: GanSpec,
+    /// A capsule network's size, routing and reconstruction weight.
+    #[serde(default, skip_serializing_if = "CapsSpec::is_default")]
+    pub capsnet: CapsSpec,
+}
+
+/// Which configuration a capsule network takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapsSize {
+    /// The paper's: 256 9x9 filters, 32 types of 8-D primary capsules, 16-D class capsules.
+    Paper,
+    /// The CPU-sized one ([`strata_arch::CapsNetConfig::small`]): 64 filters, 16 types of
+    /// primary capsules, 3x3 kernels on images under 20 pixels a side.
+    #[default]
+    Small,
+}
+
+/// How a capsule network is built and trained (the `[capsnet]` table of a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapsSpec {
+    /// The paper's configuration or the CPU-sized one.
+    #[serde(default)]
+    pub size: CapsSize,
+    /// Routing iterations (the paper's 3).
+    #[serde(default = "default_routing")]
+    pub routing: usize,
+    /// Weight of the summed squared reconstruction error (the paper's 0.0005; 0: no decoder
+    /// term).
+    #[serde(default = "default_reconstruction")]
+    pub reconstruction: f64,
+}
+
+fn default_routing() -> usize {
+    3
+}
+
+fn default_reconstruction() -> f64 {
+    0.0005
+}
+
+impl Default for CapsSpec {
+    fn default() -> Self {
+        Self {
+            size: CapsSize::default(),
+            routing: default_routing(),
+            reconstruction: default_reconstruction(),
+        }
+    }
+}
+
+impl CapsSpec {
+    /// Whether everything is at its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the routing and the weight.
+    ///
+    /// # Errors
+    /// Zero routing iterations, a negative or non-finite weight.
+    pub fn validate(&self) -> Result<()> {
+        if self.routing == 0 {
+            return Err(Error::Usage(
+                "--routing needs at least 1 iteration (the paper's 3), got 0".into(),
+            ));
+        }
+        if !(self.reconstruction.is_finite() && self.reconstruction >= 0.0) {
+            return Err(Error::Usage(format!(
+                "--reconstruction must be a weight >= 0 (the paper's 0.0005), got {}",
+                self.reconstruction
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a GAN trains and is measured (the `[gan]` table of a config); the model's recipe fills
@@ -525,6 +599,7 @@ impl RunConfig {
             transfer: TransferSpec::default(),
             autoencoder: AutoencoderSpec::default(),
             gan: GanSpec::default(),
+            capsnet: CapsSpec::default(),
         }
     }
 
@@ -572,6 +647,7 @@ impl RunConfig {
         self.augment.validate()?;
         self.autoencoder.validate()?;
         self.gan.validate()?;
+        self.capsnet.validate()?;
         for (name, f) in [
             ("valid fraction", self.valid_fraction),
             ("test fraction", self.test_fraction),
@@ -694,6 +770,21 @@ mod tests {
         fn mutated() -> impl Strategy<Value = String> {
             let mut c = RunConfig::defaults_for("resnet20", "fashion-mnist");
             c.augment = Augment::parse("crop:4,flip,affine,erase,mixup:0.2").unwrap();
+            mutated_from(c)
+        }
+
+        /// A capsule network's config (its `[capsnet]` table and margin loss), mutated alike.
+        fn mutated_capsnet() -> impl Strategy<Value = String> {
+            let mut c = RunConfig::defaults_for("capsnet", "fashion-mnist");
+            c.capsnet = CapsSpec {
+                size: CapsSize::Paper,
+                routing: 2,
+                reconstruction: 0.001,
+            };
+            mutated_from(c)
+        }
+
+        fn mutated_from(c: RunConfig) -> impl Strategy<Value = String> {
             let base = c.to_toml().into_bytes();
             (
                 prop::collection::vec(
@@ -722,7 +813,7 @@ mod tests {
             /// Any TOML text gives a config or an error, and a config that validates can be
             /// written back: never a panic or a hang.
             #[test]
-            fn run_toml_never_panics(text in prop_oneof![".{0,200}", mutated()]) {
+            fn run_toml_never_panics(text in prop_oneof![".{0,200}", mutated(), mutated_capsnet()]) {
                 let done = strata_tensor::require::within(
                     std::time::Duration::from_secs(20),
                     move || {

@@ -47,15 +47,16 @@ pub mod run_dir;
 mod transfer;
 
 pub use config::{
-    AutoencoderSpec, Freeze, GanSpec, MAX_SIDE, NetworkSpec, RunConfig, TransferSpec,
+    AutoencoderSpec, CapsSize, CapsSpec, Freeze, GanSpec, MAX_SIDE, NetworkSpec, RunConfig,
+    TransferSpec,
 };
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluated, Run, evaluate, load_run_config};
 pub use family::{
     AutoencoderRun, Codes, FAMILIES, Family, GanRun, GnnRun, GraphMeta, IwBound, auto_patch,
-    autoencoder_config, cell_kind, family, gan_config, gnn_config, iw_bound, network_config,
-    recurrent_config, transformer_width,
+    autoencoder_config, capsnet_config, cell_kind, family, gan_config, gnn_config, iw_bound,
+    network_config, recurrent_config, transformer_width,
 };
 pub use forecast::{forecast_metrics, prepare_series};
 pub use generate::{Generate, generate};

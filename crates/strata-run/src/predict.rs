@@ -26,6 +26,15 @@ pub enum Predictions {
         /// Probabilities, row-major.
         probabilities: Vec<f32>,
     },
+    /// A capsule network's class scores: the class capsules' lengths, each in `[0, 1)` and
+    /// not summing to 1 (each says how present its class is), one row of `names.len()` per
+    /// input row.
+    Lengths {
+        /// The class names, in output order.
+        names: Vec<String>,
+        /// Lengths, row-major.
+        lengths: Vec<f32>,
+    },
     /// A regressor's or forecaster's values (in the data's units), one per input row.
     Values(Vec<f32>),
     /// An autoencoder's anomaly scores (squared reconstruction errors; higher is more
@@ -56,6 +65,10 @@ impl Predictions {
                 names,
                 probabilities,
                 ..
+            }
+            | Predictions::Lengths {
+                names,
+                lengths: probabilities,
             } => probabilities.len() / names.len().max(1),
             Predictions::Values(v) => v.len(),
             Predictions::Scores(v) => v.len(),
@@ -67,7 +80,8 @@ impl Predictions {
         self.len() == 0
     }
 
-    /// The most probable class of each row (classifiers), else empty.
+    /// The most probable class of each row (classifiers; a capsule network's longest
+    /// capsule), else empty.
     pub fn classes(&self) -> Vec<&str> {
         match self {
             Predictions::Classes {
@@ -78,6 +92,10 @@ impl Predictions {
                 names,
                 probabilities,
                 ..
+            }
+            | Predictions::Lengths {
+                names,
+                lengths: probabilities,
             } => probabilities
                 .chunks(names.len().max(1))
                 .map(|row| names[strata_metrics::argmax_rows(row, names.len())[0]].as_str())
@@ -87,6 +105,7 @@ impl Predictions {
     }
 
     /// The CSV `strata predict` writes: `row,class,p_<class>...` for a classifier,
+    /// `row,class,length_<class>...` for a capsule network,
     /// `row,anomaly_score` for an autoencoder, `node,class,p_<class>...` or
     /// `graph,class,...` for a graph network, `row,prediction` otherwise.
     pub fn to_csv(&self) -> String {
@@ -100,6 +119,15 @@ impl Predictions {
                 let _ = writeln!(csv, "row,class,{}", header.join(","));
                 let classes = self.classes();
                 for (i, row) in probabilities.chunks(names.len().max(1)).enumerate() {
+                    let cells: Vec<String> = row.iter().map(|p| format!("{p:.6}")).collect();
+                    let _ = writeln!(csv, "{i},{},{}", classes[i], cells.join(","));
+                }
+            }
+            Predictions::Lengths { names, lengths } => {
+                let header: Vec<String> = names.iter().map(|c| format!("length_{c}")).collect();
+                let _ = writeln!(csv, "row,class,{}", header.join(","));
+                let classes = self.classes();
+                for (i, row) in lengths.chunks(names.len().max(1)).enumerate() {
                     let cells: Vec<String> = row.iter().map(|p| format!("{p:.6}")).collect();
                     let _ = writeln!(csv, "{i},{},{}", classes[i], cells.join(","));
                 }
@@ -145,32 +173,9 @@ impl Run {
     ///
     /// # Errors
     /// Rows of another width, a run directory whose files disagree.
-    pub fn predict(&self, mut features: Vec<f32>) -> Result<Predictions> {
+    pub fn predict(&self, features: Vec<f32>) -> Result<Predictions> {
+        let (outputs, k) = self.outputs(features)?;
         let pre = &self.preprocess;
-        if !features.len().is_multiple_of(pre.n_features.max(1)) {
-            return Err(Error::Usage(format!(
-                "{} values are not rows of {} features",
-                features.len(),
-                pre.n_features
-            )));
-        }
-        if let Some(s) = &pre.standardizer {
-            s.transform_rows(&mut features)?;
-        }
-        // A forecaster reads rows of `window` raw values, scaled as in training.
-        if let Some(s) = &pre.series {
-            for v in &mut features {
-                *v = s.scaler.scale(*v);
-            }
-        }
-        let (outputs, k) = forward_rows(
-            &self.model,
-            features,
-            pre.n_features,
-            pre.image_shape,
-            256,
-            &self.device,
-        )?;
         Ok(match &pre.class_names {
             Some(names) => {
                 // One probability per class; a single (BCE) score gives two.
@@ -196,19 +201,59 @@ impl Run {
         })
     }
 
+    /// The model's raw outputs for rows of raw features (as [`predict`](Self::predict) reads
+    /// them), flattened, and the number of outputs per row.
+    ///
+    /// # Errors
+    /// Rows of another width.
+    pub fn outputs(&self, mut features: Vec<f32>) -> Result<(Vec<f32>, usize)> {
+        let pre = &self.preprocess;
+        if !features.len().is_multiple_of(pre.n_features.max(1)) {
+            return Err(Error::Usage(format!(
+                "{} values are not rows of {} features",
+                features.len(),
+                pre.n_features
+            )));
+        }
+        if let Some(s) = &pre.standardizer {
+            s.transform_rows(&mut features)?;
+        }
+        // A forecaster reads rows of `window` raw values, scaled as in training.
+        if let Some(s) = &pre.series {
+            for v in &mut features {
+                *v = s.scaler.scale(*v);
+            }
+        }
+        forward_rows(
+            &self.model,
+            features,
+            pre.n_features,
+            pre.image_shape,
+            256,
+            &self.device,
+        )
+    }
+
     /// Predicts the rows of a CSV file: numeric features (the label column, if present, is
     /// ignored), or for a table with categorical columns, its columns found by name.
     ///
     /// # Errors
     /// An unreadable or malformed file, rows of another width.
     pub fn predict_file(&self, path: impl AsRef<Path>) -> Result<Predictions> {
+        self.predict(self.read_rows(path)?)
+    }
+
+    /// The raw feature rows of a CSV file, as [`predict_file`](Self::predict_file) reads them.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, rows of another width.
+    pub fn read_rows(&self, path: impl AsRef<Path>) -> Result<Vec<f32>> {
         let path = path.as_ref();
-        let features = match &self.preprocess.table {
+        Ok(match &self.preprocess.table {
             // Encoded by the schema fitted in training (the label column may be absent).
             Some(schema) => schema.encode_features(&Table::load(path)?)?,
             None => read_feature_rows(path, self.preprocess.n_features, &self.config.label)?.0,
-        };
-        self.predict(features)
+        })
     }
 }
 

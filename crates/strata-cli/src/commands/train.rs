@@ -192,6 +192,9 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         pack => "gan/pack",
         evaluator => "gan/evaluator",
         compare => "gan/compare",
+        capsnet_size => "capsnet/size",
+        routing => "capsnet/routing",
+        reconstruction => "capsnet/reconstruction",
     );
     let mut c: RunConfig = v
         .try_into()

@@ -19,6 +19,7 @@
 //! Adding a family: see "Adding a family" in docs/architecture.md.
 
 mod autoencoder;
+mod capsnet;
 mod cnn;
 mod gan;
 mod gnn;
@@ -31,17 +32,19 @@ mod vgg;
 
 use std::path::Path;
 
-use strata_arch::NetworkConfig;
+use strata_arch::{Network, NetworkConfig};
 use strata_data::{Encoding, Source};
+use strata_train::FitOutcome;
 
 use crate::config::RunConfig;
-use crate::data::Preprocess;
+use crate::data::{Prepared, Preprocess};
 use crate::error::{Error, Result};
 use crate::generate::Generate;
 use crate::language::LmConfig;
 use crate::pipeline::{self, Context, RunResult};
 
 pub use autoencoder::{AutoencoderRun, Codes, IwBound, autoencoder_config, iw_bound};
+pub use capsnet::capsnet_config;
 pub use gan::{GanRun, gan_config};
 pub use gnn::{GnnRun, GraphMeta, gnn_config};
 pub use recurrent::{cell_kind, recurrent_config};
@@ -148,6 +151,37 @@ pub trait Family: Sync {
         pipeline::train_default(self, ctx, source)
     }
 
+    /// Trains `model` in the supervised pipeline on `prepared`'s training split, validating
+    /// on its validation split, as `run` says: by default [`strata_train::fit`] on the
+    /// network's outputs with the run's loss and augmentation.
+    ///
+    /// # Errors
+    /// Invalid settings, a loss that rejects the data, training and checkpoint failures.
+    fn fit_samples(
+        &self,
+        model: Network,
+        prepared: &Prepared,
+        config: &RunConfig,
+        run: strata_train::Run<'_>,
+    ) -> Result<FitOutcome<Network>> {
+        pipeline::supervised::fit_rows(model, prepared, config, run)
+    }
+
+    /// What a finished supervised run of this family writes besides its model and metrics
+    /// (pictures) into `out`, and the entries it adds to `metrics.json`; by default nothing.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn finish_samples(
+        &self,
+        _model: &Network,
+        _config: &RunConfig,
+        _prepared: &Prepared,
+        _out: &Path,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(serde_json::Map::new())
+    }
+
     /// Evaluates the finished run in `dir` on its test split, or on `dataset`.
     ///
     /// # Errors
@@ -232,7 +266,7 @@ pub(crate) fn not_text(config: &RunConfig) -> Error {
 }
 
 /// Every family, in the order `strata list` shows them.
-pub static FAMILIES: [&dyn Family; 10] = [
+pub static FAMILIES: [&dyn Family; 11] = [
     &mlp::Mlp,
     &cnn::Cnn,
     &recurrent::Recurrent,
@@ -243,6 +277,7 @@ pub static FAMILIES: [&dyn Family; 10] = [
     &autoencoder::Autoencoders,
     &gnn::Gnns,
     &gan::Gans,
+    &capsnet::Capsules,
 ];
 
 /// The family of `model`.
@@ -321,6 +356,7 @@ mod tests {
             "cgan",
             "wgan",
             "sngan",
+            "capsnet",
         ];
         let all = names
             .iter()
@@ -333,6 +369,6 @@ mod tests {
         }
         assert!(family("cnn2").is_err());
         let listed: usize = FAMILIES.iter().map(|f| f.models().len()).sum();
-        assert_eq!(listed, 29, "lines of `strata list`");
+        assert_eq!(listed, 30, "lines of `strata list`");
     }
 }

@@ -70,7 +70,7 @@ pub(crate) fn train_once(
     checkpoint_dir: &Path,
     resume: bool,
 ) -> Result<(FitOutcome<Network>, Option<LoadReport>)> {
-    let (train, valid) = (&prepared.train, &prepared.valid);
+    let train = &prepared.train;
     let n_out = n_outputs(train.task(), config);
     let net_config = network_config(config, &prepared.preprocess, n_out)?;
     check_input(&net_config, train.n_features)?;
@@ -81,22 +81,42 @@ pub(crate) fn train_once(
         ctx.progress.note(r.to_string().trim_end());
     }
     let fine_tune = fine_tune(&model, config)?;
-    let loss = config.loss.init(&ad)?;
-    let outcome = fit(
+    let outcome = crate::family::family(&config.model)?.fit_samples(
         model,
-        train,
-        valid,
+        prepared,
+        config,
+        strata_train::Run {
+            resume,
+            ..ctx.run(ad, Some(checkpoint_dir), fine_tune.as_ref())
+        },
+    )?;
+    Ok((outcome, report))
+}
+
+/// Trains `model` on `prepared`'s training split with the run's loss and augmentation,
+/// validating on its validation split: what [`Family::fit_samples`] does unless a family
+/// trains its networks otherwise.
+///
+/// # Errors
+/// Invalid settings, a loss that rejects the data, training and checkpoint failures.
+pub(crate) fn fit_rows(
+    model: Network,
+    prepared: &Prepared,
+    config: &RunConfig,
+    run: strata_train::Run<'_>,
+) -> Result<FitOutcome<Network>> {
+    let loss = config.loss.init(&run.device)?;
+    Ok(fit(
+        model,
+        &prepared.train,
+        &prepared.valid,
         &Fit {
             forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
             augment: Some(&config.augment),
-            run: strata_train::Run {
-                resume,
-                ..ctx.run(ad, Some(checkpoint_dir), fine_tune.as_ref())
-            },
+            run,
         },
-    )?;
-    Ok((outcome, report))
+    )?)
 }
 
 fn eval(
@@ -241,6 +261,9 @@ pub(crate) fn train<F: Family + ?Sized>(
     let mut metrics = run_summary(&config, &outcome);
     metrics["test"] = metrics_json(&test);
     metrics["valid"] = metrics_json(&valid);
+    for (key, value) in family.finish_samples(&model, &config, &prepared, out)? {
+        metrics[key] = value;
+    }
     if let Some(k) = kfold {
         metrics["kfold"] = k;
     }
