@@ -6,7 +6,8 @@ layer of 256, Linear(256, 84)) on 32 sequences of 50 steps; the convolutional VA
 64 (negative ELBO, one posterior sample); a full-batch training epoch of PyTorch Geometric's
 GCN (GCNConv 1433-16-7, dropout 0.5) and GAT (GATConv 8 heads of 8, ELU, one output head,
 dropout 0.6) on Cora with Adam at 0.01 and weight decay 5e-4 (`gcn-cora`, `gat-cora`, from
-Strata's embedded copy of Cora, row-normalised). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+Strata's embedded copy of Cora, row-normalised); the CPU-sized CapsNet at batch 64 (`capsnet`,
+margin and reconstruction loss). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -156,6 +157,64 @@ def bench_dcgan(steps, warmup=3):
     return time_steps(step, steps, warmup)
 
 
+class CapsNet(nn.Module):
+    """Strata's `--model capsnet` on 1x28x28 (CapsNetConfig::small): Conv2d(1, 64, 9) -> ReLU ->
+    primary capsules Conv2d(64, 16*8, 9, stride 2) read as 16 types of 8-D on a 6x6 grid and
+    squashed -> 10 class capsules of 16-D by 3 routing passes (W of [576, 10, 16, 8]) ->
+    decoder Linear(160, 512) -> ReLU -> Linear(512, 1024) -> ReLU -> Linear(1024, 784) ->
+    sigmoid, masked by the true class. Loss: margin (0.9, 0.1, 0.5) summed over classes plus
+    0.0005 times the summed squared error, averaged over the batch (tests/fixtures/gen_capsnet.py
+    checks the same computation against Strata)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 64, 9)
+        self.primary = nn.Conv2d(64, 16 * 8, 9, stride=2)
+        self.W = nn.Parameter(torch.randn(576, 10, 16, 8) * 0.01)
+        self.decoder = nn.Sequential(nn.Linear(160, 512), nn.ReLU(), nn.Linear(512, 1024), nn.ReLU(),
+                                     nn.Linear(1024, 784), nn.Sigmoid())
+
+    @staticmethod
+    def squash(s):
+        sq = (s ** 2).sum(-1, keepdim=True)
+        return sq / (1 + sq) * s / torch.sqrt(sq + 1e-8)
+
+    def loss(self, x, y):
+        p = self.primary(torch.relu(self.conv1(x)))
+        b = p.shape[0]
+        u = self.squash(p.view(b, 16, 8, 6, 6).permute(0, 1, 3, 4, 2).reshape(b, 576, 8))
+        u_hat = torch.einsum("ijok,bik->bijo", self.W, u)
+        logits = torch.zeros(b, 576, 10)
+        for it in range(3):
+            c = torch.softmax(logits, dim=2)
+            v = self.squash((c.unsqueeze(-1) * u_hat).sum(1))
+            if it < 2:
+                logits = logits + (u_hat * v.unsqueeze(1)).sum(-1)
+        lengths = torch.sqrt((v ** 2).sum(-1) + 1e-8)
+        t = nn.functional.one_hot(y, 10).float()
+        margin = (t * torch.relu(0.9 - lengths) ** 2 + 0.5 * (1 - t) * torch.relu(lengths - 0.1) ** 2).sum(1)
+        recon = self.decoder((v * t.unsqueeze(-1)).reshape(b, 160))
+        return (margin + 0.0005 * ((recon - x.reshape(b, 784)) ** 2).sum(1)).mean()
+
+
+def bench_capsnet(steps, warmup=2):
+    torch.manual_seed(0)
+    model = CapsNet()
+    x = torch.rand(64, 1, 28, 28)
+    y = torch.arange(64) % 10
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
+    steps = min(steps, 10)
+
+    def step():
+        opt.zero_grad()
+        loss = model.loss(x, y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return time_steps(step, steps, warmup)
+
+
 def resnet(name):
     """torchvision's layout (tests/fixtures/gen_resnet.py), 3 input channels, 10 classes:
     ResNet-20 (CIFAR stem, 3 x 3 basic blocks of 16/32/64) or ResNet-18 (ImageNet stem)."""
@@ -242,6 +301,8 @@ def bench(name, steps, warmup=3):
         return bench_gnn(name, steps, warmup)
     if name == "dcgan":
         return bench_dcgan(steps, warmup)
+    if name == "capsnet":
+        return bench_capsnet(steps)
     torch.manual_seed(0)
     if name in ("resnet20", "resnet18"):
         model = resnet(name)
@@ -285,7 +346,7 @@ def bench(name, steps, warmup=3):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,"
-                   "gcn-cora,gat-cora,dcgan")
+                   "gcn-cora,gat-cora,dcgan,capsnet")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

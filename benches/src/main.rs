@@ -228,6 +228,34 @@ fn bench_dcgan(device: &Device, steps: usize, warmup: usize) -> f64 {
     time_steps(gan, device, steps, warmup, step)
 }
 
+/// Mean ms per training step of `strata train --model capsnet --dataset fashion-mnist`'s
+/// network (the CPU-sized CapsNet on 1x28x28: 64 9x9 filters, 16 types of 8-D primary
+/// capsules, 10 class capsules of 16-D, 3 routing passes, the 512-1024-784 decoder) at batch
+/// 64: margin loss plus 0.0005 times the summed squared reconstruction error, Adam at 1e-3.
+fn bench_capsnet(device: &Device, steps: usize, warmup: usize) -> f64 {
+    use strata::arch::{CapsNet, CapsNetConfig};
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let net: CapsNet = CapsNetConfig::small(1, 28, 28, 10)
+        .init(&ad)
+        .expect("valid config");
+    let mut optim = OptimizerConfig::default().build().expect("adam");
+    let x = Tensor::<4>::random(
+        [64, 1, 28, 28],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        &ad,
+    );
+    let y: Vec<i64> = (0..64).map(|i| i % 10).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [64]), &ad);
+    let step = |net: CapsNet| -> CapsNet {
+        let l = net.loss(x.clone(), y.clone()).total;
+        let _ = l.clone().into_data();
+        let grads = GradientsParams::from_grads(l.backward(), &net);
+        optim.step(1e-3, net, grads)
+    };
+    time_steps(net, device, steps, warmup, step)
+}
+
 /// Mean ms per full-batch training epoch (forward on the whole graph, cross-entropy on the 140
 /// training nodes, backward, Adam at 0.01 with weight decay 5e-4) of `strata train --model
 /// gcn|gat --dataset cora`'s network: row-normalised features, dropout 0.5 (GCN) or 0.6 on
@@ -280,7 +308,8 @@ fn bench_gnn(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
 fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
     let models = arg("--models").unwrap_or_else(|| {
-        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan".into()
+        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan,capsnet"
+            .into()
     });
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
     for b in backends.split(',') {
@@ -305,8 +334,10 @@ fn main() {
             // ndarray's convolution backward takes over a second a step, and a recurrent step
             // runs 50 time steps: fewer steps there.
             let resnet = model.starts_with("resnet");
-            let slow = recurrent.is_some() || model == "transformer" || resnet;
-            let convolutional = model == "cnn" || model == "conv-vae" || model == "dcgan";
+            let slow =
+                recurrent.is_some() || model == "transformer" || resnet || model == "capsnet";
+            let convolutional =
+                model == "cnn" || model == "conv-vae" || model == "dcgan" || model == "capsnet";
             let n = if backend == Backend::Ndarray && resnet {
                 steps.min(2)
             } else if (backend == Backend::Ndarray && convolutional) || slow {
@@ -319,6 +350,7 @@ fn main() {
                 None if model == "transformer" => bench_transformer(&backend.device(), n, 2),
                 None if model == "conv-vae" => bench_conv_vae(&backend.device(), n, 3),
                 None if model == "dcgan" => bench_dcgan(&backend.device(), n, 3),
+                None if model == "capsnet" => bench_capsnet(&backend.device(), n, 2),
                 None if model.ends_with("-cora") => bench_gnn(model, &backend.device(), n, 3),
                 None if resnet => bench(model, &backend.device(), n, 1),
                 None => bench(model, &backend.device(), n, 3),

@@ -404,8 +404,8 @@ mod tests {
             .slice_assign([0..2, 0..1, 0..16], Tensor::<3>::ones([2, 1, 16], &d) * 5.0);
         let b = net.reconstruct(other, classes(&[1, 2], &d));
         let (a, b) = (
-            a.into_data().to_vec::<f32>().unwrap(),
-            b.into_data().to_vec::<f32>().unwrap(),
+            strata_tensor::convert::to_vec(a),
+            strata_tensor::convert::to_vec(b),
         );
         assert_eq!(a.len(), 2 * 64);
         assert_eq!(a, b);

@@ -20,7 +20,7 @@
 //! let routed = classes.forward(u);
 //! assert_eq!(routed.capsules.dims(), [2, 10, 16]);
 //! // Coupling coefficients sum to 1 over the parents.
-//! let sums = routed.coupling.sum_dim(2).into_data().to_vec::<f32>().unwrap();
+//! let sums = strata_tensor::convert::to_vec(routed.coupling.sum_dim(2));
 //! assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
 //! ```
 
@@ -294,7 +294,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().unwrap()
+        strata_tensor::convert::to_vec(t)
     }
 
     fn tensor<const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<D> {

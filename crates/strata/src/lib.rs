@@ -71,4 +71,6 @@ pub mod guides {
     pub struct Gnn;
     #[doc = include_str!("../../../docs/gan.md")]
     pub struct Gan;
+    #[doc = include_str!("../../../docs/capsules.md")]
+    pub struct Capsules;
 }
