@@ -1365,6 +1365,173 @@ fn gnn(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The CNN of `cargo xtask capsnet viewpoint`: 2.84M parameters beside the CPU-sized
+/// CapsNet's 2.82M (1.41M of which are its decoder's).
+const VIEWPOINT_CNN: &[&str] = &[
+    "--model",
+    "cnn",
+    "--dataset",
+    "fashion-mnist",
+    "--channels",
+    "64,128",
+    "--head",
+    "440",
+];
+
+/// The test-image transforms of the viewpoint test (`strata evaluate --perturb`, seed 0).
+const VIEWPOINTS: &[&str] = &[
+    "affine:0:0.1",
+    "affine:30:0",
+    "affine:15:0.1",
+    "affine:30:0.2",
+];
+
+/// Replaces what lies between `<!-- NAME begin -->` and `<!-- NAME end -->` in `page`.
+fn replace_section(page: &Path, name: &str, body: &str) -> Result<(), String> {
+    let old = std::fs::read_to_string(page).map_err(|e| format!("{}: {e}", page.display()))?;
+    let (begin, end) = (
+        format!("<!-- {name} begin -->"),
+        format!("<!-- {name} end -->"),
+    );
+    let (head, rest) = old
+        .split_once(&begin)
+        .ok_or_else(|| format!("{} lacks {begin}", page.display()))?;
+    let (_, tail) = rest
+        .split_once(&end)
+        .ok_or_else(|| format!("{} lacks {end}", page.display()))?;
+    std::fs::write(page, format!("{head}{begin}\n{body}\n{end}{tail}")).map_err(|e| e.to_string())
+}
+
+/// `cargo xtask capsnet ablation [--seeds N] [--fraction F] [--epochs E]`: the paper's
+/// ablation on a stratified fraction of Fashion-MNIST's training split (default 0.1, 5
+/// epochs, 3 seeds): routing 1 or 3, with the decoder's 0.0005 or without; the test error's
+/// mean and standard deviation, written into docs/capsules.md.
+///
+/// `cargo xtask capsnet viewpoint`: the accuracy run `capsnet-fashion-mnist` and a CNN of as
+/// many parameters, both trained on the centred images, evaluated on the test images as they
+/// are and rotated and shifted by `strata evaluate --perturb` (seed 0); written into
+/// docs/capsules.md.
+fn capsnet(args: &[String]) -> Result<(), String> {
+    let mut seeds = 3u64;
+    let mut fraction = "0.1".to_string();
+    let mut epochs = "5".to_string();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--seeds" => seeds = value()?.parse().map_err(|_| "--seeds N")?,
+            "--fraction" => fraction = value()?,
+            "--epochs" => epochs = value()?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let exe = strata_exe()?;
+    let commit = measured_commit();
+    let page = root().join("docs/capsules.md");
+    let train = |flags: &[&str], out: &Path| -> Result<serde_json::Value, String> {
+        let _ = std::fs::remove_dir_all(out);
+        let mut c = Command::new(&exe);
+        c.current_dir(root())
+            .arg("train")
+            .args(flags)
+            .args(["--quiet", "--out"])
+            .arg(out);
+        run(c)?;
+        run_metrics(out)
+    };
+    match args.first().map(String::as_str) {
+        Some("ablation") => {
+            let mut rows = Vec::new();
+            for (routing, reconstruction) in [("1", "0"), ("1", "0.0005"), ("3", "0"), ("3", "0.0005")] {
+                let flags = [
+                    "--model",
+                    "capsnet",
+                    "--dataset",
+                    "fashion-mnist",
+                    "--train-fraction",
+                    &fraction,
+                    "--epochs",
+                    &epochs,
+                    "--routing",
+                    routing,
+                    "--reconstruction",
+                    reconstruction,
+                ];
+                let mut errors = Vec::new();
+                let mut seconds = 0.0;
+                for seed in 1..=seeds {
+                    let out = root()
+                        .join("runs/capsnet")
+                        .join(format!("ablation-r{routing}-w{reconstruction}-{seed}"));
+                    let started = Instant::now();
+                    let seed_s = seed.to_string();
+                    let mut all = flags.to_vec();
+                    all.extend(["--seed", &seed_s]);
+                    let m = train(&all, &out)?;
+                    seconds += started.elapsed().as_secs_f64();
+                    let error = 100.0 * (1.0 - test_metric(&m, "accuracy"));
+                    eprintln!("routing {routing}, reconstruction {reconstruction}, seed {seed}: {error:.2}% error");
+                    errors.push(error);
+                }
+                let (mean, sd) = mean_sd(&errors);
+                rows.push(format!(
+                    "| {routing} | {} | {mean:.2} | {sd:.2} | {seeds} | {:.0} s | `{commit}` |",
+                    if reconstruction == "0" { "no" } else { "yes (0.0005)" },
+                    seconds / seeds as f64
+                ));
+            }
+            let body = format!(
+                "Fashion-MNIST, a stratified {fraction} of the training split, {epochs} epochs, the CPU-sized network (`cargo xtask capsnet ablation --seeds {seeds} --fraction {fraction} --epochs {epochs}`); test error in %:\n\n| routing | reconstruction | error mean | std | seeds | s per run | commit |\n|---|---|---|---|---|---|---|\n{}",
+                rows.join("\n")
+            );
+            replace_section(&page, "capsnet-ablation", &body)?;
+        }
+        Some("viewpoint") => {
+            let caps = root().join("runs/accuracy-capsnet-fashion-mnist");
+            if !caps.join("model.safetensors").exists() {
+                return Err("run `cargo xtask accuracy capsnet-fashion-mnist` first".into());
+            }
+            let cnn = root().join("runs/capsnet/viewpoint-cnn");
+            train(VIEWPOINT_CNN, &cnn)?;
+            let mut rows = Vec::new();
+            for (name, dir) in [("capsnet (small)", &caps), ("cnn 64,128, head 440", &cnn)] {
+                let mut params = 0;
+                let mut cells = Vec::new();
+                for perturb in std::iter::once(None).chain(VIEWPOINTS.iter().map(Some)) {
+                    let mut c = Command::new(&exe);
+                    c.current_dir(root()).arg("evaluate").arg("--run").arg(dir);
+                    if let Some(p) = perturb {
+                        c.args(["--perturb", p, "--seed", "0"]);
+                    }
+                    run(c)?;
+                    let ev: serde_json::Value = serde_json::from_str(
+                        &std::fs::read_to_string(dir.join("evaluation.json"))
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    params = ev["parameters"].as_u64().unwrap_or(0);
+                    cells.push(format!("{:.4}", test_metric(&ev, "accuracy")));
+                }
+                rows.push(format!(
+                    "| {name} | {:.2}M | {} | `{commit}` |",
+                    params as f64 / 1e6,
+                    cells.join(" | ")
+                ));
+            }
+            let body = format!(
+                "Both trained on the centred Fashion-MNIST images (`cargo xtask capsnet viewpoint`); test accuracy on the test images as they are, and each image rotated by a uniform angle in [-DEG, DEG] and shifted by up to SHIFT of its side (`strata evaluate --perturb affine:DEG:SHIFT --seed 0`, bilinear, zeros coming in):\n\n| model | parameters | centred | {} | commit |\n|---|---|---|{}---|\n{}",
+                VIEWPOINTS.join(" | "),
+                "---|".repeat(VIEWPOINTS.len()),
+                rows.join("\n")
+            );
+            replace_section(&page, "capsnet-viewpoint", &body)?;
+        }
+        _ => return Err("usage: cargo xtask capsnet ablation [--seeds N] [--fraction F] [--epochs E] | viewpoint".into()),
+    }
+    eprintln!("docs/capsules.md written");
+    Ok(())
+}
+
 fn fixtures() -> Result<(), String> {
     let py = python().ok_or("PyTorch not installed (set STRATA_PYTHON to a python with torch)")?;
     let dir = root().join("tests/fixtures");
@@ -1393,10 +1560,11 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("accuracy") => accuracy(&args[1..]),
         Some("fixtures") => fixtures(),
+        Some("capsnet") => capsnet(&args[1..]),
         Some("transfer") => transfer(&args[1..]),
         Some("oneclass") => oneclass(&args[1..]),
         Some("gnn") => gnn(&args[1..]),
-        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | gnn [--seeds N] [NAME...] | fixtures".into()),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | gnn [--seeds N] [NAME...] | capsnet ablation|viewpoint | fixtures".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

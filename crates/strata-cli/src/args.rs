@@ -220,6 +220,9 @@ pub struct TrainArgs {
     /// The backbone's learning rate relative to the head's, e.g. 0.1.
     #[arg(long)]
     pub backbone_lr_factor: Option<f64>,
+    /// CNN: width of the dense layer before the output (0: none) [default: 128].
+    #[arg(long)]
+    pub head: Option<usize>,
     /// Patch side of a Vision Transformer (default: the largest up to 4 that leaves at least
     /// 16 patches).
     #[arg(long)]
@@ -277,6 +280,14 @@ pub struct EvaluateArgs {
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,
+    /// Transform every test image first, as --augment writes it: affine[:DEG[:SHIFT]] (a
+    /// random rotation of up to DEG degrees and shift of up to SHIFT of the side), crop[:PAD],
+    /// flip[:P], noise[:STD], erase[:P]; e.g. affine:30:0.1.
+    #[arg(long)]
+    pub perturb: Option<String>,
+    /// Seed of --perturb's random transforms.
+    #[arg(long, default_value_t = 0, requires = "perturb")]
+    pub seed: u64,
 }
 
 /// `strata predict`: with a run directory, or with foreign weights (`--model` and

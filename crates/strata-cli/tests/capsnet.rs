@@ -51,6 +51,29 @@ fn train_a_capsnet_with_its_flags_and_predict_lengths() {
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(&out).unwrap();
     assert!(csv.starts_with("row,class,length_0,"), "{csv}");
+
+    // The viewpoint test's command: the test images rotated and shifted.
+    let o = strata(&[
+        "evaluate",
+        "--run",
+        run_s,
+        "--perturb",
+        "affine:30:0.1",
+        "--seed",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev = json(&run.join("evaluation.json"));
+    assert_eq!(ev["seed"], 4);
+    assert!(ev["dataset"].as_str().unwrap().contains("perturbed"));
+    assert_clean_failure(
+        &["evaluate", "--run", run_s, "--perturb", "mixup:0.2"],
+        "mixup mixes labels",
+    );
+    assert_clean_failure(
+        &["evaluate", "--run", run_s, "--perturb", "spin:3"],
+        "unknown augmentation",
+    );
 }
 
 #[test]

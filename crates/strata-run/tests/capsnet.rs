@@ -7,7 +7,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use strata_run::{CapsSize, Predictions, RunConfig, predict_file, train};
+use strata_data::Augment;
+use strata_run::{CapsSize, Predictions, RunConfig, evaluate_perturbed, predict_file, train};
 
 /// burn seeds one generator per backend for the whole process: runs take turns.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -76,6 +77,24 @@ fn capsnet_learns_the_digits_draws_and_predicts_lengths() {
         "{}",
         ev.metrics
     );
+    assert_eq!(ev.metrics["parameters"], r.metrics["parameters"]);
+
+    // Rotated and shifted test images: the same seed gives the same figure, another seed
+    // other images, and the transform is recorded.
+    let perturb = Augment::parse("affine:30:0.1").unwrap();
+    let test_accuracy = |seed| {
+        let ev = evaluate_perturbed(dir.path(), None, None, &perturb, seed).unwrap();
+        assert_eq!(ev.metrics["seed"], seed);
+        assert_eq!(ev.metrics["perturbation"]["steps"][0]["kind"], "affine");
+        ev.metrics["test"]["accuracy"].as_f64().unwrap()
+    };
+    let (a, b, c) = (test_accuracy(1), test_accuracy(1), test_accuracy(2));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(a < accuracy(&r.metrics), "{a}");
+    let mixup = Augment::parse("mixup:0.2").unwrap();
+    let e = evaluate_perturbed(dir.path(), None, None, &mixup, 0).unwrap_err();
+    assert!(e.to_string().contains("mixup"), "{e}");
 }
 
 #[test]

@@ -171,6 +171,7 @@ fn overlay(c: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
         heads => "network/heads",
         aggregator => "network/aggregator",
         patch_size => "network/patch_size",
+        head => "network/d_hidden",
         pool_size => "network/pool_size",
         train_fraction => "train_fraction",
         steps_per_epoch => "steps_per_epoch",

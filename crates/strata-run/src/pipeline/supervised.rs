@@ -259,6 +259,7 @@ pub(crate) fn train<F: Family + ?Sized>(
     write_test_predictions(out, &prepared.test, &test_rows, &test)?;
     let valid = eval(&model, &config, &prepared.valid, device)?;
     let mut metrics = run_summary(&config, &outcome);
+    metrics["parameters"] = json!(model.num_params());
     metrics["test"] = metrics_json(&test);
     metrics["valid"] = metrics_json(&valid);
     for (key, value) in family.finish_samples(&model, &config, &prepared, out)? {
