@@ -75,7 +75,7 @@ pub use runner::{FitOutcome, fit_objective};
 pub use strata_data::{Augment, Dataset};
 pub use strata_loss::{Loss, LossConfig};
 pub use strata_optim::{OptimizerConfig, ScheduleConfig};
-pub use supervised::{Fit, fit};
+pub use supervised::{Fit, fit, fit_with_loss};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
 pub use transfer::{FineTune, Layout, LoadReport, Pretrained, Skipped, load_pretrained};
 

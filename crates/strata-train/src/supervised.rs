@@ -9,6 +9,7 @@ use strata_data::{
     Augment, BalancedSampler, Batcher, Dataset, Sampling, Task, beta_symmetric, epoch_order,
 };
 use strata_loss::Loss;
+use strata_tensor::TargetBatch;
 use strata_tensor::derive_seed;
 
 use crate::error::{Error, Result};
@@ -29,12 +30,18 @@ pub struct Fit<'a, F> {
     pub run: Run<'a>,
 }
 
+/// A training loss computed from the model, a batch's inputs and its targets (see
+/// [`fit_with_loss`]).
+type TrainLoss<'a, M> = &'a dyn Fn(&M, Tensor<2>, &TargetBatch) -> Result<Tensor<1>>;
+
 /// Supervised learning on rows of a [`Dataset`]: the objective behind [`fit`].
-struct Supervised<'a, F> {
+struct Supervised<'a, M, F> {
     train: &'a Dataset,
     valid: &'a Dataset,
     forward: &'a F,
     loss: &'a dyn Loss,
+    /// In place of `loss(forward(inputs))` on training batches.
+    train_loss: Option<TrainLoss<'a, M>>,
     batcher: Batcher,
     plain: Device,
     sampler: Option<BalancedSampler>,
@@ -45,7 +52,7 @@ struct Supervised<'a, F> {
     step: Cell<u64>,
 }
 
-impl<M, F> Objective<M> for Supervised<'_, F>
+impl<M, F> Objective<M> for Supervised<'_, M, F>
 where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
@@ -68,6 +75,9 @@ where
     fn batch_loss(&self, model: &M, indices: &[usize]) -> Result<Tensor<1>> {
         let Some(augment) = self.augment else {
             let batch = self.batcher.batch(self.train, indices);
+            if let Some(train_loss) = self.train_loss {
+                return train_loss(model, batch.inputs, &batch.targets);
+            }
             let outputs = (self.forward)(model, batch.inputs);
             return Ok(self.loss.forward(outputs, &batch.targets)?);
         };
@@ -77,6 +87,10 @@ where
         let batch = self
             .batcher
             .batch_augmented(self.train, indices, augment, seed)?;
+        if let Some(train_loss) = self.train_loss {
+            // Mixup is refused with a loss of its own (fit_with_loss).
+            return train_loss(model, batch.inputs, &batch.targets);
+        }
         let Some(alpha) = augment.mixup else {
             let outputs = (self.forward)(model, batch.inputs);
             return Ok(self.loss.forward(outputs, &batch.targets)?);
@@ -145,6 +159,49 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
+    fit_inner(model, train, valid, f, None)
+}
+
+/// [`fit`] with a training loss of the model's own: `train_loss(model, inputs, targets)`
+/// replaces `f.loss(forward(inputs), targets)` on every training batch (augmented as `f`
+/// says), for a model whose loss needs more than its outputs (a capsule network rebuilds its
+/// input from the true class's capsule). Validation, and everything else, is `fit`'s, on
+/// `f.forward` and `f.loss`.
+///
+/// # Errors
+/// As [`fit`]; mixup in `f.augment` (it mixes two batches' targets, which `train_loss`
+/// cannot see).
+pub fn fit_with_loss<M, F, L>(
+    model: M,
+    train: &Dataset,
+    valid: &Dataset,
+    f: &Fit<'_, F>,
+    train_loss: L,
+) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+    L: Fn(&M, Tensor<2>, &TargetBatch) -> Result<Tensor<1>>,
+{
+    if f.augment.is_some_and(|a| a.mixup.is_some()) {
+        return Err(Error::Invalid(
+            "mixup mixes two batches' targets, which a loss of the model's own cannot see".into(),
+        ));
+    }
+    fit_inner(model, train, valid, f, Some(&train_loss))
+}
+
+fn fit_inner<M, F>(
+    model: M,
+    train: &Dataset,
+    valid: &Dataset,
+    f: &Fit<'_, F>,
+    train_loss: Option<TrainLoss<'_, M>>,
+) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
     if train.is_empty() || valid.is_empty() {
         return Err(Error::Invalid(format!(
             "training needs non-empty train and validation sets (got {} and {})",
@@ -167,6 +224,7 @@ where
         valid,
         forward: &f.forward,
         loss: f.loss,
+        train_loss,
         batcher: Batcher::new(run.device.clone()),
         plain: run.device.clone().without_autodiff(),
         sampler,
@@ -176,4 +234,88 @@ where
         step: Cell::new(0),
     };
     fit_objective(model, &objective, &run.reborrow())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use burn::tensor::Device;
+    use strata_arch::{Mlp, MlpConfig};
+    use strata_data::Targets;
+    use strata_loss::LossConfig;
+    use strata_optim::{OptimizerConfig, ScheduleConfig};
+    use strata_tensor::convert::to_vec;
+
+    use super::*;
+    use crate::config::FitConfig;
+
+    fn two_classes() -> Dataset {
+        let features: Vec<f32> = (0..40).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+        let labels = features
+            .chunks(2)
+            .map(|r| usize::from(r[0] > r[1]))
+            .collect();
+        Dataset::new(
+            "toy",
+            features,
+            2,
+            Targets::Classes {
+                labels,
+                names: vec!["a".into(), "b".into()],
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fit_with_loss_trains_on_its_own_loss_and_refuses_mixup() {
+        let _serial = crate::serial();
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let data = two_classes();
+        let (optimizer, schedule) = (OptimizerConfig::default(), ScheduleConfig::default());
+        let config = FitConfig {
+            epochs: 2,
+            batch_size: 8,
+            progress: false,
+            early_stopping: None,
+            ..FitConfig::default()
+        };
+        let loss = LossConfig::default().init(&device).unwrap();
+        let model: Mlp = MlpConfig::new(2, 2).init(&device).unwrap();
+        let before = to_vec(model.output.weight.val());
+        let fit = Fit {
+            forward: |m: &Mlp, x| m.forward(x),
+            loss: loss.as_ref(),
+            augment: None,
+            run: Run::new(&optimizer, &schedule, &config, device.clone()),
+        };
+        // A training loss that is zero with zero gradients leaves the weights as they were,
+        // and is called on every batch with the batch's inputs and targets.
+        let calls = Cell::new(0);
+        let out = fit_with_loss(model, &data, &data, &fit, |m: &Mlp, x, y| {
+            calls.set(calls.get() + 1);
+            assert!(matches!(y, TargetBatch::Classes(_)));
+            Ok(m.forward(x).sum() * 0.0)
+        })
+        .unwrap();
+        assert_eq!(calls.get(), 2 * 3, "3 batches of 8 in each of 2 epochs");
+        assert_eq!(to_vec(out.model.output.weight.val()), before);
+        // Validation is still fit's: the loss of the outputs, and an accuracy.
+        assert!(out.history[0].valid_loss > 0.0);
+
+        let mixup = strata_data::Augment::parse("mixup:0.2").unwrap();
+        let fit = Fit {
+            augment: Some(&mixup),
+            ..fit
+        };
+        let model: Mlp = MlpConfig::new(2, 2).init(&device).unwrap();
+        let e = fit_with_loss(model, &data, &data, &fit, |m: &Mlp, x, _: &TargetBatch| {
+            Ok(m.forward(x).sum())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("mixup"), "{e}");
+    }
 }

@@ -9,18 +9,17 @@
 //! picks the paper's network or the CPU-sized one, the routing iterations and the decoder
 //! term's weight.
 
-use std::cell::Cell;
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use serde_json::{Map, Value, json};
 use strata_arch::{CapsNet, CapsNetConfig, Network, NetworkConfig};
-use strata_data::{Augment, Batcher, Dataset};
-use strata_loss::{Loss, LossConfig, MarginLoss};
+use strata_data::Dataset;
+use strata_loss::{LossConfig, MarginLoss};
 use strata_optim::OptimizerKind;
+use strata_tensor::TargetBatch;
 use strata_tensor::convert::{classes, to_vec};
-use strata_tensor::{TargetBatch, derive_seed};
-use strata_train::{FitOutcome, Objective, evaluate, fit_objective};
+use strata_train::{Fit, FitOutcome, fit_with_loss};
 
 use super::Family;
 use crate::config::{CapsSize, RunConfig};
@@ -113,18 +112,19 @@ impl Family for Capsules {
         }
         check_pixels(&prepared.train, config)?;
         let loss = config.loss.init(&run.device)?;
-        let objective = CapsObjective {
-            train: &prepared.train,
-            valid: &prepared.valid,
-            batcher: Batcher::new(run.device.clone()),
-            plain: run.device.clone().without_autodiff(),
+        let fit = Fit {
+            forward: |m: &Network, x| m.forward_flat(x),
             loss: loss.as_ref(),
-            augment: Some(&config.augment).filter(|a| !a.is_empty()),
-            seed: config.fit.seed,
-            step: Cell::new(0),
-            eval_batch: config.fit.batch_size.max(256),
+            augment: Some(&config.augment),
+            run,
         };
-        Ok(fit_objective(model, &objective, &run)?)
+        Ok(fit_with_loss(
+            model,
+            &prepared.train,
+            &prepared.valid,
+            &fit,
+            capsule_loss,
+        )?)
     }
 
     fn finish_samples(
@@ -241,75 +241,21 @@ fn not_images(config: &RunConfig) -> Error {
     ))
 }
 
-/// The margin loss plus the reconstruction term on training batches (augmented as the run
-/// says, seeded per batch as `fit` does); the margin loss and accuracy on validation.
-struct CapsObjective<'a> {
-    train: &'a Dataset,
-    valid: &'a Dataset,
-    batcher: Batcher,
-    plain: Device,
-    loss: &'a dyn Loss,
-    augment: Option<&'a Augment>,
-    seed: u64,
-    /// The next batch's number: epoch * 10^7 + batch, for augmentation seeds.
-    step: Cell<u64>,
-    eval_batch: usize,
-}
-
-impl Objective<Network> for CapsObjective<'_> {
-    fn n_train(&self) -> usize {
-        self.train.len()
-    }
-
-    fn begin_epoch(&self, epoch: usize) {
-        self.step.set(epoch as u64 * 10_000_000);
-    }
-
-    fn batch_loss(&self, model: &Network, indices: &[usize]) -> strata_train::Result<Tensor<1>> {
-        let Network::CapsNet(net) = model else {
-            return Err(strata_train::Error::Objective(
-                "the capsule objective needs a CapsNet".into(),
-            ));
-        };
-        let batch = match self.augment {
-            None => self.batcher.batch(self.train, indices),
-            Some(augment) => {
-                let step = self.step.get();
-                self.step.set(step + 1);
-                let seed = derive_seed(self.seed, 3_000_000_000 + step);
-                self.batcher
-                    .batch_augmented(self.train, indices, augment, seed)?
-            }
-        };
-        let TargetBatch::Classes(y) = batch.targets else {
-            return Err(strata_train::Error::Objective(
-                "a capsule network needs class labels".into(),
-            ));
-        };
-        let [c, h, w] = net.input_shape;
-        let images = batch.inputs.reshape([indices.len(), c, h, w]);
-        Ok(net.loss(images, y).total)
-    }
-
-    fn validate(&self, model: &Network) -> strata_train::Result<(f64, f64)> {
-        let ev = evaluate(
-            model,
-            &|m: &Network, x| m.forward_flat(x),
-            self.loss,
-            self.valid,
-            self.eval_batch,
-            &self.plain,
-        )?;
-        Ok((ev.loss, ev.report.headline()))
-    }
-
-    fn metric_name(&self) -> &str {
-        "acc"
-    }
-
-    fn lower_metric_is_better(&self) -> bool {
-        false
-    }
+/// The margin loss plus the reconstruction term of a training batch (see
+/// [`strata_arch::CapsNet::loss`]).
+fn capsule_loss(
+    model: &Network,
+    inputs: Tensor<2>,
+    targets: &TargetBatch,
+) -> strata_train::Result<Tensor<1>> {
+    let (Network::CapsNet(net), TargetBatch::Classes(y)) = (model, targets) else {
+        return Err(strata_train::Error::Objective(
+            "the capsule loss needs a CapsNet and class labels".into(),
+        ));
+    };
+    let [c, h, w] = net.input_shape;
+    let b = inputs.dims()[0];
+    Ok(net.loss(inputs.reshape([b, c, h, w]), y.clone()).total)
 }
 
 /// Writes `reconstructions.png` (the first test image of each class, up to 10, above its
