@@ -1366,7 +1366,8 @@ fn gnn(args: &[String]) -> Result<(), String> {
 }
 
 /// The CNN of `cargo xtask capsnet viewpoint`: 2.84M parameters beside the CPU-sized
-/// CapsNet's 2.82M (1.41M of which are its decoder's).
+/// CapsNet's 2.82M (1.41M of which are its decoder's), trained for as many epochs as the
+/// `capsnet-fashion-mnist` run.
 const VIEWPOINT_CNN: &[&str] = &[
     "--model",
     "cnn",
@@ -1376,6 +1377,8 @@ const VIEWPOINT_CNN: &[&str] = &[
     "64,128",
     "--head",
     "440",
+    "--epochs",
+    "6",
 ];
 
 /// The test-image transforms of the viewpoint test (`strata evaluate --perturb`, seed 0).
