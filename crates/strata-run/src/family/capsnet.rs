@@ -19,13 +19,14 @@ use strata_loss::{LossConfig, MarginLoss};
 use strata_optim::OptimizerKind;
 use strata_tensor::TargetBatch;
 use strata_tensor::convert::{classes, to_vec};
-use strata_train::{Fit, FitOutcome, fit_with_loss};
+use strata_train::FitOutcome;
 
 use super::Family;
 use crate::config::{CapsSize, RunConfig};
 use crate::data::{Prepared, Preprocess};
 use crate::error::{Error, Result};
 use crate::pictures::{ImageGrid, save_png};
+use crate::pipeline::supervised::{NetworkLoss, fit_rows};
 
 /// `capsnet`.
 pub struct Capsules;
@@ -107,24 +108,13 @@ impl Family for Capsules {
         if let Some(p) = run.progress {
             p.note(&memory_line(net, config));
         }
-        if net.reconstruction == 0.0 {
-            return crate::pipeline::supervised::fit_rows(model, prepared, config, run);
+        // Without the decoder's term the margin loss of the outputs is the whole loss.
+        let own = net.reconstruction > 0.0;
+        if own {
+            check_pixels(&prepared.train, config)?;
         }
-        check_pixels(&prepared.train, config)?;
-        let loss = config.loss.init(&run.device)?;
-        let fit = Fit {
-            forward: |m: &Network, x| m.forward_flat(x),
-            loss: loss.as_ref(),
-            augment: Some(&config.augment),
-            run,
-        };
-        Ok(fit_with_loss(
-            model,
-            &prepared.train,
-            &prepared.valid,
-            &fit,
-            capsule_loss,
-        )?)
+        let capsule_loss: &NetworkLoss = &capsule_loss;
+        fit_rows(model, prepared, config, run, own.then_some(capsule_loss))
     }
 
     fn finish_samples(

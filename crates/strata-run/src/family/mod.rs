@@ -164,7 +164,7 @@ pub trait Family: Sync {
         config: &RunConfig,
         run: strata_train::Run<'_>,
     ) -> Result<FitOutcome<Network>> {
-        pipeline::supervised::fit_rows(model, prepared, config, run)
+        pipeline::supervised::fit_rows(model, prepared, config, run, None)
     }
 
     /// What a finished supervised run of this family writes besides its model and metrics

@@ -5,13 +5,15 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde_json::{Map, Value, json};
 use strata_arch::{Network, check_input};
 use strata_data::{Dataset, Source, Task, balanced_class_weights, stratified_kfold};
 use strata_loss::LossConfig;
-use strata_tensor::seed_device;
-use strata_train::{Evaluation, Fit, FitOutcome, LoadReport, Report, evaluate, fit, write_atomic};
+use strata_tensor::{TargetBatch, seed_device};
+use strata_train::{
+    Evaluation, Fit, FitOutcome, LoadReport, Report, evaluate, fit, fit_with_loss, write_atomic,
+};
 
 use super::{Context, RunResult};
 use crate::config::RunConfig;
@@ -93,9 +95,14 @@ pub(crate) fn train_once(
     Ok((outcome, report))
 }
 
-/// Trains `model` on `prepared`'s training split with the run's loss and augmentation,
-/// validating on its validation split: what [`Family::fit_samples`] does unless a family
-/// trains its networks otherwise.
+/// A training loss of the network's own, from a batch's inputs and targets.
+pub(crate) type NetworkLoss =
+    dyn Fn(&Network, Tensor<2>, &TargetBatch) -> strata_train::Result<Tensor<1>>;
+
+/// Trains `model` on `prepared`'s training split with the run's augmentation, validating on
+/// its validation split with the run's loss; training batches take `train_loss` when given
+/// ([`strata_train::fit_with_loss`]), else the run's loss. What [`Family::fit_samples`] does
+/// (with no loss of its own) unless a family trains its networks otherwise.
 ///
 /// # Errors
 /// Invalid settings, a loss that rejects the data, training and checkpoint failures.
@@ -104,19 +111,20 @@ pub(crate) fn fit_rows(
     prepared: &Prepared,
     config: &RunConfig,
     run: strata_train::Run<'_>,
+    train_loss: Option<&NetworkLoss>,
 ) -> Result<FitOutcome<Network>> {
     let loss = config.loss.init(&run.device)?;
-    Ok(fit(
-        model,
-        &prepared.train,
-        &prepared.valid,
-        &Fit {
-            forward: |m: &Network, x| m.forward_flat(x),
-            loss: loss.as_ref(),
-            augment: Some(&config.augment),
-            run,
-        },
-    )?)
+    let f = Fit {
+        forward: |m: &Network, x| m.forward_flat(x),
+        loss: loss.as_ref(),
+        augment: Some(&config.augment),
+        run,
+    };
+    let (train, valid) = (&prepared.train, &prepared.valid);
+    Ok(match train_loss {
+        Some(l) => fit_with_loss(model, train, valid, &f, l)?,
+        None => fit(model, train, valid, &f)?,
+    })
 }
 
 fn eval(
