@@ -32,6 +32,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+use strata_kernels::conv2d_layer;
 use strata_layers::{
     CapsuleLayer, CapsuleLayerConfig, PrimaryCaps, PrimaryCapsConfig, Routed, capsule_lengths,
 };
@@ -251,7 +252,7 @@ impl CapsNet {
     /// - returns capsules `[batch, n_classes, class_dim]`, coupling
     ///   `[batch, n_primary, n_classes]`
     pub fn capsules(&self, images: Tensor<4>) -> Routed {
-        let x = relu(self.conv1.forward(images));
+        let x = relu(conv2d_layer(&self.conv1, images));
         self.class_caps.forward(self.primary_caps.forward(x))
     }
 

@@ -27,6 +27,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use strata_kernels::conv2d_layer;
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv};
 
 use crate::error::{Error, check_size};
@@ -213,7 +214,7 @@ impl ResNet {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, n_features]`
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(self.bn1.forward(conv2d_layer(&self.conv1, x)));
         if let Some(p) = &self.maxpool {
             x = p.forward(x);
         }

@@ -43,6 +43,7 @@ use burn::nn::{
 };
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
+use strata_kernels::conv2d_layer;
 use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::error::{Error, check_dropout, check_size};
@@ -438,7 +439,7 @@ impl TransformerClassifier {
                     .as_ref()
                     .expect("image input has patches");
                 let images = rows.reshape([batch, *in_channels, *height, *width]);
-                let p = conv.forward(images); // [batch, d, h / patch, w / patch]
+                let p = conv2d_layer(conv, images); // [batch, d, h / patch, w / patch]
                 let [_, d, ph, pw] = p.dims();
                 (p.reshape([batch, d, ph * pw]).swap_dims(1, 2), None)
             }

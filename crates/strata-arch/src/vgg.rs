@@ -29,6 +29,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use strata_kernels::conv2d_layer;
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig};
 
 use crate::error::{Error, check_dropout, check_size};
@@ -236,7 +237,7 @@ impl Vgg {
     pub fn features(&self, mut x: Tensor<4>) -> Tensor<2> {
         for slot in &self.features {
             x = match (&slot.conv, &slot.norm, &slot.pool) {
-                (Some(c), _, _) => c.forward(x),
+                (Some(c), _, _) => conv2d_layer(c, x),
                 (_, Some(n), _) => n.forward(x),
                 (_, _, Some(p)) => p.forward(x),
                 _ => relu(x),

@@ -115,7 +115,7 @@ impl BatchNorm2d {
             "batch norm in training needs more than one value per channel, got {dims:?}"
         );
         let device = input.device();
-        let out = burn::tensor::module::batch_norm_train(
+        let (output, batch_mean, batch_var) = strata_kernels::batch_norm_train(
             input,
             self.weight.val(),
             self.bias.val(),
@@ -124,12 +124,12 @@ impl BatchNorm2d {
         let m = self.momentum;
         let unbiased = per_channel as f64 / (per_channel - 1) as f64;
         let mean =
-            self.running_mean.value_sync().to_device(&device) * (1.0 - m) + out.mean.detach() * m;
+            self.running_mean.value_sync().to_device(&device) * (1.0 - m) + batch_mean.detach() * m;
         let var = self.running_var.value_sync().to_device(&device) * (1.0 - m)
-            + out.variance.detach() * (m * unbiased);
+            + batch_var.detach() * (m * unbiased);
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
-        out.output
+        output
     }
 }
 

@@ -30,6 +30,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
+use strata_kernels::conv2d_layer;
 
 /// The constant under the square root in [`squash`]: `|s|` is computed as
 /// `sqrt(|s|^2 + SQUASH_EPS)`, so that a zero vector squashes to zero with finite gradients.
@@ -163,7 +164,7 @@ impl PrimaryCaps {
     /// - `input`: `[batch, in_channels, height, width]`
     /// - returns `[batch, n_types * grid_h * grid_w, d_capsule]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<3> {
-        let x = self.conv.forward(input);
+        let x = conv2d_layer(&self.conv, input);
         let [b, _, h, w] = x.dims();
         let x: Tensor<5> = x.reshape([b, self.n_types, self.d_capsule, h, w]);
         let x = x

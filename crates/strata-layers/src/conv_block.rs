@@ -8,6 +8,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use strata_kernels::conv2d_layer;
 
 use crate::activation::ActivationKind;
 
@@ -101,7 +102,7 @@ impl ConvBlock {
     /// # Panics
     /// When the input has the wrong channel count.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv.forward(input);
+        let mut x = conv2d_layer(&self.conv, input);
         if let Some(norm) = &self.norm {
             x = norm.forward(x);
         }

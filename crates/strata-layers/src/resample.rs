@@ -21,6 +21,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::activation::Activation;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::tensor::{Device, Tensor};
+use strata_kernels::conv2d_layer;
 
 use crate::activation::ActivationKind;
 
@@ -66,7 +67,7 @@ impl Downsample {
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, ceil(h / 2), ceil(w / 2)]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        self.activation.forward(self.conv.forward(input))
+        self.activation.forward(conv2d_layer(&self.conv, input))
     }
 }
 

@@ -18,6 +18,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use strata_kernels::conv2d_layer;
 
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 
@@ -128,13 +129,13 @@ impl Residual {
     /// - returns `[batch, out_channels, ceil(h / stride), ceil(w / stride)]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some((c, b)) => b.forward(c.forward(x.clone())),
+            Some((c, b)) => b.forward(conv2d_layer(c, x.clone())),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
-        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = relu(self.bn1.forward(conv2d_layer(&self.conv1, x)));
+        let y = self.bn2.forward(conv2d_layer(&self.conv2, y));
         let y = match (&self.conv3, &self.bn3) {
-            (Some(c), Some(b)) => b.forward(c.forward(relu(y))),
+            (Some(c), Some(b)) => b.forward(conv2d_layer(c, relu(y))),
             _ => y,
         };
         relu(y + shortcut)

@@ -33,9 +33,9 @@ use burn::config::Config;
 use burn::module::{Module, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+use strata_kernels::conv2d;
 
 /// Configuration of a [`SpectralNorm`] for a weight of `d_out` x `d_in`.
 #[derive(Config, Debug)]
@@ -309,7 +309,7 @@ impl SnConv2d {
     /// - returns `[batch, out_channels, height', width']`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let Some(sn) = &self.sn else {
-            return self.conv.forward(input);
+            return strata_kernels::conv2d_layer(&self.conv, input);
         };
         let c = &self.conv;
         let w = c.weight.val();

@@ -1,0 +1,133 @@
+//! Strata's own CPU kernels for burn's flex backend, each with a hand-written backward pass.
+//!
+//! burn composes some ops out of others on the CPU: a convolution's weight gradient is a
+//! convolution with the batch and channels swapped, its input gradient a transposed
+//! convolution, and the forward pass unfolds one image at a time. The kernels here do the
+//! same arithmetic as a few large matrix products instead (see [`conv`]). They are a burn
+//! *backend extension* ([`KernelOps`]): on a flex device Strata's code runs, on ndarray and
+//! wgpu burn's own ops do, so model code calls one function everywhere and gets the same
+//! result within float rounding.
+//!
+//! ```
+//! use burn::backend::ops::ConvOptions;
+//! use burn::tensor::{Device, Distribution, Tensor};
+//!
+//! let device = Device::flex();
+//! let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &device);
+//! let weight = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device);
+//! let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+//! let ours = strata_kernels::conv2d(x.clone(), weight.clone(), None, options.clone());
+//! let burns = burn::tensor::module::conv2d(x, weight, None, options);
+//! assert_eq!(ours.dims(), [2, 4, 8, 8]);
+//! assert!(ours.sub(burns).abs().max().into_scalar() < 1e-5);
+//! ```
+//!
+//! Set `STRATA_KERNELS=burn` to route every call to burn's ops instead (to compare the two in
+//! one build); [`enabled`] says which is in use.
+
+pub mod batch_norm;
+pub mod conv;
+pub mod gemm;
+mod ops;
+
+use std::sync::OnceLock;
+
+use burn::backend::Dispatch;
+use burn::backend::ops::ConvOptions;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+pub use ops::KernelOps;
+
+/// Whether Strata's kernels are in use: true unless the environment variable `STRATA_KERNELS`
+/// is `burn` (read once).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("STRATA_KERNELS").map_or(true, |v| v != "burn"))
+}
+
+/// A 2-D convolution, as `burn::tensor::module::conv2d`: `x` `[N, C, H, W]`, `weight`
+/// `[O, C / groups, kh, kw]`, optional `bias` `[O]`. On flex it runs Strata's kernels forward
+/// and backward.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !enabled() {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let out =
+        <Dispatch as KernelOps>::kernel_conv2d(x.into_dispatch(), weight.into_dispatch(), options);
+    let out = Tensor::<4>::from_dispatch(out);
+    match bias {
+        Some(bias) => {
+            let channels = bias.dims()[0];
+            out + bias.reshape([1, channels, 1, 1])
+        }
+        None => out,
+    }
+}
+
+/// burn's `Conv2d` layer's forward pass through [`conv2d`]: the same padding rules (explicit,
+/// valid or same), stride, dilation and groups.
+pub fn conv2d_layer(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let (rows, cols) = match layer.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Same => (
+            same_padding(layer.kernel_size[0], layer.stride[0], height),
+            same_padding(layer.kernel_size[1], layer.stride[1], width),
+        ),
+    };
+    let options =
+        ConvOptions::new_with_padding(layer.stride, [rows, cols], layer.dilation, layer.groups);
+    conv2d(
+        x,
+        layer.weight.val(),
+        layer.bias.as_ref().map(|bias| bias.val()),
+        options,
+    )
+}
+
+/// burn's "same" padding (`burn_nn::PaddingConfig2d::Same`): the output has `ceil(size /
+/// stride)` positions, the padding split with the odd one at the end (dilation not counted, as
+/// burn does).
+fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = if out > 0 {
+        ((out - 1) * stride + kernel).saturating_sub(size)
+    } else {
+        0
+    };
+    (total / 2, total - total / 2)
+}
+
+/// Batch normalisation in training, as `burn::tensor::module::batch_norm_train`: `x` `[N, C,
+/// ...]`, `gamma` and `beta` `[C]`; returns the output, the batch mean and the biased batch
+/// variance. On flex it runs Strata's fused kernels forward and backward.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    if !enabled() {
+        let out = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        return (out.output, out.mean, out.variance);
+    }
+    let (y, mean, var) = <Dispatch as KernelOps>::kernel_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    (
+        Tensor::from_dispatch(y),
+        Tensor::from_dispatch(mean),
+        Tensor::from_dispatch(var),
+    )
+}

@@ -1,0 +1,370 @@
+//! The kernels as a burn backend extension: flex runs Strata's own code, the other backends
+//! burn's composed ops, and autodiff records Strata's backward pass.
+//!
+//! ndarray is deprecated in burn 0.22 but still one of its backends (and Strata's); the
+//! extension macro names it, so this module allows the deprecation.
+#![allow(deprecated)]
+
+use burn::backend::NdArray;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Shape, TensorData};
+
+use crate::batch_norm;
+use crate::conv::{self, ConvGeometry};
+
+/// Operations Strata computes with its own kernels where the backend is flex.
+///
+/// Every method's default body is burn's own op, so a backend without a kernel of ours
+/// (ndarray, wgpu) computes the same thing the way burn does.
+#[backend_extension(Flex, NdArray, Cube: cfg(feature = "wgpu"), Autodiff)]
+pub trait KernelOps: Backend {
+    /// A 2-D convolution without bias: `x` `[N, C, H, W]`, `weight` `[O, C / groups, kh, kw]`.
+    fn kernel_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The gradient of [`KernelOps::kernel_conv2d`] with respect to `x`.
+    fn kernel_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    /// The gradient of [`KernelOps::kernel_conv2d`] with respect to `weight`.
+    fn kernel_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// Batch normalisation in training over `x` `[N, C, ...]`: the output, the batch mean and
+    /// the biased batch variance (both `[C]`).
+    fn kernel_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let out = Self::batch_norm_train(x, gamma, beta, epsilon);
+        (out.output, out.mean, out.variance)
+    }
+
+    /// The gradients of [`KernelOps::kernel_batch_norm_train`] for `x`, `gamma` and `beta`.
+    fn kernel_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        (grads.x_grad, grads.gamma_grad, grads.beta_grad)
+    }
+}
+
+impl KernelOps for NdArray {}
+
+#[cfg(feature = "wgpu")]
+impl KernelOps for burn::backend::Cube {}
+
+/// The geometry of a convolution of `x` by `weight`, when both are f32 (the kernels' type).
+fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let xs = x.shape();
+    let ws = weight.shape();
+    if xs.num_dims() != 4 || ws.num_dims() != 4 {
+        return None;
+    }
+    Some(ConvGeometry {
+        batch: xs[0],
+        channels_in: xs[1],
+        input: [xs[2], xs[3]],
+        channels_out: ws[0],
+        kernel: [ws[2], ws[3]],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+        groups: options.groups,
+    })
+}
+
+/// The tensor's elements in row-major order, copied only when its layout needs it.
+fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+fn slice(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("a contiguous f32 tensor (made so by `contiguous`)")
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    let tensor = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
+    debug_assert_eq!(tensor.layout(), &Layout::contiguous(Shape::new(shape)));
+    tensor
+}
+
+impl KernelOps for Flex {
+    fn kernel_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = geometry(&x, &weight, &options) else {
+            return Self::conv2d(x, weight, None, options);
+        };
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let [ho, wo] = g.output();
+        let out = conv::forward(slice(&x), slice(&weight), &g);
+        tensor(out, [g.batch, g.channels_out, ho, wo])
+    }
+
+    fn kernel_conv2d_x_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) = geometry(&x, &weight, &options) else {
+            return Self::conv2d_x_backward(x, weight, output_grad, options);
+        };
+        let (weight, dy) = (contiguous(weight), contiguous(output_grad));
+        let dx = conv::backward_input(slice(&weight), slice(&dy), &g);
+        tensor(dx, [g.batch, g.channels_in, g.input[0], g.input[1]])
+    }
+
+    fn kernel_conv2d_weight_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) = geometry(&x, &weight, &options) else {
+            return Self::conv2d_weight_backward(x, weight, output_grad, options);
+        };
+        let shape = weight.shape();
+        let (x, dy) = (contiguous(x), contiguous(output_grad));
+        let dw = conv::backward_weight(slice(&x), slice(&dy), &g);
+        tensor(dw, [shape[0], shape[1], shape[2], shape[3]])
+    }
+
+    fn kernel_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(p) = planes(&x, &[&gamma, &beta]) else {
+            let out = Self::batch_norm_train(x, gamma, beta, epsilon);
+            return (out.output, out.mean, out.variance);
+        };
+        let shape = x.shape();
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let (y, mean, var) =
+            batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), p, epsilon);
+        let y = FlexTensor::from_data(TensorData::new(y, shape));
+        (y, vector(mean), vector(var))
+    }
+
+    fn kernel_batch_norm_train_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        output_grad: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(p) = planes(&x, &[&gamma, &mean, &variance, &output_grad]) else {
+            let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+            return (g.x_grad, g.gamma_grad, g.beta_grad);
+        };
+        let shape = x.shape();
+        let [x, gamma, mean, variance, dy] =
+            [x, gamma, mean, variance, output_grad].map(contiguous);
+        let (dx, dgamma, dbeta) = batch_norm::backward(
+            slice(&x),
+            slice(&gamma),
+            slice(&mean),
+            slice(&variance),
+            slice(&dy),
+            p,
+            epsilon,
+        );
+        let dx = FlexTensor::from_data(TensorData::new(dx, shape));
+        (dx, vector(dgamma), vector(dbeta))
+    }
+}
+
+/// The `[N, C, rest]` layout of a batch-norm input, when it and the per-channel tensors are
+/// f32.
+fn planes(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<batch_norm::Planes> {
+    let shape = x.shape();
+    if x.dtype() != DType::F32
+        || per_channel.iter().any(|t| t.dtype() != DType::F32)
+        || shape.num_dims() < 2
+    {
+        return None;
+    }
+    Some(batch_norm::Planes {
+        batch: shape[0],
+        channels: shape[1],
+        plane: (2..shape.num_dims()).map(|d| shape[d]).product(),
+    })
+}
+
+fn vector(values: Vec<f32>) -> FlexTensor {
+    let n = values.len();
+    FlexTensor::from_data(TensorData::new(values, Shape::new([n])))
+}
+
+/// The convolution's node in the autodiff graph: its backward pass calls the backend's
+/// kernels for the input and weight gradients.
+#[derive(Debug)]
+struct Conv2dNode;
+
+impl<B: Backend + KernelOps> Backward<B, 2> for Conv2dNode {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
+        if let Some(node) = node_x {
+            let dx = B::kernel_conv2d_x_backward(
+                x.clone(),
+                weight.clone(),
+                grad.clone(),
+                options.clone(),
+            );
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            let dw = B::kernel_conv2d_weight_backward(x, weight, grad, options);
+            grads.register::<B>(node.id, dw);
+        }
+    }
+}
+
+/// Batch norm's node: the input and gamma are checkpointed, the batch statistics kept.
+#[derive(Debug)]
+struct BatchNormNode;
+
+impl<B: Backend + KernelOps> Backward<B, 3> for BatchNormNode {
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let (dx, dgamma, dbeta) =
+            B::kernel_batch_norm_train_backward(x, gamma, mean, variance, grad, epsilon);
+        for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C> {
+    fn kernel_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = BatchNormNode
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let (y, mean, var) = B::kernel_batch_norm_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon);
+                let y = prep.finish(state, y);
+                (y, Self::from_inner(mean), Self::from_inner(var))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) = B::kernel_batch_norm_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                (
+                    prep.finish(y),
+                    Self::from_inner(mean),
+                    Self::from_inner(var),
+                )
+            }
+        }
+    }
+
+    fn kernel_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match Conv2dNode
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out =
+                    B::kernel_conv2d(x.into_primitive(), weight.into_primitive(), options.clone());
+                prep.finish((x_state, weight_state, options), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::kernel_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+}

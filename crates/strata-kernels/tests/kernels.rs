@@ -1,0 +1,320 @@
+//! Strata's kernels against burn's own ops on flex: the convolution (forward, and all three
+//! gradients through autodiff) over random shapes, strides, paddings, dilations, groups, batch
+//! sizes and non-contiguous inputs; batch norm in training (output, statistics, gradients).
+
+use burn::backend::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use proptest::prelude::*;
+use strata_tensor::compare::check_close;
+use strata_tensor::convert::to_vec;
+
+#[derive(Clone, Debug)]
+struct Case {
+    batch: usize,
+    groups: usize,
+    c_per_group: usize,
+    o_per_group: usize,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    dilation: [usize; 2],
+    bias: bool,
+    transposed_input: bool,
+}
+
+impl Case {
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(self.stride, self.padding, self.dilation, self.groups)
+    }
+
+    fn fits(&self) -> bool {
+        (0..2).all(|d| {
+            self.input[d] + self.padding[d].0 + self.padding[d].1
+                > self.dilation[d] * (self.kernel[d] - 1)
+        })
+    }
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        (1usize..4, 1usize..4, 1usize..4, 1usize..5),
+        (
+            [3usize..10, 3usize..10],
+            [1usize..4, 1usize..4],
+            [1usize..3, 1usize..3],
+        ),
+        (
+            [(0usize..3, 0usize..3), (0usize..3, 0usize..3)],
+            [1usize..3, 1usize..3],
+        ),
+        (any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (batch, groups, c_per_group, o_per_group),
+                (input, kernel, stride),
+                (padding, dilation),
+                (bias, transposed_input),
+            )| Case {
+                batch,
+                groups,
+                c_per_group,
+                o_per_group,
+                input,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                bias,
+                transposed_input,
+            },
+        )
+        .prop_filter("the kernel fits", Case::fits)
+}
+
+struct Inputs {
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    upstream: Tensor<4>,
+}
+
+fn inputs(case: &Case, device: &Device) -> Inputs {
+    let c = case.groups * case.c_per_group;
+    let o = case.groups * case.o_per_group;
+    let [h, w] = case.input;
+    let u = Distribution::Uniform(-1.0, 1.0);
+    let x = if case.transposed_input {
+        // Stored as [N, H, C, W]: the kernel sees a strided view.
+        Tensor::<4>::random([case.batch, h, c, w], u, device).swap_dims(1, 2)
+    } else {
+        Tensor::<4>::random([case.batch, c, h, w], u, device)
+    };
+    let weight = Tensor::<4>::random(
+        [o, case.c_per_group, case.kernel[0], case.kernel[1]],
+        u,
+        device,
+    );
+    let bias = case.bias.then(|| Tensor::<1>::random([o], u, device));
+    let out = burn::tensor::module::conv2d(x.clone(), weight.clone(), bias.clone(), case.options());
+    let upstream = Tensor::<4>::random(out.dims(), u, device);
+    Inputs {
+        x,
+        weight,
+        bias,
+        upstream,
+    }
+}
+
+/// Tolerances are relative to the result's largest magnitude when that is above 1: a sum of
+/// hundreds of products near 10 differs in its last bits (an f32 ulp there is 1e-6) with the
+/// order of summation alone.
+fn scale(values: &[f32]) -> f32 {
+    values.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+}
+
+type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>;
+
+/// The output and the gradients of `sum(conv(x) * upstream)` for x, weight and bias.
+fn run(conv: Conv, inputs: &Inputs, options: ConvOptions<2>) -> Vec<Vec<f32>> {
+    let x = inputs.x.clone().require_grad();
+    let weight = inputs.weight.clone().require_grad();
+    let bias = inputs.bias.clone().map(Tensor::require_grad);
+    let out = conv(x.clone(), weight.clone(), bias.clone(), options);
+    let loss = (out.clone() * inputs.upstream.clone()).sum();
+    let grads = loss.backward();
+    let mut all = vec![
+        to_vec(out),
+        to_vec(x.grad(&grads).expect("a gradient for x")),
+        to_vec(weight.grad(&grads).expect("a gradient for the weight")),
+    ];
+    if let Some(bias) = bias {
+        all.push(to_vec(bias.grad(&grads).expect("a gradient for the bias")));
+    }
+    all
+}
+
+fn compare(case: &Case, device: &Device) -> Result<(), String> {
+    let inputs = inputs(case, device);
+    let ours = run(strata_kernels::conv2d, &inputs, case.options());
+    let burns = run(burn::tensor::module::conv2d, &inputs, case.options());
+    let names = ["output", "d x", "d weight", "d bias"];
+    if ours.len() != burns.len() {
+        return Err(format!("{} results against {}", ours.len(), burns.len()));
+    }
+    for (i, (got, want)) in ours.iter().zip(&burns).enumerate() {
+        let tol = if i == 0 { 1e-5 } else { 1e-4 };
+        check_close(names[i], got, want, tol * scale(want))?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn flex_kernels_match_burns_convolution(case in cases()) {
+        let result = compare(&case, &Device::flex().autodiff());
+        prop_assert!(result.is_ok(), "{case:?}: {}", result.unwrap_err());
+    }
+}
+
+#[test]
+fn a_resnet_sized_layer_matches_burns_convolution() {
+    // ResNet-20's second stage: 32 images of 16 channels at 32x32 -> 32 channels, stride 2.
+    let case = Case {
+        batch: 32,
+        groups: 1,
+        c_per_group: 16,
+        o_per_group: 32,
+        input: [32, 32],
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        bias: false,
+        transposed_input: false,
+    };
+    compare(&case, &Device::flex().autodiff()).unwrap();
+}
+
+#[test]
+fn without_autodiff_the_forward_pass_matches() {
+    let device = Device::flex();
+    let x = Tensor::<4>::random([3, 4, 9, 7], Distribution::Default, &device);
+    let weight = Tensor::<4>::random([6, 2, 3, 3], Distribution::Default, &device);
+    let bias = Tensor::<1>::random([6], Distribution::Default, &device);
+    let options = ConvOptions::new([2, 1], [1, 0], [1, 2], 2);
+    let ours = strata_kernels::conv2d(
+        x.clone(),
+        weight.clone(),
+        Some(bias.clone()),
+        options.clone(),
+    );
+    let burns = burn::tensor::module::conv2d(x, weight, Some(bias), options);
+    assert_eq!(ours.dims(), burns.dims());
+    let want = to_vec(burns);
+    check_close("output", &to_vec(ours), &want, 1e-5 * scale(&want)).unwrap();
+}
+
+#[test]
+fn other_backends_get_burns_ops() {
+    #[allow(deprecated)]
+    let device = Device::ndarray().autodiff();
+    let case = Case {
+        batch: 2,
+        groups: 1,
+        c_per_group: 3,
+        o_per_group: 4,
+        input: [6, 5],
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        bias: true,
+        transposed_input: false,
+    };
+    compare(&case, &device).unwrap();
+}
+
+#[test]
+fn a_layer_uses_its_padding_rule() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Default, &device);
+    for padding in [
+        PaddingConfig2d::Valid,
+        PaddingConfig2d::Same,
+        PaddingConfig2d::Explicit(2, 1, 0, 1),
+    ] {
+        let layer = Conv2dConfig::new([3, 5], [3, 2])
+            .with_stride([2, 1])
+            .with_padding(padding.clone())
+            .init(&device);
+        let ours = strata_kernels::conv2d_layer(&layer, x.clone());
+        let burns = layer.forward(x.clone());
+        assert_eq!(ours.dims(), burns.dims(), "{padding:?}");
+        let want = to_vec(burns);
+        check_close("output", &to_vec(ours), &want, 1e-5 * scale(&want)).unwrap();
+    }
+}
+
+/// The batch-norm kernels against burn's `batch_norm_train` (output, batch statistics and the
+/// three gradients), for 2-D to 4-D inputs.
+fn batch_norm_matches(dims: Vec<usize>, device: &Device) -> Result<(), String> {
+    fn run<const D: usize>(
+        dims: [usize; D],
+        ours: bool,
+        seed_tensors: &[Tensor<1>; 3],
+    ) -> Vec<Vec<f32>> {
+        let n: usize = dims.iter().product();
+        let x = seed_tensors[0]
+            .clone()
+            .slice(0..n)
+            .reshape(dims)
+            .require_grad();
+        let c = dims[1];
+        let gamma = seed_tensors[1].clone().slice(0..c).require_grad();
+        let beta = seed_tensors[2].clone().slice(0..c).require_grad();
+        let (y, mean, var) = if ours {
+            strata_kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+        } else {
+            let o = burn::tensor::module::batch_norm_train(
+                x.clone(),
+                gamma.clone(),
+                beta.clone(),
+                1e-5,
+            );
+            (o.output, o.mean, o.variance)
+        };
+        // A fixed, non-uniform upstream gradient: the values' own sine.
+        let weights = y.clone().detach().sin();
+        let grads = (y.clone() * weights).sum().backward();
+        vec![
+            to_vec(y.reshape([n])),
+            to_vec(mean),
+            to_vec(var),
+            to_vec(x.grad(&grads).expect("d x").reshape([n])),
+            to_vec(gamma.grad(&grads).expect("d gamma")),
+            to_vec(beta.grad(&grads).expect("d beta")),
+        ]
+    }
+    let total: usize = dims.iter().product();
+    let u = Distribution::Uniform(-2.0, 3.0);
+    let seeds = [
+        Tensor::<1>::random([total], u, device),
+        Tensor::<1>::random([dims[1]], Distribution::Uniform(0.5, 1.5), device),
+        Tensor::<1>::random([dims[1]], u, device),
+    ];
+    let pair = |ours| match dims.len() {
+        2 => run([dims[0], dims[1]], ours, &seeds),
+        3 => run([dims[0], dims[1], dims[2]], ours, &seeds),
+        _ => run([dims[0], dims[1], dims[2], dims[3]], ours, &seeds),
+    };
+    let (ours, burns) = (pair(true), pair(false));
+    let names = ["output", "mean", "variance", "d x", "d gamma", "d beta"];
+    for (i, (got, want)) in ours.iter().zip(&burns).enumerate() {
+        let tol = if i < 3 { 1e-5 } else { 1e-4 };
+        check_close(names[i], got, want, tol * scale(want))?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn flex_batch_norm_matches_burns(dims in proptest::collection::vec(1usize..6, 2..5)) {
+        let mut dims = dims;
+        dims[0] += 1; // more than one value per channel
+        let result = batch_norm_matches(dims.clone(), &Device::flex().autodiff());
+        prop_assert!(result.is_ok(), "{dims:?}: {}", result.unwrap_err());
+    }
+}
+
+#[test]
+fn a_cnn_sized_batch_norm_matches_burns() {
+    batch_norm_matches(vec![64, 32, 28, 28], &Device::flex().autodiff()).unwrap();
+}
