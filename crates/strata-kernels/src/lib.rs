@@ -25,6 +25,7 @@
 //! Set `STRATA_KERNELS=burn` to route every call to burn's ops instead (to compare the two in
 //! one build); [`enabled`] says which is in use.
 
+pub mod adam;
 pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
@@ -38,6 +39,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
+pub use adam::AdamStep;
 pub use ops::KernelOps;
 
 /// Whether Strata's kernels are in use: true unless the environment variable `STRATA_KERNELS`
@@ -129,5 +131,33 @@ pub fn batch_norm_train<const D: usize>(
         Tensor::from_dispatch(y),
         Tensor::from_dispatch(mean),
         Tensor::from_dispatch(var),
+    )
+}
+
+/// One Adam or AdamW step ([`AdamStep`]) for a parameter, its gradient and its two moments
+/// (zeros before the first step): the new parameter and moments. On flex it is one pass,
+/// in place where this call holds the only reference to a buffer.
+pub fn adam_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moment_1: Tensor<D>,
+    moment_2: Tensor<D>,
+    step: AdamStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let (param, grad, moment_1, moment_2) = (
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+    );
+    let (p, m, v) = if enabled() {
+        <Dispatch as KernelOps>::kernel_adam_step(param, grad, moment_1, moment_2, step)
+    } else {
+        ops::composed_adam::<Dispatch>(param, grad, moment_1, moment_2, step)
+    };
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
     )
 }

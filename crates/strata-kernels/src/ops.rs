@@ -15,8 +15,9 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Shape, TensorData};
+use burn::tensor::{DType, Scalar, Shape, TensorData};
 
+use crate::adam::{self, AdamStep};
 use crate::batch_norm;
 use crate::conv::{self, ConvGeometry};
 
@@ -79,12 +80,61 @@ pub trait KernelOps: Backend {
         let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
         (grads.x_grad, grads.gamma_grad, grads.beta_grad)
     }
+
+    /// One Adam or AdamW step ([`crate::adam`]): the new parameter and moments.
+    fn kernel_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed_adam::<Self>(param, grad, moment_1, moment_2, step)
+    }
 }
 
 impl KernelOps for NdArray {}
 
 #[cfg(feature = "wgpu")]
 impl KernelOps for burn::backend::Cube {}
+
+/// burn's composed ops for one Adam step (the backends without a kernel of ours).
+pub(crate) fn composed_adam<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    moment_1: FloatTensor<B>,
+    moment_2: FloatTensor<B>,
+    step: AdamStep,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let scalar = |v: f64| Scalar::Float(v);
+    let (c, e) = step.corrections();
+    let (b1, b2) = (step.beta_1 as f64, step.beta_2 as f64);
+    let grad = if !step.decoupled && step.weight_decay != 0.0 {
+        let decay = B::float_mul_scalar(param.clone(), scalar(step.weight_decay as f64));
+        B::float_add(grad, decay)
+    } else {
+        grad
+    };
+    let m = B::float_add(
+        B::float_mul_scalar(moment_1, scalar(b1)),
+        B::float_mul_scalar(grad.clone(), scalar(1.0 - b1)),
+    );
+    let v = B::float_add(
+        B::float_mul_scalar(moment_2, scalar(b2)),
+        B::float_mul_scalar(B::float_mul(grad.clone(), grad), scalar(1.0 - b2)),
+    );
+    let update = B::float_div(
+        B::float_mul_scalar(m.clone(), scalar(c as f64)),
+        B::float_add_scalar(B::float_sqrt(v.clone()), scalar(e as f64)),
+    );
+    let param = if step.decoupled && step.weight_decay != 0.0 {
+        B::float_mul_scalar(param, scalar(1.0 - step.lr * step.weight_decay as f64))
+    } else {
+        param
+    };
+    let param = B::float_sub(param, B::float_mul_scalar(update, scalar(step.lr)));
+    (param, m, v)
+}
 
 /// The geometry of a convolution of `x` by `weight`, when both are f32 (the kernels' type).
 fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
@@ -115,6 +165,20 @@ fn contiguous(tensor: FlexTensor) -> FlexTensor {
         tensor
     } else {
         tensor.to_contiguous()
+    }
+}
+
+/// A tensor whose storage is exactly its elements in order (a view is copied out), so that
+/// `storage_mut` writes this tensor's elements and, copying on write, no other tensor's.
+fn owned(tensor: FlexTensor) -> FlexTensor {
+    let whole = tensor
+        .as_slice::<f32>()
+        .is_some_and(|view| view.len() == tensor.storage::<f32>().len());
+    if whole {
+        // `storage_mut` copies the buffer first if another tensor shares it.
+        tensor
+    } else {
+        FlexTensor::from_data(tensor.into_data())
     }
 }
 
@@ -186,6 +250,32 @@ impl KernelOps for Flex {
             batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), p, epsilon);
         let y = FlexTensor::from_data(TensorData::new(y, shape));
         (y, vector(mean), vector(var))
+    }
+
+    fn kernel_adam_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        step: AdamStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let same = [&grad, &moment_1, &moment_2]
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && t.shape() == param.shape());
+        if param.dtype() != DType::F32 || !same {
+            return composed_adam::<Self>(param, grad, moment_1, moment_2, step);
+        }
+        let grad = contiguous(grad);
+        // In place where this step holds the only reference, else one copy.
+        let [mut param, mut m, mut v] = [param, moment_1, moment_2].map(owned);
+        adam::step(
+            param.storage_mut::<f32>(),
+            slice(&grad),
+            m.storage_mut::<f32>(),
+            v.storage_mut::<f32>(),
+            &step,
+        );
+        (param, m, v)
     }
 
     fn kernel_batch_norm_train_backward(

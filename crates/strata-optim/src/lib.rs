@@ -21,10 +21,12 @@
 //! ```
 
 mod error;
+pub mod fused;
 mod optimizer;
 mod schedule;
 
 pub use burn::optim::ModuleOptimizer;
 pub use error::{Error, Result};
+pub use fused::{FusedAdam, FusedAdamW};
 pub use optimizer::{Clipping, OptimizerConfig, OptimizerKind};
 pub use schedule::{PlateauState, Schedule, ScheduleConfig, ScheduleKind};

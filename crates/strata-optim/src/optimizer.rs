@@ -1,13 +1,14 @@
-//! One serde config that builds burn's SGD, Adam, AdamW or RMSprop with weight decay and
-//! gradient clipping.
+//! One serde config that builds SGD, Adam, AdamW or RMSprop with weight decay and gradient
+//! clipping (burn's SGD and RMSprop; Adam and AdamW fused, see [`crate::fused`]).
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{ModuleOptimizer, RmsPropConfig, SgdConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fused::{FusedAdam, FusedAdamW};
 
 /// The optimizer algorithm and its own hyper-parameters. Defaults follow PyTorch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,7 +240,8 @@ impl OptimizerConfig {
         Ok(())
     }
 
-    /// Builds burn's optimizer.
+    /// Builds the optimizer: burn's SGD and RMSprop, Strata's fused Adam and AdamW (burn's
+    /// arithmetic and state types, one pass per parameter on flex).
     ///
     /// # Errors
     /// As [`validate`](Self::validate).
@@ -265,28 +267,23 @@ impl OptimizerConfig {
                 }))
                 .with_gradient_clipping(clip)
                 .init(),
+            // Adam and AdamW step in one fused pass per parameter on flex (crate::fused).
             OptimizerKind::Adam {
                 beta1,
                 beta2,
                 epsilon,
-            } => AdamConfig::new()
-                .with_beta_1(*beta1)
-                .with_beta_2(*beta2)
-                .with_epsilon(*epsilon)
-                .with_weight_decay(decay)
-                .with_grad_clipping(clip)
-                .init(),
+            } => clipped(
+                FusedAdam::new(*beta1, *beta2, *epsilon, self.weight_decay).into(),
+                clip,
+            ),
             OptimizerKind::AdamW {
                 beta1,
                 beta2,
                 epsilon,
-            } => AdamWConfig::new()
-                .with_beta_1(*beta1)
-                .with_beta_2(*beta2)
-                .with_epsilon(*epsilon)
-                .with_weight_decay(self.weight_decay)
-                .with_grad_clipping(clip)
-                .init(),
+            } => clipped(
+                FusedAdamW::new(*beta1, *beta2, *epsilon, self.weight_decay).into(),
+                clip,
+            ),
             OptimizerKind::RmsProp {
                 alpha,
                 momentum,
@@ -301,6 +298,14 @@ impl OptimizerConfig {
                 .with_grad_clipping(clip)
                 .init(),
         })
+    }
+}
+
+/// `optimizer` with gradient clipping, when asked for.
+fn clipped(optimizer: ModuleOptimizer, clip: Option<GradientClippingConfig>) -> ModuleOptimizer {
+    match clip {
+        Some(clip) => optimizer.with_grad_clipping(clip.init()),
+        None => optimizer,
     }
 }
 

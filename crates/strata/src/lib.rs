@@ -8,6 +8,7 @@
 //! | module | crate | what |
 //! |---|---|---|
 //! | [`tensor`] | `strata-tensor` | backends, devices, seeding |
+//! | [`kernels`] | `strata-kernels` | Strata's own CPU kernels (convolution, batch norm, Adam) |
 //! | [`layers`] | `strata-layers` | building blocks burn lacks |
 //! | [`arch`] | `strata-arch` | complete architectures |
 //! | [`loss`] | `strata-loss` | losses and the custom-loss trait |
@@ -33,6 +34,7 @@
 pub use burn;
 pub use strata_arch as arch;
 pub use strata_data as data;
+pub use strata_kernels as kernels;
 pub use strata_layers as layers;
 pub use strata_loss as loss;
 pub use strata_metrics as metrics;

@@ -1,0 +1,190 @@
+//! Adam and AdamW as burn optimizers whose step is one fused pass on flex
+//! (`strata_kernels::adam_step`), with burn's own state types, so checkpoints written with
+//! burn's `Adam` / `AdamW` resume here and the other way round.
+
+use burn::optim::{AdamState, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
+use burn::tensor::{Device, Tensor};
+use strata_kernels::{AdamStep, adam_step};
+
+/// The shared hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hyper {
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+}
+
+impl Hyper {
+    fn step<const D: usize>(
+        &self,
+        decoupled: bool,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdaptiveMomentumState<D>>,
+    ) -> (Tensor<D>, AdaptiveMomentumState<D>) {
+        let (time, m, v) = match state {
+            Some(s) => (s.time + 1, s.moment_1, s.moment_2),
+            None => (1, tensor.zeros_like(), tensor.zeros_like()),
+        };
+        let step = AdamStep {
+            lr,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+            decoupled,
+            time,
+        };
+        let (tensor, m, v) = adam_step(tensor, grad, m, v, step);
+        (tensor, AdaptiveMomentumState::new(time, m, v))
+    }
+}
+
+fn moved<const D: usize>(s: AdaptiveMomentumState<D>, device: &Device) -> AdaptiveMomentumState<D> {
+    s.to_device(device)
+}
+
+/// Adam with the L2 penalty added to the gradient (burn's `Adam`, AMSGrad off).
+#[derive(Clone, Debug)]
+pub struct FusedAdam(Hyper);
+
+impl FusedAdam {
+    /// Adam with these decays, epsilon and L2 weight decay (0 for none).
+    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        Self(Hyper {
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        })
+    }
+}
+
+impl Optimizer for FusedAdam {
+    type State<const D: usize> = AdamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let (tensor, momentum) = self
+            .0
+            .step(false, lr, tensor, grad, state.map(|s| s.momentum));
+        (tensor, Some(AdamState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdamState::new(moved(state.momentum, device))
+    }
+}
+
+/// AdamW: decoupled weight decay (burn's `AdamW`, AMSGrad and cautious decay off).
+#[derive(Clone, Debug)]
+pub struct FusedAdamW(Hyper);
+
+impl FusedAdamW {
+    /// AdamW with these decays, epsilon and decoupled weight decay.
+    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        Self(Hyper {
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        })
+    }
+}
+
+impl Optimizer for FusedAdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let (tensor, momentum) = self
+            .0
+            .step(true, lr, tensor, grad, state.map(|s| s.momentum));
+        (tensor, Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdamWState::new(moved(state.momentum, device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+    use burn::tensor::Distribution;
+    use strata_tensor::compare::check_close;
+    use strata_tensor::convert::to_vec;
+
+    /// Ten steps of a linear layer under `ours` and under burn's optimizer from the same start:
+    /// the weights agree within 1e-5 (relative to their size).
+    fn agree(mut ours: ModuleOptimizer, mut burns: ModuleOptimizer, device: &Device) {
+        let start: Linear = LinearConfig::new(6, 4).init(device);
+        let (mut a, mut b) = (start.clone(), start);
+        let x = Tensor::<2>::random([8, 6], Distribution::Default, device);
+        for step in 0..10 {
+            let lr = 0.01 * (1.0 + step as f64 * 0.1);
+            let ga = GradientsParams::from_grads(
+                a.forward(x.clone()).powi_scalar(2).sum().backward(),
+                &a,
+            );
+            let gb = GradientsParams::from_grads(
+                b.forward(x.clone()).powi_scalar(2).sum().backward(),
+                &b,
+            );
+            a = ours.step(lr, a, ga);
+            b = burns.step(lr, b, gb);
+        }
+        let (wa, wb) = (to_vec(a.weight.val()), to_vec(b.weight.val()));
+        let scale = wb.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        check_close("weight", &wa, &wb, 1e-5 * scale).unwrap();
+        let (ba, bb) = (to_vec(a.bias.unwrap().val()), to_vec(b.bias.unwrap().val()));
+        check_close("bias", &ba, &bb, 1e-5 * scale).unwrap();
+    }
+
+    #[test]
+    #[allow(deprecated)] // ndarray: still one of Strata's backends
+    fn fused_adam_steps_as_burns_adam() {
+        for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+            agree(
+                FusedAdam::new(0.9, 0.999, 1e-8, 0.01).into(),
+                AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(Some(WeightDecayConfig::new(0.01)))
+                    .init(),
+                &device,
+            );
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn fused_adamw_steps_as_burns_adamw() {
+        for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+            agree(
+                FusedAdamW::new(0.8, 0.99, 1e-6, 0.05).into(),
+                AdamWConfig::new()
+                    .with_beta_1(0.8)
+                    .with_beta_2(0.99)
+                    .with_epsilon(1e-6)
+                    .with_weight_decay(0.05)
+                    .init(),
+                &device,
+            );
+        }
+    }
+}
