@@ -27,7 +27,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::conv2d_layer;
+use strata_kernels::{conv2d_layer, max_pool2d_layer};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv};
 
 use crate::error::{Error, check_size};
@@ -216,7 +216,7 @@ impl ResNet {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu(self.bn1.forward(conv2d_layer(&self.conv1, x)));
         if let Some(p) = &self.maxpool {
-            x = p.forward(x);
+            x = max_pool2d_layer(p, x);
         }
         for stage in self.stages() {
             for block in stage {

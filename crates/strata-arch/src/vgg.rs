@@ -29,7 +29,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use strata_kernels::conv2d_layer;
+use strata_kernels::{conv2d_layer, max_pool2d_layer};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig};
 
 use crate::error::{Error, check_dropout, check_size};
@@ -239,7 +239,7 @@ impl Vgg {
             x = match (&slot.conv, &slot.norm, &slot.pool) {
                 (Some(c), _, _) => conv2d_layer(c, x),
                 (_, Some(n), _) => n.forward(x),
-                (_, _, Some(p)) => p.forward(x),
+                (_, _, Some(p)) => max_pool2d_layer(p, x),
                 _ => relu(x),
             };
         }

@@ -110,13 +110,32 @@ fn main() {
             let x = x.clone().require_grad();
             let _ = burn::tensor::activation::relu(x).sum().backward();
         });
-        time(
-            &format!("max_pool2d 2x2 fwd+bwd (burn) {dims:?}"),
+        let ours = time(
+            &format!("max_pool2d 2x2 fwd+bwd, strata {dims:?}"),
+            reps,
+            || {
+                let x = x.clone().require_grad();
+                let y = strata_kernels::max_pool2d(x, MaxPoolOptions::new([2, 2]));
+                let _ = y.sum().backward();
+            },
+        );
+        let burns = time(
+            &format!("max_pool2d 2x2 fwd+bwd, burn   {dims:?}"),
             reps,
             || {
                 let x = x.clone().require_grad();
                 let y = burn::tensor::module::max_pool2d(x, MaxPoolOptions::new([2, 2]));
                 let _ = y.sum().backward();
+            },
+        );
+        println!("{:<58} {:8.2}x", "  burn / strata", burns / ours);
+        let plain = x.clone().inner();
+        time(
+            &format!("max_pool2d 2x2 forward only (burn) {dims:?}"),
+            reps,
+            || {
+                let _ =
+                    burn::tensor::module::max_pool2d(plain.clone(), MaxPoolOptions::new([2, 2]));
             },
         );
         time(&format!("sum fwd+bwd (the harness) {dims:?}"), reps, || {

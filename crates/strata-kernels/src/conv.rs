@@ -85,8 +85,8 @@ impl ConvGeometry {
         );
         assert!(
             self.groups > 0
-                && self.channels_in % self.groups == 0
-                && self.channels_out % self.groups == 0,
+                && self.channels_in.is_multiple_of(self.groups)
+                && self.channels_out.is_multiple_of(self.groups),
             "conv2d: {} groups do not divide {} input and {} output channels",
             self.groups,
             self.channels_in,
@@ -97,7 +97,8 @@ impl ConvGeometry {
 }
 
 /// The valid output columns `[lo, hi)` of one kernel column at stride 1: those whose input
-/// column `ow + offset` lies in `0..width`.
+/// column `ow + offset` lies in `0..width` (empty, `hi <= lo`, when the kernel column lies
+/// wholly in the padding).
 fn valid_range(offset: isize, width: usize, out_width: usize) -> (usize, usize) {
     let lo = (-offset).clamp(0, out_width as isize) as usize;
     let hi = (width as isize - offset).clamp(lo as isize, out_width as isize) as usize;
@@ -139,8 +140,10 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
                 let src = &plane[ih as usize * w..][..w];
                 if sw == 1 {
                     drow[..lo].fill(0.0);
-                    let start = (lo as isize + offset) as usize;
-                    drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    if hi > lo {
+                        let start = (lo as isize + offset) as usize;
+                        drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    }
                     drow[hi..].fill(0.0);
                 } else {
                     for (ow, d) in drow.iter_mut().enumerate() {
@@ -195,14 +198,14 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
                             continue;
                         }
                         let prow = &mut plane[ih as usize * w..][..w];
-                        if sw == 1 {
+                        if sw == 1 && hi > lo {
                             let start = (lo as isize + offset) as usize;
                             for (d, s) in
                                 prow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi])
                             {
                                 *d += s;
                             }
-                        } else {
+                        } else if sw != 1 {
                             for (ow, s) in srow.iter().enumerate() {
                                 let iw = (ow * sw) as isize + offset;
                                 if iw >= 0 && iw < w as isize {

@@ -9,7 +9,7 @@
 //! result within float rounding.
 //!
 //! ```
-//! use burn::backend::ops::ConvOptions;
+//! use burn::backend::ops::{ConvOptions, MaxPoolOptions};
 //! use burn::tensor::{Device, Distribution, Tensor};
 //!
 //! let device = Device::flex();
@@ -30,13 +30,15 @@ pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
 mod ops;
+pub mod pool;
 
 use std::sync::OnceLock;
 
 use burn::backend::Dispatch;
-use burn::backend::ops::ConvOptions;
+use burn::backend::ops::{ConvOptions, MaxPoolOptions};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
 pub use adam::AdamStep;
@@ -160,4 +162,38 @@ pub fn adam_step<const D: usize>(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// 2-D max pooling, as `burn::tensor::module::max_pool2d`. On flex, with symmetric padding and
+/// floor mode, it runs Strata's kernels forward and backward; otherwise burn's op.
+pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
+    let symmetric = options.padding.iter().all(|(b, e)| b == e);
+    if !enabled() || !symmetric || options.ceil_mode {
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    Tensor::from_dispatch(<Dispatch as KernelOps>::kernel_max_pool2d(
+        x.into_dispatch(),
+        options,
+    ))
+}
+
+/// burn's `MaxPool2d` layer's forward pass through [`max_pool2d`].
+pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let (rows, cols) = match layer.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Same => (
+            same_padding(layer.kernel_size[0], layer.stride[0], height),
+            same_padding(layer.kernel_size[1], layer.stride[1], width),
+        ),
+    };
+    let options = MaxPoolOptions {
+        kernel_size: layer.kernel_size,
+        stride: layer.stride,
+        padding: [rows, cols],
+        dilation: layer.dilation,
+        ceil_mode: layer.ceil_mode,
+    };
+    max_pool2d(x, options)
 }

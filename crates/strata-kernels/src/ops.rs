@@ -12,14 +12,15 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::ops::{ConvOptions, FloatTensorOps, IntTensorOps, MaxPoolOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Scalar, Shape, TensorData};
+use burn::tensor::{DType, FloatDType, IntDType, Scalar, Shape, TensorData};
 
 use crate::adam::{self, AdamStep};
 use crate::batch_norm;
 use crate::conv::{self, ConvGeometry};
+use crate::pool::{self, PoolGeometry};
 
 /// Operations Strata computes with its own kernels where the backend is flex.
 ///
@@ -81,6 +82,62 @@ pub trait KernelOps: Backend {
         (grads.x_grad, grads.gamma_grad, grads.beta_grad)
     }
 
+    /// 2-D max pooling (symmetric padding, floor mode) of `x` `[N, C, H, W]`.
+    fn kernel_max_pool2d(x: FloatTensor<Self>, options: MaxPoolOptions<2>) -> FloatTensor<Self> {
+        let [padding, _] = symmetric(&options);
+        Self::max_pool2d(
+            x,
+            options.kernel_size,
+            options.stride,
+            padding,
+            options.dilation,
+            false,
+        )
+    }
+
+    /// [`KernelOps::kernel_max_pool2d`] and where each maximum is, as a float tensor of the
+    /// output's shape (the backend's own encoding, read only by
+    /// [`KernelOps::kernel_max_pool2d_backward`]).
+    fn kernel_max_pool2d_indexed(
+        x: FloatTensor<Self>,
+        options: MaxPoolOptions<2>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [padding, _] = symmetric(&options);
+        let out = Self::max_pool2d_with_indices(
+            x,
+            options.kernel_size,
+            options.stride,
+            padding,
+            options.dilation,
+            false,
+            IntDType::I32,
+        );
+        let indices = Self::int_into_float(out.indices, FloatDType::F32);
+        (out.output, indices)
+    }
+
+    /// The input's gradient of max pooling, given the forward pass's indices.
+    fn kernel_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        indices: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: MaxPoolOptions<2>,
+    ) -> FloatTensor<Self> {
+        let [padding, _] = symmetric(&options);
+        let indices = Self::float_into_int(indices, IntDType::I32);
+        Self::max_pool2d_with_indices_backward(
+            x,
+            options.kernel_size,
+            options.stride,
+            padding,
+            options.dilation,
+            false,
+            output_grad,
+            indices,
+        )
+        .x_grad
+    }
+
     /// One Adam or AdamW step ([`crate::adam`]): the new parameter and moments.
     fn kernel_adam_step(
         param: FloatTensor<Self>,
@@ -97,6 +154,34 @@ impl KernelOps for NdArray {}
 
 #[cfg(feature = "wgpu")]
 impl KernelOps for burn::backend::Cube {}
+
+/// The options' padding at the beginning and at the end of each dimension (the kernels'
+/// wrapper calls them only when the two agree).
+fn symmetric(options: &MaxPoolOptions<2>) -> [[usize; 2]; 2] {
+    let begin = options.padding.map(|(b, _)| b);
+    let end = options.padding.map(|(_, e)| e);
+    [begin, end]
+}
+
+fn pool_geometry(x: &FlexTensor, options: &MaxPoolOptions<2>) -> Option<PoolGeometry> {
+    let shape = x.shape();
+    let [begin, end] = symmetric(options);
+    if x.dtype() != DType::F32 || shape.num_dims() != 4 || begin != end || options.ceil_mode {
+        return None;
+    }
+    // Indices travel as f32: exact below 2^24 per plane.
+    if shape[2] * shape[3] >= 1 << 24 {
+        return None;
+    }
+    Some(PoolGeometry {
+        planes: shape[0] * shape[1],
+        input: [shape[2], shape[3]],
+        kernel: options.kernel_size,
+        stride: options.stride,
+        padding: begin,
+        dilation: options.dilation,
+    })
+}
 
 /// burn's composed ops for one Adam step (the backends without a kernel of ours).
 pub(crate) fn composed_adam<B: Backend>(
@@ -252,6 +337,65 @@ impl KernelOps for Flex {
         (y, vector(mean), vector(var))
     }
 
+    fn kernel_max_pool2d(x: FlexTensor, options: MaxPoolOptions<2>) -> FlexTensor {
+        Self::kernel_max_pool2d_indexed(x, options).0
+    }
+
+    fn kernel_max_pool2d_indexed(
+        x: FlexTensor,
+        options: MaxPoolOptions<2>,
+    ) -> (FlexTensor, FlexTensor) {
+        let Some(g) = pool_geometry(&x, &options) else {
+            let [padding, _] = symmetric(&options);
+            let out = Self::max_pool2d_with_indices(
+                x,
+                options.kernel_size,
+                options.stride,
+                padding,
+                options.dilation,
+                options.ceil_mode,
+                IntDType::I32,
+            );
+            return (
+                out.output,
+                Self::int_into_float(out.indices, FloatDType::F32),
+            );
+        };
+        let shape = x.shape();
+        let x = contiguous(x);
+        let (y, idx) = pool::forward(slice(&x), &g);
+        let [ho, wo] = g.output();
+        let dims = [shape[0], shape[1], ho, wo];
+        (tensor(y, dims), tensor(idx, dims))
+    }
+
+    fn kernel_max_pool2d_backward(
+        x: FlexTensor,
+        indices: FlexTensor,
+        output_grad: FlexTensor,
+        options: MaxPoolOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) = pool_geometry(&x, &options) else {
+            let [padding, _] = symmetric(&options);
+            let indices = Self::float_into_int(indices, IntDType::I32);
+            return Self::max_pool2d_with_indices_backward(
+                x,
+                options.kernel_size,
+                options.stride,
+                padding,
+                options.dilation,
+                options.ceil_mode,
+                output_grad,
+                indices,
+            )
+            .x_grad;
+        };
+        let shape = x.shape();
+        let (idx, dy) = (contiguous(indices), contiguous(output_grad));
+        let dx = pool::backward(slice(&dy), slice(&idx), &g);
+        tensor(dx, [shape[0], shape[1], shape[2], shape[3]])
+    }
+
     fn kernel_adam_step(
         param: FlexTensor,
         grad: FlexTensor,
@@ -392,7 +536,49 @@ impl<B: Backend + KernelOps> Backward<B, 3> for BatchNormNode {
     }
 }
 
+/// Max pooling's node: the input is checkpointed, the indices kept.
+#[derive(Debug)]
+struct MaxPoolNode;
+
+impl<B: Backend + KernelOps> Backward<B, 1> for MaxPoolNode {
+    type State = (NodeId, FloatTensor<B>, MaxPoolOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, indices, options) = ops.state;
+        if let Some(node) = node_x {
+            let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+            let dx = B::kernel_max_pool2d_backward(x, indices, grad, options);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C> {
+    fn kernel_max_pool2d(x: FloatTensor<Self>, options: MaxPoolOptions<2>) -> FloatTensor<Self> {
+        match MaxPoolNode
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let (y, indices) =
+                    B::kernel_max_pool2d_indexed(x.into_primitive(), options.clone());
+                prep.finish((x_state, indices, options), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::kernel_max_pool2d(x.into_primitive(), options))
+            }
+        }
+    }
+
     fn kernel_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -318,3 +318,75 @@ proptest! {
 fn a_cnn_sized_batch_norm_matches_burns() {
     batch_norm_matches(vec![64, 32, 28, 28], &Device::flex().autodiff()).unwrap();
 }
+
+/// Max pooling against burn's `max_pool2d`: output and input gradient, over random windows,
+/// strides, paddings (at most half the window, as PyTorch requires) and dilations.
+fn max_pool_matches(
+    dims: [usize; 4],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    device: &Device,
+) -> Result<(), String> {
+    use burn::backend::ops::MaxPoolOptions;
+    let options = MaxPoolOptions::new(kernel)
+        .with_stride(stride)
+        .with_padding(padding)
+        .with_dilation(dilation);
+    let x = Tensor::<4>::random(dims, Distribution::Uniform(-1.0, 1.0), device);
+    let run = |ours: bool| {
+        let x = x.clone().require_grad();
+        let y = if ours {
+            strata_kernels::max_pool2d(x.clone(), options.clone())
+        } else {
+            burn::tensor::module::max_pool2d(x.clone(), options.clone())
+        };
+        let weights = y.clone().detach().cos();
+        let grads = (y.clone() * weights).sum().backward();
+        (to_vec(y), to_vec(x.grad(&grads).expect("d x")))
+    };
+    let ((y, dx), (y_want, dx_want)) = (run(true), run(false));
+    check_close("output", &y, &y_want, 1e-6)?;
+    check_close("d x", &dx, &dx_want, 1e-6)?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn flex_max_pool_matches_burns(
+        dims in [1usize..4, 1usize..4, 4usize..10, 4usize..10],
+        kernel in [1usize..4, 1usize..4],
+        stride in [1usize..4, 1usize..4],
+        dilation in [1usize..3, 1usize..3],
+        pad in [0usize..2, 0usize..2],
+    ) {
+        let padding = [0, 1].map(|d| pad[d].min(kernel[d] / 2));
+        let result = max_pool_matches(dims, kernel, stride, padding, dilation, &Device::flex().autodiff());
+        prop_assert!(result.is_ok(), "{dims:?} {kernel:?} {stride:?} {padding:?} {dilation:?}: {}", result.unwrap_err());
+    }
+}
+
+#[test]
+fn a_cnn_sized_max_pool_matches_burns() {
+    max_pool_matches(
+        [64, 32, 28, 28],
+        [2, 2],
+        [2, 2],
+        [0, 0],
+        [1, 1],
+        &Device::flex().autodiff(),
+    )
+    .unwrap();
+    max_pool_matches(
+        [32, 64, 16, 16],
+        [3, 3],
+        [2, 2],
+        [1, 1],
+        [1, 1],
+        &Device::flex().autodiff(),
+    )
+    .unwrap();
+}

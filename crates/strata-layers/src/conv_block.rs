@@ -8,7 +8,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::conv2d_layer;
+use strata_kernels::{conv2d_layer, max_pool2d_layer};
 
 use crate::activation::ActivationKind;
 
@@ -108,7 +108,7 @@ impl ConvBlock {
         }
         x = self.activation.forward(x);
         if let Some(pool) = &self.max_pool {
-            x = pool.forward(x);
+            x = max_pool2d_layer(pool, x);
         }
         if let Some(pool) = &self.avg_pool {
             x = pool.forward(x);

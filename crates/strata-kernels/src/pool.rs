@@ -1,0 +1,132 @@
+//! 2-D max pooling on contiguous f32 NCHW slices, forward with the position of each window's
+//! maximum and backward by adding each output gradient at that position. Padding counts as
+//! minus infinity; the first maximum of a window wins (PyTorch's rule), and a NaN wins over
+//! any number.
+
+use rayon::prelude::*;
+
+/// The sizes of one max pooling (floor mode, symmetric padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeometry {
+    /// Images times channels.
+    pub planes: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Padding on each side.
+    pub padding: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+}
+
+impl PoolGeometry {
+    /// Output height and width (0 when the window does not fit).
+    pub fn output(&self) -> [usize; 2] {
+        [0, 1].map(|d| {
+            let padded = self.input[d] + 2 * self.padding[d];
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            if padded < span || self.stride[d] == 0 {
+                0
+            } else {
+                (padded - span) / self.stride[d] + 1
+            }
+        })
+    }
+}
+
+/// The pooled values and, for each, the index of its maximum within its input plane (as f32:
+/// exact below 2^24; `-1` for a window entirely in the padding).
+pub fn forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<f32>) {
+    let [h, w] = g.input;
+    let [ho, wo] = g.output();
+    assert_eq!(x.len(), g.planes * h * w, "max pool: input length");
+    let mut out = vec![0.0f32; g.planes * ho * wo];
+    let mut idx = vec![0.0f32; out.len()];
+    if out.is_empty() {
+        return (out, idx);
+    }
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [ph, pw] = g.padding.map(|p| p as isize);
+    out.par_chunks_mut(ho * wo)
+        .zip(idx.par_chunks_mut(ho * wo))
+        .enumerate()
+        .for_each(|(plane, (out, idx))| {
+            let xs = &x[plane * h * w..][..h * w];
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, -1isize);
+                    for ki in 0..kh {
+                        let ih = (oh * sh + ki * dh) as isize - ph;
+                        if ih < 0 || ih >= h as isize {
+                            continue;
+                        }
+                        for kj in 0..kw {
+                            let iw = (ow * sw + kj * dw) as isize - pw;
+                            if iw < 0 || iw >= w as isize {
+                                continue;
+                            }
+                            let i = ih * w as isize + iw;
+                            let v = xs[i as usize];
+                            if at < 0 || v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                at = i;
+                            }
+                        }
+                    }
+                    out[oh * wo + ow] = best;
+                    idx[oh * wo + ow] = at as f32;
+                }
+            }
+        });
+    (out, idx)
+}
+
+/// The input's gradient: each output gradient added at its window's maximum.
+pub fn backward(dy: &[f32], idx: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    let [h, w] = g.input;
+    let [ho, wo] = g.output();
+    assert_eq!(dy.len(), g.planes * ho * wo, "max pool: gradient length");
+    assert_eq!(idx.len(), dy.len(), "max pool: index length");
+    let mut dx = vec![0.0f32; g.planes * h * w];
+    if dx.is_empty() || dy.is_empty() {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(ho * wo).zip(idx.par_chunks(ho * wo)))
+        .for_each(|(dx, (dy, idx))| {
+            for (&g, &i) in dy.iter().zip(idx) {
+                if i >= 0.0 {
+                    dx[i as usize] += g;
+                }
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_by_two_windows_take_their_first_maximum() {
+        let g = PoolGeometry {
+            planes: 1,
+            input: [2, 4],
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        let x = [1.0, 3.0, 5.0, 5.0, 2.0, 0.0, 5.0, 4.0];
+        let (y, idx) = forward(&x, &g);
+        assert_eq!(y, vec![3.0, 5.0]);
+        assert_eq!(idx, vec![1.0, 2.0]);
+        let dx = backward(&[10.0, 20.0], &idx, &g);
+        assert_eq!(dx, vec![0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+}
