@@ -306,6 +306,18 @@ fn bench_gnn(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
 }
 
 fn main() {
+    // Anything but the three flags (`--help` included) prints the usage instead of benchmarking.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let known = ["--backends", "--models", "--steps"];
+    let flags_ok = args
+        .chunks(2)
+        .all(|pair| pair.len() == 2 && known.contains(&pair[0].as_str()));
+    if !flags_ok {
+        eprintln!(
+            "usage: strata-bench [--backends flex,ndarray,wgpu] [--models mlp,cnn,...] [--steps N]"
+        );
+        std::process::exit(2);
+    }
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
     let models = arg("--models").unwrap_or_else(|| {
         "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan,capsnet"
