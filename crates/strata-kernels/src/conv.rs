@@ -96,6 +96,48 @@ impl ConvGeometry {
     }
 }
 
+/// The sizes im2col and col2im walk by, unpacked once.
+struct Walk {
+    h: usize,
+    w: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    /// Padding at the top and at the left.
+    pt: isize,
+    pl: isize,
+    /// Output positions per image, and columns of the unfolded input.
+    p: usize,
+    np: usize,
+}
+
+impl ConvGeometry {
+    /// The sizes unpacked, after checking the geometry.
+    fn walk(&self) -> Walk {
+        self.check();
+        let [ho, wo] = self.output();
+        Walk {
+            h: self.input[0],
+            w: self.input[1],
+            wo,
+            kh: self.kernel[0],
+            kw: self.kernel[1],
+            sh: self.stride[0],
+            sw: self.stride[1],
+            dh: self.dilation[0],
+            dw: self.dilation[1],
+            pt: self.padding[0].0 as isize,
+            pl: self.padding[1].0 as isize,
+            p: ho * wo,
+            np: self.unfolded_cols(),
+        }
+    }
+}
+
 /// The valid output columns `[lo, hi)` of one kernel column at stride 1: those whose input
 /// column `ow + offset` lies in `0..width` (empty, `hi <= lo`, when the kernel column lies
 /// wholly in the padding).
@@ -108,107 +150,93 @@ fn valid_range(offset: isize, width: usize, out_width: usize) -> (usize, usize) 
 /// Unfolds `x` (`[N, C, H, W]`) into `cols` (`[C * kh * kw, N * Ho * Wo]`), zeros where the
 /// kernel reaches into the padding.
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
-    g.check();
-    let [h, w] = g.input;
-    let [ho, wo] = g.output();
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [dh, dw] = g.dilation;
-    let (pt, pl) = (g.padding[0].0 as isize, g.padding[1].0 as isize);
-    let p = ho * wo;
-    let np = g.unfolded_cols();
+    let k = g.walk();
     assert_eq!(x.len(), g.input_len(), "im2col: input length");
-    assert_eq!(cols.len(), g.unfolded_rows() * np, "im2col: cols length");
-    if np == 0 {
+    assert_eq!(cols.len(), g.unfolded_rows() * k.np, "im2col: cols length");
+    if k.np == 0 {
         return;
     }
-    cols.par_chunks_mut(np).enumerate().for_each(|(row, out)| {
-        let c = row / (kh * kw);
-        let ki = (row / kw) % kh;
-        let kj = row % kw;
-        let offset = (kj * dw) as isize - pl;
-        let (lo, hi) = valid_range(offset, w, wo);
-        for n in 0..g.batch {
-            let plane = &x[(n * g.channels_in + c) * h * w..][..h * w];
-            let dst = &mut out[n * p..(n + 1) * p];
-            for (oh, drow) in dst.chunks_exact_mut(wo).enumerate() {
-                let ih = (oh * sh + ki * dh) as isize - pt;
-                if ih < 0 || ih >= h as isize {
-                    drow.fill(0.0);
-                    continue;
-                }
-                let src = &plane[ih as usize * w..][..w];
-                if sw == 1 {
-                    drow[..lo].fill(0.0);
-                    if hi > lo {
-                        let start = (lo as isize + offset) as usize;
-                        drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+    cols.par_chunks_mut(k.np)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let c = row / (k.kh * k.kw);
+            let ki = (row / k.kw) % k.kh;
+            let kj = row % k.kw;
+            let offset = (kj * k.dw) as isize - k.pl;
+            let (lo, hi) = valid_range(offset, k.w, k.wo);
+            for n in 0..g.batch {
+                let plane = &x[(n * g.channels_in + c) * k.h * k.w..][..k.h * k.w];
+                let dst = &mut out[n * k.p..(n + 1) * k.p];
+                for (oh, drow) in dst.chunks_exact_mut(k.wo).enumerate() {
+                    let ih = (oh * k.sh + ki * k.dh) as isize - k.pt;
+                    if ih < 0 || ih >= k.h as isize {
+                        drow.fill(0.0);
+                        continue;
                     }
-                    drow[hi..].fill(0.0);
-                } else {
-                    for (ow, d) in drow.iter_mut().enumerate() {
-                        let iw = (ow * sw) as isize + offset;
-                        *d = if iw >= 0 && iw < w as isize {
-                            src[iw as usize]
-                        } else {
-                            0.0
-                        };
+                    let src = &plane[ih as usize * k.w..][..k.w];
+                    if k.sw == 1 {
+                        drow[..lo].fill(0.0);
+                        if hi > lo {
+                            let start = (lo as isize + offset) as usize;
+                            drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                        }
+                        drow[hi..].fill(0.0);
+                    } else {
+                        for (ow, d) in drow.iter_mut().enumerate() {
+                            let iw = (ow * k.sw) as isize + offset;
+                            *d = if iw >= 0 && iw < k.w as isize {
+                                src[iw as usize]
+                            } else {
+                                0.0
+                            };
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Folds `cols` (`[C * kh * kw, N * Ho * Wo]`) back into `dx` (`[N, C, H, W]`), adding the
 /// overlapping contributions; `dx` is overwritten.
 pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    g.check();
-    let [h, w] = g.input;
-    let [ho, wo] = g.output();
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [dh, dw] = g.dilation;
-    let (pt, pl) = (g.padding[0].0 as isize, g.padding[1].0 as isize);
-    let p = ho * wo;
-    let np = g.unfolded_cols();
+    let k = g.walk();
     assert_eq!(dx.len(), g.input_len(), "col2im: input length");
-    assert_eq!(cols.len(), g.unfolded_rows() * np, "col2im: cols length");
+    assert_eq!(cols.len(), g.unfolded_rows() * k.np, "col2im: cols length");
     if dx.is_empty() {
         return;
     }
-    dx.par_chunks_mut(h * w)
+    dx.par_chunks_mut(k.h * k.w)
         .enumerate()
         .for_each(|(index, plane)| {
             plane.fill(0.0);
-            if p == 0 {
+            if k.p == 0 {
                 return;
             }
             let n = index / g.channels_in;
             let c = index % g.channels_in;
-            for ki in 0..kh {
-                for kj in 0..kw {
-                    let row = (c * kh + ki) * kw + kj;
-                    let src = &cols[row * np + n * p..][..p];
-                    let offset = (kj * dw) as isize - pl;
-                    let (lo, hi) = valid_range(offset, w, wo);
-                    for (oh, srow) in src.chunks_exact(wo).enumerate() {
-                        let ih = (oh * sh + ki * dh) as isize - pt;
-                        if ih < 0 || ih >= h as isize {
+            for ki in 0..k.kh {
+                for kj in 0..k.kw {
+                    let row = (c * k.kh + ki) * k.kw + kj;
+                    let src = &cols[row * k.np + n * k.p..][..k.p];
+                    let offset = (kj * k.dw) as isize - k.pl;
+                    let (lo, hi) = valid_range(offset, k.w, k.wo);
+                    for (oh, srow) in src.chunks_exact(k.wo).enumerate() {
+                        let ih = (oh * k.sh + ki * k.dh) as isize - k.pt;
+                        if ih < 0 || ih >= k.h as isize {
                             continue;
                         }
-                        let prow = &mut plane[ih as usize * w..][..w];
-                        if sw == 1 && hi > lo {
+                        let prow = &mut plane[ih as usize * k.w..][..k.w];
+                        if k.sw == 1 && hi > lo {
                             let start = (lo as isize + offset) as usize;
                             for (d, s) in
                                 prow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi])
                             {
                                 *d += s;
                             }
-                        } else if sw != 1 {
+                        } else if k.sw != 1 {
                             for (ow, s) in srow.iter().enumerate() {
-                                let iw = (ow * sw) as isize + offset;
-                                if iw >= 0 && iw < w as isize {
+                                let iw = (ow * k.sw) as isize + offset;
+                                if iw >= 0 && iw < k.w as isize {
                                     prow[iw as usize] += s;
                                 }
                             }

@@ -42,7 +42,7 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
 pub use adam::AdamStep;
-pub use ops::KernelOps;
+pub use ops::{ConvInput, KernelOps};
 
 /// Whether Strata's kernels are in use: true unless the environment variable `STRATA_KERNELS`
 /// is `burn` (read once).
@@ -78,23 +78,34 @@ pub fn conv2d(
 /// burn's `Conv2d` layer's forward pass through [`conv2d`]: the same padding rules (explicit,
 /// valid or same), stride, dilation and groups.
 pub fn conv2d_layer(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, height, width] = x.dims();
-    let (rows, cols) = match layer.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-        PaddingConfig2d::Same => (
-            same_padding(layer.kernel_size[0], layer.stride[0], height),
-            same_padding(layer.kernel_size[1], layer.stride[1], width),
-        ),
-    };
+    let padding = padding_pairs(&layer.padding, layer.kernel_size, layer.stride, &x);
     let options =
-        ConvOptions::new_with_padding(layer.stride, [rows, cols], layer.dilation, layer.groups);
+        ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
     conv2d(
         x,
         layer.weight.val(),
         layer.bias.as_ref().map(|bias| bias.val()),
         options,
     )
+}
+
+/// A burn layer's padding rule for input `x`, as `(begin, end)` per spatial dimension (what
+/// burn's layers compute before calling their op).
+fn padding_pairs(
+    padding: &PaddingConfig2d,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    x: &Tensor<4>,
+) -> [(usize, usize); 2] {
+    let [_, _, height, width] = x.dims();
+    match *padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => [
+            same_padding(kernel[0], stride[0], height),
+            same_padding(kernel[1], stride[1], width),
+        ],
+    }
 }
 
 /// burn's "same" padding (`burn_nn::PaddingConfig2d::Same`): the output has `ceil(size /
@@ -179,19 +190,11 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
 
 /// burn's `MaxPool2d` layer's forward pass through [`max_pool2d`].
 pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, height, width] = x.dims();
-    let (rows, cols) = match layer.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-        PaddingConfig2d::Same => (
-            same_padding(layer.kernel_size[0], layer.stride[0], height),
-            same_padding(layer.kernel_size[1], layer.stride[1], width),
-        ),
-    };
+    let padding = padding_pairs(&layer.padding, layer.kernel_size, layer.stride, &x);
     let options = MaxPoolOptions {
         kernel_size: layer.kernel_size,
         stride: layer.stride,
-        padding: [rows, cols],
+        padding,
         dilation: layer.dilation,
         ceil_mode: layer.ceil_mode,
     };

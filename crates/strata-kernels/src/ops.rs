@@ -12,7 +12,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ConvOptions, FloatTensorOps, IntTensorOps, MaxPoolOptions, ModuleOps};
+use burn::backend::ops::{ConvOptions, MaxPoolOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, FloatDType, IntDType, Scalar, Shape, TensorData};
@@ -21,6 +21,15 @@ use crate::adam::{self, AdamStep};
 use crate::batch_norm;
 use crate::conv::{self, ConvGeometry};
 use crate::pool::{self, PoolGeometry};
+
+/// Which input of a convolution a gradient is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvInput {
+    /// The input images.
+    X,
+    /// The kernel weights.
+    Weight,
+}
 
 /// Operations Strata computes with its own kernels where the backend is flex.
 ///
@@ -37,24 +46,19 @@ pub trait KernelOps: Backend {
         Self::conv2d(x, weight, None, options)
     }
 
-    /// The gradient of [`KernelOps::kernel_conv2d`] with respect to `x`.
-    fn kernel_conv2d_x_backward(
+    /// A gradient of [`KernelOps::kernel_conv2d`]: for `x` or for `weight`, given the output's
+    /// gradient.
+    fn kernel_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
+        wrt: ConvInput,
     ) -> FloatTensor<Self> {
-        Self::conv2d_x_backward(x, weight, output_grad, options)
-    }
-
-    /// The gradient of [`KernelOps::kernel_conv2d`] with respect to `weight`.
-    fn kernel_conv2d_weight_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        Self::conv2d_weight_backward(x, weight, output_grad, options)
+        match wrt {
+            ConvInput::X => Self::conv2d_x_backward(x, weight, output_grad, options),
+            ConvInput::Weight => Self::conv2d_weight_backward(x, weight, output_grad, options),
+        }
     }
 
     /// Batch normalisation in training over `x` `[N, C, ...]`: the output, the batch mean and
@@ -102,18 +106,7 @@ pub trait KernelOps: Backend {
         x: FloatTensor<Self>,
         options: MaxPoolOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let [padding, _] = symmetric(&options);
-        let out = Self::max_pool2d_with_indices(
-            x,
-            options.kernel_size,
-            options.stride,
-            padding,
-            options.dilation,
-            false,
-            IntDType::I32,
-        );
-        let indices = Self::int_into_float(out.indices, FloatDType::F32);
-        (out.output, indices)
+        burn_max_pool2d_indexed::<Self>(x, options)
     }
 
     /// The input's gradient of max pooling, given the forward pass's indices.
@@ -123,19 +116,7 @@ pub trait KernelOps: Backend {
         output_grad: FloatTensor<Self>,
         options: MaxPoolOptions<2>,
     ) -> FloatTensor<Self> {
-        let [padding, _] = symmetric(&options);
-        let indices = Self::float_into_int(indices, IntDType::I32);
-        Self::max_pool2d_with_indices_backward(
-            x,
-            options.kernel_size,
-            options.stride,
-            padding,
-            options.dilation,
-            false,
-            output_grad,
-            indices,
-        )
-        .x_grad
+        burn_max_pool2d_backward::<Self>(x, indices, output_grad, options)
     }
 
     /// One Adam or AdamW step ([`crate::adam`]): the new parameter and moments.
@@ -181,6 +162,47 @@ fn pool_geometry(x: &FlexTensor, options: &MaxPoolOptions<2>) -> Option<PoolGeom
         padding: begin,
         dilation: options.dilation,
     })
+}
+
+/// burn's max pooling with indices, the indices as f32 (the encoding the kernels' backward
+/// pass reads back).
+fn burn_max_pool2d_indexed<B: Backend>(
+    x: FloatTensor<B>,
+    options: MaxPoolOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let [padding, _] = symmetric(&options);
+    let out = B::max_pool2d_with_indices(
+        x,
+        options.kernel_size,
+        options.stride,
+        padding,
+        options.dilation,
+        options.ceil_mode,
+        IntDType::I32,
+    );
+    (out.output, B::int_into_float(out.indices, FloatDType::F32))
+}
+
+/// burn's max pooling backward pass from [`burn_max_pool2d_indexed`]'s indices.
+fn burn_max_pool2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    indices: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: MaxPoolOptions<2>,
+) -> FloatTensor<B> {
+    let [padding, _] = symmetric(&options);
+    let indices = B::float_into_int(indices, IntDType::I32);
+    B::max_pool2d_with_indices_backward(
+        x,
+        options.kernel_size,
+        options.stride,
+        padding,
+        options.dilation,
+        options.ceil_mode,
+        output_grad,
+        indices,
+    )
+    .x_grad
 }
 
 /// burn's composed ops for one Adam step (the backends without a kernel of ours).
@@ -273,6 +295,11 @@ fn slice(tensor: &FlexTensor) -> &[f32] {
         .expect("a contiguous f32 tensor (made so by `contiguous`)")
 }
 
+/// A contiguous f32 tensor of `shape` holding `values`.
+fn shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
 fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     let tensor = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
     debug_assert_eq!(tensor.layout(), &Layout::contiguous(Shape::new(shape)));
@@ -290,33 +317,34 @@ impl KernelOps for Flex {
         tensor(out, [g.batch, g.channels_out, ho, wo])
     }
 
-    fn kernel_conv2d_x_backward(
+    fn kernel_conv2d_backward(
         x: FlexTensor,
         weight: FlexTensor,
         output_grad: FlexTensor,
         options: ConvOptions<2>,
+        wrt: ConvInput,
     ) -> FlexTensor {
         let Some(g) = geometry(&x, &weight, &options) else {
-            return Self::conv2d_x_backward(x, weight, output_grad, options);
+            return match wrt {
+                ConvInput::X => Self::conv2d_x_backward(x, weight, output_grad, options),
+                ConvInput::Weight => Self::conv2d_weight_backward(x, weight, output_grad, options),
+            };
         };
-        let (weight, dy) = (contiguous(weight), contiguous(output_grad));
-        let dx = conv::backward_input(slice(&weight), slice(&dy), &g);
-        tensor(dx, [g.batch, g.channels_in, g.input[0], g.input[1]])
-    }
-
-    fn kernel_conv2d_weight_backward(
-        x: FlexTensor,
-        weight: FlexTensor,
-        output_grad: FlexTensor,
-        options: ConvOptions<2>,
-    ) -> FlexTensor {
-        let Some(g) = geometry(&x, &weight, &options) else {
-            return Self::conv2d_weight_backward(x, weight, output_grad, options);
-        };
-        let shape = weight.shape();
-        let (x, dy) = (contiguous(x), contiguous(output_grad));
-        let dw = conv::backward_weight(slice(&x), slice(&dy), &g);
-        tensor(dw, [shape[0], shape[1], shape[2], shape[3]])
+        let dy = contiguous(output_grad);
+        match wrt {
+            ConvInput::X => {
+                let weight = contiguous(weight);
+                let dx = conv::backward_input(slice(&weight), slice(&dy), &g);
+                tensor(dx, [g.batch, g.channels_in, g.input[0], g.input[1]])
+            }
+            ConvInput::Weight => {
+                let x = contiguous(x);
+                shaped(
+                    conv::backward_weight(slice(&x), slice(&dy), &g),
+                    weight.shape(),
+                )
+            }
+        }
     }
 
     fn kernel_batch_norm_train(
@@ -333,7 +361,7 @@ impl KernelOps for Flex {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let (y, mean, var) =
             batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), p, epsilon);
-        let y = FlexTensor::from_data(TensorData::new(y, shape));
+        let y = shaped(y, shape);
         (y, vector(mean), vector(var))
     }
 
@@ -346,20 +374,7 @@ impl KernelOps for Flex {
         options: MaxPoolOptions<2>,
     ) -> (FlexTensor, FlexTensor) {
         let Some(g) = pool_geometry(&x, &options) else {
-            let [padding, _] = symmetric(&options);
-            let out = Self::max_pool2d_with_indices(
-                x,
-                options.kernel_size,
-                options.stride,
-                padding,
-                options.dilation,
-                options.ceil_mode,
-                IntDType::I32,
-            );
-            return (
-                out.output,
-                Self::int_into_float(out.indices, FloatDType::F32),
-            );
+            return burn_max_pool2d_indexed::<Self>(x, options);
         };
         let shape = x.shape();
         let x = contiguous(x);
@@ -376,24 +391,10 @@ impl KernelOps for Flex {
         options: MaxPoolOptions<2>,
     ) -> FlexTensor {
         let Some(g) = pool_geometry(&x, &options) else {
-            let [padding, _] = symmetric(&options);
-            let indices = Self::float_into_int(indices, IntDType::I32);
-            return Self::max_pool2d_with_indices_backward(
-                x,
-                options.kernel_size,
-                options.stride,
-                padding,
-                options.dilation,
-                options.ceil_mode,
-                output_grad,
-                indices,
-            )
-            .x_grad;
+            return burn_max_pool2d_backward::<Self>(x, indices, output_grad, options);
         };
-        let shape = x.shape();
         let (idx, dy) = (contiguous(indices), contiguous(output_grad));
-        let dx = pool::backward(slice(&dy), slice(&idx), &g);
-        tensor(dx, [shape[0], shape[1], shape[2], shape[3]])
+        shaped(pool::backward(slice(&dy), slice(&idx), &g), x.shape())
     }
 
     fn kernel_adam_step(
@@ -446,7 +447,7 @@ impl KernelOps for Flex {
             p,
             epsilon,
         );
-        let dx = FlexTensor::from_data(TensorData::new(dx, shape));
+        let dx = shaped(dx, shape);
         (dx, vector(dgamma), vector(dbeta))
     }
 }
@@ -492,18 +493,17 @@ impl<B: Backend + KernelOps> Backward<B, 2> for Conv2dNode {
         let (x_state, weight_state, options) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
-        if let Some(node) = node_x {
-            let dx = B::kernel_conv2d_x_backward(
-                x.clone(),
-                weight.clone(),
-                grad.clone(),
-                options.clone(),
-            );
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_weight {
-            let dw = B::kernel_conv2d_weight_backward(x, weight, grad, options);
-            grads.register::<B>(node.id, dw);
+        for (node, wrt) in [(node_x, ConvInput::X), (node_weight, ConvInput::Weight)] {
+            if let Some(node) = node {
+                let g = B::kernel_conv2d_backward(
+                    x.clone(),
+                    weight.clone(),
+                    grad.clone(),
+                    options.clone(),
+                    wrt,
+                );
+                grads.register::<B>(node.id, g);
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //! (`strata_kernels::adam_step`), with burn's own state types, so checkpoints written with
 //! burn's `Adam` / `AdamW` resume here and the other way round.
 
-use burn::optim::{AdamState, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
+use burn::optim::{
+    AdamState, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer, RecordState,
+};
 use burn::tensor::{Device, Tensor};
 use strata_kernels::{AdamStep, adam_step};
 
@@ -42,65 +44,78 @@ impl Hyper {
     }
 }
 
-fn moved<const D: usize>(s: AdaptiveMomentumState<D>, device: &Device) -> AdaptiveMomentumState<D> {
-    s.to_device(device)
+/// How a fused optimizer decays weights, and the burn state type it keeps.
+pub trait Flavor: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// AdamW's decoupled decay, or Adam's L2 penalty.
+    const DECOUPLED: bool;
+    /// burn's state for this optimizer.
+    type State<const D: usize>: Clone + RecordState;
+    /// The state around the moments.
+    fn wrap<const D: usize>(momentum: AdaptiveMomentumState<D>) -> Self::State<D>;
+    /// The moments out of the state.
+    fn unwrap<const D: usize>(state: Self::State<D>) -> AdaptiveMomentumState<D>;
+}
+
+/// Adam's L2 penalty, with burn's `AdamState`.
+#[derive(Clone, Debug)]
+pub struct L2;
+
+impl Flavor for L2 {
+    const DECOUPLED: bool = false;
+    type State<const D: usize> = AdamState<D>;
+    fn wrap<const D: usize>(momentum: AdaptiveMomentumState<D>) -> AdamState<D> {
+        AdamState::new(momentum)
+    }
+    fn unwrap<const D: usize>(state: AdamState<D>) -> AdaptiveMomentumState<D> {
+        state.momentum
+    }
+}
+
+/// AdamW's decoupled decay, with burn's `AdamWState`.
+#[derive(Clone, Debug)]
+pub struct Decoupled;
+
+impl Flavor for Decoupled {
+    const DECOUPLED: bool = true;
+    type State<const D: usize> = AdamWState<D>;
+    fn wrap<const D: usize>(momentum: AdaptiveMomentumState<D>) -> AdamWState<D> {
+        AdamWState::new(momentum)
+    }
+    fn unwrap<const D: usize>(state: AdamWState<D>) -> AdaptiveMomentumState<D> {
+        state.momentum
+    }
+}
+
+/// Adam (`Fused<L2>`) or AdamW (`Fused<Decoupled>`) with a one-pass step.
+#[derive(Clone, Debug)]
+pub struct Fused<F: Flavor> {
+    hyper: Hyper,
+    flavor: std::marker::PhantomData<F>,
 }
 
 /// Adam with the L2 penalty added to the gradient (burn's `Adam`, AMSGrad off).
-#[derive(Clone, Debug)]
-pub struct FusedAdam(Hyper);
-
-impl FusedAdam {
-    /// Adam with these decays, epsilon and L2 weight decay (0 for none).
-    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
-        Self(Hyper {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-        })
-    }
-}
-
-impl Optimizer for FusedAdam {
-    type State<const D: usize> = AdamState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let (tensor, momentum) = self
-            .0
-            .step(false, lr, tensor, grad, state.map(|s| s.momentum));
-        (tensor, Some(AdamState::new(momentum)))
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        AdamState::new(moved(state.momentum, device))
-    }
-}
+pub type FusedAdam = Fused<L2>;
 
 /// AdamW: decoupled weight decay (burn's `AdamW`, AMSGrad and cautious decay off).
-#[derive(Clone, Debug)]
-pub struct FusedAdamW(Hyper);
+pub type FusedAdamW = Fused<Decoupled>;
 
-impl FusedAdamW {
-    /// AdamW with these decays, epsilon and decoupled weight decay.
+impl<F: Flavor> Fused<F> {
+    /// The optimizer with these decays, epsilon and weight decay (0 for none).
     pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
-        Self(Hyper {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-        })
+        Self {
+            hyper: Hyper {
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+            },
+            flavor: std::marker::PhantomData,
+        }
     }
 }
 
-impl Optimizer for FusedAdamW {
-    type State<const D: usize> = AdamWState<D>;
+impl<F: Flavor> Optimizer for Fused<F> {
+    type State<const D: usize> = F::State<D>;
 
     fn step<const D: usize>(
         &self,
@@ -109,14 +124,13 @@ impl Optimizer for FusedAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let (tensor, momentum) = self
-            .0
-            .step(true, lr, tensor, grad, state.map(|s| s.momentum));
-        (tensor, Some(AdamWState::new(momentum)))
+        let momentum = state.map(F::unwrap);
+        let (tensor, momentum) = self.hyper.step(F::DECOUPLED, lr, tensor, grad, momentum);
+        (tensor, Some(F::wrap(momentum)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        AdamWState::new(moved(state.momentum, device))
+        F::wrap(F::unwrap(state).to_device(device))
     }
 }
 
