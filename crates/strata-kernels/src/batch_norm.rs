@@ -69,9 +69,6 @@ pub fn forward(
     let scale: Vec<f32> = (0..p.channels)
         .map(|c| (gamma[c] as f64 / (var[c] as f64 + epsilon).sqrt()) as f32)
         .collect();
-    let shift: Vec<f32> = (0..p.channels)
-        .map(|c| beta[c] - mean[c] * scale[c])
-        .collect();
     let mut out = vec![0.0f32; x.len()];
     if !out.is_empty() {
         out.par_chunks_mut(p.plane)
@@ -79,9 +76,11 @@ pub fn forward(
             .enumerate()
             .for_each(|(i, (o, xs))| {
                 let c = i % p.channels;
-                let (a, b) = (scale[c], shift[c]);
+                // Centred first: `v * a + (beta - mean * a)` would cancel when the channel's
+                // values are close together and `a` is large.
+                let (m, a, b) = (mean[c], scale[c], beta[c]);
                 for (o, &v) in o.iter_mut().zip(xs) {
-                    *o = v * a + b;
+                    *o = (v - m) * a + b;
                 }
             });
     }
