@@ -64,8 +64,9 @@ pub fn step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: &A
         .for_each(|((p, g), (m, v))| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 let g = g + l2 * *p;
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
+                *m = *m * b1 + g * (1.0 - b1);
+                // In burn's order of operations, so that the step is bit for bit burn's Adam.
+                *v = b2 * *v + g * g * (1.0 - b2);
                 *p = *p * decay - lr * (*m * c / (v.sqrt() + e));
             }
         });
