@@ -19,7 +19,7 @@
 //! let ours = strata_kernels::conv2d(x.clone(), weight.clone(), None, options.clone());
 //! let burns = burn::tensor::module::conv2d(x, weight, None, options);
 //! assert_eq!(ours.dims(), [2, 4, 8, 8]);
-//! assert!(ours.sub(burns).abs().max().into_scalar() < 1e-5);
+//! assert!(ours.sub(burns).abs().max().into_scalar::<f32>() < 1e-5);
 //! ```
 //!
 //! Set `STRATA_KERNELS=burn` to route every call to burn's ops instead (to compare the two in
