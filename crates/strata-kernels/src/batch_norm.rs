@@ -31,7 +31,7 @@ impl Planes {
         self.batch * self.channels * self.plane
     }
 
-    /// Calls `f` on every contiguous run of channel `c`'s values.
+    /// Every contiguous run of channel `c`'s values, one per image.
     fn runs<'a>(&self, values: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
         let (channels, plane) = (self.channels, self.plane);
         (0..self.batch).map(move |n| &values[(n * channels + c) * plane..][..plane])

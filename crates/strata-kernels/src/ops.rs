@@ -11,7 +11,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, MaxPoolOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
@@ -88,7 +88,7 @@ pub trait KernelOps: Backend {
 
     /// 2-D max pooling (symmetric padding, floor mode) of `x` `[N, C, H, W]`.
     fn kernel_max_pool2d(x: FloatTensor<Self>, options: MaxPoolOptions<2>) -> FloatTensor<Self> {
-        let [padding, _] = symmetric(&options);
+        let [padding, _] = padding_sides(&options);
         Self::max_pool2d(
             x,
             options.kernel_size,
@@ -138,7 +138,7 @@ impl KernelOps for burn::backend::Cube {}
 
 /// The options' padding at the beginning and at the end of each dimension (the kernels'
 /// wrapper calls them only when the two agree).
-fn symmetric(options: &MaxPoolOptions<2>) -> [[usize; 2]; 2] {
+fn padding_sides(options: &MaxPoolOptions<2>) -> [[usize; 2]; 2] {
     let begin = options.padding.map(|(b, _)| b);
     let end = options.padding.map(|(_, e)| e);
     [begin, end]
@@ -146,7 +146,7 @@ fn symmetric(options: &MaxPoolOptions<2>) -> [[usize; 2]; 2] {
 
 fn pool_geometry(x: &FlexTensor, options: &MaxPoolOptions<2>) -> Option<PoolGeometry> {
     let shape = x.shape();
-    let [begin, end] = symmetric(options);
+    let [begin, end] = padding_sides(options);
     if x.dtype() != DType::F32 || shape.num_dims() != 4 || begin != end || options.ceil_mode {
         return None;
     }
@@ -170,7 +170,7 @@ fn burn_max_pool2d_indexed<B: Backend>(
     x: FloatTensor<B>,
     options: MaxPoolOptions<2>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [padding, _] = symmetric(&options);
+    let [padding, _] = padding_sides(&options);
     let out = B::max_pool2d_with_indices(
         x,
         options.kernel_size,
@@ -190,7 +190,7 @@ fn burn_max_pool2d_backward<B: Backend>(
     output_grad: FloatTensor<B>,
     options: MaxPoolOptions<2>,
 ) -> FloatTensor<B> {
-    let [padding, _] = symmetric(&options);
+    let [padding, _] = padding_sides(&options);
     let indices = B::float_into_int(indices, IntDType::I32);
     B::max_pool2d_with_indices_backward(
         x,
@@ -300,12 +300,6 @@ fn shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    let tensor = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
-    debug_assert_eq!(tensor.layout(), &Layout::contiguous(Shape::new(shape)));
-    tensor
-}
-
 impl KernelOps for Flex {
     fn kernel_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         let Some(g) = geometry(&x, &weight, &options) else {
@@ -314,7 +308,7 @@ impl KernelOps for Flex {
         let (x, weight) = (contiguous(x), contiguous(weight));
         let [ho, wo] = g.output();
         let out = conv::forward(slice(&x), slice(&weight), &g);
-        tensor(out, [g.batch, g.channels_out, ho, wo])
+        shaped(out, Shape::new([g.batch, g.channels_out, ho, wo]))
     }
 
     fn kernel_conv2d_backward(
@@ -335,7 +329,10 @@ impl KernelOps for Flex {
             ConvInput::X => {
                 let weight = contiguous(weight);
                 let dx = conv::backward_input(slice(&weight), slice(&dy), &g);
-                tensor(dx, [g.batch, g.channels_in, g.input[0], g.input[1]])
+                shaped(
+                    dx,
+                    Shape::new([g.batch, g.channels_in, g.input[0], g.input[1]]),
+                )
             }
             ConvInput::Weight => {
                 let x = contiguous(x);
@@ -381,7 +378,7 @@ impl KernelOps for Flex {
         let (y, idx) = pool::forward(slice(&x), &g);
         let [ho, wo] = g.output();
         let dims = [shape[0], shape[1], ho, wo];
-        (tensor(y, dims), tensor(idx, dims))
+        (shaped(y, Shape::new(dims)), shaped(idx, Shape::new(dims)))
     }
 
     fn kernel_max_pool2d_backward(
