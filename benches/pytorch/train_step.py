@@ -7,7 +7,8 @@ layer of 256, Linear(256, 84)) on 32 sequences of 50 steps; the convolutional VA
 GCN (GCNConv 1433-16-7, dropout 0.5) and GAT (GATConv 8 heads of 8, ELU, one output head,
 dropout 0.6) on Cora with Adam at 0.01 and weight decay 5e-4 (`gcn-cora`, `gat-cora`, from
 Strata's embedded copy of Cora, row-normalised); the CPU-sized CapsNet at batch 64 (`capsnet`,
-margin and reconstruction loss). All with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+margin and reconstruction loss). Inference rows (`mlp-infer-1`, `cnn-infer-64`, `resnet20-infer-64`, ...):
+forward passes in eval mode under torch.inference_mode() at that batch size. All training with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -296,7 +297,45 @@ def bench_gnn(name, steps, warmup=3):
     return time_steps(step, steps, warmup)
 
 
+def inference_name(name):
+    """`(model, batch)` of an inference row's name (`cnn-infer-64`), else None."""
+    model, sep, batch = name.rpartition("-infer-")
+    if not sep or not batch.isdigit():
+        return None
+    return model, int(batch)
+
+
+def bench_inference(model_name, batch, steps, warmup=3):
+    """Forward passes of a model in eval mode under torch.inference_mode(), the output read."""
+    torch.manual_seed(0)
+    if model_name in ("resnet20", "resnet18"):
+        model = resnet(model_name)
+        x = torch.rand(batch, 3, 32, 32)
+    else:
+        model = mlp() if model_name == "mlp" else Cnn()
+        x = torch.rand(batch, 784)
+    model.eval()
+
+    def step():
+        with torch.inference_mode():
+            return model(x).sum().item()
+
+    return time_steps(step, inference_steps(model_name, batch, steps), warmup)
+
+
+def inference_steps(model, batch, steps):
+    """As the Rust benchmark: ten times the steps at batch 1, a tenth of them (at least 3)
+    for a ResNet at a larger batch."""
+    if batch == 1:
+        return steps * 10
+    if model.startswith("resnet"):
+        return max(steps // 10, 3)
+    return steps
+
+
 def bench(name, steps, warmup=3):
+    if inference_name(name):
+        return bench_inference(*inference_name(name), steps)
     if name.endswith("-cora"):
         return bench_gnn(name, steps, warmup)
     if name == "dcgan":

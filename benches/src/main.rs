@@ -6,7 +6,9 @@
 //! of 3x32x32, and the convolutional VAE (28x28, channels 32-64, a 30-unit code) at batch 64,
 //! on each backend, and a full-batch training epoch of GCN (1433-16-7) and GAT (8 heads of 8,
 //! one output head) on Cora (`gcn-cora`, `gat-cora`; PyTorch Geometric's in
-//! `pytorch/train_step.py`). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! `pytorch/train_step.py`), and inference rows (`mlp-infer-1`, `cnn-infer-64`,
+//! `resnet18-infer-64`, ...: ms per forward pass without autodiff at that batch size; PyTorch
+//! under `torch.inference_mode()`). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -73,6 +75,37 @@ fn bench(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
         optim.step(1e-3, net, grads)
     };
     time_steps(net, device, steps, warmup, step)
+}
+
+/// `(model, batch)` of an inference row's name (`cnn-infer-64`), else `None`.
+fn inference_name(name: &str) -> Option<(&str, usize)> {
+    let (model, batch) = name.rsplit_once("-infer-")?;
+    Some((model, batch.parse().ok()?))
+}
+
+/// Steps for an inference row: ten times as many at batch 1, a tenth (at least 3) for a
+/// ResNet at a larger batch (as `pytorch/train_step.py`).
+fn inference_steps(model: &str, batch: usize, steps: usize) -> usize {
+    if batch == 1 {
+        steps * 10
+    } else if model.starts_with("resnet") {
+        (steps / 10).max(3)
+    } else {
+        steps
+    }
+}
+
+/// Mean ms per inference forward pass (no autodiff, so batch norm uses its running
+/// statistics and dropout is off) of `model` on a batch of `batch`, the output read back.
+fn bench_inference(model: &str, batch: usize, device: &Device, steps: usize, warmup: usize) -> f64 {
+    device.seed(0);
+    let (config, _) = network(model);
+    let net: Network = config.init(device).expect("valid config");
+    let x = Tensor::<2>::random([batch, config.d_input()], Distribution::Default, device);
+    time_steps(net, device, steps, warmup, |net| {
+        let _ = net.forward_flat(x.clone()).sum().into_data();
+        net
+    })
 }
 
 /// Mean ms per call of `step` after `warmup` untimed calls, the device synchronised around
@@ -337,6 +370,14 @@ fn main() {
             continue;
         }
         for model in models.split(',') {
+            if let Some((name, batch)) = inference_name(model) {
+                let n = inference_steps(name, batch, steps);
+                let ms = bench_inference(name, batch, &backend.device(), n, 3);
+                println!(
+                    "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
+                );
+                continue;
+            }
             // ndarray's convolution backward takes over a second a step: fewer steps there.
             let recurrent = match model {
                 "lstm" => Some(CellKind::Lstm),

@@ -7,12 +7,13 @@
 //!   weight and bias (1e-4); on wgpu the first case only;
 //! - batch norm in training on `[N, C, H, W]` and `[N, C]`: output, batch mean and biased
 //!   variance (1e-5), the three gradients (1e-4);
-//! - five Adam and AdamW steps with weight decay against `torch.optim` (1e-5).
+//! - five Adam and AdamW steps with weight decay against `torch.optim` (1e-5);
+//! - five SGD steps (plain, momentum with dampening, Nesterov) with weight decay (1e-5).
 
 use burn::backend::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
-use strata::kernels::{AdamStep, adam_step, batch_norm_train, conv2d};
+use strata::kernels::{AdamStep, SgdStep, adam_step, batch_norm_train, conv2d, sgd_step};
 use strata::tensor::Backend;
 use strata_tests::{close_to_json, fixture_json, flat, json_to_tensor, usable_backends};
 
@@ -130,6 +131,39 @@ fn adam_and_adamw_match_torch_optim() {
                 (p, m, v) = adam_step(p, t::<2>(g, &device), m, v, step);
             }
             close_to_json(&format!("{backend:?} {kind}"), flat(p), &c["end"], 1e-5);
+        }
+    }
+}
+
+#[test]
+fn sgd_matches_torch_optim() {
+    let f = fixture_json("kernels");
+    let cases = f["sgd"].as_array().unwrap();
+    assert_eq!(cases.len(), 3, "the fixture's SGD cases");
+    for (backend, device) in usable_backends() {
+        for c in cases {
+            let momentum = c["momentum"].as_f64().unwrap();
+            let mut p = t::<2>(&c["start"], &device);
+            let mut velocity = None;
+            let lrs = c["lrs"].as_array().unwrap();
+            for (i, g) in c["grads"].as_array().unwrap().iter().enumerate() {
+                let g = t::<2>(g, &device);
+                let step = SgdStep {
+                    lr: lrs[i].as_f64().unwrap(),
+                    weight_decay: c["weight_decay"].as_f64().unwrap() as f32,
+                    momentum: momentum as f32,
+                    dampening: c["dampening"].as_f64().unwrap(),
+                    nesterov: c["nesterov"].as_bool().unwrap(),
+                    first: i == 0,
+                };
+                let v = (momentum > 0.0).then(|| velocity.take().unwrap_or_else(|| g.zeros_like()));
+                (p, velocity) = sgd_step(p, g, v, step);
+            }
+            let name = format!(
+                "{backend:?} sgd momentum {momentum} nesterov {}",
+                c["nesterov"]
+            );
+            close_to_json(&name, flat(p), &c["end"], 1e-5);
         }
     }
 }

@@ -4,8 +4,9 @@
 //!   so burn is built once for the tests and the main job), then a summary of the tests that
 //!   skipped and why (`N skipped: why`). Under `CI=true` the needs CI installs (wgpu,
 //!   Fashion-MNIST) fail instead of skipping; see `strata::tensor::require`.
-//! - `cargo xtask bench [--steps N]`: Strata's training-step benchmarks on each CPU backend
-//!   beside PyTorch's, in one run; prints ms/step and the Strata/PyTorch ratio.
+//! - `cargo xtask bench [--steps N]`: Strata's training-step and inference benchmarks
+//!   (`cnn-infer-64`: forward passes at batch 64) on each CPU backend beside PyTorch's, in one
+//!   run; prints ms/step and the Strata/PyTorch ratio.
 //! - `cargo xtask accuracy [NAME...]`: the long accuracy runs; regenerates docs/results.md.
 //! - `cargo xtask gnn [--seeds N] [NAME...]`: the graph networks over N seeds (default 10);
 //!   regenerates the table of docs/gnn.md.
@@ -155,7 +156,15 @@ fn bench(args: &[String]) -> Result<(), String> {
         .position(|a| a == "--models")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae".into());
+        .unwrap_or_else(|| {
+            let training = "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae";
+            let inference = ["mlp", "cnn", "resnet20", "resnet18"]
+                .iter()
+                .flat_map(|m| [format!("{m}-infer-1"), format!("{m}-infer-64")])
+                .collect::<Vec<_>>()
+                .join(",");
+            format!("{training},{inference}")
+        });
     let mut b = cargo();
     b.args([
         "run",

@@ -330,7 +330,7 @@ impl Gnn {
         for (l, conv) in self.convs.iter().enumerate() {
             let mut h = conv.forward(layers[l].clone(), edges);
             if let Some(norm) = self.norms.get(l) {
-                h = norm.forward(h);
+                h = strata_kernels::batch_norm_layer(norm, h);
             }
             layers.push(relu(h));
         }

@@ -1,6 +1,7 @@
 //! Batch normalisation in training, forward and backward, on contiguous f32 slices shaped
 //! `[N, C, ...]`: one pass for the statistics and one for the output (burn's composed op makes
-//! about ten, with a transposed copy of the input for each statistic).
+//! about ten, with a transposed copy of the input for each statistic); in inference, one pass
+//! (burn's makes four).
 //!
 //! Per channel, over its `M = N * (spatial size)` values: `mean`, the biased `var`,
 //! `y = gamma * (x - mean) / sqrt(var + eps) + beta`; backward, with `xhat` the normalised input,
@@ -66,6 +67,38 @@ pub fn forward(
         })
         .collect();
     let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+    let out = normalize(x, gamma, beta, &mean, &var, p, epsilon);
+    (out, mean, var)
+}
+
+/// Batch normalisation with given statistics (inference, on the running mean and variance):
+/// `gamma * (x - mean) / sqrt(var + eps) + beta`, in one pass.
+pub fn inference(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    p: Planes,
+    epsilon: f64,
+) -> Vec<f32> {
+    assert_eq!(x.len(), p.len(), "batch norm: input length");
+    for s in [gamma, beta, mean, var] {
+        assert_eq!(s.len(), p.channels, "batch norm: per-channel length");
+    }
+    normalize(x, gamma, beta, mean, var, p, epsilon)
+}
+
+/// `(x - mean) * gamma / sqrt(var + eps) + beta` per channel.
+fn normalize(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    p: Planes,
+    epsilon: f64,
+) -> Vec<f32> {
     let scale: Vec<f32> = (0..p.channels)
         .map(|c| (gamma[c] as f64 / (var[c] as f64 + epsilon).sqrt()) as f32)
         .collect();
@@ -84,7 +117,7 @@ pub fn forward(
                 }
             });
     }
-    (out, mean, var)
+    out
 }
 
 /// The gradients for the input, gamma and beta, given the forward pass's input, statistics

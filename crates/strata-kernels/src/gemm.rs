@@ -56,7 +56,8 @@ impl View {
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_WORK: usize = 64 * 64 * 64;
 
-/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`.
+/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`. Large products run on rayon's
+/// threads, except when called from one of them.
 ///
 /// # Panics
 /// When the shapes disagree or a view reaches past its slice.
@@ -89,7 +90,9 @@ pub fn matmul(
         return;
     }
     let work = d.rows.saturating_mul(d.cols).saturating_mul(l.cols);
-    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+    // On a rayon worker the caller already runs in parallel: no nested parallelism.
+    let nested = rayon::current_thread_index().is_some();
+    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 && !nested {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -31,11 +31,13 @@ pub mod conv;
 pub mod gemm;
 mod ops;
 pub mod pool;
+pub mod sgd;
 
 use std::sync::OnceLock;
 
 use burn::backend::Dispatch;
 use burn::backend::ops::{ConvOptions, MaxPoolOptions};
+use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
@@ -43,6 +45,7 @@ use burn::tensor::Tensor;
 
 pub use adam::AdamStep;
 pub use ops::{ConvInput, KernelOps};
+pub use sgd::SgdStep;
 
 /// Whether Strata's kernels are in use: true unless the environment variable `STRATA_KERNELS`
 /// is `burn` (read once).
@@ -147,6 +150,81 @@ pub fn batch_norm_train<const D: usize>(
     )
 }
 
+/// Batch normalisation with given statistics (inference, on the running mean and variance), as
+/// `burn::tensor::module::batch_norm`: `x` `[N, C, ...]`, the rest `[C]`. On flex it is one
+/// pass; under autodiff it is burn's op, so gradients still flow.
+///
+/// # Panics
+/// As burn's op: when a per-channel tensor's length is not the input's channel count.
+pub fn batch_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    let channels = x.dims().get(1).copied();
+    let fits = [&gamma, &beta, &mean, &variance]
+        .iter()
+        .all(|t| Some(t.dims()[0]) == channels);
+    if !enabled() || !fits {
+        return burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon);
+    }
+    Tensor::from_dispatch(<Dispatch as KernelOps>::kernel_batch_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        mean.into_dispatch(),
+        variance.into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// burn's `BatchNorm` layer's forward pass through [`batch_norm_train`] and [`batch_norm`]:
+/// batch statistics and burn's running update (the biased variance, the layer's momentum) on
+/// an autodiff device while the layer trains, the running statistics otherwise, as the layer's
+/// own `forward`.
+///
+/// # Panics
+/// As the layer's `forward`: when the input's second dimension is not the layer's features.
+pub fn batch_norm_layer<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let [features] = layer.gamma.shape().dims();
+    assert!(
+        D >= 2 && x.dims()[1] == features,
+        "batch norm over {features} features, got an input of shape {:?}",
+        x.dims()
+    );
+    let device = x.device();
+    if !(device.is_autodiff() && layer.training.is_enabled()) {
+        return batch_norm(
+            x,
+            layer.gamma.val(),
+            layer.beta.val(),
+            layer.running_mean.value().to_device(&device),
+            layer.running_var.value().to_device(&device),
+            layer.epsilon,
+        );
+    }
+    let (y, mean, variance) =
+        batch_norm_train(x, layer.gamma.val(), layer.beta.val(), layer.epsilon);
+    let m = layer.momentum;
+    let blend = |running: Tensor<1>, batch: Tensor<1>| {
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(batch.detach().mul_scalar(m))
+            .detach()
+    };
+    layer
+        .running_mean
+        .update(blend(layer.running_mean.value_sync(), mean));
+    layer
+        .running_var
+        .update(blend(layer.running_var.value_sync(), variance));
+    y
+}
+
 /// One Adam or AdamW step ([`AdamStep`]) for a parameter, its gradient and its two moments
 /// (zeros before the first step): the new parameter and moments. On flex it is one pass,
 /// in place where this call holds the only reference to a buffer.
@@ -173,6 +251,32 @@ pub fn adam_step<const D: usize>(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// One SGD step ([`SgdStep`]) for a parameter and its gradient, with the velocity when the
+/// step has momentum (`None` without momentum; any tensor of the parameter's shape on the
+/// first step, which sets it to the gradient): the new parameter and velocity. On flex it is
+/// one pass, in place where this call holds the only reference to a buffer.
+pub fn sgd_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    velocity: Option<Tensor<D>>,
+    step: SgdStep,
+) -> (Tensor<D>, Option<Tensor<D>>) {
+    let (param, grad) = (param.into_dispatch(), grad.into_dispatch());
+    let velocity = velocity.map(Tensor::into_dispatch);
+    let (p, v) = match (enabled(), velocity) {
+        (true, Some(v)) => {
+            let (p, v) = <Dispatch as KernelOps>::kernel_sgd_momentum_step(param, grad, v, step);
+            (p, Some(v))
+        }
+        (true, None) => (
+            <Dispatch as KernelOps>::kernel_sgd_step(param, grad, step),
+            None,
+        ),
+        (false, v) => ops::composed_sgd::<Dispatch>(param, grad, v, step),
+    };
+    (Tensor::from_dispatch(p), v.map(Tensor::from_dispatch))
 }
 
 /// 2-D max pooling, as `burn::tensor::module::max_pool2d`. On flex, with symmetric padding and

@@ -21,6 +21,7 @@ use crate::adam::{self, AdamStep};
 use crate::batch_norm;
 use crate::conv::{self, ConvGeometry};
 use crate::pool::{self, PoolGeometry};
+use crate::sgd::{self, SgdStep};
 
 /// Which input of a convolution a gradient is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,18 @@ pub trait KernelOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let out = Self::batch_norm_train(x, gamma, beta, epsilon);
         (out.output, out.mean, out.variance)
+    }
+
+    /// Batch normalisation with given statistics (inference: the running mean and variance).
+    fn kernel_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::batch_norm(x, gamma, beta, mean, variance, epsilon)
     }
 
     /// The gradients of [`KernelOps::kernel_batch_norm_train`] for `x`, `gamma` and `beta`.
@@ -128,6 +141,26 @@ pub trait KernelOps: Backend {
         step: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         composed_adam::<Self>(param, grad, moment_1, moment_2, step)
+    }
+
+    /// One SGD step without momentum ([`crate::sgd`]): the new parameter.
+    fn kernel_sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        step: SgdStep,
+    ) -> FloatTensor<Self> {
+        composed_sgd::<Self>(param, grad, None, step).0
+    }
+
+    /// One SGD step with momentum ([`crate::sgd`]): the new parameter and velocity.
+    fn kernel_sgd_momentum_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        step: SgdStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (param, velocity) = composed_sgd::<Self>(param, grad, Some(velocity), step);
+        (param, velocity.expect("a velocity in, a velocity out"))
     }
 }
 
@@ -241,6 +274,47 @@ pub(crate) fn composed_adam<B: Backend>(
     };
     let param = B::float_sub(param, B::float_mul_scalar(update, scalar(step.lr)));
     (param, m, v)
+}
+
+/// burn's composed ops for one SGD step, as burn's `Sgd` makes it: the new parameter and, when
+/// a velocity comes in, the new velocity.
+pub(crate) fn composed_sgd<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    velocity: Option<FloatTensor<B>>,
+    step: SgdStep,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    let scalar = |v: f64| Scalar::Float(v);
+    let grad = if step.weight_decay != 0.0 {
+        let decay = B::float_mul_scalar(param.clone(), scalar(step.weight_decay as f64));
+        B::float_add(decay, grad)
+    } else {
+        grad
+    };
+    let (update, velocity) = match velocity {
+        Some(v) => {
+            let v = if step.first {
+                grad.clone()
+            } else {
+                B::float_add(
+                    B::float_mul_scalar(grad.clone(), scalar(1.0 - step.dampening)),
+                    B::float_mul_scalar(v, scalar(step.momentum as f64)),
+                )
+            };
+            let update = if step.nesterov {
+                B::float_add(
+                    B::float_mul_scalar(v.clone(), scalar(step.momentum as f64)),
+                    grad,
+                )
+            } else {
+                v.clone()
+            };
+            (update, Some(v))
+        }
+        None => (grad, None),
+    };
+    let param = B::float_sub(param, B::float_mul_scalar(update, scalar(step.lr)));
+    (param, velocity)
 }
 
 /// The geometry of a convolution of `x` by `weight`, when both are f32 (the kernels' type).
@@ -420,6 +494,68 @@ impl KernelOps for Flex {
         (param, m, v)
     }
 
+    fn kernel_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let Some(p) = planes(&x, &[&gamma, &beta, &mean, &variance]) else {
+            return Self::batch_norm(x, gamma, beta, mean, variance, epsilon);
+        };
+        let shape = x.shape();
+        let [x, gamma, beta, mean, variance] = [x, gamma, beta, mean, variance].map(contiguous);
+        let y = batch_norm::inference(
+            slice(&x),
+            slice(&gamma),
+            slice(&beta),
+            slice(&mean),
+            slice(&variance),
+            p,
+            epsilon,
+        );
+        shaped(y, shape)
+    }
+
+    fn kernel_sgd_step(param: FlexTensor, grad: FlexTensor, step: SgdStep) -> FlexTensor {
+        if param.dtype() != DType::F32
+            || grad.dtype() != DType::F32
+            || grad.shape() != param.shape()
+        {
+            return composed_sgd::<Self>(param, grad, None, step).0;
+        }
+        let grad = contiguous(grad);
+        let mut param = owned(param);
+        sgd::step(param.storage_mut::<f32>(), slice(&grad), &step);
+        param
+    }
+
+    fn kernel_sgd_momentum_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        velocity: FlexTensor,
+        step: SgdStep,
+    ) -> (FlexTensor, FlexTensor) {
+        let same = [&grad, &velocity]
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && t.shape() == param.shape());
+        if param.dtype() != DType::F32 || !same {
+            let (param, velocity) = composed_sgd::<Self>(param, grad, Some(velocity), step);
+            return (param, velocity.expect("a velocity in, a velocity out"));
+        }
+        let grad = contiguous(grad);
+        let [mut param, mut velocity] = [param, velocity].map(owned);
+        sgd::step_with_momentum(
+            param.storage_mut::<f32>(),
+            slice(&grad),
+            velocity.storage_mut::<f32>(),
+            &step,
+        );
+        (param, velocity)
+    }
+
     fn kernel_batch_norm_train_backward(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -454,8 +590,10 @@ impl KernelOps for Flex {
 fn planes(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<batch_norm::Planes> {
     let shape = x.shape();
     if x.dtype() != DType::F32
-        || per_channel.iter().any(|t| t.dtype() != DType::F32)
         || shape.num_dims() < 2
+        || per_channel
+            .iter()
+            .any(|t| t.dtype() != DType::F32 || t.shape().num_elements() != shape[1])
     {
         return None;
     }

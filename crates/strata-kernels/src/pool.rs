@@ -52,11 +52,30 @@ pub fn forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<f32>) {
     let [sh, sw] = g.stride;
     let [dh, dw] = g.dilation;
     let [ph, pw] = g.padding.map(|p| p as isize);
+    let inside = g.padding == [0, 0];
     out.par_chunks_mut(ho * wo)
         .zip(idx.par_chunks_mut(ho * wo))
         .enumerate()
         .for_each(|(plane, (out, idx))| {
             let xs = &x[plane * h * w..][..h * w];
+            if inside {
+                // Every window lies inside the plane: no bounds to test per tap. The usual
+                // windows get constant sizes, so their loops unroll.
+                let windows = Windows {
+                    w,
+                    wo,
+                    sh,
+                    sw,
+                    dh,
+                    dw,
+                };
+                match (kh, kw) {
+                    (2, 2) => windows.pool(xs, out, idx, 2, 2),
+                    (3, 3) => windows.pool(xs, out, idx, 3, 3),
+                    _ => windows.pool(xs, out, idx, kh, kw),
+                }
+                return;
+            }
             for oh in 0..ho {
                 for ow in 0..wo {
                     let (mut best, mut at) = (f32::NEG_INFINITY, -1isize);
@@ -72,7 +91,7 @@ pub fn forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<f32>) {
                             }
                             let i = ih * w as isize + iw;
                             let v = xs[i as usize];
-                            if at < 0 || v > best || (v.is_nan() && !best.is_nan()) {
+                            if at < 0 || better(v, best) {
                                 best = v;
                                 at = i;
                             }
@@ -84,6 +103,54 @@ pub fn forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<f32>) {
             }
         });
     (out, idx)
+}
+
+/// Whether `v` replaces `best` as a window's maximum: larger, or a NaN over a number (the first
+/// of equal values stays).
+#[inline(always)]
+fn better(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The walk of windows that lie wholly inside an input plane of width `w`.
+struct Windows {
+    w: usize,
+    wo: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+}
+
+impl Windows {
+    /// One plane's maxima and their indices, windows of `kh x kw`.
+    #[inline(always)]
+    fn pool(&self, xs: &[f32], out: &mut [f32], idx: &mut [f32], kh: usize, kw: usize) {
+        for (oh, (orow, irow)) in out
+            .chunks_exact_mut(self.wo)
+            .zip(idx.chunks_exact_mut(self.wo))
+            .enumerate()
+        {
+            let top = oh * self.sh * self.w;
+            for (ow, (o, i)) in orow.iter_mut().zip(irow.iter_mut()).enumerate() {
+                let start = top + ow * self.sw;
+                let (mut best, mut at) = (xs[start], start);
+                for ki in 0..kh {
+                    let row = start + ki * self.dh * self.w;
+                    for kj in 0..kw {
+                        let k = row + kj * self.dw;
+                        let v = xs[k];
+                        if better(v, best) {
+                            best = v;
+                            at = k;
+                        }
+                    }
+                }
+                *o = best;
+                *i = at as f32;
+            }
+        }
+    }
 }
 
 /// The input's gradient: each output gradient added at its window's maximum.
@@ -128,5 +195,74 @@ mod tests {
         assert_eq!(idx, vec![1.0, 2.0]);
         let dx = backward(&[10.0, 20.0], &idx, &g);
         assert_eq!(dx, vec![0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// The maxima by their definition (padding as minus infinity, first maximum, NaN wins).
+    fn naive(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+        let [h, w] = g.input;
+        let [ho, wo] = g.output();
+        let mut y = vec![];
+        for p in 0..g.planes {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut best: Option<f32> = None;
+                    for ki in 0..g.kernel[0] {
+                        for kj in 0..g.kernel[1] {
+                            let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize
+                                - g.padding[0] as isize;
+                            let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize
+                                - g.padding[1] as isize;
+                            if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                continue;
+                            }
+                            let v = x[p * h * w + ih as usize * w + iw as usize];
+                            best = match best {
+                                None => Some(v),
+                                Some(b) if b.is_nan() => Some(b),
+                                Some(b) if v.is_nan() || v > b => Some(v),
+                                b => b,
+                            };
+                        }
+                    }
+                    y.push(best.unwrap_or(f32::NEG_INFINITY));
+                }
+            }
+        }
+        y
+    }
+
+    /// Windows inside the plane (the unrolled 2x2 and 3x3 walks and the general one) and
+    /// padded windows agree with the definition, NaNs included.
+    #[test]
+    fn every_window_shape_matches_the_definition() {
+        let x: Vec<f32> = (0..2 * 7 * 8)
+            .map(|i| {
+                if i % 23 == 5 {
+                    f32::NAN
+                } else {
+                    ((i * 37) % 11) as f32 - 5.0
+                }
+            })
+            .collect();
+        for kernel in [[2, 2], [3, 3], [2, 3]] {
+            for padding in [[0, 0], [1, 1]] {
+                for (stride, dilation) in [([2, 2], [1, 1]), ([1, 2], [2, 1])] {
+                    let g = PoolGeometry {
+                        planes: 2,
+                        input: [7, 8],
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                    };
+                    let (y, _) = forward(&x, &g);
+                    let want = naive(&x, &g);
+                    assert_eq!(y.len(), want.len());
+                    for (a, b) in y.iter().zip(&want) {
+                        assert!(a == b || (a.is_nan() && b.is_nan()), "{g:?}: {a} vs {b}");
+                    }
+                }
+            }
+        }
     }
 }

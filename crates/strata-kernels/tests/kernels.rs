@@ -1,6 +1,7 @@
 //! Strata's kernels against burn's own ops on flex: the convolution (forward, and all three
 //! gradients through autodiff) over random shapes, strides, paddings, dilations, groups, batch
-//! sizes and non-contiguous inputs; batch norm in training (output, statistics, gradients).
+//! sizes and non-contiguous inputs; batch norm in training (output, statistics, gradients) and
+//! in inference; max pooling.
 
 use burn::backend::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -391,6 +392,137 @@ fn a_small_batch_norm_matches_burns() {
 #[test]
 fn a_cnn_sized_batch_norm_matches_burns() {
     batch_norm_matches(vec![64, 32, 28, 28], &Device::flex().autodiff()).unwrap();
+}
+
+/// Batch norm on given statistics (inference) against burn's `batch_norm`: on flex (our
+/// kernel), and under autodiff (burn's op) with the input's gradient.
+#[test]
+fn inference_batch_norm_matches_burns() {
+    for dims in [[64usize, 32, 14, 14], [3, 5, 1, 7]] {
+        let device = Device::flex();
+        let c = dims[1];
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device);
+        let per_channel =
+            |lo: f64, hi: f64| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &device);
+        let (gamma, beta, mean) = (
+            per_channel(0.5, 2.0),
+            per_channel(-1.0, 1.0),
+            per_channel(-1.0, 1.0),
+        );
+        let var = per_channel(0.01, 3.0);
+        let ours = strata_kernels::batch_norm(
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            mean.clone(),
+            var.clone(),
+            1e-5,
+        );
+        let burns = burn::tensor::module::batch_norm(
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            mean.clone(),
+            var.clone(),
+            1e-5,
+        );
+        let want = to_vec(burns);
+        check_close("output", &to_vec(ours), &want, 1e-5 * scale(&want)).unwrap();
+        // Under autodiff the input's gradient is gamma / sqrt(var + eps) per channel.
+        let ad = device.clone().autodiff();
+        let xa = Tensor::<4>::from_data(x.into_data(), &ad).require_grad();
+        let on = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), &ad);
+        let y = strata_kernels::batch_norm(
+            xa.clone(),
+            on(&gamma),
+            on(&beta),
+            on(&mean),
+            on(&var),
+            1e-5,
+        );
+        let grads = y.sum().backward();
+        let dx = to_vec(xa.grad(&grads).expect("a gradient for x"));
+        let (g, v) = (to_vec(gamma), to_vec(var));
+        let plane = dims[2] * dims[3];
+        let want: Vec<f32> = (0..dx.len())
+            .map(|i| g[(i / plane) % c] / (v[(i / plane) % c] + 1e-5).sqrt())
+            .collect();
+        check_close("d x", &dx, &want, 1e-4 * scale(&want)).unwrap();
+    }
+}
+
+/// burn's `BatchNorm` layer through our kernels against its own `forward`: training output,
+/// gradients, the running statistics after two steps, then the evaluation output.
+#[test]
+fn a_batch_norm_layer_steps_as_burns() {
+    use burn::module::Module;
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex().autodiff();
+    let ours = BatchNormConfig::new(6).with_momentum(0.3).init(&device);
+    let burns = ours.clone();
+    for step in 0..2 {
+        let x = Tensor::<4>::random(
+            [4, 6, 5, 3],
+            Distribution::Normal(step as f64, 2.0),
+            &device,
+        )
+        .require_grad();
+        let y_ours = strata_kernels::batch_norm_layer(&ours, x.clone());
+        let y_burns = burns.forward(x.clone());
+        let want = to_vec(y_burns.clone());
+        check_close(
+            "output",
+            &to_vec(y_ours.clone()),
+            &want,
+            1e-5 * scale(&want),
+        )
+        .unwrap();
+        let r = Tensor::<4>::random([4, 6, 5, 3], Distribution::Default, &device);
+        let g_ours = (y_ours * r.clone()).sum().backward();
+        let g_burns = (y_burns * r).sum().backward();
+        let dx = to_vec(x.grad(&g_burns).unwrap());
+        check_close(
+            "d x",
+            &to_vec(x.grad(&g_ours).unwrap()),
+            &dx,
+            1e-4 * scale(&dx),
+        )
+        .unwrap();
+        let dg = to_vec(burns.gamma.grad(&g_burns).unwrap());
+        check_close(
+            "d gamma",
+            &to_vec(ours.gamma.grad(&g_ours).unwrap()),
+            &dg,
+            1e-4 * scale(&dg),
+        )
+        .unwrap();
+    }
+    for (name, a, b) in [
+        (
+            "running mean",
+            ours.running_mean.value(),
+            burns.running_mean.value(),
+        ),
+        (
+            "running var",
+            ours.running_var.value(),
+            burns.running_var.value(),
+        ),
+    ] {
+        let want = to_vec(b);
+        check_close(name, &to_vec(a), &want, 1e-5 * scale(&want)).unwrap();
+    }
+    let eval = Device::flex();
+    let (ours, burns) = (ours.valid(), burns.valid());
+    let x = Tensor::<4>::random([2, 6, 4, 4], Distribution::Normal(1.0, 3.0), &eval);
+    let want = to_vec(burns.forward(x.clone()));
+    check_close(
+        "evaluation output",
+        &to_vec(strata_kernels::batch_norm_layer(&ours, x)),
+        &want,
+        1e-5 * scale(&want),
+    )
+    .unwrap();
 }
 
 /// Max pooling against burn's `max_pool2d`: output and input gradient, over random windows,

@@ -5,9 +5,9 @@
 //! burn 0.22's `BatchNorm` normalises the same way, but it updates `running_var` with the
 //! biased (population) batch variance, where PyTorch uses the unbiased one (`n / (n - 1)`
 //! times larger, `n` values per channel). After training, the two give different evaluation
-//! outputs, so a PyTorch checkpoint fine-tuned in burn would drift. This module computes the
-//! batch statistics with burn's `batch_norm_train` (forward and backward stay burn's) and only
-//! the running update is ours.
+//! outputs, so a PyTorch checkpoint fine-tuned in burn would drift. This module normalises with
+//! `strata_kernels::batch_norm_train` (burn's `batch_norm_train` off flex) and keeps the
+//! running statistics PyTorch's way; evaluation goes through `strata_kernels::batch_norm`.
 //!
 //! Training mode (batch statistics, running update) is used on an autodiff device while the
 //! weight takes gradients; otherwise (evaluation, or a frozen layer) the running statistics
@@ -94,7 +94,7 @@ impl BatchNorm2d {
         let training = input.device().is_autodiff() && self.weight.val().is_require_grad();
         if !training {
             let device = input.device();
-            return burn::tensor::module::batch_norm(
+            return strata_kernels::batch_norm(
                 input,
                 self.weight.val(),
                 self.bias.val(),

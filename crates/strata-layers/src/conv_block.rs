@@ -8,7 +8,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::{conv2d_layer, max_pool2d_layer};
+use strata_kernels::{batch_norm_layer, conv2d_layer, max_pool2d_layer};
 
 use crate::activation::ActivationKind;
 
@@ -104,7 +104,7 @@ impl ConvBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = conv2d_layer(&self.conv, input);
         if let Some(norm) = &self.norm {
-            x = norm.forward(x);
+            x = batch_norm_layer(norm, x);
         }
         x = self.activation.forward(x);
         if let Some(pool) = &self.max_pool {

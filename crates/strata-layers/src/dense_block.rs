@@ -65,7 +65,7 @@ impl DenseBlock {
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
         let mut x = self.linear.forward(input);
         if let Some(norm) = &self.norm {
-            x = norm.forward(x);
+            x = strata_kernels::batch_norm_layer(norm, x);
         }
         self.dropout.forward(self.activation.forward(x))
     }

@@ -27,6 +27,6 @@ mod schedule;
 
 pub use burn::optim::ModuleOptimizer;
 pub use error::{Error, Result};
-pub use fused::{FusedAdam, FusedAdamW};
+pub use fused::{FusedAdam, FusedAdamW, FusedSgd, FusedSgdState};
 pub use optimizer::{Clipping, OptimizerConfig, OptimizerKind};
 pub use schedule::{PlateauState, Schedule, ScheduleConfig, ScheduleKind};

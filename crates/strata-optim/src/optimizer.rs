@@ -1,14 +1,13 @@
 //! One serde config that builds SGD, Adam, AdamW or RMSprop with weight decay and gradient
-//! clipping (burn's SGD and RMSprop; Adam and AdamW fused, see [`crate::fused`]).
+//! clipping (burn's RMSprop; SGD, Adam and AdamW fused, see [`crate::fused`]).
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{ModuleOptimizer, RmsPropConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fused::{FusedAdam, FusedAdamW};
+use crate::fused::{FusedAdam, FusedAdamW, FusedSgd};
 
 /// The optimizer algorithm and its own hyper-parameters. Defaults follow PyTorch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,17 +256,14 @@ impl OptimizerConfig {
                 momentum,
                 dampening,
                 nesterov,
-            } => SgdConfig::new()
-                .with_weight_decay(decay)
-                .with_momentum((*momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(*momentum)
-                        .with_dampening(*dampening)
-                        .with_nesterov(*nesterov)
-                }))
-                .with_gradient_clipping(clip)
-                .init(),
-            // Adam and AdamW step in one fused pass per parameter on flex (crate::fused).
+            } => {
+                let mut sgd = FusedSgd::new(self.weight_decay);
+                if *momentum > 0.0 {
+                    sgd = sgd.with_momentum(*momentum, *dampening, *nesterov);
+                }
+                clipped(sgd.into(), clip)
+            }
+            // SGD, Adam and AdamW step in one fused pass per parameter on flex (crate::fused).
             OptimizerKind::Adam {
                 beta1,
                 beta2,
