@@ -7,6 +7,9 @@
 //! - `cargo xtask bench [--steps N]`: Strata's training-step and inference benchmarks
 //!   (`cnn-infer-64`: forward passes at batch 64) on each CPU backend beside PyTorch's, in one
 //!   run; prints ms/step and the Strata/PyTorch ratio.
+//! - `cargo xtask time-to-accuracy [--max-seconds S] [NAME...]`: `strata train`'s CNN recipes
+//!   (digits, Fashion-MNIST) beside the same recipes in PyTorch: wall seconds of training until
+//!   the validation accuracy reaches the bar (0.98, 0.90), and the test accuracy.
 //! - `cargo xtask accuracy [NAME...]`: the long accuracy runs; regenerates docs/results.md.
 //! - `cargo xtask gnn [--seeds N] [NAME...]`: the graph networks over N seeds (default 10);
 //!   regenerates the table of docs/gnn.md.
@@ -1565,6 +1568,167 @@ fn fixtures() -> Result<(), String> {
     Ok(())
 }
 
+/// The recipes `time-to-accuracy` times: name, flags (the same for `strata train` and
+/// `benches/pytorch/time_to_accuracy.py`) and the validation accuracy to reach.
+const TIME_TO_ACCURACY: &[(&str, &[&str], f64)] = &[
+    (
+        "cnn-digits",
+        &[
+            "--dataset",
+            "digits",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "32",
+            "--patience",
+            "10",
+        ],
+        0.98,
+    ),
+    (
+        "cnn-fashion-mnist",
+        &[
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "64",
+            "--patience",
+            "4",
+        ],
+        0.90,
+    ),
+];
+
+/// The first epoch whose validation accuracy reaches `bar` and the training seconds until
+/// then, from a run's `history.csv`; and the seconds of all its epochs.
+fn reached(history: &str, bar: f64) -> (Option<(usize, f64)>, f64) {
+    let mut lines = history.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(acc), Some(secs)) = (col("valid_accuracy"), col("seconds")) else {
+        return (None, f64::NAN);
+    };
+    let (mut total, mut first) = (0.0, None);
+    for (i, line) in lines.enumerate() {
+        let cells: Vec<f64> = line
+            .split(',')
+            .map(|c| c.parse().unwrap_or(f64::NAN))
+            .collect();
+        total += cells.get(secs).copied().unwrap_or(f64::NAN);
+        if first.is_none() && cells.get(acc).is_some_and(|&a| a >= bar) {
+            first = Some((i + 1, total));
+        }
+    }
+    (first, total)
+}
+
+/// `cargo xtask time-to-accuracy [--max-seconds S] [NAME...]`: each CNN recipe with
+/// `strata train` and with the same recipe in PyTorch, one after the other: the epoch and the
+/// training seconds until the validation accuracy first reaches the bar, the test accuracy.
+fn time_to_accuracy(args: &[String]) -> Result<(), String> {
+    let budget = args
+        .iter()
+        .position(|a| a == "--max-seconds")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let names: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--max-seconds"))
+        .map(|(_, a)| a)
+        .collect();
+    let exe = strata_exe()?;
+    let py = python();
+    let mut rows = vec![];
+    for (name, flags, bar) in TIME_TO_ACCURACY {
+        if !names.is_empty() && !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let out = root().join("runs").join(format!("time-to-accuracy-{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut c = Command::new(&exe);
+        c.current_dir(root())
+            .arg("train")
+            .args(*flags)
+            .arg("--out")
+            .arg(&out)
+            .arg("--quiet");
+        if let Some(b) = &budget {
+            c.args(["--max-seconds", b]);
+        }
+        run(c)?;
+        let history =
+            std::fs::read_to_string(out.join("history.csv")).map_err(|e| e.to_string())?;
+        let (ours, ours_total) = reached(&history, *bar);
+        let ours_test = test_metric(&run_metrics(&out)?, "accuracy");
+        let theirs = match &py {
+            Some(py) => {
+                let mut c = Command::new(py);
+                c.current_dir(root())
+                    .arg("benches/pytorch/time_to_accuracy.py")
+                    .args(*flags)
+                    .args(["--bar", &bar.to_string()]);
+                if let Some(b) = &budget {
+                    c.args(["--max-seconds", b]);
+                }
+                eprintln!("+ {c:?}");
+                let o = c.output().map_err(|e| e.to_string())?;
+                if !o.status.success() {
+                    return Err(format!(
+                        "time_to_accuracy.py failed: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ));
+                }
+                json_lines(&String::from_utf8_lossy(&o.stdout)).pop()
+            }
+            None => {
+                eprintln!("PyTorch not installed (set STRATA_PYTHON): skipping its column");
+                None
+            }
+        };
+        let at = |r: Option<(usize, f64)>| match r {
+            Some((e, s)) => format!("epoch {e}, {s:.1} s"),
+            None => "not reached".into(),
+        };
+        let theirs_reached = theirs.as_ref().and_then(|t| {
+            Some((
+                t["reached"]["epoch"].as_u64()? as usize,
+                t["reached"]["seconds"].as_f64()?,
+            ))
+        });
+        let ratio = match (ours, theirs_reached) {
+            (Some((_, a)), Some((_, b))) => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let field = |k: &str| {
+            theirs
+                .as_ref()
+                .and_then(|t| t[k].as_f64())
+                .map_or("-".into(), |v| format!("{v:.4}"))
+        };
+        let theirs_total = theirs
+            .as_ref()
+            .and_then(|t| t["train_seconds"].as_f64())
+            .map_or("-".into(), |v| format!("{v:.1}"));
+        rows.push(format!(
+            "| {name} | {bar} | {} | {} | {ratio} | {ours_test:.4} | {} | {ours_total:.1} | {theirs_total} |",
+            at(ours),
+            theirs_reached.map_or("-".into(), |r| at(Some(r))),
+            field("test_accuracy"),
+        ));
+    }
+    println!(
+        "| recipe | validation bar | Strata reaches it | PyTorch reaches it | Strata / PyTorch | Strata test accuracy | PyTorch test accuracy | Strata training s | PyTorch training s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -1576,7 +1740,8 @@ fn main() -> ExitCode {
         Some("transfer") => transfer(&args[1..]),
         Some("oneclass") => oneclass(&args[1..]),
         Some("gnn") => gnn(&args[1..]),
-        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | gnn [--seeds N] [NAME...] | capsnet ablation|viewpoint | fixtures".into()),
+        Some("time-to-accuracy") => time_to_accuracy(&args[1..]),
+        _ => Err("usage: cargo xtask ci | bench [--steps N] [--backends flex,ndarray,wgpu] [--models mlp,conv-vae,...] | time-to-accuracy [--max-seconds S] [NAME...] | accuracy [--resume] [NAME...] | transfer [--seeds N] | oneclass [--model ae] [--epochs N] | gnn [--seeds N] [NAME...] | capsnet ablation|viewpoint | fixtures".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1590,6 +1755,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_to_accuracy_reads_the_first_epoch_at_the_bar() {
+        let history = "epoch,train_loss,valid_loss,valid_accuracy,lr,seconds\n1,1,1,0.5,1e-3,2.0\n2,1,1,0.98,1e-3,3.0\n3,1,1,0.99,1e-3,4.0\n";
+        assert_eq!(reached(history, 0.98), (Some((2, 5.0)), 9.0));
+        assert_eq!(reached(history, 0.995).0, None);
+        assert!(reached("epoch,loss\n1,2\n", 0.9).1.is_nan());
+    }
 
     #[test]
     fn marking_stale_rows_leaves_the_other_tables_of_a_page_alone() {

@@ -24,7 +24,6 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use strata_kernels::{conv2d_layer, max_pool2d_layer};
@@ -214,7 +213,7 @@ impl ResNet {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, n_features]`
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(conv2d_layer(&self.conv1, x)));
+        let mut x = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
         if let Some(p) = &self.maxpool {
             x = max_pool2d_layer(p, x);
         }

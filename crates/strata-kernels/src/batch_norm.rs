@@ -1,6 +1,7 @@
 //! Batch normalisation in training, forward and backward, on contiguous f32 slices shaped
 //! `[N, C, ...]`: one pass for the statistics and one for the output (burn's composed op makes
-//! about ten, with a transposed copy of the input for each statistic); in inference, one pass
+//! about ten, with a transposed copy of the input for each statistic), optionally followed by a
+//! ReLU in the same pass (its mask recomputed in the backward pass); in inference, one pass
 //! (burn's makes four).
 //!
 //! Per channel, over its `M = N * (spatial size)` values: `mean`, the biased `var`,
@@ -39,13 +40,15 @@ impl Planes {
     }
 }
 
-/// The output, the batch mean and the biased batch variance (both `[C]`).
+/// The output (through a ReLU when `relu`), the batch mean and the biased batch variance (both
+/// `[C]`).
 pub fn forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     p: Planes,
     epsilon: f64,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), p.len(), "batch norm: input length");
     assert_eq!(gamma.len(), p.channels, "batch norm: gamma length");
@@ -67,7 +70,7 @@ pub fn forward(
         })
         .collect();
     let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
-    let out = normalize(x, gamma, beta, &mean, &var, p, epsilon);
+    let out = normalize(x, gamma, beta, &mean, &var, p, epsilon, relu);
     (out, mean, var)
 }
 
@@ -86,10 +89,28 @@ pub fn inference(
     for s in [gamma, beta, mean, var] {
         assert_eq!(s.len(), p.channels, "batch norm: per-channel length");
     }
-    normalize(x, gamma, beta, mean, var, p, epsilon)
+    normalize(x, gamma, beta, mean, var, p, epsilon, false)
 }
 
-/// `(x - mean) * gamma / sqrt(var + eps) + beta` per channel.
+/// `gamma / sqrt(var + eps)` per channel.
+fn scales(gamma: &[f32], var: &[f32], epsilon: f64) -> Vec<f32> {
+    gamma
+        .iter()
+        .zip(var)
+        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon).sqrt()) as f32)
+        .collect()
+}
+
+/// One normalised value: centred first, since `v * a + (beta - mean * a)` would cancel when
+/// the channel's values are close together and `a` is large. The forward pass and the ReLU's
+/// mask in the backward pass both compute it here, so they round alike.
+#[inline(always)]
+fn normalized(v: f32, mean: f32, scale: f32, beta: f32) -> f32 {
+    (v - mean) * scale + beta
+}
+
+/// `(x - mean) * gamma / sqrt(var + eps) + beta` per channel, then `max(0, .)` when `relu`.
+#[allow(clippy::too_many_arguments)]
 fn normalize(
     x: &[f32],
     gamma: &[f32],
@@ -98,10 +119,9 @@ fn normalize(
     var: &[f32],
     p: Planes,
     epsilon: f64,
+    relu: bool,
 ) -> Vec<f32> {
-    let scale: Vec<f32> = (0..p.channels)
-        .map(|c| (gamma[c] as f64 / (var[c] as f64 + epsilon).sqrt()) as f32)
-        .collect();
+    let scale = scales(gamma, var, epsilon);
     let mut out = vec![0.0f32; x.len()];
     if !out.is_empty() {
         out.par_chunks_mut(p.plane)
@@ -109,11 +129,15 @@ fn normalize(
             .enumerate()
             .for_each(|(i, (o, xs))| {
                 let c = i % p.channels;
-                // Centred first: `v * a + (beta - mean * a)` would cancel when the channel's
-                // values are close together and `a` is large.
                 let (m, a, b) = (mean[c], scale[c], beta[c]);
-                for (o, &v) in o.iter_mut().zip(xs) {
-                    *o = (v - m) * a + b;
+                if relu {
+                    for (o, &v) in o.iter_mut().zip(xs) {
+                        *o = normalized(v, m, a, b).max(0.0);
+                    }
+                } else {
+                    for (o, &v) in o.iter_mut().zip(xs) {
+                        *o = normalized(v, m, a, b);
+                    }
                 }
             });
     }
@@ -121,7 +145,9 @@ fn normalize(
 }
 
 /// The gradients for the input, gamma and beta, given the forward pass's input, statistics
-/// and the output's gradient.
+/// and the output's gradient. `relu` is `Some(beta)` when the forward pass went through a
+/// ReLU: the gradient is then zero where the normalised value was not positive.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     gamma: &[f32],
@@ -130,12 +156,46 @@ pub fn backward(
     dy: &[f32],
     p: Planes,
     epsilon: f64,
+    relu: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), p.len(), "batch norm: input length");
     assert_eq!(dy.len(), p.len(), "batch norm: gradient length");
-    for s in [gamma, mean, var] {
+    for s in [gamma, mean, var].into_iter().chain(relu) {
         assert_eq!(s.len(), p.channels, "batch norm: per-channel length");
     }
+    match relu {
+        Some(beta) => {
+            let scale = scales(gamma, var, epsilon);
+            let mut masked = vec![0.0f32; dy.len()];
+            if !masked.is_empty() {
+                masked
+                    .par_chunks_mut(p.plane)
+                    .zip(x.par_chunks(p.plane).zip(dy.par_chunks(p.plane)))
+                    .enumerate()
+                    .for_each(|(i, (d, (xs, gs)))| {
+                        let c = i % p.channels;
+                        let (m, a, b) = (mean[c], scale[c], beta[c]);
+                        for ((d, &v), &g) in d.iter_mut().zip(xs).zip(gs) {
+                            *d = if normalized(v, m, a, b) > 0.0 { g } else { 0.0 };
+                        }
+                    });
+            }
+            backward_linear(x, gamma, mean, var, &masked, p, epsilon)
+        }
+        None => backward_linear(x, gamma, mean, var, dy, p, epsilon),
+    }
+}
+
+/// [`backward`] without the ReLU.
+fn backward_linear(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    dy: &[f32],
+    p: Planes,
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = p.per_channel() as f64;
     let rstd: Vec<f64> = var
         .iter()
@@ -201,7 +261,7 @@ mod tests {
         let x: Vec<f32> = (0..24)
             .map(|i| (i as f32 * 0.7).sin() * 3.0 + 1.0)
             .collect();
-        let (y, mean, var) = forward(&x, &[1.0, 1.0], &[0.0, 0.0], p, 0.0);
+        let (y, mean, var) = forward(&x, &[1.0, 1.0], &[0.0, 0.0], p, 0.0, false);
         assert_eq!((mean.len(), var.len()), (2, 2));
         for c in 0..2 {
             let values: Vec<f32> = p.runs(&y, c).flatten().copied().collect();

@@ -133,15 +133,42 @@ pub fn batch_norm_train<const D: usize>(
     beta: Tensor<1>,
     epsilon: f64,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    batch_norm_train_then(x, gamma, beta, epsilon, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU on the output, fused into the same passes on flex
+/// (forward and backward); the statistics are the batch norm's.
+pub fn batch_norm_relu_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    batch_norm_train_then(x, gamma, beta, epsilon, true)
+}
+
+fn batch_norm_train_then<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     if !enabled() {
         let out = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
-        return (out.output, out.mean, out.variance);
+        let y = if relu {
+            burn::tensor::activation::relu(out.output)
+        } else {
+            out.output
+        };
+        return (y, out.mean, out.variance);
     }
     let (y, mean, var) = <Dispatch as KernelOps>::kernel_batch_norm_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        relu,
     );
     (
         Tensor::from_dispatch(y),
@@ -189,6 +216,18 @@ pub fn batch_norm<const D: usize>(
 /// # Panics
 /// As the layer's `forward`: when the input's second dimension is not the layer's features.
 pub fn batch_norm_layer<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_layer_then(layer, x, false)
+}
+
+/// [`batch_norm_layer`] followed by a ReLU, fused on flex in training.
+///
+/// # Panics
+/// As [`batch_norm_layer`].
+pub fn batch_norm_relu_layer<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_layer_then(layer, x, true)
+}
+
+fn batch_norm_layer_then<const D: usize>(layer: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let [features] = layer.gamma.shape().dims();
     assert!(
         D >= 2 && x.dims()[1] == features,
@@ -197,7 +236,7 @@ pub fn batch_norm_layer<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tens
     );
     let device = x.device();
     if !(device.is_autodiff() && layer.training.is_enabled()) {
-        return batch_norm(
+        let y = batch_norm(
             x,
             layer.gamma.val(),
             layer.beta.val(),
@@ -205,9 +244,14 @@ pub fn batch_norm_layer<const D: usize>(layer: &BatchNorm, x: Tensor<D>) -> Tens
             layer.running_var.value().to_device(&device),
             layer.epsilon,
         );
+        return if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        };
     }
     let (y, mean, variance) =
-        batch_norm_train(x, layer.gamma.val(), layer.beta.val(), layer.epsilon);
+        batch_norm_train_then(x, layer.gamma.val(), layer.beta.val(), layer.epsilon, relu);
     let m = layer.momentum;
     let blend = |running: Tensor<1>, batch: Tensor<1>| {
         running

@@ -12,7 +12,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ConvOptions, MaxPoolOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, MaxPoolOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, FloatDType, IntDType, Scalar, Shape, TensorData};
@@ -62,16 +62,22 @@ pub trait KernelOps: Backend {
         }
     }
 
-    /// Batch normalisation in training over `x` `[N, C, ...]`: the output, the batch mean and
-    /// the biased batch variance (both `[C]`).
+    /// Batch normalisation in training over `x` `[N, C, ...]`, then a ReLU when `relu`: the
+    /// output, the batch mean and the biased batch variance (both `[C]`).
     fn kernel_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let out = Self::batch_norm_train(x, gamma, beta, epsilon);
-        (out.output, out.mean, out.variance)
+        let y = if relu {
+            Self::relu(out.output)
+        } else {
+            out.output
+        };
+        (y, out.mean, out.variance)
     }
 
     /// Batch normalisation with given statistics (inference: the running mean and variance).
@@ -86,15 +92,26 @@ pub trait KernelOps: Backend {
         Self::batch_norm(x, gamma, beta, mean, variance, epsilon)
     }
 
-    /// The gradients of [`KernelOps::kernel_batch_norm_train`] for `x`, `gamma` and `beta`.
+    /// The gradients of [`KernelOps::kernel_batch_norm_train`] for `x`, `gamma` and `beta`
+    /// (`beta` is read only when `relu`, to find where the ReLU passed the gradient).
+    #[allow(clippy::too_many_arguments)]
     fn kernel_batch_norm_train_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let output_grad = if relu {
+            // The forward pass's own op again, so the mask is the one it applied.
+            let y = Self::batch_norm_train(x.clone(), gamma.clone(), beta, epsilon).output;
+            Self::relu_backward(y, output_grad)
+        } else {
+            output_grad
+        };
         let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
         (grads.x_grad, grads.gamma_grad, grads.beta_grad)
     }
@@ -423,15 +440,21 @@ impl KernelOps for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(p) = planes(&x, &[&gamma, &beta]) else {
             let out = Self::batch_norm_train(x, gamma, beta, epsilon);
-            return (out.output, out.mean, out.variance);
+            let y = if relu {
+                Self::relu(out.output)
+            } else {
+                out.output
+            };
+            return (y, out.mean, out.variance);
         };
         let shape = x.shape();
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let (y, mean, var) =
-            batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), p, epsilon);
+            batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), p, epsilon, relu);
         let y = shaped(y, shape);
         (y, vector(mean), vector(var))
     }
@@ -559,18 +582,29 @@ impl KernelOps for Flex {
     fn kernel_batch_norm_train_backward(
         x: FlexTensor,
         gamma: FlexTensor,
+        beta: FlexTensor,
         mean: FlexTensor,
         variance: FlexTensor,
         output_grad: FlexTensor,
         epsilon: f64,
+        relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let Some(p) = planes(&x, &[&gamma, &mean, &variance, &output_grad]) else {
+        let fits = planes(&x, &[&gamma, &beta, &mean, &variance])
+            .filter(|_| output_grad.dtype() == DType::F32 && output_grad.shape() == x.shape());
+        let Some(p) = fits else {
+            // burn's ops, as the trait's default (which a Flex impl cannot call).
+            let output_grad = if relu {
+                let y = Self::batch_norm_train(x.clone(), gamma.clone(), beta, epsilon).output;
+                Self::relu_backward(y, output_grad)
+            } else {
+                output_grad
+            };
             let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
             return (g.x_grad, g.gamma_grad, g.beta_grad);
         };
         let shape = x.shape();
-        let [x, gamma, mean, variance, dy] =
-            [x, gamma, mean, variance, output_grad].map(contiguous);
+        let [x, gamma, beta, mean, variance, dy] =
+            [x, gamma, beta, mean, variance, output_grad].map(contiguous);
         let (dx, dgamma, dbeta) = batch_norm::backward(
             slice(&x),
             slice(&gamma),
@@ -579,6 +613,7 @@ impl KernelOps for Flex {
             slice(&dy),
             p,
             epsilon,
+            relu.then(|| slice(&beta)),
         );
         let dx = shaped(dx, shape);
         (dx, vector(dgamma), vector(dbeta))
@@ -643,12 +678,24 @@ impl<B: Backend + KernelOps> Backward<B, 2> for Conv2dNode {
     }
 }
 
-/// Batch norm's node: the input and gamma are checkpointed, the batch statistics kept.
+/// Batch norm's node (with or without the ReLU after it).
 #[derive(Debug)]
 struct BatchNormNode;
 
+/// What batch norm's node keeps: the checkpointed input, gamma and beta, the batch statistics,
+/// epsilon and whether a ReLU followed.
+type BatchNormState<B> = (
+    NodeId,
+    NodeId,
+    NodeId,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    f64,
+    bool,
+);
+
 impl<B: Backend + KernelOps> Backward<B, 3> for BatchNormNode {
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    type State = BatchNormState<B>;
 
     fn backward(
         self,
@@ -658,11 +705,13 @@ impl<B: Backend + KernelOps> Backward<B, 3> for BatchNormNode {
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
+        let (x_state, gamma_state, beta_state, mean, variance, epsilon, relu) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
-        let (dx, dgamma, dbeta) =
-            B::kernel_batch_norm_train_backward(x, gamma, mean, variance, grad, epsilon);
+        let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+        let (dx, dgamma, dbeta) = B::kernel_batch_norm_train_backward(
+            x, gamma, beta, mean, variance, grad, epsilon, relu,
+        );
         for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -719,6 +768,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let prep = BatchNormNode
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -728,13 +778,23 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
+                let beta_state = prep.checkpoint(&beta);
                 let (y, mean, var) = B::kernel_batch_norm_train(
                     x.into_primitive(),
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
+                    relu,
                 );
-                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon);
+                let state = (
+                    x_state,
+                    gamma_state,
+                    beta_state,
+                    mean.clone(),
+                    var.clone(),
+                    epsilon,
+                    relu,
+                );
                 let y = prep.finish(state, y);
                 (y, Self::from_inner(mean), Self::from_inner(var))
             }
@@ -744,6 +804,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
+                    relu,
                 );
                 (
                     prep.finish(y),

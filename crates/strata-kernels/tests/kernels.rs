@@ -315,19 +315,26 @@ proptest! {
         channels in 1usize..5,
         plane in 1usize..7,
         seed in 0u64..1000,
+        relu in any::<bool>(),
     ) {
-        let result = batch_norm_against_f64(batch, channels, plane, seed);
-        prop_assert!(result.is_ok(), "{batch} {channels} {plane}: {}", result.unwrap_err());
+        let result = batch_norm_against_f64(batch, channels, plane, seed, relu);
+        prop_assert!(
+            result.is_ok(),
+            "{batch} {channels} {plane} relu {relu}: {}",
+            result.unwrap_err()
+        );
     }
 }
 
 /// The batch-norm slice kernels against batch norm computed from its definition in f64:
-/// output, statistics and the three gradients of `sum(y * r)`.
+/// output, statistics and the three gradients of `sum(y * r)`; with `relu`, of
+/// `sum(max(0, y) * r)`.
 fn batch_norm_against_f64(
     batch: usize,
     channels: usize,
     plane: usize,
     seed: u64,
+    relu: bool,
 ) -> Result<(), String> {
     use strata_kernels::batch_norm::{Planes, backward, forward};
     let value = |i: usize, salt: u64| {
@@ -356,19 +363,37 @@ fn batch_norm_against_f64(
         let v = idx.iter().map(|&i| (x[i] as f64 - mu).powi(2)).sum::<f64>() / m;
         let rstd = 1.0 / (v + eps).sqrt();
         let xhat = |i: usize| (x[i] as f64 - mu) * rstd;
-        let db: f64 = idx.iter().map(|&i| r[i] as f64).sum();
-        let dg: f64 = idx.iter().map(|&i| r[i] as f64 * xhat(i)).sum();
+        let pre = |i: usize| gamma[c] as f64 * xhat(i) + beta[c] as f64;
+        // The gradient reaching the batch norm: through the ReLU's mask when there is one.
+        let g = |i: usize| {
+            if relu && pre(i) <= 0.0 {
+                0.0
+            } else {
+                r[i] as f64
+            }
+        };
+        let db: f64 = idx.iter().map(|&i| g(i)).sum();
+        let dg: f64 = idx.iter().map(|&i| g(i) * xhat(i)).sum();
         for &i in &idx {
-            y[i] = (gamma[c] as f64 * xhat(i) + beta[c] as f64) as f32;
-            dx[i] = (gamma[c] as f64 * rstd * (r[i] as f64 - db / m - xhat(i) * dg / m)) as f32;
+            y[i] = (if relu { pre(i).max(0.0) } else { pre(i) }) as f32;
+            dx[i] = (gamma[c] as f64 * rstd * (g(i) - db / m - xhat(i) * dg / m)) as f32;
         }
         mean.push(mu as f32);
         var.push(v as f32);
         dgamma.push(dg as f32);
         dbeta.push(db as f32);
     }
-    let (got_y, got_mean, got_var) = forward(&x, &gamma, &beta, p, eps);
-    let (got_dx, got_dgamma, got_dbeta) = backward(&x, &gamma, &got_mean, &got_var, &r, p, eps);
+    let (got_y, got_mean, got_var) = forward(&x, &gamma, &beta, p, eps, relu);
+    let (got_dx, got_dgamma, got_dbeta) = backward(
+        &x,
+        &gamma,
+        &got_mean,
+        &got_var,
+        &r,
+        p,
+        eps,
+        relu.then_some(&beta[..]),
+    );
     let pairs = [
         ("output", got_y, y, 1e-5),
         ("mean", got_mean, mean, 1e-5),
@@ -392,6 +417,53 @@ fn a_small_batch_norm_matches_burns() {
 #[test]
 fn a_cnn_sized_batch_norm_matches_burns() {
     batch_norm_matches(vec![64, 32, 28, 28], &Device::flex().autodiff()).unwrap();
+}
+
+/// Batch norm with its ReLU fused against burn's batch norm then burn's ReLU: output, batch
+/// statistics and the three gradients, on flex (our kernels) and ndarray (the trait's default
+/// bodies), a channel's values spread over both sides of zero.
+#[test]
+#[allow(deprecated)] // ndarray: still one of Strata's backends
+fn fused_relu_matches_relu_after_batch_norm() {
+    use burn::tensor::activation::relu;
+    for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+        let dims = [8, 5, 6, 7];
+        let x0 = Tensor::<4>::random(dims, Distribution::Normal(0.3, 1.5), &device);
+        let g0 = Tensor::<1>::random([5], Distribution::Uniform(0.5, 1.5), &device);
+        let b0 = Tensor::<1>::random([5], Distribution::Uniform(-1.0, 1.0), &device);
+        let r = x0.clone().detach().cos();
+        let run = |fused: bool| {
+            let (x, g, b) = (
+                x0.clone().require_grad(),
+                g0.clone().require_grad(),
+                b0.clone().require_grad(),
+            );
+            let (y, mean, var) = if fused {
+                strata_kernels::batch_norm_relu_train(x.clone(), g.clone(), b.clone(), 1e-5)
+            } else {
+                let o =
+                    burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+                (relu(o.output), o.mean, o.variance)
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            [
+                to_vec(y),
+                to_vec(mean),
+                to_vec(var),
+                to_vec(x.grad(&grads).unwrap()),
+                to_vec(g.grad(&grads).unwrap()),
+                to_vec(b.grad(&grads).unwrap()),
+            ]
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert!(ours[0].contains(&0.0) && ours[0].iter().any(|&v| v > 0.0));
+        let names = ["output", "mean", "variance", "d x", "d gamma", "d beta"];
+        for (i, (got, want)) in ours.iter().zip(&burns).enumerate() {
+            let tol = if i < 3 { 1e-5 } else { 1e-4 };
+            check_close(names[i], got, want, tol * scale(want))
+                .unwrap_or_else(|e| panic!("{device:?}: {e}"));
+        }
+    }
 }
 
 /// Batch norm on given statistics (inference) against burn's `batch_norm`: on flex (our
@@ -467,8 +539,18 @@ fn a_batch_norm_layer_steps_as_burns() {
             &device,
         )
         .require_grad();
-        let y_ours = strata_kernels::batch_norm_layer(&ours, x.clone());
-        let y_burns = burns.forward(x.clone());
+        // The second step through the fused ReLU.
+        let (y_ours, y_burns) = if step == 0 {
+            (
+                strata_kernels::batch_norm_layer(&ours, x.clone()),
+                burns.forward(x.clone()),
+            )
+        } else {
+            (
+                strata_kernels::batch_norm_relu_layer(&ours, x.clone()),
+                burn::tensor::activation::relu(burns.forward(x.clone())),
+            )
+        };
         let want = to_vec(y_burns.clone());
         check_close(
             "output",

@@ -91,10 +91,22 @@ impl BatchNorm2d {
     /// When the channel count differs from the layer's, or a training batch has a single
     /// value per channel (no variance, as PyTorch refuses too).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_then(input, false)
+    }
+
+    /// `relu(forward(input))`, the ReLU fused into the batch norm's passes in training on flex.
+    ///
+    /// # Panics
+    /// As [`forward`](BatchNorm2d::forward).
+    pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_then(input, true)
+    }
+
+    fn forward_then<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
         let training = input.device().is_autodiff() && self.weight.val().is_require_grad();
         if !training {
             let device = input.device();
-            return strata_kernels::batch_norm(
+            let y = strata_kernels::batch_norm(
                 input,
                 self.weight.val(),
                 self.bias.val(),
@@ -102,6 +114,11 @@ impl BatchNorm2d {
                 self.running_var.value().to_device(&device),
                 self.epsilon,
             );
+            return if relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
+            };
         }
         let dims = input.dims();
         let per_channel: usize = dims
@@ -115,12 +132,13 @@ impl BatchNorm2d {
             "batch norm in training needs more than one value per channel, got {dims:?}"
         );
         let device = input.device();
-        let (output, batch_mean, batch_var) = strata_kernels::batch_norm_train(
-            input,
-            self.weight.val(),
-            self.bias.val(),
-            self.epsilon,
-        );
+        let train = if relu {
+            strata_kernels::batch_norm_relu_train
+        } else {
+            strata_kernels::batch_norm_train
+        };
+        let (output, batch_mean, batch_var) =
+            train(input, self.weight.val(), self.bias.val(), self.epsilon);
         let m = self.momentum;
         let unbiased = per_channel as f64 / (per_channel - 1) as f64;
         let mean =

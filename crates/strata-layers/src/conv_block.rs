@@ -8,7 +8,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::{batch_norm_layer, conv2d_layer, max_pool2d_layer};
+use strata_kernels::{batch_norm_layer, batch_norm_relu_layer, conv2d_layer, max_pool2d_layer};
 
 use crate::activation::ActivationKind;
 
@@ -103,10 +103,12 @@ impl ConvBlock {
     /// When the input has the wrong channel count.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = conv2d_layer(&self.conv, input);
-        if let Some(norm) = &self.norm {
-            x = batch_norm_layer(norm, x);
-        }
-        x = self.activation.forward(x);
+        x = match (&self.norm, &self.activation) {
+            // The ReLU fused into the batch norm's passes.
+            (Some(norm), Activation::Relu(_)) => batch_norm_relu_layer(norm, x),
+            (Some(norm), activation) => activation.forward(batch_norm_layer(norm, x)),
+            (None, activation) => activation.forward(x),
+        };
         if let Some(pool) = &self.max_pool {
             x = max_pool2d_layer(pool, x);
         }

@@ -132,11 +132,14 @@ impl Residual {
             Some((c, b)) => b.forward(conv2d_layer(c, x.clone())),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(conv2d_layer(&self.conv1, x)));
-        let y = self.bn2.forward(conv2d_layer(&self.conv2, y));
+        let y = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
         let y = match (&self.conv3, &self.bn3) {
-            (Some(c), Some(b)) => b.forward(conv2d_layer(c, relu(y))),
-            _ => y,
+            // Bottleneck: the second batch norm is followed by a ReLU too.
+            (Some(c), Some(b)) => {
+                let y = self.bn2.forward_relu(conv2d_layer(&self.conv2, y));
+                b.forward(conv2d_layer(c, y))
+            }
+            _ => self.bn2.forward(conv2d_layer(&self.conv2, y)),
         };
         relu(y + shortcut)
     }
