@@ -1568,38 +1568,10 @@ fn fixtures() -> Result<(), String> {
     Ok(())
 }
 
-/// The recipes `time-to-accuracy` times: name, flags (the same for `strata train` and
-/// `benches/pytorch/time_to_accuracy.py`) and the validation accuracy to reach.
-const TIME_TO_ACCURACY: &[(&str, &[&str], f64)] = &[
-    (
-        "cnn-digits",
-        &[
-            "--dataset",
-            "digits",
-            "--epochs",
-            "30",
-            "--batch-size",
-            "32",
-            "--patience",
-            "10",
-        ],
-        0.98,
-    ),
-    (
-        "cnn-fashion-mnist",
-        &[
-            "--dataset",
-            "fashion-mnist",
-            "--epochs",
-            "12",
-            "--batch-size",
-            "64",
-            "--patience",
-            "4",
-        ],
-        0.90,
-    ),
-];
+/// The recipes `time-to-accuracy` times, by their names in [`RUNS`] (whose flags they take:
+/// `benches/pytorch/time_to_accuracy.py` reads the same flags, with `strata train`'s defaults),
+/// and the validation accuracy to reach.
+const TIME_TO_ACCURACY: &[(&str, f64)] = &[("cnn-digits", 0.98), ("cnn-fashion-mnist", 0.90)];
 
 /// The first epoch whose validation accuracy reaches `bar` and the training seconds until
 /// then, from a run's `history.csv`; and the seconds of all its epochs.
@@ -1642,16 +1614,21 @@ fn time_to_accuracy(args: &[String]) -> Result<(), String> {
     let exe = strata_exe()?;
     let py = python();
     let mut rows = vec![];
-    for (name, flags, bar) in TIME_TO_ACCURACY {
+    for (name, bar) in TIME_TO_ACCURACY {
         if !names.is_empty() && !names.iter().any(|n| n == name) {
             continue;
         }
+        let flags = RUNS
+            .iter()
+            .find(|r| r.0 == *name)
+            .map(|r| r.1)
+            .ok_or_else(|| format!("{name} is not an accuracy run"))?;
         let out = root().join("runs").join(format!("time-to-accuracy-{name}"));
         let _ = std::fs::remove_dir_all(&out);
         let mut c = Command::new(&exe);
         c.current_dir(root())
             .arg("train")
-            .args(*flags)
+            .args(flags)
             .arg("--out")
             .arg(&out)
             .arg("--quiet");
@@ -1668,7 +1645,7 @@ fn time_to_accuracy(args: &[String]) -> Result<(), String> {
                 let mut c = Command::new(py);
                 c.current_dir(root())
                     .arg("benches/pytorch/time_to_accuracy.py")
-                    .args(*flags)
+                    .args(flags)
                     .args(["--bar", &bar.to_string()]);
                 if let Some(b) = &budget {
                     c.args(["--max-seconds", b]);
@@ -1755,6 +1732,13 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_to_accuracy_times_accuracy_runs() {
+        for (name, _) in TIME_TO_ACCURACY {
+            assert!(RUNS.iter().any(|r| r.0 == *name), "{name}");
+        }
+    }
 
     #[test]
     fn time_to_accuracy_reads_the_first_epoch_at_the_bar() {
