@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{View, matmul, with_scratch};
+use crate::gemm::{View, matmul, on_worker, with_scratch};
 
 /// The sizes of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,29 +247,33 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
 /// memory three times a layer (ResNet-20's first stage: 144 rows x 32,768 columns).
 pub const BLOCK_COLUMNS: usize = 1024;
 
-/// True on a rayon worker thread: the caller already runs in parallel, so the kernels' loops
-/// and matrix products run serially there.
-fn on_worker() -> bool {
-    rayon::current_thread_index().is_some()
+/// `f(index, chunk)` over the `size`-long chunks of `data`, in parallel or one after another.
+fn chunks<F>(data: &mut [f32], size: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Send + Sync,
+{
+    if parallel {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
 }
 
-/// `f(index, chunk)` over the `size`-long chunks of `data`, in parallel unless on a worker.
+/// [`chunks`] in parallel unless already on a rayon worker.
 fn for_each_chunk<F>(data: &mut [f32], size: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Send + Sync,
 {
-    if on_worker() {
-        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
+    chunks(data, size, !on_worker(), f);
 }
 
 /// The batch cut into blocks of whole images.
 #[derive(Clone, Copy, Debug)]
 struct Blocks {
+    /// Images in the batch.
+    batch: usize,
     /// Images per block (the last block may have fewer).
     images: usize,
     /// Number of blocks.
@@ -287,30 +291,39 @@ impl Blocks {
         let count = g.batch.div_ceil(images);
         let parallel = count > 1 && count >= rayon::current_num_threads() && !on_worker();
         Self {
+            batch: g.batch,
             images,
             count,
             parallel,
         }
     }
 
-    /// The first image of block `b` and the geometry of that block.
-    fn block(&self, g: &ConvGeometry, b: usize) -> (usize, ConvGeometry) {
+    /// The images of block `b`, from its first.
+    fn range(&self, b: usize) -> (usize, usize) {
         let first = b * self.images;
-        let batch = self.images.min(g.batch - first);
-        (first, ConvGeometry { batch, ..*g })
+        (first, self.images.min(self.batch - first))
     }
 
-    /// `f(block, chunk)` for every block, `chunk` being the block's images in `data` (which
-    /// holds `per_image` elements an image); in parallel when the blocks are.
-    fn run(&self, data: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
-        let size = self.images * per_image;
-        if self.parallel {
-            data.par_chunks_mut(size)
-                .enumerate()
-                .for_each(|(b, c)| f(b, c));
-        } else {
-            data.chunks_mut(size).enumerate().for_each(|(b, c)| f(b, c));
+    /// The geometry of block `b`.
+    fn geometry(&self, g: &ConvGeometry, b: usize) -> ConvGeometry {
+        ConvGeometry {
+            batch: self.range(b).1,
+            ..*g
         }
+    }
+
+    /// Block `b`'s images in `data`, a tensor of the whole batch.
+    fn part<'a>(&self, data: &'a [f32], b: usize) -> &'a [f32] {
+        let per_image = data.len() / self.batch;
+        let (first, images) = self.range(b);
+        &data[first * per_image..][..images * per_image]
+    }
+
+    /// `f(block, chunk)` for every block, `chunk` being the block's images in `data` (a tensor
+    /// of the whole batch); in parallel when the blocks are.
+    fn run(&self, data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+        let size = self.images * (data.len() / self.batch);
+        chunks(data, size, self.parallel, f);
     }
 }
 
@@ -353,11 +366,8 @@ fn forward_in_blocks(x: &[f32], weight: &[f32], g: &ConvGeometry, columns: usize
         return out;
     }
     let blocks = Blocks::new(g, columns);
-    let (image_in, image_out) = (g.input_len() / g.batch, g.output_len() / g.batch);
-    blocks.run(&mut out, image_out, |b, ob| {
-        let (first, gb) = blocks.block(g, b);
-        let xb = &x[first * image_in..][..gb.batch * image_in];
-        forward_block(xb, weight, &gb, ob);
+    blocks.run(&mut out, |b, ob| {
+        forward_block(blocks.part(x, b), weight, &blocks.geometry(g, b), ob);
     });
     out
 }
@@ -420,10 +430,9 @@ fn backward_input_in_blocks(
         return dx;
     }
     let blocks = Blocks::new(g, columns);
-    let (image_in, image_out) = (g.input_len() / g.batch, g.output_len() / g.batch);
-    blocks.run(&mut dx, image_in, |b, dxb| {
-        let (first, gb) = blocks.block(g, b);
-        let dyb = &dy[first * image_out..][..gb.batch * image_out];
+    blocks.run(&mut dx, |b, dxb| {
+        let gb = blocks.geometry(g, b);
+        let dyb = blocks.part(dy, b);
         let rows = gb.unfolded_rows();
         let np = gb.unfolded_cols();
         let (rg, og) = (rows / gb.groups, gb.channels_out / gb.groups);
@@ -462,12 +471,10 @@ fn backward_weight_in_blocks(x: &[f32], dy: &[f32], g: &ConvGeometry, columns: u
         return vec![0.0; len];
     }
     let blocks = Blocks::new(g, columns);
-    let (image_in, image_out) = (g.input_len() / g.batch, g.output_len() / g.batch);
     // Adds block `b`'s contribution to `dw`.
     let add = |b: usize, dw: &mut [f32]| {
-        let (first, gb) = blocks.block(g, b);
-        let xb = &x[first * image_in..][..gb.batch * image_in];
-        let dyb = &dy[first * image_out..][..gb.batch * image_out];
+        let gb = blocks.geometry(g, b);
+        let (xb, dyb) = (blocks.part(x, b), blocks.part(dy, b));
         let rows = gb.unfolded_rows();
         let np = gb.unfolded_cols();
         let (rg, og) = (rows / gb.groups, gb.channels_out / gb.groups);

@@ -53,6 +53,12 @@ impl View {
     }
 }
 
+/// True on a rayon worker thread: the caller already runs in parallel, so the kernels' loops
+/// and matrix products run serially there.
+pub(crate) fn on_worker() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_WORK: usize = 64 * 64 * 64;
 
@@ -91,8 +97,7 @@ pub fn matmul(
     }
     let work = d.rows.saturating_mul(d.cols).saturating_mul(l.cols);
     // On a rayon worker the caller already runs in parallel: no nested parallelism.
-    let nested = rayon::current_thread_index().is_some();
-    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 && !nested {
+    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 && !on_worker() {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

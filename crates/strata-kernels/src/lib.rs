@@ -154,22 +154,16 @@ fn batch_norm_train_then<const D: usize>(
     epsilon: f64,
     relu: bool,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if !enabled() {
-        let out = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
-        let y = if relu {
-            burn::tensor::activation::relu(out.output)
-        } else {
-            out.output
-        };
-        return (y, out.mean, out.variance);
-    }
-    let (y, mean, var) = <Dispatch as KernelOps>::kernel_batch_norm_train(
+    let (x, gamma, beta) = (
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
-        epsilon,
-        relu,
     );
+    let (y, mean, var) = if enabled() {
+        <Dispatch as KernelOps>::kernel_batch_norm_train(x, gamma, beta, epsilon, relu)
+    } else {
+        ops::burn_batch_norm_train::<Dispatch>(x, gamma, beta, epsilon, relu)
+    };
     (
         Tensor::from_dispatch(y),
         Tensor::from_dispatch(mean),

@@ -12,7 +12,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, ConvOptions, MaxPoolOptions, ModuleOps};
+use burn::backend::ops::{ConvOptions, MaxPoolOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, FloatDType, IntDType, Scalar, Shape, TensorData};
@@ -56,10 +56,7 @@ pub trait KernelOps: Backend {
         options: ConvOptions<2>,
         wrt: ConvInput,
     ) -> FloatTensor<Self> {
-        match wrt {
-            ConvInput::X => Self::conv2d_x_backward(x, weight, output_grad, options),
-            ConvInput::Weight => Self::conv2d_weight_backward(x, weight, output_grad, options),
-        }
+        burn_conv2d_backward::<Self>(x, weight, output_grad, options, wrt)
     }
 
     /// Batch normalisation in training over `x` `[N, C, ...]`, then a ReLU when `relu`: the
@@ -71,13 +68,7 @@ pub trait KernelOps: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let out = Self::batch_norm_train(x, gamma, beta, epsilon);
-        let y = if relu {
-            Self::relu(out.output)
-        } else {
-            out.output
-        };
-        (y, out.mean, out.variance)
+        burn_batch_norm_train::<Self>(x, gamma, beta, epsilon, relu)
     }
 
     /// Batch normalisation with given statistics (inference: the running mean and variance).
@@ -105,15 +96,16 @@ pub trait KernelOps: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let output_grad = if relu {
-            // The forward pass's own op again, so the mask is the one it applied.
-            let y = Self::batch_norm_train(x.clone(), gamma.clone(), beta, epsilon).output;
-            Self::relu_backward(y, output_grad)
-        } else {
-            output_grad
-        };
-        let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
-        (grads.x_grad, grads.gamma_grad, grads.beta_grad)
+        burn_batch_norm_train_backward::<Self>(
+            x,
+            gamma,
+            beta,
+            mean,
+            variance,
+            output_grad,
+            epsilon,
+            relu,
+        )
     }
 
     /// 2-D max pooling (symmetric padding, floor mode) of `x` `[N, C, H, W]`.
@@ -212,6 +204,61 @@ fn pool_geometry(x: &FlexTensor, options: &MaxPoolOptions<2>) -> Option<PoolGeom
         padding: begin,
         dilation: options.dilation,
     })
+}
+
+/// burn's convolution gradient for `x` or the weight.
+fn burn_conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+    wrt: ConvInput,
+) -> FloatTensor<B> {
+    match wrt {
+        ConvInput::X => B::conv2d_x_backward(x, weight, output_grad, options),
+        ConvInput::Weight => B::conv2d_weight_backward(x, weight, output_grad, options),
+    }
+}
+
+/// burn's batch norm in training, then burn's ReLU when `relu`: the output, the batch mean
+/// and the biased batch variance.
+pub(crate) fn burn_batch_norm_train<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    relu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let out = B::batch_norm_train(x, gamma, beta, epsilon);
+    let y = if relu {
+        B::relu(out.output)
+    } else {
+        out.output
+    };
+    (y, out.mean, out.variance)
+}
+
+/// The gradients of [`burn_batch_norm_train`] by burn's ops.
+#[allow(clippy::too_many_arguments)]
+fn burn_batch_norm_train_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    epsilon: f64,
+    relu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let output_grad = if relu {
+        // The forward pass's own op again, so the mask is the one it applied.
+        let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, epsilon).output;
+        B::relu_backward(y, output_grad)
+    } else {
+        output_grad
+    };
+    let grads = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+    (grads.x_grad, grads.gamma_grad, grads.beta_grad)
 }
 
 /// burn's max pooling with indices, the indices as f32 (the encoding the kernels' backward
@@ -410,10 +457,7 @@ impl KernelOps for Flex {
         wrt: ConvInput,
     ) -> FlexTensor {
         let Some(g) = geometry(&x, &weight, &options) else {
-            return match wrt {
-                ConvInput::X => Self::conv2d_x_backward(x, weight, output_grad, options),
-                ConvInput::Weight => Self::conv2d_weight_backward(x, weight, output_grad, options),
-            };
+            return burn_conv2d_backward::<Self>(x, weight, output_grad, options, wrt);
         };
         let dy = contiguous(output_grad);
         match wrt {
@@ -443,13 +487,7 @@ impl KernelOps for Flex {
         relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(p) = planes(&x, &[&gamma, &beta]) else {
-            let out = Self::batch_norm_train(x, gamma, beta, epsilon);
-            let y = if relu {
-                Self::relu(out.output)
-            } else {
-                out.output
-            };
-            return (y, out.mean, out.variance);
+            return burn_batch_norm_train::<Self>(x, gamma, beta, epsilon, relu);
         };
         let shape = x.shape();
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
@@ -592,15 +630,16 @@ impl KernelOps for Flex {
         let fits = planes(&x, &[&gamma, &beta, &mean, &variance])
             .filter(|_| output_grad.dtype() == DType::F32 && output_grad.shape() == x.shape());
         let Some(p) = fits else {
-            // burn's ops, as the trait's default (which a Flex impl cannot call).
-            let output_grad = if relu {
-                let y = Self::batch_norm_train(x.clone(), gamma.clone(), beta, epsilon).output;
-                Self::relu_backward(y, output_grad)
-            } else {
-                output_grad
-            };
-            let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
-            return (g.x_grad, g.gamma_grad, g.beta_grad);
+            return burn_batch_norm_train_backward::<Self>(
+                x,
+                gamma,
+                beta,
+                mean,
+                variance,
+                output_grad,
+                epsilon,
+                relu,
+            );
         };
         let shape = x.shape();
         let [x, gamma, beta, mean, variance, dy] =
