@@ -8,7 +8,8 @@ GCN (GCNConv 1433-16-7, dropout 0.5) and GAT (GATConv 8 heads of 8, ELU, one out
 dropout 0.6) on Cora with Adam at 0.01 and weight decay 5e-4 (`gcn-cora`, `gat-cora`, from
 Strata's embedded copy of Cora, row-normalised); the CPU-sized CapsNet at batch 64 (`capsnet`,
 margin and reconstruction loss). Inference rows (`mlp-infer-1`, `cnn-infer-64`, `resnet20-infer-64`, ...):
-forward passes in eval mode under torch.inference_mode() at that batch size. All training with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+forward passes in eval mode under torch.inference_mode() at that batch size. Generation rows
+(`lstm-generate`, `gru-generate`): ms per character generated greedily at batch 1. All training with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -333,7 +334,36 @@ def inference_steps(model, batch, steps):
     return steps
 
 
+GENERATED = 100
+
+
+def bench_generate(cell, calls, warmup=1):
+    """ms per character of greedy generation at batch 1 (untrained model, eval mode, inference
+    mode): a 20-character prompt, then one step per character carrying the recurrent state, as
+    Strata's `CharLm::generate`."""
+    torch.manual_seed(0)
+    model = CharLm(cell).eval()
+    prompt = ((torch.arange(20) * 7) % 84).reshape(1, 20)
+
+    def call():
+        with torch.inference_mode():
+            y, state = model.rnn(model.embedding(prompt))
+            logits = model.head(y[:, -1])
+            out = []
+            for _ in range(GENERATED):
+                nxt = int(logits.argmax(-1))
+                out.append(nxt)
+                y, state = model.rnn(model.embedding(torch.tensor([[nxt]])), state)
+                logits = model.head(y[:, -1])
+            return out
+
+    ms, n = time_steps(call, calls, warmup)
+    return ms / GENERATED, n
+
+
 def bench(name, steps, warmup=3):
+    if name in ("lstm-generate", "gru-generate"):
+        return bench_generate(name.split("-")[0], max(1, min(steps, 5)))
     if inference_name(name):
         return bench_inference(*inference_name(name), steps)
     if name.endswith("-cora"):
@@ -385,7 +415,7 @@ def bench(name, steps, warmup=3):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,"
-                   "gcn-cora,gat-cora,dcgan,capsnet")
+                   "gcn-cora,gat-cora,dcgan,capsnet,lstm-generate,gru-generate")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

@@ -8,7 +8,9 @@
 //! one output head) on Cora (`gcn-cora`, `gat-cora`; PyTorch Geometric's in
 //! `pytorch/train_step.py`), and inference rows (`mlp-infer-1`, `cnn-infer-64`,
 //! `resnet18-infer-64`, ...: ms per forward pass without autodiff at that batch size; PyTorch
-//! under `torch.inference_mode()`). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! under `torch.inference_mode()`), and generation rows (`lstm-generate`, `gru-generate`: ms
+//! per character generated greedily at batch 1 after a 20-character prompt, the recurrent
+//! state carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -166,6 +168,36 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
         optim.step(1e-3, lm, grads)
     };
     time_steps(lm, device, steps, warmup, step)
+}
+
+/// Characters each generation row makes after its prompt.
+const GENERATED: usize = 100;
+
+/// Mean ms per generated character of an untrained character LM (`lstm-generate`,
+/// `gru-generate`: the benchmark's LSTM or GRU model) at batch 1: a 20-character prompt, then
+/// greedy generation carrying the recurrent state, as `strata generate` does; the time of each
+/// call over [`GENERATED`].
+fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) -> f64 {
+    use strata::arch::Sampling;
+    device.seed(0);
+    let lm: CharLm = CharLmConfig::new(84, RecurrentConfig::new(cell, 64, 256))
+        .init(device)
+        .expect("valid config");
+    let prompt: Vec<usize> = (0..20).map(|i| (i * 7) % 84).collect();
+    let sampling = Sampling {
+        length: GENERATED,
+        temperature: 0.0,
+        top_k: None,
+        seed: 0,
+    };
+    let per_call = time_steps(lm, device, calls, warmup, |lm| {
+        let out = lm
+            .generate(&prompt, &sampling, device)
+            .expect("valid prompt");
+        assert_eq!(out.len(), GENERATED);
+        lm
+    });
+    per_call / GENERATED as f64
 }
 
 /// Mean ms per training step of the transformer LM: batch 32, context 128, width 128, 4 heads,
@@ -353,7 +385,8 @@ fn main() {
     }
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
     let models = arg("--models").unwrap_or_else(|| {
-        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan,capsnet"
+        "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan,capsnet,\
+         lstm-generate,gru-generate"
             .into()
     });
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
@@ -378,7 +411,18 @@ fn main() {
                 );
                 continue;
             }
-            // ndarray's convolution backward takes over a second a step: fewer steps there.
+            if let Some(cell) = match model {
+                "lstm-generate" => Some(CellKind::Lstm),
+                "gru-generate" => Some(CellKind::Gru),
+                _ => None,
+            } {
+                let n = steps.clamp(1, 5);
+                let ms = bench_generate(cell, &backend.device(), n, 1);
+                println!(
+                    "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
+                );
+                continue;
+            }
             let recurrent = match model {
                 "lstm" => Some(CellKind::Lstm),
                 "gru" => Some(CellKind::Gru),

@@ -114,6 +114,12 @@ impl CharLm {
     ) -> (Tensor<3>, RecurrentState) {
         let [batch, time] = tokens.dims();
         let d_embed = self.embedding.weight.dims()[1];
+        if self.rnn.runs_fused(&tokens.device()) {
+            // Whole-sequence kernels: one embedded `[batch, time, _]` tensor.
+            let x = self.dropout.forward(self.embedding.forward(tokens));
+            let (y, state) = self.rnn.forward(x, None, state);
+            return (self.head.forward(self.dropout.forward(y)), state);
+        }
         // Embedded step by step: slicing one embedded `[batch, time, _]` tensor per step
         // would make the backward pass quadratic in `time` (see `Recurrent::forward_steps`).
         let steps: Vec<Tensor<2>> = (0..time)

@@ -29,8 +29,10 @@ pub mod adam;
 pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
+pub mod math;
 mod ops;
 pub mod pool;
+pub mod recurrent;
 pub mod sgd;
 
 use std::sync::OnceLock;
@@ -41,10 +43,11 @@ use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 pub use adam::AdamStep;
 pub use ops::{ConvInput, KernelOps};
+pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;
 
 /// Whether Strata's kernels are in use: true unless the environment variable `STRATA_KERNELS`
@@ -52,6 +55,13 @@ pub use sgd::SgdStep;
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var("STRATA_KERNELS").map_or(true, |v| v != "burn"))
+}
+
+/// Whether `device` runs Strata's kernels: a flex device (with or without autodiff) while
+/// [`enabled`]. Where it does not, the ops above are burn's and [`recurrent`] returns `None`.
+pub fn runs_kernels(device: &Device) -> bool {
+    let inner = device.clone().without_autodiff();
+    enabled() && matches!(inner.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
 
 /// A 2-D convolution, as `burn::tensor::module::conv2d`: `x` `[N, C, H, W]`, `weight`
@@ -341,4 +351,83 @@ pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         ceil_mode: layer.ceil_mode,
     };
     max_pool2d(x, options)
+}
+
+/// What [`recurrent`] returns: every step's output and the final state.
+#[derive(Debug, Clone)]
+pub struct RecurrentOutput {
+    /// `[batch, time, d_hidden]`: `h_t m_t` at each step (zeros at padded steps).
+    pub output: Tensor<3>,
+    /// `[batch, d_hidden]`: the hidden state after the last real step.
+    pub hidden: Tensor<2>,
+    /// `[batch, d_hidden]`: the LSTM's cell after the last real step; `None` for other cells.
+    pub cell: Option<Tensor<2>>,
+}
+
+/// One direction of a recurrent layer over a whole sequence ([`recurrent`](mod@recurrent)),
+/// in PyTorch's fused layout: `x` `[batch, time, d_input]`, `w_ih` `[gates * H, d_input]`,
+/// `w_hh` `[gates * H, H]`, optional biases `[gates * H]`, `h0` (and the LSTM's `c0`)
+/// `[batch, H]`, optional `mask` `[batch, time]` (1 for a real step, 0 for padding: the output
+/// is zero there and the state carried unchanged). On flex one kernel runs the sequence
+/// forward and backward; elsewhere, or when the shapes disagree, this returns `None` and the
+/// caller composes burn's ops step by step (as `strata_layers::Recurrent` does).
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use strata_kernels::{RecurrentCell, RecurrentSpec};
+/// let device = Device::flex();
+/// let (batch, time, d_in, hidden) = (2, 5, 3, 4);
+/// let x = Tensor::<3>::random([batch, time, d_in], Distribution::Default, &device);
+/// let w_ih = Tensor::<2>::random([4 * hidden, d_in], Distribution::Default, &device);
+/// let w_hh = Tensor::<2>::random([4 * hidden, hidden], Distribution::Default, &device);
+/// let h0 = Tensor::<2>::zeros([batch, hidden], &device);
+/// let spec = RecurrentSpec { cell: RecurrentCell::Lstm, reverse: false };
+/// let out = strata_kernels::recurrent(spec, x, w_ih, w_hh, None, None, h0.clone(), Some(h0), None)
+///     .expect("flex runs the kernel");
+/// assert_eq!(out.output.dims(), [batch, time, hidden]);
+/// assert!(out.cell.is_some());
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn recurrent(
+    spec: RecurrentSpec,
+    x: Tensor<3>,
+    w_ih: Tensor<2>,
+    w_hh: Tensor<2>,
+    b_ih: Option<Tensor<1>>,
+    b_hh: Option<Tensor<1>>,
+    h0: Tensor<2>,
+    c0: Option<Tensor<2>>,
+    mask: Option<Tensor<2>>,
+) -> Option<RecurrentOutput> {
+    let device = x.device();
+    if !runs_kernels(&device) {
+        return None;
+    }
+    let [batch, time, _] = x.dims();
+    let [gates, hidden] = w_hh.dims();
+    let zeros = || Tensor::<1>::zeros([gates], &device);
+    let b_ih = b_ih.unwrap_or_else(zeros);
+    let b_hh = b_hh.unwrap_or_else(zeros);
+    let c0 = c0.unwrap_or_else(|| Tensor::<2>::zeros([batch, hidden], &device));
+    let masked = mask.is_some();
+    let mask = mask.unwrap_or_else(|| Tensor::<2>::ones([batch, time], &device));
+    let packed = <Dispatch as KernelOps>::kernel_recurrent(
+        x.into_dispatch(),
+        w_ih.into_dispatch(),
+        w_hh.into_dispatch(),
+        b_ih.into_dispatch(),
+        b_hh.into_dispatch(),
+        h0.into_dispatch(),
+        c0.into_dispatch(),
+        mask.into_dispatch(),
+        masked,
+        spec,
+    )?;
+    let packed = Tensor::<3>::from_dispatch(packed);
+    let state = |row: usize| packed.clone().narrow(1, row, 1).reshape([batch, hidden]);
+    Some(RecurrentOutput {
+        hidden: state(time),
+        cell: (spec.cell == RecurrentCell::Lstm).then(|| state(time + 1)),
+        output: packed.narrow(1, 0, time),
+    })
 }

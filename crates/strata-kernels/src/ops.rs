@@ -21,6 +21,7 @@ use crate::adam::{self, AdamStep};
 use crate::batch_norm;
 use crate::conv::{self, ConvGeometry};
 use crate::pool::{self, PoolGeometry};
+use crate::recurrent::{self, RecurrentSpec};
 use crate::sgd::{self, SgdStep};
 
 /// Which input of a convolution a gradient is for.
@@ -170,6 +171,84 @@ pub trait KernelOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (param, velocity) = composed_sgd::<Self>(param, grad, Some(velocity), step);
         (param, velocity.expect("a velocity in, a velocity out"))
+    }
+
+    /// One direction of a recurrent layer over a whole sequence ([`crate::recurrent`]): `x`
+    /// `[B, T, I]`, `w_ih` `[G, I]`, `w_hh` `[G, H]`, `b_ih` and `b_hh` `[G]`, `h0` and `c0`
+    /// `[B, H]`, `mask` `[B, T]` (read only when `masked`). Returns the packed output `[B, T + states, H]`, or `None`
+    /// where this backend has no such kernel (the caller then composes burn's ops).
+    #[allow(clippy::too_many_arguments)]
+    fn kernel_recurrent(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_ih: FloatTensor<Self>,
+        b_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        masked: bool,
+        spec: RecurrentSpec,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec);
+        None
+    }
+
+    /// [`KernelOps::kernel_recurrent`] that also returns the workspace its backward pass reads.
+    #[allow(clippy::too_many_arguments)]
+    fn kernel_recurrent_train(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_ih: FloatTensor<Self>,
+        b_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        masked: bool,
+        spec: RecurrentSpec,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec);
+        None
+    }
+
+    /// The gradients of [`KernelOps::kernel_recurrent_train`]'s packed output for `x`, `w_ih`,
+    /// `w_hh`, `b_ih`, `b_hh`, `h0` and `c0`, from its workspace. Only called after
+    /// `kernel_recurrent_train` returned a result on this backend.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn kernel_recurrent_backward(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_ih: FloatTensor<Self>,
+        b_hh: FloatTensor<Self>,
+        workspace: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        masked: bool,
+        output_grad: FloatTensor<Self>,
+        spec: RecurrentSpec,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let _ = (
+            x,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            workspace,
+            mask,
+            masked,
+            output_grad,
+            spec,
+        );
+        unreachable!("no recurrent kernel on this backend, so no recurrent backward pass")
     }
 }
 
@@ -657,6 +736,216 @@ impl KernelOps for Flex {
         let dx = shaped(dx, shape);
         (dx, vector(dgamma), vector(dbeta))
     }
+
+    fn kernel_recurrent(
+        x: FlexTensor,
+        w_ih: FlexTensor,
+        w_hh: FlexTensor,
+        b_ih: FlexTensor,
+        b_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        mask: FlexTensor,
+        masked: bool,
+        spec: RecurrentSpec,
+    ) -> Option<FlexTensor> {
+        let mask = masked.then_some(mask);
+        let g = recurrent_geometry(
+            &x,
+            &w_ih,
+            &w_hh,
+            &b_ih,
+            &b_hh,
+            &h0,
+            &c0,
+            mask.as_ref(),
+            spec,
+        )?;
+        let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] =
+            [x, w_ih, w_hh, b_ih, b_hh, h0, c0].map(contiguous);
+        let mask = mask.map(contiguous);
+        let weights = recurrent::Weights {
+            w_ih: slice(&w_ih),
+            w_hh: slice(&w_hh),
+            b_ih: slice(&b_ih),
+            b_hh: slice(&b_hh),
+        };
+        let packed = recurrent::infer(
+            &g,
+            slice(&x),
+            &weights,
+            slice(&h0),
+            slice(&c0),
+            mask.as_ref().map(slice),
+        );
+        Some(shaped(
+            packed,
+            Shape::new([g.batch, g.packed_rows(), g.d_hidden]),
+        ))
+    }
+
+    fn kernel_recurrent_train(
+        x: FlexTensor,
+        w_ih: FlexTensor,
+        w_hh: FlexTensor,
+        b_ih: FlexTensor,
+        b_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        mask: FlexTensor,
+        masked: bool,
+        spec: RecurrentSpec,
+    ) -> Option<(FlexTensor, FlexTensor)> {
+        let mask = masked.then_some(mask);
+        let g = recurrent_geometry(
+            &x,
+            &w_ih,
+            &w_hh,
+            &b_ih,
+            &b_hh,
+            &h0,
+            &c0,
+            mask.as_ref(),
+            spec,
+        )?;
+        let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] =
+            [x, w_ih, w_hh, b_ih, b_hh, h0, c0].map(contiguous);
+        let mask = mask.map(contiguous);
+        let weights = recurrent::Weights {
+            w_ih: slice(&w_ih),
+            w_hh: slice(&w_hh),
+            b_ih: slice(&b_ih),
+            b_hh: slice(&b_hh),
+        };
+        let mut workspace = vec![0.0f32; g.workspace_len()];
+        let packed = recurrent::forward(
+            &g,
+            slice(&x),
+            &weights,
+            slice(&h0),
+            slice(&c0),
+            mask.as_ref().map(slice),
+            &mut workspace,
+        );
+        Some((
+            shaped(packed, Shape::new([g.batch, g.packed_rows(), g.d_hidden])),
+            shaped(workspace, Shape::new([g.batch, g.time, g.width()])),
+        ))
+    }
+
+    fn kernel_recurrent_backward(
+        x: FlexTensor,
+        w_ih: FlexTensor,
+        w_hh: FlexTensor,
+        b_ih: FlexTensor,
+        b_hh: FlexTensor,
+        workspace: FlexTensor,
+        mask: FlexTensor,
+        masked: bool,
+        output_grad: FlexTensor,
+        spec: RecurrentSpec,
+    ) -> (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+    ) {
+        let xs = x.shape();
+        let ws = w_hh.shape();
+        let g = recurrent::Geometry {
+            cell: spec.cell,
+            batch: xs[0],
+            time: xs[1],
+            d_input: xs[2],
+            d_hidden: ws[1],
+            reverse: spec.reverse,
+        };
+        let shapes = [
+            x.shape(),
+            w_ih.shape(),
+            w_hh.shape(),
+            b_ih.shape(),
+            b_hh.shape(),
+        ];
+        let [x, w_ih, w_hh, b_ih, b_hh, workspace, output_grad] =
+            [x, w_ih, w_hh, b_ih, b_hh, workspace, output_grad].map(contiguous);
+        let mask = masked.then(|| contiguous(mask));
+        let weights = recurrent::Weights {
+            w_ih: slice(&w_ih),
+            w_hh: slice(&w_hh),
+            b_ih: slice(&b_ih),
+            b_hh: slice(&b_hh),
+        };
+        let grads = recurrent::backward(
+            &g,
+            slice(&x),
+            &weights,
+            slice(&workspace),
+            mask.as_ref().map(slice),
+            slice(&output_grad),
+        );
+        let [sx, sih, shh, sbi, sbh] = shapes;
+        let state = || Shape::new([g.batch, g.d_hidden]);
+        (
+            shaped(grads.x, sx),
+            shaped(grads.w_ih, sih),
+            shaped(grads.w_hh, shh),
+            shaped(grads.b_ih, sbi),
+            shaped(grads.b_hh, sbh),
+            shaped(grads.h0, state()),
+            shaped(grads.c0, state()),
+        )
+    }
+}
+
+/// The sizes of a recurrent run when every tensor is f32 and their shapes agree (the layer
+/// composes burn's ops otherwise, which reports the mismatch as it does).
+#[allow(clippy::too_many_arguments)]
+fn recurrent_geometry(
+    x: &FlexTensor,
+    w_ih: &FlexTensor,
+    w_hh: &FlexTensor,
+    b_ih: &FlexTensor,
+    b_hh: &FlexTensor,
+    h0: &FlexTensor,
+    c0: &FlexTensor,
+    mask: Option<&FlexTensor>,
+    spec: RecurrentSpec,
+) -> Option<recurrent::Geometry> {
+    let tensors = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
+    if tensors.iter().any(|t| t.dtype() != DType::F32)
+        || mask.is_some_and(|m| m.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let (xs, wi, wh) = (x.shape(), w_ih.shape(), w_hh.shape());
+    if xs.num_dims() != 3 || wi.num_dims() != 2 || wh.num_dims() != 2 {
+        return None;
+    }
+    let g = recurrent::Geometry {
+        cell: spec.cell,
+        batch: xs[0],
+        time: xs[1],
+        d_input: xs[2],
+        d_hidden: wh[1],
+        reverse: spec.reverse,
+    };
+    let gates = g.gates();
+    let state = Shape::new([g.batch, g.d_hidden]);
+    let fits = wi.dims::<2>() == [gates, g.d_input]
+        && wh.dims::<2>() == [gates, g.d_hidden]
+        && b_ih.shape() == Shape::new([gates])
+        && b_hh.shape() == Shape::new([gates])
+        && h0.shape() == state
+        && c0.shape() == state
+        && mask.is_none_or(|m| m.shape() == Shape::new([g.batch, g.time]))
+        && g.batch > 0
+        && g.time > 0
+        && g.d_hidden > 0;
+    fits.then_some(g)
 }
 
 /// The `[N, C, rest]` layout of a batch-norm input, when it and the per-channel tensors are
@@ -783,6 +1072,38 @@ impl<B: Backend + KernelOps> Backward<B, 1> for MaxPoolNode {
     }
 }
 
+/// A recurrent direction's node: it keeps the inputs its backward pass reads, the workspace
+/// and the mask.
+#[derive(Debug)]
+struct RecurrentNode;
+
+/// What the recurrent node keeps: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, the workspace and the
+/// mask, whether the mask is read, and the spec.
+type RecurrentState<B> = ([FloatTensor<B>; 7], bool, RecurrentSpec);
+
+impl<B: Backend + KernelOps> Backward<B, 7> for RecurrentNode {
+    type State = RecurrentState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 7>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([x, w_ih, w_hh, b_ih, b_hh, workspace, mask], masked, spec) = ops.state;
+        let (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0) = B::kernel_recurrent_backward(
+            x, w_ih, w_hh, b_ih, b_hh, workspace, mask, masked, grad, spec,
+        );
+        let all = [dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0];
+        for (node, g) in ops.parents.into_iter().zip(all) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C> {
     fn kernel_max_pool2d(x: FloatTensor<Self>, options: MaxPoolOptions<2>) -> FloatTensor<Self> {
         match MaxPoolNode
@@ -851,6 +1172,55 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     Self::from_inner(var),
                 )
             }
+        }
+    }
+
+    fn kernel_recurrent(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_ih: FloatTensor<Self>,
+        b_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        masked: bool,
+        spec: RecurrentSpec,
+    ) -> Option<FloatTensor<Self>> {
+        let prep = RecurrentNode
+            .prepare::<C>([
+                x.node(),
+                w_ih.node(),
+                w_hh.node(),
+                b_ih.node(),
+                b_hh.node(),
+                h0.node(),
+                c0.node(),
+            ])
+            .compute_bound()
+            .stateful();
+        let [x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask] =
+            [x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask].map(|t| t.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (packed, workspace) = B::kernel_recurrent_train(
+                    x.clone(),
+                    w_ih.clone(),
+                    w_hh.clone(),
+                    b_ih.clone(),
+                    b_hh.clone(),
+                    h0,
+                    c0,
+                    mask.clone(),
+                    masked,
+                    spec,
+                )?;
+                let state = ([x, w_ih, w_hh, b_ih, b_hh, workspace, mask], masked, spec);
+                Some(prep.finish(state, packed))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_recurrent(
+                x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec,
+            )?)),
         }
     }
 

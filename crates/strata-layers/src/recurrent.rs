@@ -45,6 +45,17 @@ pub enum CellKind {
     Gru,
 }
 
+impl From<CellKind> for strata_kernels::RecurrentCell {
+    fn from(cell: CellKind) -> Self {
+        match cell {
+            CellKind::RnnTanh => Self::RnnTanh,
+            CellKind::RnnRelu => Self::RnnRelu,
+            CellKind::Lstm => Self::Lstm,
+            CellKind::Gru => Self::Gru,
+        }
+    }
+}
+
 impl CellKind {
     /// Number of gate blocks in the fused weights: 1, 4 or 3.
     pub fn n_gates(self) -> usize {
@@ -232,6 +243,34 @@ fn regex_escape(s: &str) -> String {
 }
 
 impl Direction {
+    /// Runs this direction over `x` `[batch, time, d_input]` as one kernel
+    /// (`strata_kernels::recurrent`), or `None` where the backend has none.
+    fn run_fused(
+        &self,
+        cell: CellKind,
+        x: Tensor<3>,
+        mask: Option<Tensor<2>>,
+        h0: Tensor<2>,
+        c0: Option<Tensor<2>>,
+        reverse: bool,
+    ) -> Option<strata_kernels::RecurrentOutput> {
+        let spec = strata_kernels::RecurrentSpec {
+            cell: cell.into(),
+            reverse,
+        };
+        strata_kernels::recurrent(
+            spec,
+            x,
+            self.weight_ih.val(),
+            self.weight_hh.val(),
+            self.bias_ih.as_ref().map(|b| b.val()),
+            self.bias_hh.as_ref().map(|b| b.val()),
+            h0,
+            c0,
+            mask,
+        )
+    }
+
     /// Runs this direction over the steps `xs` (each `[batch, d_input]`), from `h0` (and
     /// `c0`), reading them in reverse when `reverse`. Masked steps (`mask[b, t] = 0`) leave the
     /// state unchanged and output zeros. Returns one output per step, in time order.
@@ -373,6 +412,11 @@ impl Recurrent {
         mask: Option<Tensor<2>>,
         state: Option<RecurrentState>,
     ) -> (Tensor<3>, RecurrentState) {
+        if strata_kernels::runs_kernels(&x.device())
+            && let Some(out) = self.forward_fused(x.clone(), mask.clone(), state.clone())
+        {
+            return out;
+        }
         let [batch, time, d_in] = x.dims();
         let steps: Vec<Tensor<2>> = (0..time)
             .map(|t| x.clone().narrow(1, t, 1).reshape([batch, d_in]))
@@ -380,6 +424,57 @@ impl Recurrent {
         let (ys, state) = self.forward_steps(steps, mask, state);
         let ys: Vec<Tensor<3>> = ys.into_iter().map(|y| y.unsqueeze_dim(1)).collect();
         (Tensor::cat(ys, 1), state)
+    }
+
+    /// Whether [`forward`](Self::forward) runs each layer and direction as one whole-sequence
+    /// kernel on `device` (flex): then one `[batch, time, _]` tensor is the cheap input, and
+    /// [`forward_steps`](Self::forward_steps) the dearer one.
+    pub fn runs_fused(&self, device: &Device) -> bool {
+        strata_kernels::runs_kernels(device)
+    }
+
+    /// The stack as whole-sequence kernels, or `None` where a direction's kernel is missing.
+    fn forward_fused(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<2>>,
+        state: Option<RecurrentState>,
+    ) -> Option<(Tensor<3>, RecurrentState)> {
+        let [batch, _, _] = x.dims();
+        let device = x.device();
+        let dirs = self.directions();
+        let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
+        let pick =
+            |t: &Tensor<3>, i: usize| t.clone().narrow(0, i, 1).reshape([batch, self.d_hidden]);
+        let mut h_out = Vec::with_capacity(self.layers.len() * dirs);
+        let mut c_out = Vec::new();
+        let mut input = x;
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let directions = std::iter::once((&layer.forward, false))
+                .chain(layer.reverse.as_ref().map(|d| (d, true)));
+            let mut outs = Vec::with_capacity(dirs);
+            for (d, (dir, reverse)) in directions.enumerate() {
+                let i = l * dirs + d;
+                let h0 = pick(&state.hidden, i);
+                let c0 = state.cell.as_ref().map(|c| pick(c, i));
+                let out = dir.run_fused(self.cell, input.clone(), mask.clone(), h0, c0, reverse)?;
+                outs.push(out.output);
+                h_out.push(out.hidden);
+                c_out.extend(out.cell);
+            }
+            let y = if outs.len() == 1 {
+                outs.pop().expect("one direction")
+            } else {
+                Tensor::cat(outs, 2)
+            };
+            input = if l < last { self.dropout.forward(y) } else { y };
+        }
+        let state = RecurrentState {
+            hidden: Tensor::stack(h_out, 0),
+            cell: (!c_out.is_empty()).then(|| Tensor::stack(c_out, 0)),
+        };
+        Some((input, state))
     }
 
     /// [`forward`](Self::forward) over steps given as separate tensors, returning one output
@@ -504,6 +599,193 @@ mod tests {
         assert_eq!(rev_to, "rnn.layers.$3.reverse.${1}_$2");
         assert_eq!(fwd_to, "rnn.layers.$3.forward.${1}_$2");
         assert!(fwd.ends_with(r"_l(\d+)$"));
+    }
+
+    mod fused {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+            let (a, b) = (a.into_data(), b.into_data());
+            let (a, b): (Vec<f32>, Vec<f32>) = (a.iter().collect(), b.iter().collect());
+            assert_eq!(a.len(), b.len(), "lengths differ");
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| {
+                    if x.is_nan() || y.is_nan() {
+                        f32::INFINITY
+                    } else {
+                        (x - y).abs()
+                    }
+                })
+                .fold(0.0, f32::max)
+        }
+
+        /// Both paths of one stack on one autodiff flex device: outputs, final states and the
+        /// gradients of a weighted sum of them for the input, the initial state and every
+        /// parameter.
+        fn compare(
+            cell: CellKind,
+            bidirectional: bool,
+            n_layers: usize,
+            bias: bool,
+            lengths: &[usize],
+            sizes: (usize, usize),
+            seed: u64,
+        ) -> Result<(), TestCaseError> {
+            let device = Device::flex().autodiff();
+            device.seed(seed);
+            let (d_in, d_hidden) = sizes;
+            let m = RecurrentConfig::new(cell, d_in, d_hidden)
+                .with_n_layers(n_layers)
+                .with_bidirectional(bidirectional)
+                .with_bias(bias)
+                .init(&device);
+            prop_assert!(m.runs_fused(&device));
+            let (batch, time) = (lengths.len(), *lengths.iter().max().unwrap_or(&1));
+            let x = Tensor::<3>::random([batch, time, d_in], Distribution::Default, &device);
+            let full = lengths.iter().all(|&l| l == time);
+            let mask = (!full).then(|| length_mask(lengths, time, &device));
+            let n = n_layers * m.directions();
+            let h0 = Tensor::<3>::random([n, batch, d_hidden], Distribution::Default, &device);
+            let c0 = Tensor::<3>::random([n, batch, d_hidden], Distribution::Default, &device);
+            let weights_y =
+                Tensor::<3>::random([batch, time, m.d_output()], Distribution::Default, &device);
+            let weights_h =
+                Tensor::<3>::random([n, batch, d_hidden], Distribution::Default, &device);
+            let run = |fused: bool| {
+                let x = x.clone().detach().require_grad();
+                let h0 = h0.clone().detach().require_grad();
+                let c0 = c0.clone().detach().require_grad();
+                let state = RecurrentState {
+                    hidden: h0.clone(),
+                    cell: cell.has_cell().then(|| c0.clone()),
+                };
+                let (y, s) = if fused {
+                    m.forward(x.clone(), mask.clone(), Some(state))
+                } else {
+                    let steps = (0..time)
+                        .map(|t| x.clone().narrow(1, t, 1).reshape([batch, d_in]))
+                        .collect();
+                    let (ys, s) = m.forward_steps(steps, mask.clone(), Some(state));
+                    let ys = ys.into_iter().map(|y| y.unsqueeze_dim(1)).collect();
+                    (Tensor::cat(ys, 1), s)
+                };
+                let mut loss = (y.clone() * weights_y.clone()).sum()
+                    + (s.hidden.clone() * weights_h.clone()).sum();
+                if let Some(c) = &s.cell {
+                    loss = loss + (c.clone() * weights_h.clone()).sum();
+                }
+                let grads = loss.backward();
+                let mut gs: Vec<Vec<f32>> = vec![
+                    x.grad(&grads).expect("x grad").into_data().iter().collect(),
+                    h0.grad(&grads)
+                        .expect("h0 grad")
+                        .into_data()
+                        .iter()
+                        .collect(),
+                ];
+                if cell.has_cell() {
+                    gs.push(
+                        c0.grad(&grads)
+                            .expect("c0 grad")
+                            .into_data()
+                            .iter()
+                            .collect(),
+                    );
+                }
+                for layer in &m.layers {
+                    for dir in std::iter::once(&layer.forward).chain(layer.reverse.as_ref()) {
+                        for w in [&dir.weight_ih, &dir.weight_hh] {
+                            gs.push(
+                                w.val()
+                                    .grad(&grads)
+                                    .expect("weight grad")
+                                    .into_data()
+                                    .iter()
+                                    .collect(),
+                            );
+                        }
+                        for b in [&dir.bias_ih, &dir.bias_hh].into_iter().flatten() {
+                            gs.push(
+                                b.val()
+                                    .grad(&grads)
+                                    .expect("bias grad")
+                                    .into_data()
+                                    .iter()
+                                    .collect(),
+                            );
+                        }
+                    }
+                }
+                (y.inner(), s.hidden.inner(), s.cell.map(|c| c.inner()), gs)
+            };
+            let (y1, h1, c1, g1) = run(true);
+            let (y2, h2, c2, g2) = run(false);
+            prop_assert!(max_diff(y1, y2) < 1e-5, "outputs");
+            prop_assert!(max_diff(h1, h2) < 1e-5, "hidden");
+            if let (Some(a), Some(b)) = (c1, c2) {
+                prop_assert!(max_diff(a, b) < 1e-5, "cell");
+            }
+            prop_assert_eq!(g1.len(), g2.len());
+            for (k, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                prop_assert_eq!(a.len(), b.len());
+                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| {
+                        if x.is_finite() {
+                            (x - y).abs()
+                        } else {
+                            f32::INFINITY
+                        }
+                    })
+                    .fold(0.0, f32::max);
+                prop_assert!(
+                    worst < 1e-4 * scale,
+                    "gradient {} differs by {} (scale {})",
+                    k,
+                    worst,
+                    scale
+                );
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn every_cell_matches_the_composed_layer() {
+            for cell in [
+                CellKind::RnnTanh,
+                CellKind::RnnRelu,
+                CellKind::Lstm,
+                CellKind::Gru,
+            ] {
+                compare(cell, true, 2, true, &[5, 2, 4], (3, 6), 7).expect("fused = composed");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(32))]
+            /// The whole-sequence kernels agree with burn's composed steps, forward (1e-5) and
+            /// every gradient (1e-4 of the gradient's scale), over cells, directions, depths,
+            /// biases, lengths (masks), batch, input and hidden sizes.
+            #[test]
+            fn the_kernels_match_the_composed_steps(
+                cell in prop::sample::select(vec![
+                    CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru,
+                ]),
+                bidirectional in any::<bool>(),
+                n_layers in 1usize..3,
+                bias in any::<bool>(),
+                lengths in prop::collection::vec(1usize..7, 1..5),
+                d_in in 1usize..6,
+                d_hidden in 1usize..9,
+                seed in any::<u64>(),
+            ) {
+                compare(cell, bidirectional, n_layers, bias, &lengths, (d_in, d_hidden), seed)?;
+            }
+        }
     }
 
     mod padding {

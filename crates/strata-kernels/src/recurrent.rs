@@ -1,0 +1,1130 @@
+//! One direction of a recurrent layer (Elman RNN, LSTM, GRU) over a whole sequence, forward and
+//! backward, in PyTorch's fused weight layout (`weight_ih` `[gates * H, I]`, `weight_hh`
+//! `[gates * H, H]`, gates LSTM `i, f, g, o`, GRU `r, z, n`).
+//!
+//! burn composes a recurrent step from about 15 tensor operations forward and 30 backward,
+//! each a pass over memory with its own allocation and autodiff bookkeeping. Here:
+//! - forward: the input projection of every step is one matrix product, then per step one
+//!   product of the state by `weight_hh` (added into that step's projection) and one pointwise
+//!   pass that applies the gates, the mask and the state update;
+//! - backward: per step (last to first) one pointwise pass and one product by `weight_hh`, then
+//!   the weight and input gradients as three products over all steps at once.
+//!
+//! The forward pass keeps, per sequence and step, what its backward pass reads (the
+//! *workspace*, [`Geometry::width`] floats: the gate activations, the states it started from
+//! and, for the LSTM, the new cell; for the GRU the recurrent part of its candidate gate).
+//!
+//! A mask (`[batch, time]`, 1 for a real step and 0 for padding) blends as burn's composed
+//! layer does: the output is `h' m`, the carried state `h' m + h (1 - m)`.
+
+use crate::gemm::{View, matmul, with_scratch};
+use crate::math::{sigmoid, simd, tanh};
+
+/// The recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecurrentCell {
+    /// `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnTanh,
+    /// `h' = relu(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnRelu,
+    /// Long short-term memory, gates `i, f, g, o`.
+    Lstm,
+    /// Gated recurrent unit, gates `r, z, n`.
+    Gru,
+}
+
+impl RecurrentCell {
+    /// Gate blocks in the fused weights: 1, 4 or 3.
+    pub fn gates(self) -> usize {
+        match self {
+            RecurrentCell::RnnTanh | RecurrentCell::RnnRelu => 1,
+            RecurrentCell::Lstm => 4,
+            RecurrentCell::Gru => 3,
+        }
+    }
+
+    /// State tensors: 2 for the LSTM (hidden and cell), 1 otherwise.
+    pub fn states(self) -> usize {
+        if self == RecurrentCell::Lstm { 2 } else { 1 }
+    }
+}
+
+/// What one call runs: the cell, and whether the sequence is read last to first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecurrentSpec {
+    /// The cell.
+    pub cell: RecurrentCell,
+    /// Read the sequence last to first (the reverse direction of a bidirectional layer).
+    pub reverse: bool,
+}
+
+/// The sizes of one direction's run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// The cell.
+    pub cell: RecurrentCell,
+    /// Sequences.
+    pub batch: usize,
+    /// Steps per sequence.
+    pub time: usize,
+    /// Input features per step.
+    pub d_input: usize,
+    /// Hidden units.
+    pub d_hidden: usize,
+    /// Read last to first.
+    pub reverse: bool,
+}
+
+impl Geometry {
+    /// Rows of the fused weights: `gates * d_hidden`.
+    pub fn gates(&self) -> usize {
+        self.cell.gates() * self.d_hidden
+    }
+
+    /// Floats the forward pass keeps per sequence and step: the gate activations (`gates`),
+    /// then for the LSTM the previous and new cell (`2 H`), for the GRU the candidate gate's
+    /// recurrent part (`H`), and last the hidden state the step started from (`H`).
+    pub fn width(&self) -> usize {
+        self.d_hidden
+            * match self.cell {
+                RecurrentCell::Lstm => 7,
+                RecurrentCell::Gru => 5,
+                RecurrentCell::RnnTanh | RecurrentCell::RnnRelu => 2,
+            }
+    }
+
+    /// Length of the workspace: `batch * time * width`.
+    pub fn workspace_len(&self) -> usize {
+        self.batch * self.time * self.width()
+    }
+
+    /// Rows per sequence in the packed output: the `time` outputs, then the final hidden
+    /// state and, for the LSTM, the final cell.
+    pub fn packed_rows(&self) -> usize {
+        self.time + self.cell.states()
+    }
+
+    /// Length of the packed output `[batch, time + states, d_hidden]`.
+    pub fn packed_len(&self) -> usize {
+        self.batch * self.packed_rows() * self.d_hidden
+    }
+
+    /// Where the step's starting hidden state sits in a workspace row.
+    fn hprev_at(&self) -> usize {
+        self.width() - self.d_hidden
+    }
+
+    /// The steps in the order the recurrence reads them.
+    fn order(&self) -> Vec<usize> {
+        if self.reverse {
+            (0..self.time).rev().collect()
+        } else {
+            (0..self.time).collect()
+        }
+    }
+
+    /// Rows `(b, t)` of a `[batch * time, cols]` matrix for one step `t`, inside rows of
+    /// `row` floats starting at column `at`.
+    fn step_rows(&self, t: usize, row: usize, at: usize, cols: usize) -> View {
+        View {
+            offset: t * row + at,
+            rows: self.batch,
+            cols,
+            row_stride: self.time * row,
+            col_stride: 1,
+        }
+    }
+}
+
+/// A direction's parameters: `w_ih` `[G, I]`, `w_hh` `[G, H]`, `b_ih` and `b_hh` `[G]` (zeros
+/// for a layer without biases).
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// Input weights, `[G, I]`.
+    pub w_ih: &'a [f32],
+    /// Recurrent weights, `[G, H]`.
+    pub w_hh: &'a [f32],
+    /// Input bias, `[G]`.
+    pub b_ih: &'a [f32],
+    /// Recurrent bias, `[G]`.
+    pub b_hh: &'a [f32],
+}
+
+impl Weights<'_> {
+    fn check(&self, g: &Geometry) {
+        let gates = g.gates();
+        assert_eq!(self.w_ih.len(), gates * g.d_input, "w_ih length");
+        assert_eq!(self.w_hh.len(), gates * g.d_hidden, "w_hh length");
+        assert_eq!(self.b_ih.len(), gates, "b_ih length");
+        assert_eq!(self.b_hh.len(), gates, "b_hh length");
+    }
+}
+
+/// The gradients of [`forward`]'s packed output with respect to each input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients {
+    /// `[batch, time, d_input]`.
+    pub x: Vec<f32>,
+    /// `[G, I]`.
+    pub w_ih: Vec<f32>,
+    /// `[G, H]`.
+    pub w_hh: Vec<f32>,
+    /// `[G]`.
+    pub b_ih: Vec<f32>,
+    /// `[G]`.
+    pub b_hh: Vec<f32>,
+    /// `[batch, H]`.
+    pub h0: Vec<f32>,
+    /// `[batch, H]` (zeros for a cell without one).
+    pub c0: Vec<f32>,
+}
+
+/// Runs one direction over `x` (`[batch, time, d_input]`) from `h0` (and, for the LSTM, `c0`;
+/// both `[batch, H]`), writing what the backward pass needs into `workspace`
+/// ([`Geometry::workspace_len`] floats). Returns the packed output `[batch, time + states,
+/// H]`: every step's output, then the final hidden state (and cell).
+///
+/// # Panics
+/// When a slice's length disagrees with `g`.
+pub fn forward(
+    g: &Geometry,
+    x: &[f32],
+    w: &Weights,
+    h0: &[f32],
+    c0: &[f32],
+    mask: Option<&[f32]>,
+    workspace: &mut [f32],
+) -> Vec<f32> {
+    let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
+    let (gates, width) = (g.gates(), g.width());
+    assert_eq!(x.len(), batch * time * g.d_input, "x length");
+    assert_eq!(h0.len(), batch * hd, "h0 length");
+    assert_eq!(workspace.len(), g.workspace_len(), "workspace length");
+    if let Some(m) = mask {
+        assert_eq!(m.len(), batch * time, "mask length");
+    }
+    w.check(g);
+    let lstm = g.cell == RecurrentCell::Lstm;
+    if lstm {
+        assert_eq!(c0.len(), batch * hd, "c0 length");
+    }
+    let mut packed = vec![0.0f32; g.packed_len()];
+    if batch == 0 || time == 0 || hd == 0 {
+        return packed;
+    }
+    // Every step's input projection at once, into the gate columns of the workspace.
+    matmul(
+        workspace,
+        View {
+            offset: 0,
+            rows: batch * time,
+            cols: gates,
+            row_stride: width,
+            col_stride: 1,
+        },
+        x,
+        View::row_major(0, batch * time, g.d_input),
+        w.w_ih,
+        View::row_major(0, gates, g.d_input).t(),
+        false,
+    );
+    // Outside the GRU's candidate gate the two biases appear summed: add them once.
+    let bias: Vec<f32> = if g.cell == RecurrentCell::Gru {
+        w.b_ih.to_vec()
+    } else {
+        w.b_ih.iter().zip(w.b_hh).map(|(a, b)| a + b).collect()
+    };
+    add_bias(workspace, width, &bias);
+    // `w_hh` transposed once per sequence (`[H, G]`), so that each step's product reads it as
+    // gemm's column-major left operand, without packing it again at every step.
+    let mut w_hh_t = vec![0.0f32; gates * hd];
+    for (k, row) in w.w_hh.chunks_exact(hd).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            w_hh_t[j * gates + k] = v;
+        }
+    }
+    // The sequences are independent: each chunk of them runs its whole recurrence on one
+    // thread, with no hand-off between threads at each step.
+    let chunks = split_batch(batch);
+    let per = |n: usize| move |b: usize| b * n;
+    let rows = g.packed_rows();
+    let ws_parts = split_rows(workspace, &chunks, per(time * width));
+    let packed_parts = split_rows(&mut packed, &chunks, per(rows * hd));
+    let jobs: Vec<_> = chunks
+        .iter()
+        .zip(ws_parts)
+        .zip(packed_parts)
+        .map(|((&(b0, b1), ws), out)| (b0, b1, ws, out))
+        .collect();
+    let run = |(b0, b1, ws, out): (usize, usize, &mut [f32], &mut [f32])| {
+        let chunk = Geometry {
+            batch: b1 - b0,
+            ..*g
+        };
+        let c0 = if lstm { &c0[b0 * hd..b1 * hd] } else { &[][..] };
+        let mask = mask.map(|m| &m[b0 * time..b1 * time]);
+        recur(&chunk, w, &w_hh_t, &h0[b0 * hd..b1 * hd], c0, mask, ws, out);
+    };
+    if jobs.len() > 1 {
+        use rayon::prelude::*;
+        jobs.into_par_iter().for_each(run);
+    } else {
+        jobs.into_iter().for_each(run);
+    }
+    packed
+}
+
+/// Chunks of the batch, one per thread when the caller is not already on a worker thread:
+/// `(first, end)` pairs covering `0..batch`.
+fn split_batch(batch: usize) -> Vec<(usize, usize)> {
+    let threads = if crate::gemm::on_worker() {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    let n = threads.clamp(1, batch.max(1));
+    (0..n)
+        .map(|i| (i * batch / n, (i + 1) * batch / n))
+        .collect()
+}
+
+/// `buffer` cut into the parts that hold each chunk's sequences, where sequence `b` starts at
+/// `start(b)`.
+fn split_rows<'a>(
+    mut buffer: &'a mut [f32],
+    chunks: &[(usize, usize)],
+    start: impl Fn(usize) -> usize,
+) -> Vec<&'a mut [f32]> {
+    let mut parts = Vec::with_capacity(chunks.len());
+    for &(b0, b1) in chunks {
+        let (part, rest) = std::mem::take(&mut buffer).split_at_mut(start(b1) - start(b0));
+        parts.push(part);
+        buffer = rest;
+    }
+    parts
+}
+
+/// The recurrence of one chunk of sequences (`g.batch` of them), serial: per step the product
+/// of the state by `w_hh` and the pointwise pass. `ws` holds the chunk's workspace rows with the
+/// input projections already in, `packed` its packed output.
+#[allow(clippy::too_many_arguments)]
+fn recur(
+    g: &Geometry,
+    w: &Weights,
+    w_hh_t: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    mask: Option<&[f32]>,
+    workspace: &mut [f32],
+    packed: &mut [f32],
+) {
+    let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
+    let (gates, width) = (g.gates(), g.width());
+    let lstm = g.cell == RecurrentCell::Lstm;
+    let mut h = h0.to_vec();
+    let mut c = if lstm { c0.to_vec() } else { Vec::new() };
+    let mut gh = if g.cell == RecurrentCell::Gru {
+        vec![0.0f32; batch * gates]
+    } else {
+        Vec::new()
+    };
+    let hprev_at = g.hprev_at();
+    for t in g.order() {
+        for b in 0..batch {
+            let row = (b * time + t) * width;
+            workspace[row + hprev_at..row + width].copy_from_slice(&h[b * hd..(b + 1) * hd]);
+            if lstm {
+                workspace[row + 4 * hd..row + 5 * hd].copy_from_slice(&c[b * hd..(b + 1) * hd]);
+            }
+        }
+        // Each step's product transposed, `gates^T = w_hh h^T`: gemm then runs its widest
+        // kernel down the `G` rows, with every operand in the layout it reads unpacked.
+        let state_t = View::row_major(0, batch, hd).t();
+        let weights = View::row_major(0, hd, gates).t();
+        match g.cell {
+            RecurrentCell::Gru => {
+                let dst = View::row_major(0, batch, gates).t();
+                matmul(&mut gh, dst, w_hh_t, weights, &h, state_t, false);
+                gru_step(g, t, workspace, &gh, w.b_hh, &mut h, packed, mask);
+            }
+            cell => {
+                let dst = g.step_rows(t, width, 0, gates).t();
+                matmul(workspace, dst, w_hh_t, weights, &h, state_t, true);
+                if cell == RecurrentCell::Lstm {
+                    lstm_step(g, t, workspace, &mut h, &mut c, packed, mask);
+                } else {
+                    rnn_step(g, t, workspace, &mut h, packed, mask);
+                }
+            }
+        }
+    }
+    let rows = g.packed_rows();
+    for b in 0..batch {
+        let at = (b * rows + time) * hd;
+        packed[at..at + hd].copy_from_slice(&h[b * hd..(b + 1) * hd]);
+        if lstm {
+            packed[at + hd..at + 2 * hd].copy_from_slice(&c[b * hd..(b + 1) * hd]);
+        }
+    }
+}
+
+/// [`forward`] without keeping a workspace for the backward pass (inference).
+///
+/// # Panics
+/// As [`forward`].
+pub fn infer(
+    g: &Geometry,
+    x: &[f32],
+    w: &Weights,
+    h0: &[f32],
+    c0: &[f32],
+    mask: Option<&[f32]>,
+) -> Vec<f32> {
+    with_scratch(g.workspace_len(), |ws| forward(g, x, w, h0, c0, mask, ws))
+}
+
+/// The gradients of [`forward`] given the gradient of its packed output, from the inputs and
+/// the workspace that forward pass wrote.
+///
+/// # Panics
+/// When a slice's length disagrees with `g`.
+pub fn backward(
+    g: &Geometry,
+    x: &[f32],
+    w: &Weights,
+    workspace: &[f32],
+    mask: Option<&[f32]>,
+    packed_grad: &[f32],
+) -> Gradients {
+    let (batch, time, hd, d_in) = (g.batch, g.time, g.d_hidden, g.d_input);
+    let (gates, width) = (g.gates(), g.width());
+    assert_eq!(x.len(), batch * time * d_in, "x length");
+    assert_eq!(workspace.len(), g.workspace_len(), "workspace length");
+    assert_eq!(packed_grad.len(), g.packed_len(), "gradient length");
+    if let Some(m) = mask {
+        assert_eq!(m.len(), batch * time, "mask length");
+    }
+    w.check(g);
+    let gru = g.cell == RecurrentCell::Gru;
+    let rows = g.packed_rows();
+    let n = batch * time * gates;
+    let mut out = Gradients {
+        x: vec![0.0; batch * time * d_in],
+        w_ih: vec![0.0; gates * d_in],
+        w_hh: vec![0.0; gates * hd],
+        b_ih: vec![0.0; gates],
+        b_hh: vec![0.0; gates],
+        h0: vec![0.0; batch * hd],
+        c0: vec![0.0; batch * hd],
+    };
+    // The pre-activation gradients of every step, `[batch * time, G]` (for the GRU a second
+    // matrix for the recurrent side, whose candidate block is scaled by `r`).
+    with_scratch(if gru { 2 * n } else { n }, |buffer| {
+        let (dgx, dgh) = buffer.split_at_mut(n);
+        // Each chunk of sequences runs its steps back on one thread, as forward.
+        let chunks = split_batch(batch);
+        let per = |n: usize| move |b: usize| b * n;
+        let dgx_parts = split_rows(dgx, &chunks, per(time * gates));
+        let dgh_parts = if gru {
+            split_rows(dgh, &chunks, per(time * gates))
+        } else {
+            chunks.iter().map(|_| Default::default()).collect()
+        };
+        let dh_parts = split_rows(&mut out.h0, &chunks, per(hd));
+        let dc_parts = split_rows(&mut out.c0, &chunks, per(hd));
+        let jobs: Vec<_> = chunks
+            .iter()
+            .zip(dgx_parts.into_iter().zip(dgh_parts))
+            .zip(dh_parts.into_iter().zip(dc_parts))
+            .map(|((&(b0, b1), (dgx, dgh)), (dh, dc))| (b0, b1, dgx, dgh, dh, dc))
+            .collect();
+        let run = |(b0, b1, dgx, dgh, dh, dc): Job<'_>| {
+            let chunk = Geometry {
+                batch: b1 - b0,
+                ..*g
+            };
+            let ws = &workspace[b0 * time * width..b1 * time * width];
+            let grad = &packed_grad[b0 * rows * hd..b1 * rows * hd];
+            let mask = mask.map(|m| &m[b0 * time..b1 * time]);
+            recur_back(&chunk, w, ws, grad, mask, dh, dc, dgx, dgh);
+        };
+        if jobs.len() > 1 {
+            use rayon::prelude::*;
+            jobs.into_par_iter().for_each(run);
+        } else {
+            jobs.into_iter().for_each(run);
+        }
+        let dgh: &[f32] = if gru { &*dgh } else { &*dgx };
+        let all = View::row_major(0, batch * time, gates);
+        matmul(
+            &mut out.w_ih,
+            View::row_major(0, gates, d_in),
+            dgx,
+            all.t(),
+            x,
+            View::row_major(0, batch * time, d_in),
+            false,
+        );
+        matmul(
+            &mut out.x,
+            View::row_major(0, batch * time, d_in),
+            dgx,
+            all,
+            w.w_ih,
+            View::row_major(0, gates, d_in),
+            false,
+        );
+        let hprev = View {
+            offset: g.hprev_at(),
+            rows: batch * time,
+            cols: hd,
+            row_stride: width,
+            col_stride: 1,
+        };
+        matmul(
+            &mut out.w_hh,
+            View::row_major(0, gates, hd),
+            dgh,
+            all.t(),
+            workspace,
+            hprev,
+            false,
+        );
+        column_sums(dgx, &mut out.b_ih);
+        if gru {
+            column_sums(dgh, &mut out.b_hh);
+        } else {
+            out.b_hh.copy_from_slice(&out.b_ih);
+        }
+    });
+    out
+}
+
+/// What one chunk's backward pass writes: its first and end sequence, its rows of the
+/// pre-activation gradients (input and recurrent side), and its initial state's gradients.
+type Job<'a> = (
+    usize,
+    usize,
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+/// The steps of one chunk of sequences back, serial: from the final state's gradient (read
+/// from `packed_grad`) to the initial state's (left in `dh`, `dc`), writing every step's
+/// pre-activation gradients into `dgx` (and `dgh` for the GRU).
+#[allow(clippy::too_many_arguments)]
+fn recur_back(
+    g: &Geometry,
+    w: &Weights,
+    workspace: &[f32],
+    packed_grad: &[f32],
+    mask: Option<&[f32]>,
+    dh: &mut [f32],
+    dc: &mut [f32],
+    dgx: &mut [f32],
+    dgh: &mut [f32],
+) {
+    let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
+    let gates = g.gates();
+    let lstm = g.cell == RecurrentCell::Lstm;
+    let gru = g.cell == RecurrentCell::Gru;
+    let rows = g.packed_rows();
+    for b in 0..batch {
+        let at = (b * rows + time) * hd;
+        dh[b * hd..(b + 1) * hd].copy_from_slice(&packed_grad[at..at + hd]);
+        if lstm {
+            dc[b * hd..(b + 1) * hd].copy_from_slice(&packed_grad[at + hd..at + 2 * hd]);
+        }
+    }
+    for t in g.order().into_iter().rev() {
+        match g.cell {
+            RecurrentCell::Lstm => lstm_step_back(g, t, workspace, packed_grad, mask, dh, dc, dgx),
+            RecurrentCell::Gru => gru_step_back(g, t, workspace, packed_grad, mask, dh, dgx, dgh),
+            _ => rnn_step_back(g, t, workspace, packed_grad, mask, dh, dgx),
+        }
+        // Transposed as forward: `dh^T += w_hh^T dg^T`, where `w_hh^T` is `w_hh` read
+        // column-major.
+        let dg: &[f32] = if gru { &*dgh } else { &*dgx };
+        matmul(
+            dh,
+            View::row_major(0, batch, hd).t(),
+            w.w_hh,
+            View::row_major(0, gates, hd).t(),
+            dg,
+            g.step_rows(t, gates, 0, gates).t(),
+            true,
+        );
+    }
+}
+
+simd! {
+    /// Adds `bias` to the first `bias.len()` columns of every row of `width` floats.
+    fn add_bias(rows: &mut [f32], width: usize, bias: &[f32]) {
+        for row in rows.chunks_exact_mut(width) {
+            for (v, b) in row[..bias.len()].iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
+simd! {
+    /// Sums the columns of a row-major matrix with `sums.len()` columns into `sums`.
+    fn column_sums(matrix: &[f32], sums: &mut [f32]) {
+        sums.fill(0.0);
+        for row in matrix.chunks_exact(sums.len()) {
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
+}
+
+/// `(new, old)` blended by the mask value: `new m + old (1 - m)`, or `new` without a mask.
+#[inline(always)]
+fn blend(new: f32, old: f32, m: Option<f32>) -> f32 {
+    match m {
+        Some(m) => new * m + old * (1.0 - m),
+        None => new,
+    }
+}
+
+/// The step's output: `new m`, or `new` without a mask.
+#[inline(always)]
+fn masked(new: f32, m: Option<f32>) -> f32 {
+    match m {
+        Some(m) => new * m,
+        None => new,
+    }
+}
+
+simd! {
+    /// An LSTM step's pointwise pass: the gates from their pre-activations (in the workspace,
+    /// replaced by the activations), the new cell (kept), the output and the carried state.
+    fn lstm_step(
+        g: &Geometry,
+        t: usize,
+        ws: &mut [f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        packed: &mut [f32],
+        mask: Option<&[f32]>,
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let (act, rest) = ws[row..row + width].split_at_mut(4 * hd);
+            let (ai, act) = act.split_at_mut(hd);
+            let (af, act) = act.split_at_mut(hd);
+            let (ag, ao) = act.split_at_mut(hd);
+            let c_new = &mut rest[hd..2 * hd];
+            let hb = &mut h[b * hd..(b + 1) * hd];
+            let cb = &mut c[b * hd..(b + 1) * hd];
+            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            for j in 0..hd {
+                let i = sigmoid(ai[j]);
+                let f = sigmoid(af[j]);
+                let gg = tanh(ag[j]);
+                let o = sigmoid(ao[j]);
+                ai[j] = i;
+                af[j] = f;
+                ag[j] = gg;
+                ao[j] = o;
+                let cn = f * cb[j] + i * gg;
+                c_new[j] = cn;
+                let hn = o * tanh(cn);
+                out[j] = masked(hn, m);
+                hb[j] = blend(hn, hb[j], m);
+                cb[j] = blend(cn, cb[j], m);
+            }
+        }
+    }
+}
+
+simd! {
+    /// A GRU step's pointwise pass, from the input side's pre-activations (in the workspace,
+    /// replaced by `r, z, n`) and the recurrent side's `gh` (without its bias `b_hh`).
+    #[allow(clippy::too_many_arguments)]
+    fn gru_step(
+        g: &Geometry,
+        t: usize,
+        ws: &mut [f32],
+        gh: &[f32],
+        b_hh: &[f32],
+        h: &mut [f32],
+        packed: &mut [f32],
+        mask: Option<&[f32]>,
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let (bh_r, bh) = b_hh.split_at(hd);
+        let (bh_z, bh_n) = bh.split_at(hd);
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let (act, rest) = ws[row..row + width].split_at_mut(3 * hd);
+            let (ar, act) = act.split_at_mut(hd);
+            let (az, an) = act.split_at_mut(hd);
+            let ghn = &mut rest[..hd];
+            let ghb = &gh[b * 3 * hd..(b + 1) * 3 * hd];
+            let (gh_r, ghb) = ghb.split_at(hd);
+            let (gh_z, gh_n) = ghb.split_at(hd);
+            let hb = &mut h[b * hd..(b + 1) * hd];
+            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            for j in 0..hd {
+                let r = sigmoid(ar[j] + (gh_r[j] + bh_r[j]));
+                let z = sigmoid(az[j] + (gh_z[j] + bh_z[j]));
+                let hn_part = gh_n[j] + bh_n[j];
+                let n = tanh(an[j] + r * hn_part);
+                ar[j] = r;
+                az[j] = z;
+                an[j] = n;
+                ghn[j] = hn_part;
+                let hn = n + z * (hb[j] - n);
+                out[j] = masked(hn, m);
+                hb[j] = blend(hn, hb[j], m);
+            }
+        }
+    }
+}
+
+simd! {
+    /// An Elman step's pointwise pass: tanh or ReLU of the pre-activation (kept).
+    fn rnn_step(
+        g: &Geometry,
+        t: usize,
+        ws: &mut [f32],
+        h: &mut [f32],
+        packed: &mut [f32],
+        mask: Option<&[f32]>,
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let relu = g.cell == RecurrentCell::RnnRelu;
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let act = &mut ws[row..row + hd];
+            let hb = &mut h[b * hd..(b + 1) * hd];
+            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            for j in 0..hd {
+                let hn = if relu { act[j].max(0.0) } else { tanh(act[j]) };
+                act[j] = hn;
+                out[j] = masked(hn, m);
+                hb[j] = blend(hn, hb[j], m);
+            }
+        }
+    }
+}
+
+simd! {
+    /// An LSTM step backward: the pre-activation gradients into `dg`'s rows of step `t`, and
+    /// `dh`, `dc` carried to the previous step (before the product by `w_hh`).
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_step_back(
+        g: &Geometry,
+        t: usize,
+        ws: &[f32],
+        packed_grad: &[f32],
+        mask: Option<&[f32]>,
+        dh: &mut [f32],
+        dc: &mut [f32],
+        dg: &mut [f32],
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let (act, rest) = ws[row..row + width].split_at(4 * hd);
+            let (ai, act) = act.split_at(hd);
+            let (af, act) = act.split_at(hd);
+            let (ag, ao) = act.split_at(hd);
+            let (c_prev, rest) = rest.split_at(hd);
+            let c_new = &rest[..hd];
+            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dhb = &mut dh[b * hd..(b + 1) * hd];
+            let dcb = &mut dc[b * hd..(b + 1) * hd];
+            let dgb = &mut dg[(b * g.time + t) * 4 * hd..][..4 * hd];
+            let (d_i, dgb) = dgb.split_at_mut(hd);
+            let (d_f, dgb) = dgb.split_at_mut(hd);
+            let (d_g, d_o) = dgb.split_at_mut(hd);
+            for j in 0..hd {
+                let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
+                let dh_new = masked(dout[j] + dhb[j], m);
+                let tc = tanh(c_new[j]);
+                let dc_new = masked(dcb[j], m) + dh_new * o * (1.0 - tc * tc);
+                d_i[j] = dc_new * gg * i * (1.0 - i);
+                d_f[j] = dc_new * c_prev[j] * f * (1.0 - f);
+                d_g[j] = dc_new * i * (1.0 - gg * gg);
+                d_o[j] = dh_new * tc * o * (1.0 - o);
+                let (dh_keep, dc_keep) = match m {
+                    Some(m) => (dhb[j] * (1.0 - m), dcb[j] * (1.0 - m)),
+                    None => (0.0, 0.0),
+                };
+                dhb[j] = dh_keep;
+                dcb[j] = dc_new * f + dc_keep;
+            }
+        }
+    }
+}
+
+simd! {
+    /// A GRU step backward: the input side's pre-activation gradients into `dgx`, the
+    /// recurrent side's into `dgh` (the candidate block times `r`), and `dh` carried to the
+    /// previous step (before the product by `w_hh`).
+    #[allow(clippy::too_many_arguments)]
+    fn gru_step_back(
+        g: &Geometry,
+        t: usize,
+        ws: &[f32],
+        packed_grad: &[f32],
+        mask: Option<&[f32]>,
+        dh: &mut [f32],
+        dgx: &mut [f32],
+        dgh: &mut [f32],
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let (act, rest) = ws[row..row + width].split_at(3 * hd);
+            let (ar, act) = act.split_at(hd);
+            let (az, an) = act.split_at(hd);
+            let (ghn, rest) = rest.split_at(hd);
+            let h_prev = &rest[..hd];
+            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dhb = &mut dh[b * hd..(b + 1) * hd];
+            let at = (b * g.time + t) * 3 * hd;
+            let dx = &mut dgx[at..at + 3 * hd];
+            let (dx_r, dx) = dx.split_at_mut(hd);
+            let (dx_z, dx_n) = dx.split_at_mut(hd);
+            let dr = &mut dgh[at..at + 3 * hd];
+            let (dh_r, dr) = dr.split_at_mut(hd);
+            let (dh_z, dh_n) = dr.split_at_mut(hd);
+            for j in 0..hd {
+                let (r, z, n) = (ar[j], az[j], an[j]);
+                let dh_new = masked(dout[j] + dhb[j], m);
+                let dn = dh_new * (1.0 - z) * (1.0 - n * n);
+                let dz = dh_new * (h_prev[j] - n) * z * (1.0 - z);
+                let dr = dn * ghn[j] * r * (1.0 - r);
+                dx_r[j] = dr;
+                dx_z[j] = dz;
+                dx_n[j] = dn;
+                dh_r[j] = dr;
+                dh_z[j] = dz;
+                dh_n[j] = dn * r;
+                let keep = match m {
+                    Some(m) => dhb[j] * (1.0 - m),
+                    None => 0.0,
+                };
+                dhb[j] = dh_new * z + keep;
+            }
+        }
+    }
+}
+
+simd! {
+    /// An Elman step backward: the pre-activation gradient into `dg`, and `dh` carried to the
+    /// previous step (before the product by `w_hh`).
+    fn rnn_step_back(
+        g: &Geometry,
+        t: usize,
+        ws: &[f32],
+        packed_grad: &[f32],
+        mask: Option<&[f32]>,
+        dh: &mut [f32],
+        dg: &mut [f32],
+    ) {
+        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let relu = g.cell == RecurrentCell::RnnRelu;
+        for b in 0..g.batch {
+            let m = mask.map(|m| m[b * g.time + t]);
+            let row = (b * g.time + t) * width;
+            let act = &ws[row..row + hd];
+            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dhb = &mut dh[b * hd..(b + 1) * hd];
+            let dgb = &mut dg[(b * g.time + t) * hd..][..hd];
+            for j in 0..hd {
+                let hn = act[j];
+                let dh_new = masked(dout[j] + dhb[j], m);
+                dgb[j] = if relu {
+                    if hn > 0.0 { dh_new } else { 0.0 }
+                } else {
+                    dh_new * (1.0 - hn * hn)
+                };
+                dhb[j] = match m {
+                    Some(m) => dhb[j] * (1.0 - m),
+                    None => 0.0,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random vector in [-scale, scale].
+    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    struct Case {
+        g: Geometry,
+        x: Vec<f32>,
+        w_ih: Vec<f32>,
+        w_hh: Vec<f32>,
+        b_ih: Vec<f32>,
+        b_hh: Vec<f32>,
+        h0: Vec<f32>,
+        c0: Vec<f32>,
+        mask: Option<Vec<f32>>,
+    }
+
+    impl Case {
+        fn new(cell: RecurrentCell, reverse: bool, masked: bool) -> Self {
+            let g = Geometry {
+                cell,
+                batch: 3,
+                time: 4,
+                d_input: 5,
+                d_hidden: 6,
+                reverse,
+            };
+            let gates = g.gates();
+            let mask = masked.then(|| {
+                // Lengths 4, 2 and 3.
+                let lengths = [4, 2, 3];
+                (0..3)
+                    .flat_map(|b| (0..4).map(move |t| if t < lengths[b] { 1.0 } else { 0.0 }))
+                    .collect()
+            });
+            Self {
+                g,
+                x: values(3 * 4 * 5, 1, 1.0),
+                w_ih: values(gates * 5, 2, 0.5),
+                w_hh: values(gates * 6, 3, 0.5),
+                b_ih: values(gates, 4, 0.3),
+                b_hh: values(gates, 5, 0.3),
+                h0: values(18, 6, 0.5),
+                c0: values(18, 7, 0.5),
+                mask,
+            }
+        }
+
+        fn weights(&self) -> Weights<'_> {
+            Weights {
+                w_ih: &self.w_ih,
+                w_hh: &self.w_hh,
+                b_ih: &self.b_ih,
+                b_hh: &self.b_hh,
+            }
+        }
+
+        fn run(&self) -> Vec<f32> {
+            infer(
+                &self.g,
+                &self.x,
+                &self.weights(),
+                &self.h0,
+                &self.c0,
+                self.mask.as_deref(),
+            )
+        }
+    }
+
+    /// A plain per-step reference in f64, straight from the cell's equations.
+    fn reference(case: &Case) -> Vec<f64> {
+        let g = &case.g;
+        let (hd, gates) = (g.d_hidden, g.gates());
+        let rows = g.packed_rows();
+        let mut packed = vec![0.0f64; g.packed_len()];
+        for b in 0..g.batch {
+            let mut h: Vec<f64> = case.h0[b * hd..(b + 1) * hd]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let mut c: Vec<f64> = case.c0[b * hd..(b + 1) * hd]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            for t in g.order() {
+                let xt = &case.x[(b * g.time + t) * g.d_input..][..g.d_input];
+                let lin = |w: &[f32], v: &[f64], k: usize, d: usize| -> f64 {
+                    (0..d).map(|p| w[k * d + p] as f64 * v[p]).sum()
+                };
+                let xv: Vec<f64> = xt.iter().map(|&v| v as f64).collect();
+                let gx: Vec<f64> = (0..gates)
+                    .map(|k| lin(&case.w_ih, &xv, k, g.d_input) + case.b_ih[k] as f64)
+                    .collect();
+                let ghv: Vec<f64> = (0..gates)
+                    .map(|k| lin(&case.w_hh, &h, k, hd) + case.b_hh[k] as f64)
+                    .collect();
+                let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+                let (hn, cn): (Vec<f64>, Vec<f64>) = match g.cell {
+                    RecurrentCell::RnnTanh => (
+                        (0..hd).map(|j| (gx[j] + ghv[j]).tanh()).collect(),
+                        c.clone(),
+                    ),
+                    RecurrentCell::RnnRelu => (
+                        (0..hd).map(|j| (gx[j] + ghv[j]).max(0.0)).collect(),
+                        c.clone(),
+                    ),
+                    RecurrentCell::Lstm => {
+                        let p = |k: usize| gx[k] + ghv[k];
+                        let cn: Vec<f64> = (0..hd)
+                            .map(|j| sig(p(hd + j)) * c[j] + sig(p(j)) * p(2 * hd + j).tanh())
+                            .collect();
+                        (
+                            (0..hd).map(|j| sig(p(3 * hd + j)) * cn[j].tanh()).collect(),
+                            cn,
+                        )
+                    }
+                    RecurrentCell::Gru => {
+                        let hn = (0..hd)
+                            .map(|j| {
+                                let r = sig(gx[j] + ghv[j]);
+                                let z = sig(gx[hd + j] + ghv[hd + j]);
+                                let n = (gx[2 * hd + j] + r * ghv[2 * hd + j]).tanh();
+                                (1.0 - z) * n + z * h[j]
+                            })
+                            .collect();
+                        (hn, c.clone())
+                    }
+                };
+                let m = case.mask.as_ref().map_or(1.0, |m| m[b * g.time + t] as f64);
+                for j in 0..hd {
+                    packed[(b * rows + t) * hd + j] = hn[j] * m;
+                    h[j] = hn[j] * m + h[j] * (1.0 - m);
+                    c[j] = cn[j] * m + c[j] * (1.0 - m);
+                }
+            }
+            for j in 0..hd {
+                packed[(b * rows + g.time) * hd + j] = h[j];
+                if g.cell == RecurrentCell::Lstm {
+                    packed[(b * rows + g.time + 1) * hd + j] = c[j];
+                }
+            }
+        }
+        packed
+    }
+
+    /// One input of a case, by name.
+    type Field = fn(&mut Case) -> &mut Vec<f32>;
+
+    const CELLS: [RecurrentCell; 4] = [
+        RecurrentCell::RnnTanh,
+        RecurrentCell::RnnRelu,
+        RecurrentCell::Lstm,
+        RecurrentCell::Gru,
+    ];
+
+    #[test]
+    fn forward_matches_the_cell_equations() {
+        for cell in CELLS {
+            for reverse in [false, true] {
+                for masked in [false, true] {
+                    let case = Case::new(cell, reverse, masked);
+                    let got = case.run();
+                    let want = reference(&case);
+                    assert_eq!(got.len(), want.len());
+                    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (*a as f64 - b).abs() < 1e-5,
+                            "{cell:?} reverse {reverse} masked {masked} at {k}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The directional derivative of `<v, packed>` along each input, by central differences
+    /// in f32 on a perturbation of one whole input, against the analytic gradient's dot
+    /// product with the same perturbation.
+    #[test]
+    fn gradients_match_finite_differences() {
+        for cell in CELLS {
+            for reverse in [false, true] {
+                for masked in [false, true] {
+                    let case = Case::new(cell, reverse, masked);
+                    let v = values(case.g.packed_len(), 11, 1.0);
+                    let mut ws = vec![0.0; case.g.workspace_len()];
+                    let _ = forward(
+                        &case.g,
+                        &case.x,
+                        &case.weights(),
+                        &case.h0,
+                        &case.c0,
+                        case.mask.as_deref(),
+                        &mut ws,
+                    );
+                    let grads = backward(
+                        &case.g,
+                        &case.x,
+                        &case.weights(),
+                        &ws,
+                        case.mask.as_deref(),
+                        &v,
+                    );
+                    let objective = |c: &Case| -> f64 {
+                        c.run()
+                            .iter()
+                            .zip(&v)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum()
+                    };
+                    let fields: [(&str, &Vec<f32>, Field); 7] = [
+                        ("x", &grads.x, |c| &mut c.x),
+                        ("w_ih", &grads.w_ih, |c| &mut c.w_ih),
+                        ("w_hh", &grads.w_hh, |c| &mut c.w_hh),
+                        ("b_ih", &grads.b_ih, |c| &mut c.b_ih),
+                        ("b_hh", &grads.b_hh, |c| &mut c.b_hh),
+                        ("h0", &grads.h0, |c| &mut c.h0),
+                        ("c0", &grads.c0, |c| &mut c.c0),
+                    ];
+                    for (k, (name, grad, field)) in fields.into_iter().enumerate() {
+                        let mut probe = Case::new(cell, reverse, masked);
+                        let direction = values(field(&mut probe).len(), 20 + k as u32, 1.0);
+                        // Smaller for ReLU, whose kinks a larger step may cross.
+                        let eps = if cell == RecurrentCell::RnnRelu {
+                            1e-3f32
+                        } else {
+                            1e-2
+                        };
+                        let shifted = |sign: f32| {
+                            let mut c = Case::new(cell, reverse, masked);
+                            for (p, d) in field(&mut c).iter_mut().zip(&direction) {
+                                *p += sign * eps * d;
+                            }
+                            objective(&c)
+                        };
+                        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+                        let analytic: f64 = grad
+                            .iter()
+                            .zip(&direction)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum();
+                        assert_eq!(grad.len(), direction.len(), "{name} length");
+                        let tol = 2e-3 * (1.0 + analytic.abs());
+                        assert!(
+                            (numeric - analytic).abs() < tol,
+                            "{cell:?} reverse {reverse} masked {masked} {name}: \
+                             numeric {numeric} vs analytic {analytic}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
