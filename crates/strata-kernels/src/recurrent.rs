@@ -20,6 +20,9 @@
 use crate::gemm::{View, matmul, with_scratch};
 use crate::math::{sigmoid, simd, tanh};
 
+/// Sequences of at least this many steps transpose `w_hh` once for their per-step products.
+const TRANSPOSE_FROM: usize = 8;
+
 /// The recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecurrentCell {
@@ -236,13 +239,17 @@ pub fn forward(
     };
     add_bias(workspace, width, &bias);
     // `w_hh` transposed once per sequence (`[H, G]`), so that each step's product reads it as
-    // gemm's column-major left operand, without packing it again at every step.
-    let mut w_hh_t = vec![0.0f32; gates * hd];
-    for (k, row) in w.w_hh.chunks_exact(hd).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            w_hh_t[j * gates + k] = v;
+    // gemm's column-major left operand, without packing it again at every step; not worth its
+    // copy for a few steps (generation runs one step per call).
+    let w_hh_t = (time >= TRANSPOSE_FROM).then(|| {
+        let mut t = vec![0.0f32; gates * hd];
+        for (k, row) in w.w_hh.chunks_exact(hd).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                t[j * gates + k] = v;
+            }
         }
-    }
+        t
+    });
     // The sequences are independent: each chunk of them runs its whole recurrence on one
     // thread, with no hand-off between threads at each step.
     let chunks = split_batch(batch);
@@ -263,7 +270,16 @@ pub fn forward(
         };
         let c0 = if lstm { &c0[b0 * hd..b1 * hd] } else { &[][..] };
         let mask = mask.map(|m| &m[b0 * time..b1 * time]);
-        recur(&chunk, w, &w_hh_t, &h0[b0 * hd..b1 * hd], c0, mask, ws, out);
+        recur(
+            &chunk,
+            w,
+            w_hh_t.as_deref(),
+            &h0[b0 * hd..b1 * hd],
+            c0,
+            mask,
+            ws,
+            out,
+        );
     };
     if jobs.len() > 1 {
         use rayon::prelude::*;
@@ -311,7 +327,7 @@ fn split_rows<'a>(
 fn recur(
     g: &Geometry,
     w: &Weights,
-    w_hh_t: &[f32],
+    w_hh_t: Option<&[f32]>,
     h0: &[f32],
     c0: &[f32],
     mask: Option<&[f32]>,
@@ -339,17 +355,25 @@ fn recur(
         }
         // Each step's product transposed, `gates^T = w_hh h^T`: gemm then runs its widest
         // kernel down the `G` rows, with every operand in the layout it reads unpacked.
-        let state_t = View::row_major(0, batch, hd).t();
-        let weights = View::row_major(0, hd, gates).t();
+        let product = |dst: &mut [f32], d: View, h: &[f32], accumulate: bool| match w_hh_t {
+            Some(w_t) => {
+                let weights = View::row_major(0, hd, gates).t();
+                let state_t = View::row_major(0, batch, hd).t();
+                matmul(dst, d.t(), w_t, weights, h, state_t, accumulate);
+            }
+            None => {
+                let weights_t = View::row_major(0, gates, hd).t();
+                let state = View::row_major(0, batch, hd);
+                matmul(dst, d, h, state, w.w_hh, weights_t, accumulate);
+            }
+        };
         match g.cell {
             RecurrentCell::Gru => {
-                let dst = View::row_major(0, batch, gates).t();
-                matmul(&mut gh, dst, w_hh_t, weights, &h, state_t, false);
+                product(&mut gh, View::row_major(0, batch, gates), &h, false);
                 gru_step(g, t, workspace, &gh, w.b_hh, &mut h, packed, mask);
             }
             cell => {
-                let dst = g.step_rows(t, width, 0, gates).t();
-                matmul(workspace, dst, w_hh_t, weights, &h, state_t, true);
+                product(workspace, g.step_rows(t, width, 0, gates), &h, true);
                 if cell == RecurrentCell::Lstm {
                     lstm_step(g, t, workspace, &mut h, &mut c, packed, mask);
                 } else {
@@ -892,11 +916,13 @@ mod tests {
     }
 
     impl Case {
-        fn new(cell: RecurrentCell, reverse: bool, masked: bool) -> Self {
+        /// Three sequences of `time` steps (lengths `time`, `time / 2` and `time - 1` when
+        /// masked); from `TRANSPOSE_FROM` steps on the products take the transposed `w_hh`.
+        fn new(cell: RecurrentCell, reverse: bool, masked: bool, time: usize) -> Self {
             let g = Geometry {
                 cell,
                 batch: 3,
-                time: 4,
+                time,
                 d_input: 5,
                 d_hidden: 6,
                 reverse,
@@ -904,14 +930,14 @@ mod tests {
             let gates = g.gates();
             let mask = masked.then(|| {
                 // Lengths 4, 2 and 3.
-                let lengths = [4, 2, 3];
+                let lengths = [time, time / 2, time - 1];
                 (0..3)
-                    .flat_map(|b| (0..4).map(move |t| if t < lengths[b] { 1.0 } else { 0.0 }))
+                    .flat_map(|b| (0..time).map(move |t| if t < lengths[b] { 1.0 } else { 0.0 }))
                     .collect()
             });
             Self {
                 g,
-                x: values(3 * 4 * 5, 1, 1.0),
+                x: values(3 * time * 5, 1, 1.0),
                 w_ih: values(gates * 5, 2, 0.5),
                 w_hh: values(gates * 6, 3, 0.5),
                 b_ih: values(gates, 4, 0.3),
@@ -1034,15 +1060,18 @@ mod tests {
         for cell in CELLS {
             for reverse in [false, true] {
                 for masked in [false, true] {
-                    let case = Case::new(cell, reverse, masked);
-                    let got = case.run();
-                    let want = reference(&case);
-                    assert_eq!(got.len(), want.len());
-                    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (*a as f64 - b).abs() < 1e-5,
-                            "{cell:?} reverse {reverse} masked {masked} at {k}: {a} vs {b}"
-                        );
+                    for time in [4, TRANSPOSE_FROM + 3] {
+                        let case = Case::new(cell, reverse, masked, time);
+                        let got = case.run();
+                        let want = reference(&case);
+                        assert_eq!(got.len(), want.len());
+                        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (*a as f64 - b).abs() < 1e-5,
+                                "{cell:?} reverse {reverse} masked {masked} time {time} at {k}: \
+                             {a} vs {b}"
+                            );
+                        }
                     }
                 }
             }
@@ -1057,71 +1086,73 @@ mod tests {
         for cell in CELLS {
             for reverse in [false, true] {
                 for masked in [false, true] {
-                    let case = Case::new(cell, reverse, masked);
-                    let v = values(case.g.packed_len(), 11, 1.0);
-                    let mut ws = vec![0.0; case.g.workspace_len()];
-                    let _ = forward(
-                        &case.g,
-                        &case.x,
-                        &case.weights(),
-                        &case.h0,
-                        &case.c0,
-                        case.mask.as_deref(),
-                        &mut ws,
-                    );
-                    let grads = backward(
-                        &case.g,
-                        &case.x,
-                        &case.weights(),
-                        &ws,
-                        case.mask.as_deref(),
-                        &v,
-                    );
-                    let objective = |c: &Case| -> f64 {
-                        c.run()
-                            .iter()
-                            .zip(&v)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum()
-                    };
-                    let fields: [(&str, &Vec<f32>, Field); 7] = [
-                        ("x", &grads.x, |c| &mut c.x),
-                        ("w_ih", &grads.w_ih, |c| &mut c.w_ih),
-                        ("w_hh", &grads.w_hh, |c| &mut c.w_hh),
-                        ("b_ih", &grads.b_ih, |c| &mut c.b_ih),
-                        ("b_hh", &grads.b_hh, |c| &mut c.b_hh),
-                        ("h0", &grads.h0, |c| &mut c.h0),
-                        ("c0", &grads.c0, |c| &mut c.c0),
-                    ];
-                    for (k, (name, grad, field)) in fields.into_iter().enumerate() {
-                        let mut probe = Case::new(cell, reverse, masked);
-                        let direction = values(field(&mut probe).len(), 20 + k as u32, 1.0);
-                        // Smaller for ReLU, whose kinks a larger step may cross.
-                        let eps = if cell == RecurrentCell::RnnRelu {
-                            1e-3f32
-                        } else {
-                            1e-2
-                        };
-                        let shifted = |sign: f32| {
-                            let mut c = Case::new(cell, reverse, masked);
-                            for (p, d) in field(&mut c).iter_mut().zip(&direction) {
-                                *p += sign * eps * d;
-                            }
-                            objective(&c)
-                        };
-                        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-                        let analytic: f64 = grad
-                            .iter()
-                            .zip(&direction)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum();
-                        assert_eq!(grad.len(), direction.len(), "{name} length");
-                        let tol = 2e-3 * (1.0 + analytic.abs());
-                        assert!(
-                            (numeric - analytic).abs() < tol,
-                            "{cell:?} reverse {reverse} masked {masked} {name}: \
-                             numeric {numeric} vs analytic {analytic}"
+                    for time in [4, TRANSPOSE_FROM + 3] {
+                        let case = Case::new(cell, reverse, masked, time);
+                        let v = values(case.g.packed_len(), 11, 1.0);
+                        let mut ws = vec![0.0; case.g.workspace_len()];
+                        let _ = forward(
+                            &case.g,
+                            &case.x,
+                            &case.weights(),
+                            &case.h0,
+                            &case.c0,
+                            case.mask.as_deref(),
+                            &mut ws,
                         );
+                        let grads = backward(
+                            &case.g,
+                            &case.x,
+                            &case.weights(),
+                            &ws,
+                            case.mask.as_deref(),
+                            &v,
+                        );
+                        let objective = |c: &Case| -> f64 {
+                            c.run()
+                                .iter()
+                                .zip(&v)
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum()
+                        };
+                        let fields: [(&str, &Vec<f32>, Field); 7] = [
+                            ("x", &grads.x, |c| &mut c.x),
+                            ("w_ih", &grads.w_ih, |c| &mut c.w_ih),
+                            ("w_hh", &grads.w_hh, |c| &mut c.w_hh),
+                            ("b_ih", &grads.b_ih, |c| &mut c.b_ih),
+                            ("b_hh", &grads.b_hh, |c| &mut c.b_hh),
+                            ("h0", &grads.h0, |c| &mut c.h0),
+                            ("c0", &grads.c0, |c| &mut c.c0),
+                        ];
+                        for (k, (name, grad, field)) in fields.into_iter().enumerate() {
+                            let mut probe = Case::new(cell, reverse, masked, time);
+                            let direction = values(field(&mut probe).len(), 20 + k as u32, 1.0);
+                            // Smaller for ReLU, whose kinks a larger step may cross.
+                            let eps = if cell == RecurrentCell::RnnRelu {
+                                1e-3f32
+                            } else {
+                                1e-2
+                            };
+                            let shifted = |sign: f32| {
+                                let mut c = Case::new(cell, reverse, masked, time);
+                                for (p, d) in field(&mut c).iter_mut().zip(&direction) {
+                                    *p += sign * eps * d;
+                                }
+                                objective(&c)
+                            };
+                            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+                            let analytic: f64 = grad
+                                .iter()
+                                .zip(&direction)
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum();
+                            assert_eq!(grad.len(), direction.len(), "{name} length");
+                            let tol = 2e-3 * (1.0 + analytic.abs());
+                            assert!(
+                                (numeric - analytic).abs() < tol,
+                                "{cell:?} reverse {reverse} masked {masked} time {time} {name}: \
+                             numeric {numeric} vs analytic {analytic}"
+                            );
+                        }
                     }
                 }
             }

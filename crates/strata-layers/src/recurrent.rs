@@ -761,7 +761,7 @@ mod tests {
                 CellKind::Lstm,
                 CellKind::Gru,
             ] {
-                compare(cell, true, 2, true, &[5, 2, 4], (3, 6), 7).expect("fused = composed");
+                compare(cell, true, 2, true, &[9, 2, 4], (3, 6), 7).expect("fused = composed");
             }
         }
 
@@ -778,7 +778,7 @@ mod tests {
                 bidirectional in any::<bool>(),
                 n_layers in 1usize..3,
                 bias in any::<bool>(),
-                lengths in prop::collection::vec(1usize..7, 1..5),
+                lengths in prop::collection::vec(1usize..11, 1..5),
                 d_in in 1usize..6,
                 d_hidden in 1usize..9,
                 seed in any::<u64>(),
