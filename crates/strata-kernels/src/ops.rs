@@ -749,39 +749,8 @@ impl KernelOps for Flex {
         masked: bool,
         spec: RecurrentSpec,
     ) -> Option<FlexTensor> {
-        let mask = masked.then_some(mask);
-        let g = recurrent_geometry(
-            &x,
-            &w_ih,
-            &w_hh,
-            &b_ih,
-            &b_hh,
-            &h0,
-            &c0,
-            mask.as_ref(),
-            spec,
-        )?;
-        let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] =
-            [x, w_ih, w_hh, b_ih, b_hh, h0, c0].map(contiguous);
-        let mask = mask.map(contiguous);
-        let weights = recurrent::Weights {
-            w_ih: slice(&w_ih),
-            w_hh: slice(&w_hh),
-            b_ih: slice(&b_ih),
-            b_hh: slice(&b_hh),
-        };
-        let packed = recurrent::infer(
-            &g,
-            slice(&x),
-            &weights,
-            slice(&h0),
-            slice(&c0),
-            mask.as_ref().map(slice),
-        );
-        Some(shaped(
-            packed,
-            Shape::new([g.batch, g.packed_rows(), g.d_hidden]),
-        ))
+        let inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
+        flex_recurrent(inputs, masked.then_some(mask), spec, false).map(|(packed, _)| packed)
     }
 
     fn kernel_recurrent_train(
@@ -796,41 +765,9 @@ impl KernelOps for Flex {
         masked: bool,
         spec: RecurrentSpec,
     ) -> Option<(FlexTensor, FlexTensor)> {
-        let mask = masked.then_some(mask);
-        let g = recurrent_geometry(
-            &x,
-            &w_ih,
-            &w_hh,
-            &b_ih,
-            &b_hh,
-            &h0,
-            &c0,
-            mask.as_ref(),
-            spec,
-        )?;
-        let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] =
-            [x, w_ih, w_hh, b_ih, b_hh, h0, c0].map(contiguous);
-        let mask = mask.map(contiguous);
-        let weights = recurrent::Weights {
-            w_ih: slice(&w_ih),
-            w_hh: slice(&w_hh),
-            b_ih: slice(&b_ih),
-            b_hh: slice(&b_hh),
-        };
-        let mut workspace = vec![0.0f32; g.workspace_len()];
-        let packed = recurrent::forward(
-            &g,
-            slice(&x),
-            &weights,
-            slice(&h0),
-            slice(&c0),
-            mask.as_ref().map(slice),
-            &mut workspace,
-        );
-        Some((
-            shaped(packed, Shape::new([g.batch, g.packed_rows(), g.d_hidden])),
-            shaped(workspace, Shape::new([g.batch, g.time, g.width()])),
-        ))
+        let inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
+        let (packed, workspace) = flex_recurrent(inputs, masked.then_some(mask), spec, true)?;
+        Some((packed, workspace?))
     }
 
     fn kernel_recurrent_backward(
@@ -899,6 +836,38 @@ impl KernelOps for Flex {
             shaped(grads.c0, state()),
         )
     }
+}
+
+/// A recurrent direction on flex (`inputs`: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, `h0`, `c0`):
+/// the packed output and, when `keep` (training), the workspace its backward pass reads; `None`
+/// when the shapes or types do not fit the kernel.
+fn flex_recurrent(
+    inputs: [FlexTensor; 7],
+    mask: Option<FlexTensor>,
+    spec: RecurrentSpec,
+    keep: bool,
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
+    let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] = &inputs;
+    let g = recurrent_geometry(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask.as_ref(), spec)?;
+    let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] = inputs.map(contiguous);
+    let mask = mask.map(contiguous);
+    let weights = recurrent::Weights {
+        w_ih: slice(&w_ih),
+        w_hh: slice(&w_hh),
+        b_ih: slice(&b_ih),
+        b_hh: slice(&b_hh),
+    };
+    let (x, h0, c0, mask) = (slice(&x), slice(&h0), slice(&c0), mask.as_ref().map(slice));
+    let (packed, workspace) = if keep {
+        let mut workspace = vec![0.0f32; g.workspace_len()];
+        let packed = recurrent::forward(&g, x, &weights, h0, c0, mask, &mut workspace);
+        let workspace = shaped(workspace, Shape::new([g.batch, g.time, g.width()]));
+        (packed, Some(workspace))
+    } else {
+        (recurrent::infer(&g, x, &weights, h0, c0, mask), None)
+    };
+    let packed = shaped(packed, Shape::new([g.batch, g.packed_rows(), g.d_hidden]));
+    Some((packed, workspace))
 }
 
 /// The sizes of a recurrent run when every tensor is f32 and their shapes agree (the layer
