@@ -253,10 +253,9 @@ pub fn forward(
     // The sequences are independent: each chunk of them runs its whole recurrence on one
     // thread, with no hand-off between threads at each step.
     let chunks = split_batch(batch);
-    let per = |n: usize| move |b: usize| b * n;
     let rows = g.packed_rows();
-    let ws_parts = split_rows(workspace, &chunks, per(time * width));
-    let packed_parts = split_rows(&mut packed, &chunks, per(rows * hd));
+    let ws_parts = split_rows(workspace, &chunks, time * width);
+    let packed_parts = split_rows(&mut packed, &chunks, rows * hd);
     let jobs: Vec<_> = chunks
         .iter()
         .zip(ws_parts)
@@ -281,13 +280,18 @@ pub fn forward(
             out,
         );
     };
+    run_jobs(jobs, run);
+    packed
+}
+
+/// `run` over the chunks' jobs: on rayon's threads when there are several.
+fn run_jobs<J: Send>(jobs: Vec<J>, run: impl Fn(J) + Send + Sync) {
     if jobs.len() > 1 {
         use rayon::prelude::*;
         jobs.into_par_iter().for_each(run);
     } else {
         jobs.into_iter().for_each(run);
     }
-    packed
 }
 
 /// Chunks of the batch, one per thread when the caller is not already on a worker thread:
@@ -304,16 +308,15 @@ fn split_batch(batch: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `buffer` cut into the parts that hold each chunk's sequences, where sequence `b` starts at
-/// `start(b)`.
+/// `buffer` cut into the parts that hold each chunk's sequences, `per_sequence` floats each.
 fn split_rows<'a>(
     mut buffer: &'a mut [f32],
     chunks: &[(usize, usize)],
-    start: impl Fn(usize) -> usize,
+    per_sequence: usize,
 ) -> Vec<&'a mut [f32]> {
     let mut parts = Vec::with_capacity(chunks.len());
     for &(b0, b1) in chunks {
-        let (part, rest) = std::mem::take(&mut buffer).split_at_mut(start(b1) - start(b0));
+        let (part, rest) = std::mem::take(&mut buffer).split_at_mut((b1 - b0) * per_sequence);
         parts.push(part);
         buffer = rest;
     }
@@ -447,15 +450,14 @@ pub fn backward(
         let (dgx, dgh) = buffer.split_at_mut(n);
         // Each chunk of sequences runs its steps back on one thread, as forward.
         let chunks = split_batch(batch);
-        let per = |n: usize| move |b: usize| b * n;
-        let dgx_parts = split_rows(dgx, &chunks, per(time * gates));
+        let dgx_parts = split_rows(dgx, &chunks, time * gates);
         let dgh_parts = if gru {
-            split_rows(dgh, &chunks, per(time * gates))
+            split_rows(dgh, &chunks, time * gates)
         } else {
             chunks.iter().map(|_| Default::default()).collect()
         };
-        let dh_parts = split_rows(&mut out.h0, &chunks, per(hd));
-        let dc_parts = split_rows(&mut out.c0, &chunks, per(hd));
+        let dh_parts = split_rows(&mut out.h0, &chunks, hd);
+        let dc_parts = split_rows(&mut out.c0, &chunks, hd);
         let jobs: Vec<_> = chunks
             .iter()
             .zip(dgx_parts.into_iter().zip(dgh_parts))
@@ -472,12 +474,7 @@ pub fn backward(
             let mask = mask.map(|m| &m[b0 * time..b1 * time]);
             recur_back(&chunk, w, ws, grad, mask, dh, dc, dgx, dgh);
         };
-        if jobs.len() > 1 {
-            use rayon::prelude::*;
-            jobs.into_par_iter().for_each(run);
-        } else {
-            jobs.into_iter().for_each(run);
-        }
+        run_jobs(jobs, run);
         let dgh: &[f32] = if gru { &*dgh } else { &*dgx };
         let all = View::row_major(0, batch * time, gates);
         matmul(

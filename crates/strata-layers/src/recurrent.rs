@@ -412,7 +412,7 @@ impl Recurrent {
         mask: Option<Tensor<2>>,
         state: Option<RecurrentState>,
     ) -> (Tensor<3>, RecurrentState) {
-        if strata_kernels::runs_kernels(&x.device())
+        if self.runs_fused(&x.device())
             && let Some(out) = self.forward_fused(x.clone(), mask.clone(), state.clone())
         {
             return out;
