@@ -25,6 +25,7 @@ use strata::arch::{
     Autoencoder, AutoencoderConfig, CellKind, CharLm, CharLmConfig, CnnConfig, MlpConfig, Network,
     NetworkConfig, RecurrentConfig, ResNetConfig, TransformerLm, TransformerLmConfig,
 };
+use strata::kernels::cross_entropy;
 use strata::loss::{LossConfig, bernoulli_nll, gaussian_kl};
 use strata::optim::OptimizerConfig;
 use strata::tensor::{Backend, TargetBatch};
@@ -159,10 +160,9 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
     let (x, y) = token_batch(batch, time, vocab, &ad);
-    let ce = CrossEntropyLossConfig::new().init(&ad);
     let step = |lm: CharLm| -> CharLm {
         let (logits, _) = lm.forward(x.clone(), None);
-        let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
+        let l = cross_entropy(logits.reshape([batch * time, vocab]), y.clone());
         let _ = l.clone().into_data();
         let grads = GradientsParams::from_grads(l.backward(), &lm);
         optim.step(1e-3, lm, grads)
@@ -211,10 +211,9 @@ fn bench_transformer(device: &Device, steps: usize, warmup: usize) -> f64 {
         .expect("valid config");
     let mut optim = OptimizerConfig::default().build().expect("adam");
     let (x, y) = token_batch(batch, time, vocab, &ad);
-    let ce = CrossEntropyLossConfig::new().init(&ad);
     let step = |lm: TransformerLm| -> TransformerLm {
         let logits = lm.forward(x.clone());
-        let l = ce.forward(logits.reshape([batch * time, vocab]), y.clone());
+        let l = cross_entropy(logits.reshape([batch * time, vocab]), y.clone());
         let _ = l.clone().into_data();
         let grads = GradientsParams::from_grads(l.backward(), &lm);
         optim.step(1e-3, lm, grads)

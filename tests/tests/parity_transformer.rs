@@ -124,7 +124,9 @@ fn multihead_attention_matches_pytorch() {
 #[test]
 fn encoder_layers_match_pytorch_post_and_pre_norm() {
     let all = fixture();
-    for case in ["encoder_post_relu", "encoder_pre_gelu"] {
+    // burn's layer forward, then the same layer through Strata's kernels (flex).
+    let cases = ["encoder_post_relu", "encoder_pre_gelu"];
+    for (case, kernels) in cases.iter().flat_map(|c| [(*c, false), (*c, true)]) {
         let f = &all[case];
         let (device, norm_first, activation) = layer_case(f);
         let mut encoder = TransformerEncoderConfig::new(8, 16, 2, 1)
@@ -136,7 +138,17 @@ fn encoder_layers_match_pytorch_post_and_pre_norm() {
         let layer = load_encoder_layer(encoder.layers.remove(0), &mut sd, "", &device).unwrap();
         sd.finish().unwrap();
         let x = tensor3(&f["x"], &device).require_grad();
-        let y = layer.forward(x.clone(), Some(pad_mask(&f["pad"], &device)), None);
+        let pad = Some(pad_mask(&f["pad"], &device));
+        let y = if kernels {
+            strata::kernels::transformer_encoder_layer(&layer, x.clone(), pad, None, 1e-5)
+        } else {
+            layer.forward(x.clone(), pad, None)
+        };
+        let case = if kernels {
+            format!("{case} (kernels)")
+        } else {
+            case.to_string()
+        };
         close_to(
             &format!("{case} output"),
             to_vec(y.clone()),

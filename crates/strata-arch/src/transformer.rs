@@ -34,9 +34,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::attention::MhaInput;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -83,10 +81,16 @@ pub(crate) struct Stack {
     pub activation: ActivationKind,
 }
 
+/// The epsilon of every layer norm in Strata's transformers (burn's default). burn keeps a
+/// `LayerNorm`'s epsilon private, so the layers are built with this one and Strata's kernels
+/// (`strata_kernels::transformer_encoder`, `layer_norm_layer`) are called with it.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
 /// burn's encoder stack.
 pub(crate) fn encoder_stack(s: &Stack, device: &Device) -> TransformerEncoder {
     TransformerEncoderConfig::new(s.d_model, s.d_ff, s.n_heads, s.n_layers)
         .with_dropout(s.dropout)
+        .with_layer_norm_eps(LAYER_NORM_EPS)
         .with_norm_first(s.norm_first)
         .with_activation(s.activation.config())
         .init(device)
@@ -407,7 +411,9 @@ impl TransformerClassifierConfig {
                 },
                 device,
             ),
-            norm: LayerNormConfig::new(d).init(device),
+            norm: LayerNormConfig::new(d)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
             head: LinearConfig::new(d, self.n_classes).init(device),
             input: self.input.clone(),
         })
@@ -485,7 +491,7 @@ impl TransformerClassifier {
             Some(p) => p.forward(x),
             None => x,
         };
-        (self.dropout.forward(x), mask)
+        (strata_kernels::dropout_layer(&self.dropout, x), mask)
     }
 
     /// Class logits for flat input rows.
@@ -500,14 +506,11 @@ impl TransformerClassifier {
     /// indices must be in range (the data loaders check them).
     pub fn forward_flat(&self, rows: Tensor<2>) -> Tensor<2> {
         let (x, mask) = self.embed(rows);
-        let mut input = TransformerEncoderInput::new(x);
-        if let Some(m) = mask {
-            input = input.mask_pad(m);
-        }
-        let y = self.encoder.forward(input);
+        let y = strata_kernels::transformer_encoder(&self.encoder, x, mask, None, LAYER_NORM_EPS);
         let [batch, _, d] = y.dims();
         let cls = y.narrow(1, 0, 1).reshape([batch, d]);
-        self.head.forward(self.norm.forward(cls))
+        let cls = strata_kernels::layer_norm_layer(&self.norm, cls, LAYER_NORM_EPS);
+        self.head.forward(cls)
     }
 
     /// Each layer's attention weights `[batch, n_heads, 1 + n_tokens, 1 + n_tokens]` (position

@@ -20,7 +20,9 @@ use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::char_lm::{Sampling, check_sampling, sample};
 use crate::error::{Error, check_size};
-use crate::transformer::{Stack, check_transformer, encoder_attention, encoder_stack};
+use crate::transformer::{
+    LAYER_NORM_EPS, Stack, check_transformer, encoder_attention, encoder_stack,
+};
 
 /// Configuration of a [`TransformerLm`].
 #[derive(Config, Debug)]
@@ -115,9 +117,11 @@ impl TransformerLmConfig {
                 },
                 device,
             ),
-            norm: self
-                .norm_first
-                .then(|| LayerNormConfig::new(self.d_model).init(device)),
+            norm: self.norm_first.then(|| {
+                LayerNormConfig::new(self.d_model)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .init(device)
+            }),
             head: LinearConfig::new(self.d_model, self.vocab_size).init(device),
             context: self.context,
         })
@@ -146,12 +150,12 @@ impl TransformerLm {
 
     fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let x = self.positions.forward(self.embedding.forward(tokens));
-        self.dropout.forward(x)
+        strata_kernels::dropout_layer(&self.dropout, x)
     }
 
     fn output(&self, y: Tensor<3>) -> Tensor<3> {
         let y = match &self.norm {
-            Some(n) => n.forward(y),
+            Some(n) => strata_kernels::layer_norm_layer(n, y, LAYER_NORM_EPS),
             None => y,
         };
         self.head.forward(y)
@@ -171,9 +175,8 @@ impl TransformerLm {
         let device = tokens.device();
         let mask = generate_autoregressive_mask(batch, time, &device);
         let x = self.embed(tokens);
-        let y = self
-            .encoder
-            .forward(TransformerEncoderInput::new(x).mask_attn(mask));
+        let y =
+            strata_kernels::transformer_encoder(&self.encoder, x, None, Some(mask), LAYER_NORM_EPS);
         self.output(y)
     }
 

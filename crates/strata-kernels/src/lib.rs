@@ -28,12 +28,14 @@
 pub mod adam;
 pub mod batch_norm;
 pub mod conv;
+mod encoder;
 pub mod gemm;
 pub mod math;
 mod ops;
 pub mod pool;
 pub mod recurrent;
 pub mod sgd;
+pub mod transformer;
 
 use std::sync::OnceLock;
 
@@ -46,7 +48,11 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::{Device, Tensor};
 
 pub use adam::AdamStep;
-pub use ops::{ConvInput, KernelOps};
+pub use encoder::{
+    attention_weights, cross_entropy, dropout, dropout_layer, gelu, layer_norm, layer_norm_layer,
+    transformer_encoder, transformer_encoder_layer,
+};
+pub use ops::{AttentionSpec, ConvInput, KernelOps};
 pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;
 

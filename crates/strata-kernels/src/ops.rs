@@ -23,6 +23,27 @@ use crate::conv::{self, ConvGeometry};
 use crate::pool::{self, PoolGeometry};
 use crate::recurrent::{self, RecurrentSpec};
 use crate::sgd::{self, SgdStep};
+use crate::transformer::{self, AttentionGeometry, DropoutMask};
+
+/// The settings of [`KernelOps::kernel_attention_weights`]: the scores' scale, the score of a
+/// masked position, and the dropout on the weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    /// The scores' factor before the softmax (`1 / sqrt(d_k)`).
+    pub scale: f32,
+    /// The score a masked position gets (burn's `min_float`).
+    pub fill: f32,
+    /// Dropout probability on the weights (0: none).
+    pub prob: f64,
+    /// The dropout mask's seed.
+    pub seed: u64,
+}
+
+impl AttentionSpec {
+    fn dropout(&self) -> Option<DropoutMask> {
+        (self.prob > 0.0).then(|| DropoutMask::new(self.prob, self.seed))
+    }
+}
 
 /// Which input of a convolution a gradient is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +270,104 @@ pub trait KernelOps: Backend {
             spec,
         );
         unreachable!("no recurrent kernel on this backend, so no recurrent backward pass")
+    }
+
+    /// Dropout of `x` by [`DropoutMask::new(prob, seed)`](DropoutMask::new) (also its own
+    /// backward pass, applied to the output's gradient); `None` where this backend has no such
+    /// kernel.
+    fn kernel_dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> Option<FloatTensor<Self>> {
+        let _ = (x, prob, seed);
+        None
+    }
+
+    /// Layer norm over the last dimension of `x`: the output and, per row, the mean and the
+    /// reciprocal standard deviation; `None` where this backend has no such kernel.
+    #[allow(clippy::type_complexity)]
+    fn kernel_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (x, gamma, beta, epsilon);
+        None
+    }
+
+    /// The gradients of [`KernelOps::kernel_layer_norm`] for `x`, `gamma` and `beta`. Only
+    /// called after `kernel_layer_norm` returned a result on this backend.
+    fn kernel_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (x, gamma, mean, rstd, output_grad);
+        unreachable!("no layer-norm kernel on this backend, so no layer-norm backward pass")
+    }
+
+    /// The exact GELU; `None` where this backend has no such kernel.
+    fn kernel_gelu(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        let _ = x;
+        None
+    }
+
+    /// The gradient of [`KernelOps::kernel_gelu`] for `x`.
+    fn kernel_gelu_backward(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::gelu_backward(x, output_grad)
+    }
+
+    /// Attention weights from scores `[B, heads, Tq, Tk]` ([`crate::transformer`]): scaled,
+    /// masked where `hidden` `[B, Tq, Tk]` is nonzero (read only when `masked`), softmax over
+    /// the keys, then dropout. Returns the weights and the probabilities before dropout;
+    /// `None` where this backend has no such kernel.
+    fn kernel_attention_weights(
+        scores: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: AttentionSpec,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (scores, hidden, masked, spec);
+        None
+    }
+
+    /// The scores' gradient of [`KernelOps::kernel_attention_weights`], from its probabilities.
+    /// Only called after `kernel_attention_weights` returned a result on this backend.
+    fn kernel_attention_weights_backward(
+        probabilities: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: AttentionSpec,
+    ) -> FloatTensor<Self> {
+        let _ = (probabilities, output_grad, hidden, masked, spec);
+        unreachable!("no attention kernel on this backend, so no attention backward pass")
+    }
+
+    /// The mean softmax cross-entropy of `logits` `[N, C]` against `targets` `[N]` (class
+    /// indices as floats), as a `[1]` tensor, and each row's logsumexp; `None` where this
+    /// backend has no such kernel or a target is not a class index.
+    fn kernel_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (logits, targets);
+        None
+    }
+
+    /// The logits' gradient of [`KernelOps::kernel_cross_entropy`], given the loss's gradient
+    /// (`[1]`). Only called after `kernel_cross_entropy` returned a result on this backend.
+    fn kernel_cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let _ = (logits, targets, lse, output_grad);
+        unreachable!("no cross-entropy kernel on this backend, so no cross-entropy backward pass")
     }
 }
 
@@ -836,6 +955,177 @@ impl KernelOps for Flex {
             shaped(grads.c0, state()),
         )
     }
+
+    fn kernel_dropout(x: FlexTensor, prob: f64, seed: u64) -> Option<FlexTensor> {
+        if x.dtype() != DType::F32 || !(0.0..1.0).contains(&prob) {
+            return None;
+        }
+        let shape = x.shape();
+        let x = contiguous(x);
+        let y = transformer::dropout(slice(&x), &DropoutMask::new(prob, seed));
+        Some(shaped(y, shape))
+    }
+
+    fn kernel_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+        let shape = x.shape();
+        let d = *shape.last()?;
+        let fits = [&x, &gamma, &beta].iter().all(|t| t.dtype() == DType::F32)
+            && d > 0
+            && gamma.shape() == Shape::new([d])
+            && beta.shape() == Shape::new([d]);
+        if !fits {
+            return None;
+        }
+        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
+        let (y, stats) =
+            transformer::layer_norm_forward(slice(&x), slice(&gamma), slice(&beta), epsilon);
+        Some((shaped(y, shape), vector(stats.mean), vector(stats.rstd)))
+    }
+
+    fn kernel_layer_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        rstd: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let shape = x.shape();
+        let [x, gamma, mean, rstd, dy] = [x, gamma, mean, rstd, output_grad].map(contiguous);
+        let stats = transformer::RowStats {
+            mean: slice(&mean).to_vec(),
+            rstd: slice(&rstd).to_vec(),
+        };
+        let (dx, dgamma, dbeta) =
+            transformer::layer_norm_backward(slice(&x), slice(&gamma), &stats, slice(&dy));
+        (shaped(dx, shape), vector(dgamma), vector(dbeta))
+    }
+
+    fn kernel_gelu(x: FlexTensor) -> Option<FlexTensor> {
+        if x.dtype() != DType::F32 {
+            return None;
+        }
+        let shape = x.shape();
+        let x = contiguous(x);
+        Some(shaped(transformer::gelu(slice(&x)), shape))
+    }
+
+    fn kernel_gelu_backward(x: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let [x, dy] = [x, output_grad].map(contiguous);
+        shaped(transformer::gelu_backward(slice(&x), slice(&dy)), shape)
+    }
+
+    fn kernel_attention_weights(
+        scores: FlexTensor,
+        hidden: FlexTensor,
+        masked: bool,
+        spec: AttentionSpec,
+    ) -> Option<(FlexTensor, FlexTensor)> {
+        let g = attention_geometry(&scores, masked.then_some(&hidden), &spec)?;
+        let shape = scores.shape();
+        let scores = contiguous(scores);
+        let hidden = masked.then(|| contiguous(hidden));
+        let dropout = spec.dropout();
+        let (w, p) = transformer::attention_weights(
+            slice(&scores),
+            hidden.as_ref().map(slice),
+            &g,
+            dropout.as_ref(),
+        );
+        let w = shaped(w, shape.clone());
+        // Without dropout the probabilities are the weights.
+        let p = if dropout.is_some() {
+            shaped(p, shape)
+        } else {
+            w.clone()
+        };
+        Some((w, p))
+    }
+
+    fn kernel_attention_weights_backward(
+        probabilities: FlexTensor,
+        output_grad: FlexTensor,
+        hidden: FlexTensor,
+        masked: bool,
+        spec: AttentionSpec,
+    ) -> FlexTensor {
+        let g = attention_geometry(&probabilities, masked.then_some(&hidden), &spec)
+            .expect("the forward pass's shapes");
+        let shape = probabilities.shape();
+        let [p, dw] = [probabilities, output_grad].map(contiguous);
+        let hidden = masked.then(|| contiguous(hidden));
+        let ds = transformer::attention_weights_backward(
+            slice(&p),
+            slice(&dw),
+            hidden.as_ref().map(slice),
+            &g,
+            spec.dropout().as_ref(),
+        );
+        shaped(ds, shape)
+    }
+
+    fn kernel_cross_entropy(
+        logits: FlexTensor,
+        targets: FlexTensor,
+    ) -> Option<(FlexTensor, FlexTensor)> {
+        let (ls, ts) = (logits.shape(), targets.shape());
+        let fits = logits.dtype() == DType::F32
+            && targets.dtype() == DType::F32
+            && ls.num_dims() == 2
+            && ts.num_dims() == 1
+            && ts[0] == ls[0]
+            && ls[0] > 0
+            && ls[1] > 0;
+        if !fits {
+            return None;
+        }
+        let [logits, targets] = [logits, targets].map(contiguous);
+        let (loss, lse) = transformer::cross_entropy(slice(&logits), slice(&targets), ls[1])?;
+        let mean = loss.iter().map(|&v| v as f64).sum::<f64>() / loss.len() as f64;
+        Some((vector(vec![mean as f32]), vector(lse)))
+    }
+
+    fn kernel_cross_entropy_backward(
+        logits: FlexTensor,
+        targets: FlexTensor,
+        lse: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> FlexTensor {
+        let shape = logits.shape();
+        let [logits, targets, lse, grad] = [logits, targets, lse, output_grad].map(contiguous);
+        let grad = slice(&grad)[0];
+        let dx =
+            transformer::cross_entropy_backward(slice(&logits), slice(&targets), slice(&lse), grad);
+        shaped(dx, shape)
+    }
+}
+
+/// The layout of attention scores `[B, heads, Tq, Tk]` and their mask `[B, Tq, Tk]`, when both
+/// are f32 and agree.
+fn attention_geometry(
+    scores: &FlexTensor,
+    hidden: Option<&FlexTensor>,
+    spec: &AttentionSpec,
+) -> Option<AttentionGeometry> {
+    let s = scores.shape();
+    if scores.dtype() != DType::F32 || s.num_dims() != 4 || s[3] == 0 {
+        return None;
+    }
+    let fits = hidden
+        .is_none_or(|h| h.dtype() == DType::F32 && h.shape() == Shape::new([s[0], s[2], s[3]]));
+    (fits && (0.0..1.0).contains(&spec.prob)).then_some(AttentionGeometry {
+        batch: s[0],
+        heads: s[1],
+        queries: s[2],
+        keys: s[3],
+        scale: spec.scale,
+        fill: spec.fill,
+    })
 }
 
 /// A recurrent direction on flex (`inputs`: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, `h0`, `c0`):
@@ -1073,7 +1363,222 @@ impl<B: Backend + KernelOps> Backward<B, 7> for RecurrentNode {
     }
 }
 
+/// Dropout's node: the mask is recomputed from its seed.
+#[derive(Debug)]
+struct DropoutNode;
+
+impl<B: Backend + KernelOps> Backward<B, 1> for DropoutNode {
+    type State = (f64, u64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (prob, seed) = ops.state;
+        if let Some(node) = node_x {
+            let dx = B::kernel_dropout(grad, prob, seed)
+                .expect("the backend that ran the forward pass runs the same mask");
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
+/// Layer norm's node: it keeps `x`, `gamma` and the rows' statistics.
+#[derive(Debug)]
+struct LayerNormNode;
+
+impl<B: Backend + KernelOps> Backward<B, 3> for LayerNormNode {
+    type State = [FloatTensor<B>; 4];
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [x, gamma, mean, rstd] = ops.state;
+        let (dx, dgamma, dbeta) = B::kernel_layer_norm_backward(x, gamma, mean, rstd, grad);
+        for (node, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// GELU's node: it keeps the input.
+#[derive(Debug)]
+struct GeluNode;
+
+impl<B: Backend + KernelOps> Backward<B, 1> for GeluNode {
+    type State = FloatTensor<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::kernel_gelu_backward(ops.state, grad));
+        }
+    }
+}
+
+/// The attention weights' node: it keeps the probabilities before dropout and the mask.
+#[derive(Debug)]
+struct AttentionNode;
+
+impl<B: Backend + KernelOps> Backward<B, 1> for AttentionNode {
+    type State = (FloatTensor<B>, FloatTensor<B>, bool, AttentionSpec);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_scores] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (p, hidden, masked, spec) = ops.state;
+        if let Some(node) = node_scores {
+            let ds = B::kernel_attention_weights_backward(p, grad, hidden, masked, spec);
+            grads.register::<B>(node.id, ds);
+        }
+    }
+}
+
+/// Cross-entropy's node (the logits' gradient; targets take none): it keeps the logits, the
+/// targets and the rows' logsumexp.
+#[derive(Debug)]
+struct CrossEntropyNode;
+
+impl<B: Backend + KernelOps> Backward<B, 1> for CrossEntropyNode {
+    type State = [FloatTensor<B>; 3];
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_logits] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let [logits, targets, lse] = ops.state;
+        if let Some(node) = node_logits {
+            let dx = B::kernel_cross_entropy_backward(logits, targets, lse, grad);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C> {
+    fn kernel_dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> Option<FloatTensor<Self>> {
+        let prep = DropoutNode
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let x = x.into_primitive();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                Some(prep.finish((prob, seed), B::kernel_dropout(x, prob, seed)?))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_dropout(x, prob, seed)?)),
+        }
+    }
+
+    fn kernel_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+        let prep = LayerNormNode
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let [x, gamma, beta] = [x, gamma, beta].map(|t| t.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (y, mean, rstd) =
+                    B::kernel_layer_norm(x.clone(), gamma.clone(), beta, epsilon)?;
+                let state = [x, gamma, mean.clone(), rstd.clone()];
+                Some((
+                    prep.finish(state, y),
+                    Self::from_inner(mean),
+                    Self::from_inner(rstd),
+                ))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, rstd) = B::kernel_layer_norm(x, gamma, beta, epsilon)?;
+                Some((
+                    prep.finish(y),
+                    Self::from_inner(mean),
+                    Self::from_inner(rstd),
+                ))
+            }
+        }
+    }
+
+    fn kernel_gelu(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        let prep = GeluNode.prepare::<C>([x.node()]).compute_bound().stateful();
+        let x = x.into_primitive();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::kernel_gelu(x.clone())?;
+                Some(prep.finish(x, y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_gelu(x)?)),
+        }
+    }
+
+    fn kernel_attention_weights(
+        scores: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: AttentionSpec,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let prep = AttentionNode
+            .prepare::<C>([scores.node()])
+            .compute_bound()
+            .stateful();
+        let [scores, hidden] = [scores, hidden].map(|t| t.into_primitive());
+        let (w, p) = B::kernel_attention_weights(scores, hidden.clone(), masked, spec)?;
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let state = (p.clone(), hidden, masked, spec);
+                Some((prep.finish(state, w), Self::from_inner(p)))
+            }
+            OpsKind::UnTracked(prep) => Some((prep.finish(w), Self::from_inner(p))),
+        }
+    }
+
+    fn kernel_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let prep = CrossEntropyNode
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful();
+        let [logits, targets] = [logits, targets].map(|t| t.into_primitive());
+        let (loss, lse) = B::kernel_cross_entropy(logits.clone(), targets.clone())?;
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let state = [logits, targets, lse.clone()];
+                Some((prep.finish(state, loss), Self::from_inner(lse)))
+            }
+            OpsKind::UnTracked(prep) => Some((prep.finish(loss), Self::from_inner(lse))),
+        }
+    }
+
     fn kernel_max_pool2d(x: FloatTensor<Self>, options: MaxPoolOptions<2>) -> FloatTensor<Self> {
         match MaxPoolNode
             .prepare::<C>([x.node()])

@@ -136,6 +136,7 @@ impl LossConfig {
                 Box::new(CrossEntropy {
                     inner: config.init(device),
                     n_weights: weights.as_ref().map(Vec::len),
+                    plain: weights.is_none() && *smoothing == 0.0,
                 })
             }
             LossConfig::Mse => Box::new(Mse),
@@ -179,6 +180,8 @@ fn same_batch(outputs: &Tensor<2>, n: usize) -> Result<()> {
 struct CrossEntropy {
     inner: burn::nn::loss::CrossEntropyLoss,
     n_weights: Option<usize>,
+    /// No class weights and no smoothing: Strata's fused kernel on flex.
+    plain: bool,
 }
 
 impl Loss for CrossEntropy {
@@ -195,6 +198,9 @@ impl Loss for CrossEntropy {
                 "{n} class weights for {} classes",
                 outputs.dims()[1]
             )));
+        }
+        if self.plain {
+            return Ok(strata_kernels::cross_entropy(outputs, t.clone()));
         }
         Ok(self.inner.forward(outputs, t.clone()))
     }

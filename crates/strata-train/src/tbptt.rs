@@ -10,7 +10,6 @@ use crate::transfer::Tuner;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use strata_data::{TokenChunk, TokenStreams};
@@ -78,7 +77,6 @@ where
 {
     let streams = TokenStreams::new(tokens, batch.min(tokens.len() / 2).max(1))
         .map_err(|e| Error::Invalid(format!("evaluation text: {e}")))?;
-    let ce = CrossEntropyLossConfig::new().init(device);
     let mut state = None;
     let (mut sum, mut n) = (0.0f64, 0usize);
     for k in 0..streams.n_chunks(seq_len) {
@@ -86,7 +84,7 @@ where
         let (x, y) = chunk_tensors(&chunk, device);
         let (logits, s) = forward(model, x, state);
         let [b, t, v] = logits.dims();
-        let loss = scalar(ce.forward(logits.reshape([b * t, v]), y)) as f64;
+        let loss = scalar(strata_kernels::cross_entropy(logits.reshape([b * t, v]), y)) as f64;
         sum += loss * (b * t) as f64;
         n += b * t;
         state = Some(s);
@@ -135,7 +133,6 @@ where
         .steps_per_epoch
         .unwrap_or_else(|| streams.n_chunks(f.seq_len))
         .max(1);
-    let ce = CrossEntropyLossConfig::new().init(&device);
     let mut carry: Option<S> = None;
     let mut epochs_this_call = 0usize;
 
@@ -165,7 +162,7 @@ where
             let (logits, s) = (f.forward)(&model, x, carry.take());
             carry = Some((f.detach)(s));
             let [b, t, v] = logits.dims();
-            let loss = ce.forward(logits.reshape([b * t, v]), y);
+            let loss = strata_kernels::cross_entropy(logits.reshape([b * t, v]), y);
             let value = scalar(loss.clone());
             check_finite(value, epoch, step, &state, checkpointer.is_some(), progress)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);

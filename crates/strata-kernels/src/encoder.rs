@@ -1,0 +1,328 @@
+//! burn's transformer pieces through the kernels of [`crate::transformer`]: dropout, layer
+//! norm, GELU, the attention weights and cross-entropy as functions, and burn's own
+//! `Dropout`, `LayerNorm`, `TransformerEncoderLayer` and `TransformerEncoder` modules run
+//! through them (their parameters and records unchanged). On a device without the kernels
+//! (ndarray, wgpu, `STRATA_KERNELS=burn`) each is burn's own op or module forward.
+
+use burn::backend::Dispatch;
+use burn::nn::activation::Activation;
+use burn::nn::attention::MultiHeadAttention;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::transformer::{
+    PositionWiseFeedForward, TransformerEncoder, TransformerEncoderInput, TransformerEncoderLayer,
+};
+use burn::nn::{Dropout, LayerNorm};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor};
+
+use crate::ops::{AttentionSpec, KernelOps};
+use crate::runs_kernels;
+
+/// A seed for a dropout mask, drawn from `device`'s random stream (so a seeded run repeats
+/// its masks).
+fn draw_seed(device: &Device) -> u64 {
+    let draws = Tensor::<1>::random([3], Distribution::Default, device);
+    draws
+        .into_data()
+        .iter::<f32>()
+        .fold(0u64, |seed, u| (seed << 21) ^ (u * 2_097_152.0) as u64)
+}
+
+/// Dropout with probability `prob` in `[0, 1)` (inverted: what is kept is scaled by `1 / (1 -
+/// prob)`), always applied. On flex the mask is a hash of a seed drawn from the device's
+/// random stream and each element's index ([`crate::transformer::DropoutMask`]), and the
+/// backward pass recomputes it; elsewhere it is burn's Bernoulli mask.
+///
+/// # Panics
+/// When `prob` is outside `[0, 1)`.
+pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64) -> Tensor<D> {
+    assert!(
+        (0.0..1.0).contains(&prob),
+        "dropout probability {prob} is outside [0, 1)"
+    );
+    let device = x.device();
+    if prob == 0.0 {
+        return x;
+    }
+    if runs_kernels(&device) {
+        let seed = draw_seed(&device);
+        if let Some(y) =
+            <Dispatch as KernelOps>::kernel_dropout(x.clone().into_dispatch(), prob, seed)
+        {
+            return Tensor::from_dispatch(y);
+        }
+    }
+    let keep = 1.0 - prob;
+    let mask = x.random_like(Distribution::Bernoulli(keep));
+    (x * mask) * (1.0 / keep)
+}
+
+/// burn's `Dropout` layer's forward pass through [`dropout`]: applied only while the layer
+/// trains on an autodiff device, as the layer's own `forward`.
+pub fn dropout_layer<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    if !layer.training.is_enabled() || !x.device().is_autodiff() || layer.prob == 0.0 {
+        return x;
+    }
+    dropout(x, layer.prob)
+}
+
+/// Layer norm over the last dimension, as `burn::tensor::module::layer_norm`: `(x - mean) /
+/// sqrt(var + epsilon) * gamma + beta` with the biased variance. On flex one pass forward and
+/// one backward.
+///
+/// # Panics
+/// As burn's op: when `gamma` (or `beta`) does not have the last dimension's length.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Tensor<D> {
+    if runs_kernels(&x.device()) {
+        let beta_or_zeros = beta.clone().unwrap_or_else(|| gamma.zeros_like());
+        let out = <Dispatch as KernelOps>::kernel_layer_norm(
+            x.clone().into_dispatch(),
+            gamma.clone().into_dispatch(),
+            beta_or_zeros.into_dispatch(),
+            epsilon,
+        );
+        if let Some((y, _, _)) = out {
+            return Tensor::from_dispatch(y);
+        }
+    }
+    burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
+}
+
+/// burn's `LayerNorm` layer's forward pass through [`layer_norm`]. burn keeps the layer's
+/// epsilon private, so the caller passes the one it configured (burn's default is 1e-5).
+pub fn layer_norm_layer<const D: usize>(
+    layer: &LayerNorm,
+    x: Tensor<D>,
+    epsilon: f64,
+) -> Tensor<D> {
+    layer_norm(
+        x,
+        layer.gamma.val(),
+        layer.beta.as_ref().map(|b| b.val()),
+        epsilon,
+    )
+}
+
+/// The exact GELU, `x Phi(x)`, as `burn::tensor::activation::gelu`; on flex one vectorised
+/// pass forward and one backward.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if runs_kernels(&x.device())
+        && let Some(y) = <Dispatch as KernelOps>::kernel_gelu(x.clone().into_dispatch())
+    {
+        return Tensor::from_dispatch(y);
+    }
+    burn::tensor::activation::gelu(x)
+}
+
+/// Attention weights from scores `[batch, heads, queries, keys]`: `softmax(scores * scale)`
+/// over the keys, with the positions where `hidden` `[batch, queries, keys]` is true set to
+/// `fill` first (burn's `min_float`), then dropout with probability `prob` (0: none). On flex
+/// one pass forward and one backward; elsewhere burn's ops, as burn's `MultiHeadAttention`
+/// composes them.
+pub fn attention_weights(
+    scores: Tensor<4>,
+    hidden: Option<Tensor<3, Bool>>,
+    scale: f32,
+    fill: f32,
+    prob: f64,
+) -> Tensor<4> {
+    let device = scores.device();
+    if runs_kernels(&device) {
+        let seed = if prob > 0.0 { draw_seed(&device) } else { 0 };
+        let spec = AttentionSpec {
+            scale,
+            fill,
+            prob,
+            seed,
+        };
+        let masked = hidden.is_some();
+        let mask = match &hidden {
+            Some(h) => h.clone().float(),
+            None => Tensor::<3>::zeros([1, 1, 1], &device),
+        };
+        let out = <Dispatch as KernelOps>::kernel_attention_weights(
+            scores.clone().into_dispatch(),
+            mask.into_dispatch(),
+            masked,
+            spec,
+        );
+        if let Some((w, _)) = out {
+            return Tensor::from_dispatch(w);
+        }
+    }
+    let mut s = scores.mul_scalar(scale);
+    if let Some(h) = hidden {
+        let [b, q, k] = h.dims();
+        s = s.mask_fill(h.reshape([b, 1, q, k]), fill);
+    }
+    let w = burn::tensor::activation::softmax(s, 3);
+    if prob > 0.0 { dropout(w, prob) } else { w }
+}
+
+/// The mean softmax cross-entropy of `logits` `[N, classes]` against class indices `targets`
+/// `[N]`, as burn's `CrossEntropyLoss` with its defaults: a `[1]` tensor. On flex one pass
+/// forward and one backward.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let device = logits.device();
+    if runs_kernels(&device) {
+        let out = <Dispatch as KernelOps>::kernel_cross_entropy(
+            logits.clone().into_dispatch(),
+            targets.clone().float().into_dispatch(),
+        );
+        if let Some((loss, _)) = out {
+            return Tensor::from_dispatch(loss);
+        }
+    }
+    CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(logits, targets)
+}
+
+/// Where keys are hidden from queries, `[batch, queries, keys]`: the padding mask `[batch,
+/// keys]` (true at padding) or'ed with the attention mask.
+fn hidden_positions(
+    mask_pad: Option<Tensor<2, Bool>>,
+    mask_attn: Option<Tensor<3, Bool>>,
+    queries: usize,
+) -> Option<Tensor<3, Bool>> {
+    let pad = mask_pad.map(|m| {
+        let [b, k] = m.dims();
+        m.reshape([b, 1, k]).repeat_dim(1, queries)
+    });
+    match (pad, mask_attn) {
+        (Some(p), Some(a)) => Some(p.bool_or(a)),
+        (p, a) => p.or(a),
+    }
+}
+
+/// Self-attention of burn's `MultiHeadAttention` over `x` `[batch, time, d_model]`, with the
+/// weights through [`attention_weights`].
+fn self_attention(
+    mha: &MultiHeadAttention,
+    x: Tensor<3>,
+    hidden: Option<Tensor<3, Bool>>,
+) -> Tensor<3> {
+    let [batch, time, d_model] = x.dims();
+    let heads = |linear: &burn::nn::Linear| {
+        linear
+            .forward(x.clone())
+            .reshape([batch, time, mha.n_heads, mha.d_k])
+            .swap_dims(1, 2)
+    };
+    let (query, key, value) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
+    let scores = query.matmul(key.transpose());
+    let training = mha.dropout.training.is_enabled() && scores.device().is_autodiff();
+    let prob = if training { mha.dropout.prob } else { 0.0 };
+    let scale = 1.0 / (mha.d_k as f32).sqrt();
+    let weights = attention_weights(scores, hidden, scale, mha.min_float as f32, prob);
+    let context = weights
+        .matmul(value)
+        .swap_dims(1, 2)
+        .reshape([batch, time, d_model]);
+    mha.output.forward(context)
+}
+
+/// burn's position-wise feed-forward block, the GELU through [`gelu`].
+fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
+    let x = pwff.linear_inner.forward(x);
+    let x = match &pwff.activation {
+        Activation::Gelu(g) if !g.approximate => gelu(x),
+        other => other.forward(x),
+    };
+    let x = dropout_layer(&pwff.dropout, x);
+    pwff.linear_outer.forward(x)
+}
+
+/// One layer as burn's `TransformerEncoderLayer::forward`, pre- or post-norm, with `hidden`
+/// the combined mask.
+fn encoder_layer(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    hidden: Option<Tensor<3, Bool>>,
+    epsilon: f64,
+) -> Tensor<3> {
+    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_2, x.clone())
+    } else {
+        x.clone()
+    };
+    let residual = self_attention(&layer.mha, residual, hidden);
+    let mut x = x + dropout_layer(&layer.dropout, residual);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_1, x.clone())
+    } else {
+        x = norm(&layer.norm_1, x);
+        x.clone()
+    };
+    let residual = feed_forward(&layer.pwff, residual);
+    let x = x + dropout_layer(&layer.dropout, residual);
+    if layer.norm_first {
+        x
+    } else {
+        norm(&layer.norm_2, x)
+    }
+}
+
+/// burn's `TransformerEncoderLayer::forward` through the kernels: `x` `[batch, time,
+/// d_model]`, `mask_pad` `[batch, time]` (true at padding), `mask_attn` `[batch, time, time]`
+/// (true where a key is hidden), `epsilon` the layer norms' (burn keeps it private; its
+/// default is 1e-5). Elsewhere than flex, and for quiet-softmax attention, the layer's own
+/// forward.
+pub fn transformer_encoder_layer(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+    mask_attn: Option<Tensor<3, Bool>>,
+    epsilon: f64,
+) -> Tensor<3> {
+    if !runs_kernels(&x.device()) || layer.mha.quiet_softmax {
+        return layer.forward(x, mask_pad, mask_attn);
+    }
+    let hidden = hidden_positions(mask_pad, mask_attn, x.dims()[1]);
+    encoder_layer(layer, x, hidden, epsilon)
+}
+
+/// burn's `TransformerEncoder::forward` through [`transformer_encoder_layer`]: the masks are
+/// combined once for all layers.
+///
+/// ```
+/// use burn::nn::attention::generate_autoregressive_mask;
+/// use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+/// use burn::tensor::{Device, Distribution, Tensor};
+///
+/// let device = Device::flex();
+/// let encoder = TransformerEncoderConfig::new(16, 32, 2, 2).with_dropout(0.0).init(&device);
+/// let x = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device);
+/// let mask = generate_autoregressive_mask(2, 5, &device);
+/// let ours = strata_kernels::transformer_encoder(&encoder, x.clone(), None, Some(mask.clone()), 1e-5);
+/// let burns = encoder.forward(TransformerEncoderInput::new(x).mask_attn(mask));
+/// assert!(ours.sub(burns).abs().max().into_scalar::<f32>() < 1e-5);
+/// ```
+pub fn transformer_encoder(
+    encoder: &TransformerEncoder,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+    mask_attn: Option<Tensor<3, Bool>>,
+    epsilon: f64,
+) -> Tensor<3> {
+    let quiet = encoder.layers.iter().any(|l| l.mha.quiet_softmax);
+    if !runs_kernels(&x.device()) || quiet {
+        let mut input = TransformerEncoderInput::new(x);
+        if let Some(m) = mask_pad {
+            input = input.mask_pad(m);
+        }
+        if let Some(m) = mask_attn {
+            input = input.mask_attn(m);
+        }
+        return encoder.forward(input);
+    }
+    let hidden = hidden_positions(mask_pad, mask_attn, x.dims()[1]);
+    encoder.layers.iter().fold(x, |x, layer| {
+        encoder_layer(layer, x, hidden.clone(), epsilon)
+    })
+}

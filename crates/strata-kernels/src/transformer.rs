@@ -1,0 +1,799 @@
+//! The row kernels of a transformer layer, forward and backward: dropout with a counter-based
+//! mask, layer norm over the last dimension, the exact (erf) GELU, the attention weights
+//! (scale, mask, softmax and dropout in one pass over the scores) and softmax cross-entropy.
+//!
+//! burn composes each of these from 5-15 tensor ops under autodiff; its dropout draws one
+//! ChaCha random number per element on one thread, which was a quarter of the transformer LM's
+//! step in the profile (docs/performance.md). Here each is one or two passes over its rows,
+//! blocks of rows in parallel.
+//!
+//! **Dropout masks** are a hash of `(seed, element index)` ([`DropoutMask`]): the backward pass
+//! recomputes the mask instead of keeping it, and a block of elements needs no random-number
+//! state. The seed is drawn from the device's random stream once per call, so a seeded run
+//! repeats itself; the masks differ from burn's own dropout (another generator), with the same
+//! distribution.
+
+use rayon::prelude::*;
+
+use crate::math::{self, simd};
+
+/// Rows per parallel job of the row kernels.
+const ROWS_PER_JOB: usize = 32;
+
+/// Elements per parallel job of the elementwise kernels.
+const ELEMENTS_PER_JOB: usize = 1 << 14;
+
+/// A dropout mask: element `i` is kept when a hash of `(seed, i)`, uniform on 32 bits, is at
+/// least `prob * 2^32`, and a kept element is scaled by `1 / (1 - prob)` (inverted dropout, as
+/// burn's and PyTorch's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutMask {
+    seed: u64,
+    threshold: u32,
+    scale: f32,
+}
+
+impl DropoutMask {
+    /// The mask that drops each element with probability `prob` (in `[0, 1)`), from `seed`.
+    pub fn new(prob: f64, seed: u64) -> Self {
+        let threshold = (prob * 4_294_967_296.0).round().clamp(0.0, u32::MAX as f64) as u32;
+        Self {
+            seed,
+            threshold,
+            scale: (1.0 / (1.0 - prob)) as f32,
+        }
+    }
+
+    /// Whether element `index` is kept.
+    #[inline(always)]
+    pub fn keeps(&self, index: u64) -> bool {
+        hash(self.seed, index) >= self.threshold
+    }
+
+    /// Element `index`'s factor: `1 / (1 - prob)` where kept, 0 where dropped.
+    #[inline(always)]
+    pub fn factor(&self, index: u64) -> f32 {
+        (self.keeps(index) as u32 as f32) * self.scale
+    }
+}
+
+/// A bijective 32-bit mixer (Wellons' "lowbias32").
+#[inline(always)]
+fn mix(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// A 32-bit hash of `(seed, index)`: two rounds of [`mix`], each keyed by half of the seed.
+#[inline(always)]
+fn hash(seed: u64, index: u64) -> u32 {
+    let low = mix((index as u32) ^ (seed as u32));
+    mix(low.wrapping_add((index >> 32) as u32) ^ (seed >> 32) as u32)
+}
+
+simd! {
+    fn dropout_block(src: &[f32], dst: &mut [f32], mask: &DropoutMask, first: u64) {
+        for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+            // `s * 0` keeps a NaN a NaN, as burn's `x * mask` does.
+            *d = s * mask.factor(first + i as u64);
+        }
+    }
+}
+
+/// `x` times the mask's factors (dropout forward; and its backward, applied to the output's
+/// gradient, since the op is linear with the same mask).
+pub fn dropout(x: &[f32], mask: &DropoutMask) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(ELEMENTS_PER_JOB)
+        .zip(x.par_chunks(ELEMENTS_PER_JOB))
+        .enumerate()
+        .for_each(|(job, (dst, src))| {
+            dropout_block(src, dst, mask, (job * ELEMENTS_PER_JOB) as u64)
+        });
+    out
+}
+
+/// What the layer-norm forward pass keeps for its backward pass: per row, the mean and
+/// `1 / sqrt(variance + epsilon)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowStats {
+    /// Mean of each row.
+    pub mean: Vec<f32>,
+    /// Reciprocal standard deviation of each row (epsilon included).
+    pub rstd: Vec<f32>,
+}
+
+simd! {
+    fn layer_norm_row(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, y: &mut [f32]) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = x.iter().sum::<f32>() / n;
+        let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let rstd = 1.0 / (var + epsilon).sqrt();
+        for (((o, &v), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *o = (v - mean) * rstd * g + b;
+        }
+        (mean, rstd)
+    }
+}
+
+/// Layer norm over rows of `gamma.len()` elements: `(x - mean) / sqrt(var + epsilon) * gamma
+/// + beta`, with the biased variance. Returns the output and the rows' statistics.
+///
+/// # Panics
+/// When `x`'s length is not a multiple of the row length, or `beta`'s length differs from
+/// `gamma`'s.
+pub fn layer_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, RowStats) {
+    let d = gamma.len();
+    assert!(
+        d > 0 && x.len().is_multiple_of(d) && beta.len() == d,
+        "layer norm shapes"
+    );
+    let rows = x.len() / d;
+    let mut y = vec![0.0f32; x.len()];
+    let mut mean = vec![0.0f32; rows];
+    let mut rstd = vec![0.0f32; rows];
+    let block = ROWS_PER_JOB * d;
+    y.par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .zip(mean.par_chunks_mut(ROWS_PER_JOB))
+        .zip(rstd.par_chunks_mut(ROWS_PER_JOB))
+        .for_each(|(((y, x), mean), rstd)| {
+            for (r, (yr, xr)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
+                let (m, s) = layer_norm_row(xr, gamma, beta, epsilon as f32, yr);
+                mean[r] = m;
+                rstd[r] = s;
+            }
+        });
+    (y, RowStats { mean, rstd })
+}
+
+/// The gradients of layer norm for `x`, `gamma` and `beta`, given the output's gradient `dy`
+/// and the forward pass's statistics.
+///
+/// # Panics
+/// When the lengths disagree.
+pub fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &RowStats,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = gamma.len();
+    assert!(
+        d > 0
+            && x.len().is_multiple_of(d)
+            && dy.len() == x.len()
+            && stats.mean.len() == x.len() / d,
+        "layer norm backward shapes"
+    );
+    let mut dx = vec![0.0f32; x.len()];
+    let block = ROWS_PER_JOB * d;
+    // Per job its own partial sums for gamma and beta, added in job order (deterministic).
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .zip(dy.par_chunks(block))
+        .zip(stats.mean.par_chunks(ROWS_PER_JOB))
+        .zip(stats.rstd.par_chunks(ROWS_PER_JOB))
+        .map(|((((dx, x), dy), mean), rstd)| {
+            let mut dgamma = vec![0.0f32; d];
+            let mut dbeta = vec![0.0f32; d];
+            for r in 0..mean.len() {
+                let span = r * d..(r + 1) * d;
+                layer_norm_backward_row(
+                    &x[span.clone()],
+                    &dy[span.clone()],
+                    gamma,
+                    mean[r],
+                    rstd[r],
+                    &mut dx[span],
+                    &mut dgamma,
+                    &mut dbeta,
+                );
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    let mut dgamma = vec![0.0f32; d];
+    let mut dbeta = vec![0.0f32; d];
+    for (pg, pb) in partials {
+        for j in 0..d {
+            dgamma[j] += pg[j];
+            dbeta[j] += pb[j];
+        }
+    }
+    (dx, dgamma, dbeta)
+}
+
+simd! {
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward_row(
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        mean: f32,
+        rstd: f32,
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        let n = x.len() as f32;
+        let mut sum_g = 0.0f32;
+        let mut sum_gx = 0.0f32;
+        for (((&v, &d), &g), (dg, db)) in x.iter().zip(dy).zip(gamma).zip(dgamma.iter_mut().zip(dbeta.iter_mut())) {
+            let xhat = (v - mean) * rstd;
+            let gd = d * g;
+            sum_g += gd;
+            sum_gx += gd * xhat;
+            *dg += d * xhat;
+            *db += d;
+        }
+        let (a, b) = (sum_g / n, sum_gx / n);
+        for (((o, &v), &d), &g) in dx.iter_mut().zip(x).zip(dy).zip(gamma) {
+            let xhat = (v - mean) * rstd;
+            *o = rstd * (d * g - a - xhat * b);
+        }
+    }
+}
+
+/// The standard normal distribution function `Phi(x)`, as `erfc(-x / sqrt 2) / 2` with
+/// Numerical Recipes' Chebyshev fit of `erfc` (fractional error below 1.2e-7 everywhere).
+#[inline(always)]
+fn normal_cdf(x: f32) -> f32 {
+    let z = -x * std::f32::consts::FRAC_1_SQRT_2;
+    let a = z.abs();
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let mut p = 0.170_872_77_f32;
+    p = p * t - 0.822_152_23;
+    p = p * t + 1.488_515_9;
+    p = p * t - 1.135_204;
+    p = p * t + 0.278_868_07;
+    p = p * t - 0.186_288_06;
+    p = p * t + 0.096_784_18;
+    p = p * t + 0.374_091_96;
+    p = p * t + 1.000_023_7;
+    p = p * t - 1.265_512_2;
+    let tail = t * math::exp(-a * a + p);
+    let erfc = if z < 0.0 { 2.0 - tail } else { tail };
+    0.5 * erfc
+}
+
+/// The standard normal density.
+#[inline(always)]
+fn normal_pdf(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    INV_SQRT_2PI * math::exp(-0.5 * x * x)
+}
+
+simd! {
+    fn gelu_block(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * normal_cdf(v);
+        }
+    }
+}
+
+simd! {
+    fn gelu_backward_block(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+            *o = d * (normal_cdf(v) + v * normal_pdf(v));
+        }
+    }
+}
+
+/// The exact GELU, `x Phi(x)`, elementwise.
+pub fn gelu(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(ELEMENTS_PER_JOB)
+        .zip(x.par_chunks(ELEMENTS_PER_JOB))
+        .for_each(|(y, x)| gelu_block(x, y));
+    y
+}
+
+/// The gradient of [`gelu`] for `x`, given the output's gradient `dy`.
+///
+/// # Panics
+/// When the lengths differ.
+pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), dy.len(), "gelu backward lengths");
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(ELEMENTS_PER_JOB)
+        .zip(x.par_chunks(ELEMENTS_PER_JOB))
+        .zip(dy.par_chunks(ELEMENTS_PER_JOB))
+        .for_each(|((dx, x), dy)| gelu_backward_block(x, dy, dx));
+    dx
+}
+
+/// The layout of attention scores `[batch, heads, queries, keys]` and of their optional mask
+/// `[batch, queries, keys]` (shared by the heads; nonzero where a key is hidden from a query).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionGeometry {
+    /// Sequences.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Query positions.
+    pub queries: usize,
+    /// Key positions.
+    pub keys: usize,
+    /// The scores' factor before the softmax (`1 / sqrt(d_k)`).
+    pub scale: f32,
+    /// The score a masked position gets (burn's `min_float`: a large negative number, so a
+    /// wholly masked row spreads evenly, as burn's does).
+    pub fill: f32,
+}
+
+impl AttentionGeometry {
+    /// The mask row of score row `row`.
+    fn mask_row(&self, row: usize) -> usize {
+        let query = row % self.queries;
+        let batch = row / (self.queries * self.heads);
+        batch * self.queries + query
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.heads * self.queries
+    }
+}
+
+simd! {
+    fn softmax_row(s: &[f32], hidden: Option<&[f32]>, scale: f32, fill: f32, p: &mut [f32]) {
+        match hidden {
+            Some(h) => {
+                for ((o, &v), &m) in p.iter_mut().zip(s).zip(h) {
+                    *o = if m != 0.0 { fill } else { v * scale };
+                }
+            }
+            None => {
+                for (o, &v) in p.iter_mut().zip(s) {
+                    *o = v * scale;
+                }
+            }
+        }
+        let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0.0f32;
+        for o in p.iter_mut() {
+            *o = math::exp(*o - max);
+            sum += *o;
+        }
+        let inv = 1.0 / sum;
+        for o in p.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+/// The attention weights from the scores: `softmax(scale * scores)` over the keys, masked
+/// positions set to `fill` before it, then dropout by `mask` when given. Returns the weights
+/// after dropout and the probabilities before it (the backward pass reads them; without
+/// dropout the two are equal and the second is empty).
+///
+/// # Panics
+/// When the lengths do not fit the geometry.
+pub fn attention_weights(
+    scores: &[f32],
+    hidden: Option<&[f32]>,
+    g: &AttentionGeometry,
+    dropout: Option<&DropoutMask>,
+) -> (Vec<f32>, Vec<f32>) {
+    let k = g.keys;
+    assert!(
+        k > 0 && scores.len() == g.rows() * k,
+        "attention score shapes"
+    );
+    assert!(
+        hidden.is_none_or(|h| h.len() == g.batch * g.queries * k),
+        "attention mask shape"
+    );
+    let mut p = vec![0.0f32; scores.len()];
+    let block = ROWS_PER_JOB * k;
+    p.par_chunks_mut(block)
+        .zip(scores.par_chunks(block))
+        .enumerate()
+        .for_each(|(job, (p, s))| {
+            for (r, (pr, sr)) in p.chunks_mut(k).zip(s.chunks(k)).enumerate() {
+                let row = job * ROWS_PER_JOB + r;
+                let h = hidden.map(|h| &h[g.mask_row(row) * k..][..k]);
+                softmax_row(sr, h, g.scale, g.fill, pr);
+            }
+        });
+    match dropout {
+        Some(mask) => (self::dropout(&p, mask), p),
+        None => (p, Vec::new()),
+    }
+}
+
+simd! {
+    fn softmax_backward_row(
+        p: &[f32],
+        dw: &[f32],
+        hidden: Option<&[f32]>,
+        scale: f32,
+        dropout: Option<&DropoutMask>,
+        first: u64,
+        ds: &mut [f32],
+    ) {
+        // The probabilities' gradient: the weights' through the dropout mask.
+        match dropout {
+            Some(mask) => {
+                for (i, (o, &d)) in ds.iter_mut().zip(dw).enumerate() {
+                    *o = d * mask.factor(first + i as u64);
+                }
+            }
+            None => ds.copy_from_slice(dw),
+        }
+        let dot: f32 = ds.iter().zip(p).map(|(&d, &q)| d * q).sum();
+        for (o, &q) in ds.iter_mut().zip(p) {
+            *o = q * (*o - dot) * scale;
+        }
+        if let Some(h) = hidden {
+            for (o, &m) in ds.iter_mut().zip(h) {
+                if m != 0.0 {
+                    *o = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// The scores' gradient of [`attention_weights`], given the probabilities `p` (before dropout)
+/// and the weights' gradient `dw`.
+///
+/// # Panics
+/// When the lengths do not fit the geometry.
+pub fn attention_weights_backward(
+    p: &[f32],
+    dw: &[f32],
+    hidden: Option<&[f32]>,
+    g: &AttentionGeometry,
+    dropout: Option<&DropoutMask>,
+) -> Vec<f32> {
+    let k = g.keys;
+    assert!(
+        k > 0 && p.len() == g.rows() * k && dw.len() == p.len(),
+        "attention backward shapes"
+    );
+    let mut ds = vec![0.0f32; p.len()];
+    let block = ROWS_PER_JOB * k;
+    ds.par_chunks_mut(block)
+        .zip(p.par_chunks(block))
+        .zip(dw.par_chunks(block))
+        .enumerate()
+        .for_each(|(job, ((ds, p), dw))| {
+            for r in 0..p.len() / k {
+                let row = job * ROWS_PER_JOB + r;
+                let span = r * k..(r + 1) * k;
+                let h = hidden.map(|h| &h[g.mask_row(row) * k..][..k]);
+                softmax_backward_row(
+                    &p[span.clone()],
+                    &dw[span.clone()],
+                    h,
+                    g.scale,
+                    dropout,
+                    (row * k) as u64,
+                    &mut ds[span],
+                );
+            }
+        });
+    ds
+}
+
+/// Softmax cross-entropy of `logits` (rows of `classes`) against `targets` (one class index per
+/// row, as f32): each row's loss `logsumexp(row) - row[target]`, and each row's logsumexp (the
+/// backward pass reads it). `None` when a target is not a class index.
+pub fn cross_entropy(
+    logits: &[f32],
+    targets: &[f32],
+    classes: usize,
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let rows = targets.len();
+    assert_eq!(logits.len(), rows * classes, "cross-entropy shapes");
+    let index =
+        |t: f32| (t >= 0.0 && t.fract() == 0.0 && (t as usize) < classes).then_some(t as usize);
+    if targets.iter().any(|&t| index(t).is_none()) {
+        return None;
+    }
+    let (loss, lse): (Vec<f32>, Vec<f32>) = logits
+        .par_chunks(classes)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+            let lse = max + sum.ln();
+            (lse - row[t as usize], lse)
+        })
+        .unzip();
+    Some((loss, lse))
+}
+
+/// The logits' gradient of the mean of [`cross_entropy`]'s row losses, times `grad` (the
+/// mean's gradient): `(softmax(row) - onehot(target)) * grad / rows`.
+pub fn cross_entropy_backward(logits: &[f32], targets: &[f32], lse: &[f32], grad: f32) -> Vec<f32> {
+    let rows = targets.len();
+    let classes = logits.len() / rows.max(1);
+    let factor = grad / rows as f32;
+    let mut dx = vec![0.0f32; logits.len()];
+    dx.par_chunks_mut(classes)
+        .zip(logits.par_chunks(classes))
+        .zip(targets.par_iter().zip(lse.par_iter()))
+        .for_each(|((d, row), (&t, &l))| {
+            for (o, &v) in d.iter_mut().zip(row) {
+                *o = (v - l).exp() * factor;
+            }
+            d[t as usize] -= factor;
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mask_keeps_about_one_minus_p_and_repeats_for_its_seed() {
+        for &p in &[0.0, 0.1, 0.5, 0.9] {
+            let mask = DropoutMask::new(p, 7);
+            let n = 200_000u64;
+            let kept = (0..n).filter(|&i| mask.keeps(i)).count() as f64 / n as f64;
+            // Four standard deviations of a binomial proportion.
+            let sd = (p * (1.0 - p) / n as f64).sqrt();
+            assert!(
+                (kept - (1.0 - p)).abs() <= 4.0 * sd + 1e-9,
+                "p {p}: kept {kept}"
+            );
+        }
+        let a = DropoutMask::new(0.5, 1);
+        let b = DropoutMask::new(0.5, 2);
+        let same = (0..10_000u64).filter(|&i| a.keeps(i) == b.keeps(i)).count();
+        assert!(
+            (4_600..5_400).contains(&same),
+            "seeds 1 and 2 agree on {same} of 10,000"
+        );
+        // Neighbours are independent: pairs (kept, kept) about a quarter.
+        let both = (0..10_000u64)
+            .filter(|&i| a.keeps(2 * i) && a.keeps(2 * i + 1))
+            .count();
+        assert!((2_300..2_700).contains(&both), "{both}");
+    }
+
+    #[test]
+    fn dropout_scales_what_it_keeps_and_zeroes_the_rest() {
+        let x: Vec<f32> = (0..50_000).map(|i| i as f32 * 0.01 - 3.0).collect();
+        let mask = DropoutMask::new(0.25, 99);
+        let y = dropout(&x, &mask);
+        for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
+            let want = if mask.keeps(i as u64) { a / 0.75 } else { 0.0 };
+            assert!(
+                (b - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{i}: {b} vs {want}"
+            );
+        }
+        let nan = dropout(&[f32::NAN; 8], &mask);
+        assert!(nan.iter().all(|v| v.is_nan()));
+    }
+
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layer_norm_matches_its_definition_in_f64() {
+        let (rows, d) = (37, 24);
+        let x = lcg(1, rows * d);
+        let gamma = lcg(2, d);
+        let beta = lcg(3, d);
+        let (y, stats) = layer_norm_forward(&x, &gamma, &beta, 1e-5);
+        for r in 0..rows {
+            let row: Vec<f64> = x[r * d..][..d].iter().map(|&v| v as f64).collect();
+            let mean = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+            let rstd = 1.0 / (var + 1e-5).sqrt();
+            assert!((stats.mean[r] as f64 - mean).abs() < 1e-5);
+            assert!((stats.rstd[r] as f64 - rstd).abs() < 1e-5 * rstd);
+            for j in 0..d {
+                let want = (row[j] - mean) * rstd * gamma[j] as f64 + beta[j] as f64;
+                assert!((y[r * d + j] as f64 - want).abs() < 1e-5, "{r},{j}");
+            }
+        }
+    }
+
+    /// Central differences of `f` at `x` along each coordinate, in f64 of an f32 function.
+    fn numeric_gradient(x: &[f32], f: impl Fn(&[f32]) -> f64) -> Vec<f64> {
+        let h = 1e-2f32;
+        (0..x.len())
+            .map(|i| {
+                let mut a = x.to_vec();
+                let mut b = x.to_vec();
+                a[i] += h;
+                b[i] -= h;
+                (f(&a) - f(&b)) / (2.0 * h as f64)
+            })
+            .collect()
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    fn close(got: &[f32], want: &[f64], tol: f64) {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(1.0f64, |a, b| a.max(b.abs()));
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= tol * scale,
+                "{i}: {g} vs {w} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn layer_norm_gradients_match_finite_differences() {
+        let (rows, d) = (3, 5);
+        let x = lcg(4, rows * d);
+        let gamma = lcg(5, d);
+        let beta = lcg(6, d);
+        let dy = lcg(7, rows * d);
+        let (_, stats) = layer_norm_forward(&x, &gamma, &beta, 1e-5);
+        let (dx, dgamma, dbeta) = layer_norm_backward(&x, &gamma, &stats, &dy);
+        let loss = |x: &[f32], g: &[f32], b: &[f32]| dot(&layer_norm_forward(x, g, b, 1e-5).0, &dy);
+        close(&dx, &numeric_gradient(&x, |v| loss(v, &gamma, &beta)), 2e-3);
+        close(
+            &dgamma,
+            &numeric_gradient(&gamma, |v| loss(&x, v, &beta)),
+            2e-3,
+        );
+        close(
+            &dbeta,
+            &numeric_gradient(&beta, |v| loss(&x, &gamma, v)),
+            2e-3,
+        );
+    }
+
+    #[test]
+    fn gelu_matches_the_erf_definition_and_its_derivative() {
+        let xs: Vec<f32> = (-1200..=1200).map(|i| i as f32 * 0.01).collect();
+        let y = gelu(&xs);
+        let ones = vec![1.0f32; xs.len()];
+        let dx = gelu_backward(&xs, &ones);
+        for (i, &x) in xs.iter().enumerate() {
+            let x64 = x as f64;
+            // erf from its Taylor series would be slow at 12; use the complementary form of
+            // the f64 standard library's pieces: Phi via the libm-quality erfc below.
+            let cdf = 0.5 * erfc64(-x64 / std::f64::consts::SQRT_2);
+            let want = x64 * cdf;
+            assert!(
+                (y[i] as f64 - want).abs() < 2e-6 * want.abs().max(1.0),
+                "gelu({x})"
+            );
+            let pdf = (-0.5 * x64 * x64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let dwant = cdf + x64 * pdf;
+            assert!(
+                (dx[i] as f64 - dwant).abs() < 2e-6,
+                "gelu'({x}) = {} vs {dwant}",
+                dx[i]
+            );
+        }
+        assert!(gelu(&[f32::NAN])[0].is_nan());
+    }
+
+    /// erfc in f64 by the continued fraction (|z| >= 2) or the Taylor series of erf (|z| < 2).
+    fn erfc64(z: f64) -> f64 {
+        if z.abs() < 2.0 {
+            let mut term = z;
+            let mut sum = z;
+            for n in 1..60 {
+                term *= -z * z / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            1.0 - 2.0 / std::f64::consts::PI.sqrt() * sum
+        } else if z > 0.0 {
+            // Lentz's continued fraction for erfc.
+            let mut f = 0.0;
+            for k in (1..80).rev() {
+                f = (k as f64 / 2.0) / (z + f);
+            }
+            (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + f)
+        } else {
+            2.0 - erfc64(-z)
+        }
+    }
+
+    fn geometry(batch: usize, heads: usize, queries: usize, keys: usize) -> AttentionGeometry {
+        AttentionGeometry {
+            batch,
+            heads,
+            queries,
+            keys,
+            scale: 0.5,
+            fill: -1.0e4,
+        }
+    }
+
+    #[test]
+    fn attention_weights_are_a_masked_softmax() {
+        let g = geometry(2, 3, 4, 5);
+        let scores = lcg(8, 2 * 3 * 4 * 5);
+        // Causal mask: key j hidden from query i when j > i.
+        let hidden: Vec<f32> = (0..2 * 4 * 5)
+            .map(|i| ((i % 5) > ((i / 5) % 4)) as u32 as f32)
+            .collect();
+        let (w, _) = attention_weights(&scores, Some(&hidden), &g, None);
+        for row in 0..g.rows() {
+            let q = row % 4;
+            let s = &scores[row * 5..][..5];
+            let visible: Vec<usize> = (0..5).filter(|&j| j <= q).collect();
+            let max = visible
+                .iter()
+                .map(|&j| s[j] as f64 * 0.5)
+                .fold(f64::MIN, f64::max);
+            let z: f64 = visible
+                .iter()
+                .map(|&j| (s[j] as f64 * 0.5 - max).exp())
+                .sum();
+            for j in 0..5 {
+                let want = if j <= q {
+                    (s[j] as f64 * 0.5 - max).exp() / z
+                } else {
+                    0.0
+                };
+                assert!((w[row * 5 + j] as f64 - want).abs() < 1e-6, "{row},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_gradients_match_finite_differences_with_dropout_and_masks() {
+        let g = geometry(2, 2, 3, 4);
+        let n = 2 * 2 * 3 * 4;
+        let scores = lcg(9, n);
+        let hidden: Vec<f32> = (0..2 * 3 * 4).map(|i| (i % 7 == 3) as u32 as f32).collect();
+        let dw = lcg(10, n);
+        for mask in [None, Some(DropoutMask::new(0.3, 5))] {
+            let (w, p) = attention_weights(&scores, Some(&hidden), &g, mask.as_ref());
+            let p = if mask.is_some() { p } else { w };
+            let ds = attention_weights_backward(&p, &dw, Some(&hidden), &g, mask.as_ref());
+            let loss = |s: &[f32]| {
+                dot(
+                    &attention_weights(s, Some(&hidden), &g, mask.as_ref()).0,
+                    &dw,
+                )
+            };
+            close(&ds, &numeric_gradient(&scores, loss), 2e-3);
+        }
+    }
+
+    #[test]
+    fn cross_entropy_matches_pytorch_and_its_gradient() {
+        // torch.nn.functional.cross_entropy on the rows below (as in strata-loss's test).
+        let logits = [2.0, 0.5, -1.0, 0.1, 0.2, 3.0, 1.0, 1.0, 1.0];
+        let targets = [0.0, 2.0, 1.0];
+        let (loss, lse) = cross_entropy(&logits, &targets, 3).expect("valid targets");
+        let mean = loss.iter().sum::<f32>() / 3.0;
+        assert!((mean - 0.483_175).abs() < 1e-6, "{mean}");
+        let dx = cross_entropy_backward(&logits, &targets, &lse, 1.0);
+        let f = |l: &[f32]| {
+            let (loss, _) = cross_entropy(l, &targets, 3).expect("valid");
+            loss.iter().map(|&v| v as f64).sum::<f64>() / 3.0
+        };
+        close(&dx, &numeric_gradient(&logits, f), 1e-3);
+        assert!(cross_entropy(&logits, &[0.0, 3.0, 1.0], 3).is_none());
+        assert!(cross_entropy(&logits, &[0.0, -1.0, 1.0], 3).is_none());
+        assert!(cross_entropy(&logits, &[0.5, 1.0, 1.0], 3).is_none());
+    }
+}

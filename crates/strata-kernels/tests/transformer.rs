@@ -1,0 +1,438 @@
+//! The transformer kernels against burn's own ops on flex, through autodiff: layer norm, GELU,
+//! the attention weights and cross-entropy (outputs within 1e-5, every gradient within 1e-4 of
+//! its scale) over random shapes and masks; a whole `TransformerEncoder`, pre- and post-norm,
+//! against burn's forward and backward; and dropout's mask by its properties (burn draws its
+//! masks from another generator, so no element-wise comparison is possible).
+
+use burn::nn::DropoutConfig;
+use burn::nn::activation::ActivationConfig;
+use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use proptest::prelude::*;
+use strata_tensor::compare::check_close;
+use strata_tensor::convert::to_vec;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// The largest magnitude of `values`, at least 1 (tolerances are relative above 1).
+fn scale(values: &[f32]) -> f32 {
+    values.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Compares result lists: the first (the output) within 1e-5, the rest (gradients) within
+/// 1e-4, each relative to its scale.
+fn compare(names: &[&str], ours: &[Vec<f32>], burns: &[Vec<f32>]) -> Result<(), String> {
+    if ours.len() != burns.len() || ours.len() != names.len() {
+        return Err(format!("{} results against {}", ours.len(), burns.len()));
+    }
+    for (i, (got, want)) in ours.iter().zip(burns).enumerate() {
+        let tol = if i == 0 { 1e-5 } else { 1e-4 };
+        check_close(names[i], got, want, tol * scale(want))?;
+    }
+    Ok(())
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.5), device)
+}
+
+type Norm = fn(Tensor<3>, Tensor<1>, Option<Tensor<1>>, f64) -> Tensor<3>;
+
+fn run_layer_norm(
+    norm: Norm,
+    x: &Tensor<3>,
+    gamma: &Tensor<1>,
+    beta: Option<&Tensor<1>>,
+    up: &Tensor<3>,
+) -> Vec<Vec<f32>> {
+    let x = x.clone().require_grad();
+    let gamma = gamma.clone().require_grad();
+    let beta = beta.map(|b| b.clone().require_grad());
+    let y = norm(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+    let grads = (y.clone() * up.clone()).sum().backward();
+    let mut all = vec![
+        to_vec(y),
+        to_vec(x.grad(&grads).expect("d x")),
+        to_vec(gamma.grad(&grads).expect("d gamma")),
+    ];
+    if let Some(b) = beta {
+        all.push(to_vec(b.grad(&grads).expect("d beta")));
+    }
+    all
+}
+
+fn layer_norm_case(b: usize, t: usize, d: usize, bias: bool) -> Result<(), String> {
+    let dev = device();
+    let x = random([b, t, d], &dev).add_scalar(3.0);
+    let gamma = random([d], &dev);
+    let beta = random([d], &dev);
+    let up = random([b, t, d], &dev);
+    let beta = bias.then_some(&beta);
+    let ours = run_layer_norm(strata_kernels::layer_norm, &x, &gamma, beta, &up);
+    let burns = run_layer_norm(burn::tensor::module::layer_norm, &x, &gamma, beta, &up);
+    let names: &[&str] = if bias {
+        &["output", "d x", "d gamma", "d beta"]
+    } else {
+        &["output", "d x", "d gamma"]
+    };
+    compare(names, &ours, &burns)
+}
+
+fn gelu_case(n: usize, spread: f32) -> Result<(), String> {
+    let dev = device();
+    let x = random([n, 3, 2], &dev).mul_scalar(spread);
+    let up = random([n, 3, 2], &dev);
+    let run = |f: fn(Tensor<3>) -> Tensor<3>| {
+        let x = x.clone().require_grad();
+        let y = f(x.clone());
+        let grads = (y.clone() * up.clone()).sum().backward();
+        vec![to_vec(y), to_vec(x.grad(&grads).expect("d x"))]
+    };
+    let ours = run(strata_kernels::gelu);
+    let burns = run(burn::tensor::activation::gelu);
+    compare(&["output", "d x"], &ours, &burns)
+}
+
+/// Which keys a query may not see: none, padding, causal, or both.
+#[derive(Clone, Copy, Debug)]
+enum Masks {
+    None,
+    Pad,
+    Causal,
+    Both,
+}
+
+fn masks(
+    kind: Masks,
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> (Option<Tensor<2, Bool>>, Option<Tensor<3, Bool>>) {
+    // Sequence i has its last i % t positions padded (never all of them).
+    let pad: Vec<bool> = (0..b * t)
+        .map(|k| {
+            let (i, j) = (k / t, k % t);
+            j >= t - (i % t)
+        })
+        .collect();
+    let pad = Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, t]), device);
+    let causal = generate_autoregressive_mask(b, t, device);
+    match kind {
+        Masks::None => (None, None),
+        Masks::Pad => (Some(pad), None),
+        Masks::Causal => (None, Some(causal)),
+        Masks::Both => (Some(pad), Some(causal)),
+    }
+}
+
+/// burn's `MultiHeadAttention` composition of the weights (scale, mask fill, softmax).
+fn burns_weights(
+    scores: Tensor<4>,
+    hidden: Option<Tensor<3, Bool>>,
+    scale: f32,
+    fill: f32,
+) -> Tensor<4> {
+    let mut s = scores.div_scalar(1.0 / scale);
+    if let Some(h) = hidden {
+        let [b, q, k] = h.dims();
+        s = s.mask_fill(h.reshape([b, 1, q, k]), fill);
+    }
+    burn::tensor::activation::softmax(s, 3)
+}
+
+fn combined(
+    pad: Option<Tensor<2, Bool>>,
+    attn: Option<Tensor<3, Bool>>,
+    t: usize,
+) -> Option<Tensor<3, Bool>> {
+    let pad = pad.map(|p| {
+        let [b, k] = p.dims();
+        p.reshape([b, 1, k]).repeat_dim(1, t)
+    });
+    match (pad, attn) {
+        (Some(p), Some(a)) => Some(p.bool_or(a)),
+        (p, a) => p.or(a),
+    }
+}
+
+fn attention_case(b: usize, h: usize, t: usize, kind: Masks) -> Result<(), String> {
+    let dev = device();
+    let scores = random([b, h, t, t], &dev).mul_scalar(3.0);
+    let up = random([b, h, t, t], &dev);
+    let (pad, attn) = masks(kind, b, t, &dev);
+    let hidden = combined(pad, attn, t);
+    let scale = 0.3;
+    let run = |ours: bool| {
+        let s = scores.clone().require_grad();
+        let w = if ours {
+            strata_kernels::attention_weights(s.clone(), hidden.clone(), scale, -1.0e4, 0.0)
+        } else {
+            burns_weights(s.clone(), hidden.clone(), scale, -1.0e4)
+        };
+        let grads = (w.clone() * up.clone()).sum().backward();
+        vec![to_vec(w), to_vec(s.grad(&grads).expect("d scores"))]
+    };
+    compare(&["weights", "d scores"], &run(true), &run(false))
+}
+
+fn cross_entropy_case(n: usize, c: usize) -> Result<(), String> {
+    let dev = device();
+    let logits = random([n, c], &dev).mul_scalar(4.0);
+    let targets: Vec<i64> = (0..n).map(|i| ((i * 7 + 3) % c) as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &dev);
+    let run = |ours: bool| {
+        let x = logits.clone().require_grad();
+        let loss = if ours {
+            strata_kernels::cross_entropy(x.clone(), targets.clone())
+        } else {
+            CrossEntropyLossConfig::new()
+                .init(&dev)
+                .forward(x.clone(), targets.clone())
+        };
+        let grads = loss.clone().mul_scalar(2.5).backward();
+        vec![to_vec(loss), to_vec(x.grad(&grads).expect("d logits"))]
+    };
+    compare(&["loss", "d logits"], &run(true), &run(false))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn layer_norm_matches_burns(b in 1usize..4, t in 1usize..9, d in 1usize..70, bias in any::<bool>()) {
+        let r = layer_norm_case(b, t, d, bias);
+        prop_assert!(r.is_ok(), "{b}x{t}x{d} bias {bias}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn gelu_matches_burns(n in 1usize..3000, spread in 0.1f32..6.0) {
+        let r = gelu_case(n, spread);
+        prop_assert!(r.is_ok(), "{n} spread {spread}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn attention_weights_match_burns(b in 1usize..4, h in 1usize..4, t in 1usize..40, kind in 0usize..4) {
+        let kind = [Masks::None, Masks::Pad, Masks::Causal, Masks::Both][kind];
+        let r = attention_case(b, h, t, kind);
+        prop_assert!(r.is_ok(), "{b}x{h}x{t} {kind:?}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn cross_entropy_matches_burns(n in 1usize..300, c in 1usize..100) {
+        let r = cross_entropy_case(n, c);
+        prop_assert!(r.is_ok(), "{n}x{c}: {}", r.unwrap_err());
+    }
+}
+
+/// Output, input gradient and a sample of parameter gradients of an encoder on `x`.
+fn encoder_case(norm_first: bool, gelu: bool, kind: Masks, layers: usize) -> Result<(), String> {
+    let dev = device();
+    dev.seed(3);
+    let (b, t, d, heads, ff) = (3, 7, 16, 4, 24);
+    let activation = if gelu {
+        ActivationConfig::Gelu
+    } else {
+        ActivationConfig::Relu
+    };
+    let encoder = TransformerEncoderConfig::new(d, ff, heads, layers)
+        .with_dropout(0.0)
+        .with_norm_first(norm_first)
+        .with_activation(activation)
+        .init(&dev);
+    let x = random([b, t, d], &dev);
+    let up = random([b, t, d], &dev);
+    let (pad, attn) = masks(kind, b, t, &dev);
+    let run = |ours: bool| {
+        let x = x.clone().require_grad();
+        let y = if ours {
+            strata_kernels::transformer_encoder(
+                &encoder,
+                x.clone(),
+                pad.clone(),
+                attn.clone(),
+                1e-5,
+            )
+        } else {
+            let mut input = TransformerEncoderInput::new(x.clone());
+            if let Some(m) = pad.clone() {
+                input = input.mask_pad(m);
+            }
+            if let Some(m) = attn.clone() {
+                input = input.mask_attn(m);
+            }
+            encoder.forward(input)
+        };
+        let grads = (y.clone() * up.clone()).sum().backward();
+        let first = &encoder.layers[0];
+        let last = &encoder.layers[layers - 1];
+        vec![
+            to_vec(y),
+            to_vec(x.grad(&grads).expect("d x")),
+            to_vec(first.mha.query.weight.grad(&grads).expect("d query weight")),
+            to_vec(first.norm_1.gamma.grad(&grads).expect("d norm gamma")),
+            to_vec(
+                last.pwff
+                    .linear_inner
+                    .bias
+                    .as_ref()
+                    .expect("bias")
+                    .grad(&grads)
+                    .expect("d ff bias"),
+            ),
+            to_vec(
+                last.norm_2
+                    .beta
+                    .as_ref()
+                    .expect("beta")
+                    .grad(&grads)
+                    .expect("d norm beta"),
+            ),
+        ]
+    };
+    compare(
+        &[
+            "output",
+            "d x",
+            "d query weight",
+            "d norm_1 gamma",
+            "d ff bias",
+            "d norm_2 beta",
+        ],
+        &run(true),
+        &run(false),
+    )
+}
+
+#[test]
+fn a_whole_encoder_matches_burns_forward_and_backward() {
+    for norm_first in [true, false] {
+        for (gelu, kind, layers) in [
+            (true, Masks::Causal, 2),
+            (true, Masks::Both, 1),
+            (false, Masks::Pad, 2),
+            (true, Masks::None, 1),
+        ] {
+            let r = encoder_case(norm_first, gelu, kind, layers);
+            assert!(
+                r.is_ok(),
+                "norm_first {norm_first}, gelu {gelu}, {kind:?}, {layers} layers: {}",
+                r.unwrap_err()
+            );
+        }
+    }
+}
+
+#[test]
+fn dropout_keeps_one_minus_p_scales_and_passes_gradients_through_the_same_mask() {
+    let dev = device();
+    dev.seed(11);
+    let x = Tensor::<2>::random([200, 500], Distribution::Uniform(1.0, 2.0), &dev).require_grad();
+    let p = 0.3;
+    let y = strata_kernels::dropout(x.clone(), p);
+    let grads = y.clone().sum().backward();
+    let (xs, ys) = (to_vec(x.clone()), to_vec(y));
+    let dx = to_vec(x.grad(&grads).expect("d x"));
+    let kept = ys.iter().filter(|&&v| v != 0.0).count() as f64 / ys.len() as f64;
+    let sd = (p * (1.0 - p) / ys.len() as f64).sqrt();
+    assert!((kept - (1.0 - p)).abs() < 4.0 * sd, "kept {kept}");
+    for i in 0..xs.len() {
+        let factor = if ys[i] != 0.0 {
+            1.0 / (1.0 - p) as f32
+        } else {
+            0.0
+        };
+        assert!((ys[i] - xs[i] * factor).abs() < 1e-6, "output {i}");
+        assert!(
+            (dx[i] - factor).abs() < 1e-6,
+            "gradient {i}: {} vs {factor}",
+            dx[i]
+        );
+    }
+}
+
+#[test]
+fn dropout_repeats_for_a_seed_and_differs_between_calls() {
+    let dev = device();
+    let x = Tensor::<1>::ones([4096], &dev);
+    dev.seed(5);
+    let a = to_vec(strata_kernels::dropout(x.clone(), 0.5));
+    let b = to_vec(strata_kernels::dropout(x.clone(), 0.5));
+    dev.seed(5);
+    let again = to_vec(strata_kernels::dropout(x, 0.5));
+    assert_eq!(a, again, "the same seed gives the same mask");
+    let same = a.iter().zip(&b).filter(|(u, v)| u == v).count();
+    assert!(
+        (1_800..2_300).contains(&same),
+        "two calls agree on {same} of 4096"
+    );
+}
+
+#[test]
+fn the_dropout_layer_is_off_in_evaluation_and_without_autodiff() {
+    let layer = DropoutConfig::new(0.5).init();
+    let plain = Device::flex();
+    let x = Tensor::<2>::ones([8, 8], &plain);
+    assert_eq!(
+        to_vec(strata_kernels::dropout_layer(&layer, x.clone())),
+        to_vec(x)
+    );
+    let ad = device();
+    let x = Tensor::<2>::ones([64, 64], &ad);
+    let on = to_vec(strata_kernels::dropout_layer(&layer, x.clone()));
+    assert!(on.contains(&0.0) && on.contains(&2.0));
+    let mut eval = layer;
+    eval.training = burn::module::Param::from_bool(false);
+    assert!(
+        to_vec(strata_kernels::dropout_layer(&eval, x))
+            .iter()
+            .all(|&v| v == 1.0)
+    );
+}
+
+#[test]
+fn attention_dropout_zeroes_or_scales_the_softmax() {
+    let dev = device();
+    dev.seed(2);
+    let scores = random([2, 3, 17, 17], &dev);
+    let (_, causal) = masks(Masks::Causal, 2, 17, &dev);
+    let plain = to_vec(strata_kernels::attention_weights(
+        scores.clone(),
+        causal.clone(),
+        0.5,
+        -1e4,
+        0.0,
+    ));
+    let dropped = to_vec(strata_kernels::attention_weights(
+        scores, causal, 0.5, -1e4, 0.25,
+    ));
+    let mut zeros = 0;
+    for (&w, &p) in dropped.iter().zip(&plain) {
+        if w == 0.0 {
+            zeros += 1;
+        } else {
+            assert!((w - p / 0.75).abs() < 1e-6, "{w} vs {p} / 0.75");
+        }
+    }
+    let frac = zeros as f64 / plain.len() as f64;
+    assert!((0.2..0.3).contains(&frac), "dropped {frac}");
+}
+
+#[test]
+fn other_backends_get_burns_ops() {
+    #[allow(deprecated)]
+    let dev = Device::ndarray();
+    let x = random([2, 3, 8], &dev);
+    let gamma = random([8], &dev);
+    let ours = to_vec(strata_kernels::layer_norm(
+        x.clone(),
+        gamma.clone(),
+        None,
+        1e-5,
+    ));
+    let burns = to_vec(burn::tensor::module::layer_norm(x, gamma, None, 1e-5));
+    assert_eq!(ours, burns);
+}
