@@ -14,7 +14,7 @@ use burn::nn::transformer::{
 use burn::nn::{Dropout, LayerNorm};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor};
 
-use crate::ops::{AttentionSpec, KernelOps};
+use crate::ops::{AttentionSpec, KernelOps, SelfAttentionSpec};
 use crate::runs_kernels;
 
 /// A seed for a dropout mask, drawn from `device`'s random stream (so a seeded run repeats
@@ -199,30 +199,85 @@ fn hidden_positions(
     }
 }
 
-/// Self-attention of burn's `MultiHeadAttention` over `x` `[batch, time, d_model]`, with the
-/// weights through [`attention_weights`].
+/// Multi-head self-attention from the projections `q`, `k`, `v` `[batch, time, d_model]`
+/// (heads side by side in each row, `d_model / heads` wide): per head `softmax(scale * q k^T)`
+/// with the positions where `hidden` `[batch, time, time]` is true set to `fill` first, then
+/// dropout with probability `prob`, times `v`; the heads' contexts side by side again, before
+/// any output projection. On flex one kernel reads and writes the heads in place (strided
+/// matrix products, no transposed copies) forward and backward; elsewhere burn's ops.
+///
+/// # Panics
+/// When `heads` does not divide `d_model`, or the shapes disagree.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    hidden: Option<Tensor<3, Bool>>,
+    heads: usize,
+    scale: f32,
+    fill: f32,
+    prob: f64,
+) -> Tensor<3> {
+    let [batch, time, d_model] = q.dims();
+    assert!(
+        heads > 0 && d_model.is_multiple_of(heads),
+        "{heads} heads do not divide a width of {d_model}"
+    );
+    let device = q.device();
+    if runs_kernels(&device) {
+        let seed = if prob > 0.0 { draw_seed(&device) } else { 0 };
+        let spec = SelfAttentionSpec {
+            heads,
+            weights: AttentionSpec {
+                scale,
+                fill,
+                prob,
+                seed,
+            },
+        };
+        let masked = hidden.is_some();
+        let mask = match &hidden {
+            Some(h) => h.clone().float(),
+            None => Tensor::<3>::zeros([1, 1, 1], &device),
+        };
+        let out = <Dispatch as KernelOps>::kernel_self_attention(
+            q.clone().into_dispatch(),
+            k.clone().into_dispatch(),
+            v.clone().into_dispatch(),
+            mask.into_dispatch(),
+            masked,
+            spec,
+        );
+        if let Some(ctx) = out {
+            return Tensor::from_dispatch(ctx);
+        }
+    }
+    let d_head = d_model / heads;
+    let split = |t: Tensor<3>| t.reshape([batch, time, heads, d_head]).swap_dims(1, 2);
+    let scores = split(q).matmul(split(k).transpose());
+    let weights = attention_weights(scores, hidden, scale, fill, prob);
+    weights
+        .matmul(split(v))
+        .swap_dims(1, 2)
+        .reshape([batch, time, d_model])
+}
+
+/// Self-attention of burn's `MultiHeadAttention` over `x` `[batch, time, d_model]` through
+/// [`attention`].
 fn self_attention(
     mha: &MultiHeadAttention,
     x: Tensor<3>,
     hidden: Option<Tensor<3, Bool>>,
 ) -> Tensor<3> {
-    let [batch, time, d_model] = x.dims();
-    let heads = |linear: &burn::nn::Linear| {
-        linear
-            .forward(x.clone())
-            .reshape([batch, time, mha.n_heads, mha.d_k])
-            .swap_dims(1, 2)
-    };
-    let (query, key, value) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
-    let scores = query.matmul(key.transpose());
-    let training = mha.dropout.training.is_enabled() && scores.device().is_autodiff();
+    let q = mha.query.forward(x.clone());
+    let k = mha.key.forward(x.clone());
+    let v = mha.value.forward(x);
+    let training = mha.dropout.training.is_enabled() && q.device().is_autodiff();
     let prob = if training { mha.dropout.prob } else { 0.0 };
     let scale = 1.0 / (mha.d_k as f32).sqrt();
-    let weights = attention_weights(scores, hidden, scale, mha.min_float as f32, prob);
-    let context = weights
-        .matmul(value)
-        .swap_dims(1, 2)
-        .reshape([batch, time, d_model]);
+    let fill = mha.min_float as f32;
+    let context = attention(q, k, v, hidden, mha.n_heads, scale, fill, prob);
     mha.output.forward(context)
 }
 

@@ -49,10 +49,10 @@ use burn::tensor::{Device, Tensor};
 
 pub use adam::AdamStep;
 pub use encoder::{
-    attention_weights, cross_entropy, dropout, dropout_layer, gelu, layer_norm, layer_norm_layer,
-    transformer_encoder, transformer_encoder_layer,
+    attention, attention_weights, cross_entropy, dropout, dropout_layer, gelu, layer_norm,
+    layer_norm_layer, transformer_encoder, transformer_encoder_layer,
 };
-pub use ops::{AttentionSpec, ConvInput, KernelOps};
+pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
 pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;
 

@@ -39,6 +39,15 @@ pub struct AttentionSpec {
     pub seed: u64,
 }
 
+/// The settings of [`KernelOps::kernel_self_attention`]: the heads, and the weights' settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfAttentionSpec {
+    /// Heads (they divide the model width).
+    pub heads: usize,
+    /// Scale, mask fill and dropout of the weights.
+    pub weights: AttentionSpec,
+}
+
 impl AttentionSpec {
     fn dropout(&self) -> Option<DropoutMask> {
         (self.prob > 0.0).then(|| DropoutMask::new(self.prob, self.seed))
@@ -345,6 +354,65 @@ pub trait KernelOps: Backend {
     ) -> FloatTensor<Self> {
         let _ = (probabilities, output_grad, hidden, masked, spec);
         unreachable!("no attention kernel on this backend, so no attention backward pass")
+    }
+
+    /// Self-attention from the projections `q`, `k`, `v` `[B, T, heads * d_head]`
+    /// ([`crate::transformer::self_attention`]), masked where `hidden` `[B, T, T]` is nonzero
+    /// (read only when `masked`): the context `[B, T, heads * d_head]`, before the output
+    /// projection; `None` where this backend has no such kernel.
+    fn kernel_self_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: SelfAttentionSpec,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (q, k, v, hidden, masked, spec);
+        None
+    }
+
+    /// [`KernelOps::kernel_self_attention`] that also returns the probabilities and the
+    /// weights after dropout (`[B, heads, T, T]`; the same tensor without dropout).
+    #[allow(clippy::type_complexity)]
+    fn kernel_self_attention_train(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: SelfAttentionSpec,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (q, k, v, hidden, masked, spec);
+        None
+    }
+
+    /// The gradients of [`KernelOps::kernel_self_attention_train`] for `q`, `k` and `v`. Only
+    /// called after `kernel_self_attention_train` returned a result on this backend.
+    #[allow(clippy::too_many_arguments)]
+    fn kernel_self_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        probabilities: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        output_grad: FloatTensor<Self>,
+        spec: SelfAttentionSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (
+            q,
+            k,
+            v,
+            probabilities,
+            weights,
+            hidden,
+            masked,
+            output_grad,
+            spec,
+        );
+        unreachable!("no self-attention kernel on this backend, so no backward pass")
     }
 
     /// The mean softmax cross-entropy of `logits` `[N, C]` against `targets` `[N]` (class
@@ -1069,6 +1137,66 @@ impl KernelOps for Flex {
         shaped(ds, shape)
     }
 
+    fn kernel_self_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        hidden: FlexTensor,
+        masked: bool,
+        spec: SelfAttentionSpec,
+    ) -> Option<FlexTensor> {
+        flex_self_attention([q, k, v], hidden, masked, spec, false).map(|(ctx, _, _)| ctx)
+    }
+
+    fn kernel_self_attention_train(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        hidden: FlexTensor,
+        masked: bool,
+        spec: SelfAttentionSpec,
+    ) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+        let (ctx, p, w) = flex_self_attention([q, k, v], hidden, masked, spec, true)?;
+        let p = p.expect("kept");
+        let w = w.unwrap_or_else(|| p.clone());
+        Some((ctx, p, w))
+    }
+
+    fn kernel_self_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        probabilities: FlexTensor,
+        weights: FlexTensor,
+        hidden: FlexTensor,
+        masked: bool,
+        output_grad: FlexTensor,
+        spec: SelfAttentionSpec,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let g = self_attention_geometry(&q, &k, &v, masked.then_some(&hidden), &spec)
+            .expect("the forward pass's shapes");
+        let shape = q.shape();
+        let dropout = spec.weights.dropout();
+        let [q, k, v, p, w, dctx] = [q, k, v, probabilities, weights, output_grad].map(contiguous);
+        let hidden = masked.then(|| contiguous(hidden));
+        let (dq, dk, dv) = transformer::self_attention_backward(
+            slice(&q),
+            slice(&k),
+            slice(&v),
+            hidden.as_ref().map(slice),
+            &g,
+            dropout.as_ref(),
+            slice(&p),
+            dropout.is_some().then(|| slice(&w)),
+            slice(&dctx),
+        );
+        (
+            shaped(dq, shape.clone()),
+            shaped(dk, shape.clone()),
+            shaped(dv, shape),
+        )
+    }
+
     fn kernel_cross_entropy(
         logits: FlexTensor,
         targets: FlexTensor,
@@ -1103,6 +1231,73 @@ impl KernelOps for Flex {
             transformer::cross_entropy_backward(slice(&logits), slice(&targets), slice(&lse), grad);
         shaped(dx, shape)
     }
+}
+
+/// Self-attention on flex: the context and, when `keep`, the probabilities and (with dropout)
+/// the weights, `[B, heads, T, T]`; `None` when the shapes or types do not fit.
+#[allow(clippy::type_complexity)]
+fn flex_self_attention(
+    qkv: [FlexTensor; 3],
+    hidden: FlexTensor,
+    masked: bool,
+    spec: SelfAttentionSpec,
+    keep: bool,
+) -> Option<(FlexTensor, Option<FlexTensor>, Option<FlexTensor>)> {
+    let [q, k, v] = &qkv;
+    let g = self_attention_geometry(q, k, v, masked.then_some(&hidden), &spec)?;
+    let shape = q.shape();
+    let [q, k, v] = qkv.map(contiguous);
+    let hidden = masked.then(|| contiguous(hidden));
+    let dropout = spec.weights.dropout();
+    let (ctx, saved) = transformer::self_attention(
+        slice(&q),
+        slice(&k),
+        slice(&v),
+        hidden.as_ref().map(slice),
+        &g,
+        dropout.as_ref(),
+        keep,
+    );
+    let square = || Shape::new([g.batch, g.heads, g.time, g.time]);
+    let (p, w) = match saved {
+        Some(saved) => (
+            Some(shaped(saved.probabilities, square())),
+            saved.weights.map(|w| shaped(w, square())),
+        ),
+        None => (None, None),
+    };
+    Some((shaped(ctx, shape), p, w))
+}
+
+/// The sizes of a self-attention over `q`, `k`, `v` `[B, T, D]` with `D` a multiple of the
+/// heads, and its mask `[B, T, T]`, when all are f32 and agree.
+fn self_attention_geometry(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    hidden: Option<&FlexTensor>,
+    spec: &SelfAttentionSpec,
+) -> Option<transformer::SelfAttention> {
+    let s = q.shape();
+    let f32s = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
+    if !f32s || s.num_dims() != 3 || k.shape() != s || v.shape() != s {
+        return None;
+    }
+    let (b, t, d) = (s[0], s[1], s[2]);
+    let fits = spec.heads > 0
+        && d > 0
+        && t > 0
+        && d.is_multiple_of(spec.heads)
+        && (0.0..1.0).contains(&spec.weights.prob)
+        && hidden.is_none_or(|h| h.dtype() == DType::F32 && h.shape() == Shape::new([b, t, t]));
+    fits.then_some(transformer::SelfAttention {
+        batch: b,
+        time: t,
+        heads: spec.heads,
+        d_head: d / spec.heads,
+        scale: spec.weights.scale,
+        fill: spec.weights.fill,
+    })
 }
 
 /// The layout of attention scores `[B, heads, Tq, Tk]` and their mask `[B, Tq, Tk]`, when both
@@ -1455,6 +1650,35 @@ impl<B: Backend + KernelOps> Backward<B, 1> for AttentionNode {
     }
 }
 
+/// Self-attention's node: it keeps `q`, `k`, `v`, the probabilities, the weights and the mask.
+#[derive(Debug)]
+struct SelfAttentionNode;
+
+/// What the self-attention node keeps: `q`, `k`, `v`, the probabilities, the weights and the
+/// mask; whether the mask is read; the spec.
+type SelfAttentionState<B> = ([FloatTensor<B>; 6], bool, SelfAttentionSpec);
+
+impl<B: Backend + KernelOps> Backward<B, 3> for SelfAttentionNode {
+    type State = SelfAttentionState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([q, k, v, p, w, hidden], masked, spec) = ops.state;
+        let (dq, dk, dv) =
+            B::kernel_self_attention_backward(q, k, v, p, w, hidden, masked, grad, spec);
+        for (node, g) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 /// Cross-entropy's node (the logits' gradient; targets take none): it keeps the logits, the
 /// targets and the rows' logsumexp.
 #[derive(Debug)]
@@ -1557,6 +1781,38 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                 Some((prep.finish(state, w), Self::from_inner(p)))
             }
             OpsKind::UnTracked(prep) => Some((prep.finish(w), Self::from_inner(p))),
+        }
+    }
+
+    fn kernel_self_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        masked: bool,
+        spec: SelfAttentionSpec,
+    ) -> Option<FloatTensor<Self>> {
+        let prep = SelfAttentionNode
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful();
+        let [q, k, v, hidden] = [q, k, v, hidden].map(|t| t.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (ctx, p, w) = B::kernel_self_attention_train(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    hidden.clone(),
+                    masked,
+                    spec,
+                )?;
+                let state = ([q, k, v, p, w, hidden], masked, spec);
+                Some(prep.finish(state, ctx))
+            }
+            OpsKind::UnTracked(prep) => {
+                Some(prep.finish(B::kernel_self_attention(q, k, v, hidden, masked, spec)?))
+            }
         }
     }
 

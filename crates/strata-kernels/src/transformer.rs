@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use crate::gemm::{View, matmul};
 use crate::math::{self, simd};
 
 /// Rows per parallel job of the row kernels.
@@ -74,6 +75,56 @@ fn hash(seed: u64, index: u64) -> u32 {
     mix(low.wrapping_add((index >> 32) as u32) ^ (seed >> 32) as u32)
 }
 
+/// Independent accumulators of the row reductions below: a float sum kept in one accumulator
+/// is a serial chain of additions the compiler may not reorder, so a row's sum is kept in this
+/// many lanes (which it vectorises) and added up at the end.
+const LANES: usize = 16;
+
+/// `sum_i f(a_i, b_i, c_i)` in [`LANES`] partial sums (inlined into the caller's `simd!` copy).
+#[inline(always)]
+fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let full = n / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    for ((ca, cb), cc) in a[..full]
+        .chunks_exact(LANES)
+        .zip(b[..full].chunks_exact(LANES))
+        .zip(c[..full].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            acc[l] += f(ca[l], cb[l], cc[l]);
+        }
+    }
+    let mut total = 0.0f32;
+    for i in full..n {
+        total += f(a[i], b[i], c[i]);
+    }
+    acc.iter().fold(total, |t, &v| t + v)
+}
+
+/// `sum_i f(a_i)` in [`LANES`] partial sums.
+#[inline(always)]
+fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum3(a, a, a, |x, _, _| f(x))
+}
+
+/// The largest element (a NaN is skipped here; it still makes the softmax's sum NaN).
+#[inline(always)]
+fn max_of(a: &[f32]) -> f32 {
+    let full = a.len() / LANES * LANES;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for c in a[..full].chunks_exact(LANES) {
+        for l in 0..LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in a[full..].iter().chain(acc.iter()) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
 simd! {
     fn dropout_block(src: &[f32], dst: &mut [f32], mask: &DropoutMask, first: u64) {
         for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
@@ -109,8 +160,8 @@ pub struct RowStats {
 simd! {
     fn layer_norm_row(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, y: &mut [f32]) -> (f32, f32) {
         let n = x.len() as f32;
-        let mean = x.iter().sum::<f32>() / n;
-        let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = sum1(x, |v| v) / n;
+        let var = sum1(x, |v| (v - mean) * (v - mean)) / n;
         let rstd = 1.0 / (var + epsilon).sqrt();
         for (((o, &v), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
             *o = (v - mean) * rstd * g + b;
@@ -226,14 +277,10 @@ simd! {
         dbeta: &mut [f32],
     ) {
         let n = x.len() as f32;
-        let mut sum_g = 0.0f32;
-        let mut sum_gx = 0.0f32;
-        for (((&v, &d), &g), (dg, db)) in x.iter().zip(dy).zip(gamma).zip(dgamma.iter_mut().zip(dbeta.iter_mut())) {
-            let xhat = (v - mean) * rstd;
-            let gd = d * g;
-            sum_g += gd;
-            sum_gx += gd * xhat;
-            *dg += d * xhat;
+        let sum_g = sum3(dy, gamma, gamma, |d, g, _| d * g);
+        let sum_gx = sum3(x, dy, gamma, |v, d, g| d * g * (v - mean) * rstd);
+        for (((&v, &d), dg), db) in x.iter().zip(dy).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+            *dg += d * (v - mean) * rstd;
             *db += d;
         }
         let (a, b) = (sum_g / n, sum_gx / n);
@@ -345,26 +392,25 @@ impl AttentionGeometry {
 }
 
 simd! {
-    fn softmax_row(s: &[f32], hidden: Option<&[f32]>, scale: f32, fill: f32, p: &mut [f32]) {
+    /// One row of scores into probabilities, in place.
+    fn softmax_row(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32) {
         match hidden {
             Some(h) => {
-                for ((o, &v), &m) in p.iter_mut().zip(s).zip(h) {
-                    *o = if m != 0.0 { fill } else { v * scale };
+                for (o, &m) in p.iter_mut().zip(h) {
+                    *o = if m != 0.0 { fill } else { *o * scale };
                 }
             }
             None => {
-                for (o, &v) in p.iter_mut().zip(s) {
-                    *o = v * scale;
+                for o in p.iter_mut() {
+                    *o *= scale;
                 }
             }
         }
-        let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0.0f32;
+        let max = max_of(p);
         for o in p.iter_mut() {
             *o = math::exp(*o - max);
-            sum += *o;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / sum1(p, |v| v);
         for o in p.iter_mut() {
             *o *= inv;
         }
@@ -393,18 +439,15 @@ pub fn attention_weights(
         hidden.is_none_or(|h| h.len() == g.batch * g.queries * k),
         "attention mask shape"
     );
-    let mut p = vec![0.0f32; scores.len()];
+    let mut p = scores.to_vec();
     let block = ROWS_PER_JOB * k;
-    p.par_chunks_mut(block)
-        .zip(scores.par_chunks(block))
-        .enumerate()
-        .for_each(|(job, (p, s))| {
-            for (r, (pr, sr)) in p.chunks_mut(k).zip(s.chunks(k)).enumerate() {
-                let row = job * ROWS_PER_JOB + r;
-                let h = hidden.map(|h| &h[g.mask_row(row) * k..][..k]);
-                softmax_row(sr, h, g.scale, g.fill, pr);
-            }
-        });
+    p.par_chunks_mut(block).enumerate().for_each(|(job, p)| {
+        for (r, pr) in p.chunks_mut(k).enumerate() {
+            let row = job * ROWS_PER_JOB + r;
+            let h = hidden.map(|h| &h[g.mask_row(row) * k..][..k]);
+            softmax_row(pr, h, g.scale, g.fill);
+        }
+    });
     match dropout {
         Some(mask) => (self::dropout(&p, mask), p),
         None => (p, Vec::new()),
@@ -430,7 +473,7 @@ simd! {
             }
             None => ds.copy_from_slice(dw),
         }
-        let dot: f32 = ds.iter().zip(p).map(|(&d, &q)| d * q).sum();
+        let dot = sum3(ds, p, p, |d, q, _| d * q);
         for (o, &q) in ds.iter_mut().zip(p) {
             *o = q * (*o - dot) * scale;
         }
@@ -484,6 +527,233 @@ pub fn attention_weights_backward(
             }
         });
     ds
+}
+
+/// The sizes of a fused self-attention: queries, keys and values `[batch, time, heads *
+/// d_head]` (the projections' outputs, heads side by side in each row, as burn's and PyTorch's
+/// `MultiHeadAttention` lay them out), mask `[batch, time, time]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfAttention {
+    /// Sequences.
+    pub batch: usize,
+    /// Positions.
+    pub time: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Width of a head.
+    pub d_head: usize,
+    /// The scores' factor before the softmax (`1 / sqrt(d_head)`).
+    pub scale: f32,
+    /// The score a masked position gets.
+    pub fill: f32,
+}
+
+impl SelfAttention {
+    fn d_model(&self) -> usize {
+        self.heads * self.d_head
+    }
+
+    /// Head `h`'s `[time, d_head]` block of sequence `b` in a `[batch, time, d_model]` buffer.
+    fn head(&self, b: usize, h: usize) -> View {
+        let d = self.d_model();
+        View {
+            offset: b * self.time * d + h * self.d_head,
+            rows: self.time,
+            cols: self.d_head,
+            row_stride: d,
+            col_stride: 1,
+        }
+    }
+
+    /// The same block inside one sequence's `[time, d_model]` rows.
+    fn head_in_sequence(&self, h: usize) -> View {
+        View {
+            offset: h * self.d_head,
+            ..self.head(0, h)
+        }
+    }
+
+    fn square(&self) -> View {
+        View::row_major(0, self.time, self.time)
+    }
+}
+
+/// What the fused self-attention keeps for its backward pass: the probabilities `[batch,
+/// heads, time, time]` and, with dropout, the weights after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionSaved {
+    /// Softmax probabilities.
+    pub probabilities: Vec<f32>,
+    /// The weights after dropout (`None` without dropout: they are the probabilities).
+    pub weights: Option<Vec<f32>>,
+}
+
+/// Self-attention from the projections: per sequence and head, `softmax(scale * q k^T)`
+/// (masked, then dropout) times `v`, written back with the heads side by side: `[batch, time,
+/// d_model]`. Heads are read and written in place through strided products (no transposed
+/// copies). With `keep`, also what the backward pass reads.
+///
+/// # Panics
+/// When the lengths do not fit the sizes.
+pub fn self_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hidden: Option<&[f32]>,
+    g: &SelfAttention,
+    dropout: Option<&DropoutMask>,
+    keep: bool,
+) -> (Vec<f32>, Option<AttentionSaved>) {
+    let (t, d, heads) = (g.time, g.d_model(), g.heads);
+    let n = g.batch * t * d;
+    assert!(
+        t > 0 && d > 0 && q.len() == n && k.len() == n && v.len() == n,
+        "self-attention shapes"
+    );
+    assert!(
+        hidden.is_none_or(|m| m.len() == g.batch * t * t),
+        "self-attention mask shape"
+    );
+    let square = heads * t * t;
+    let mut ctx = vec![0.0f32; n];
+    let mut probabilities = if keep {
+        vec![0.0f32; g.batch * square]
+    } else {
+        Vec::new()
+    };
+    let mut weights = if keep && dropout.is_some() {
+        vec![0.0f32; g.batch * square]
+    } else {
+        Vec::new()
+    };
+    let run = |b: usize, ctx: &mut [f32], p: &mut [f32], w: &mut [f32]| {
+        let mask = hidden.map(|m| &m[b * t * t..][..t * t]);
+        for h in 0..heads {
+            let head = h * t * t;
+            let p = &mut p[head..][..t * t];
+            matmul(p, g.square(), q, g.head(b, h), k, g.head(b, h).t(), false);
+            for (i, row) in p.chunks_mut(t).enumerate() {
+                softmax_row(row, mask.map(|m| &m[i * t..][..t]), g.scale, g.fill);
+            }
+            let weights: &[f32] = match dropout {
+                Some(mask) => {
+                    let w = &mut w[head..][..t * t];
+                    let first = ((b * heads + h) * t * t) as u64;
+                    dropout_block(p, w, mask, first);
+                    w
+                }
+                None => p,
+            };
+            matmul(
+                ctx,
+                g.head_in_sequence(h),
+                weights,
+                g.square(),
+                v,
+                g.head(b, h),
+                false,
+            );
+        }
+    };
+    let per_sequence = t * d;
+    if keep && dropout.is_some() {
+        ctx.par_chunks_mut(per_sequence)
+            .zip(probabilities.par_chunks_mut(square))
+            .zip(weights.par_chunks_mut(square))
+            .enumerate()
+            .for_each(|(b, ((ctx, p), w))| run(b, ctx, p, w));
+    } else if keep {
+        ctx.par_chunks_mut(per_sequence)
+            .zip(probabilities.par_chunks_mut(square))
+            .enumerate()
+            .for_each(|(b, (ctx, p))| run(b, ctx, p, &mut []));
+    } else {
+        ctx.par_chunks_mut(per_sequence)
+            .enumerate()
+            .for_each(|(b, ctx)| {
+                let mut p = vec![0.0f32; square];
+                let mut w = vec![0.0f32; if dropout.is_some() { square } else { 0 }];
+                run(b, ctx, &mut p, &mut w);
+            });
+    }
+    let saved = keep.then(|| AttentionSaved {
+        probabilities,
+        weights: dropout.is_some().then_some(weights),
+    });
+    (ctx, saved)
+}
+
+/// The gradients of [`self_attention`] for `q`, `k` and `v`, given the context's gradient
+/// `dctx` and what the forward pass kept (`weights` `None` without dropout).
+///
+/// # Panics
+/// When the lengths do not fit the sizes.
+#[allow(clippy::too_many_arguments)]
+pub fn self_attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hidden: Option<&[f32]>,
+    g: &SelfAttention,
+    dropout: Option<&DropoutMask>,
+    probabilities: &[f32],
+    weights: Option<&[f32]>,
+    dctx: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, d, heads) = (g.time, g.d_model(), g.heads);
+    let n = g.batch * t * d;
+    let square = heads * t * t;
+    assert!(
+        q.len() == n && k.len() == n && v.len() == n && dctx.len() == n,
+        "self-attention backward shapes"
+    );
+    assert_eq!(probabilities.len(), g.batch * square, "saved probabilities");
+    let weights = weights.unwrap_or(probabilities);
+    assert_eq!(weights.len(), probabilities.len(), "saved weights");
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let per_sequence = t * d;
+    dq.par_chunks_mut(per_sequence)
+        .zip(dk.par_chunks_mut(per_sequence))
+        .zip(dv.par_chunks_mut(per_sequence))
+        .enumerate()
+        .for_each(|(b, ((dq, dk), dv))| {
+            let mask = hidden.map(|m| &m[b * t * t..][..t * t]);
+            let mut dw = vec![0.0f32; t * t];
+            let mut ds = vec![0.0f32; t * t];
+            for h in 0..heads {
+                let head = (b * heads + h) * t * t;
+                let p = &probabilities[head..][..t * t];
+                let w = &weights[head..][..t * t];
+                let inner = g.head_in_sequence(h);
+                // dW = dctx v^T; dv = W^T dctx.
+                matmul(
+                    &mut dw,
+                    g.square(),
+                    dctx,
+                    g.head(b, h),
+                    v,
+                    g.head(b, h).t(),
+                    false,
+                );
+                matmul(dv, inner, w, g.square().t(), dctx, g.head(b, h), false);
+                for i in 0..t {
+                    let row = i * t..(i + 1) * t;
+                    softmax_backward_row(
+                        &p[row.clone()],
+                        &dw[row.clone()],
+                        mask.map(|m| &m[row.clone()]),
+                        g.scale,
+                        dropout,
+                        (head + i * t) as u64,
+                        &mut ds[row],
+                    );
+                }
+                // dq = dS k; dk = dS^T q (the scale is in dS).
+                matmul(dq, inner, &ds, g.square(), k, g.head(b, h), false);
+                matmul(dk, inner, &ds, g.square().t(), q, g.head(b, h), false);
+            }
+        });
+    (dq, dk, dv)
 }
 
 /// Softmax cross-entropy of `logits` (rows of `classes`) against `targets` (one class index per

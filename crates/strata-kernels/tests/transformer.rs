@@ -228,6 +228,101 @@ proptest! {
     }
 }
 
+/// Multi-head attention composed of burn's ops, with the weights from `weights`.
+fn composed_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    weights: impl Fn(Tensor<4>) -> Tensor<4>,
+) -> Tensor<3> {
+    let [b, t, d] = q.dims();
+    let split = |x: Tensor<3>| x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
+    let w = weights(split(q).matmul(split(k).transpose()));
+    w.matmul(split(v)).swap_dims(1, 2).reshape([b, t, d])
+}
+
+/// The fused attention against `reference` on the same inputs: output and the gradients of
+/// q, k and v. The device is seeded the same before each, so dropout draws the same seed.
+fn fused_attention_case(
+    b: usize,
+    t: usize,
+    heads: usize,
+    d_head: usize,
+    kind: Masks,
+    prob: f64,
+    reference: &dyn Fn(Tensor<3>, Tensor<3>, Tensor<3>, Option<Tensor<3, Bool>>) -> Tensor<3>,
+) -> Result<(), String> {
+    let dev = device();
+    let d = heads * d_head;
+    let [q, k, v, up] = [0, 1, 2, 3].map(|_| random([b, t, d], &dev));
+    let (pad, attn) = masks(kind, b, t, &dev);
+    let hidden = combined(pad, attn, t);
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let run = |ours: bool| {
+        let [q, k, v] = [&q, &k, &v].map(|x| x.clone().require_grad());
+        dev.seed(17);
+        let y = if ours {
+            strata_kernels::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                hidden.clone(),
+                heads,
+                scale,
+                -1.0e4,
+                prob,
+            )
+        } else {
+            reference(q.clone(), k.clone(), v.clone(), hidden.clone())
+        };
+        let grads = (y.clone() * up.clone()).sum().backward();
+        vec![
+            to_vec(y),
+            to_vec(q.grad(&grads).expect("d q")),
+            to_vec(k.grad(&grads).expect("d k")),
+            to_vec(v.grad(&grads).expect("d v")),
+        ]
+    };
+    compare(&["context", "d q", "d k", "d v"], &run(true), &run(false))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn fused_attention_matches_burns_composition(
+        b in 1usize..4,
+        t in 1usize..24,
+        heads in 1usize..4,
+        d_head in 1usize..9,
+        kind in 0usize..4,
+    ) {
+        let kind = [Masks::None, Masks::Pad, Masks::Causal, Masks::Both][kind];
+        let scale = 1.0 / (d_head as f32).sqrt();
+        let reference = |q, k, v, hidden: Option<Tensor<3, Bool>>| {
+            composed_attention(q, k, v, heads, |s| burns_weights(s, hidden.clone(), scale, -1.0e4))
+        };
+        let r = fused_attention_case(b, t, heads, d_head, kind, 0.0, &reference);
+        prop_assert!(r.is_ok(), "{b}x{t} {heads} heads of {d_head} {kind:?}: {}", r.unwrap_err());
+    }
+}
+
+#[test]
+fn fused_attention_with_dropout_matches_the_weights_kernel_with_the_same_seed() {
+    let (heads, d_head, prob) = (3, 5, 0.3);
+    let scale = 1.0 / (d_head as f32).sqrt();
+    for kind in [Masks::Causal, Masks::Both, Masks::None] {
+        let reference = |q, k, v, hidden: Option<Tensor<3, Bool>>| {
+            composed_attention(q, k, v, heads, |s| {
+                strata_kernels::attention_weights(s, hidden.clone(), scale, -1.0e4, prob)
+            })
+        };
+        let r = fused_attention_case(2, 19, heads, d_head, kind, prob, &reference);
+        assert!(r.is_ok(), "{kind:?}: {}", r.unwrap_err());
+    }
+}
+
 /// Output, input gradient and a sample of parameter gradients of an encoder on `x`.
 fn encoder_case(norm_first: bool, gelu: bool, kind: Masks, layers: usize) -> Result<(), String> {
     let dev = device();
