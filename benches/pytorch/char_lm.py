@@ -1,4 +1,6 @@
-"""PyTorch counterpart of `strata train --model lstm --dataset shakespeare --max-seconds 900`.
+"""PyTorch counterpart of `strata train --model lstm --dataset shakespeare --max-seconds 900`
+(and, with `--model transformer`, of `--model transformer-lm`; its recipe is at the end of
+this note).
 
 The same model, data, split and training as Strata's defaults for a character LSTM on the
 embedded Shakespeare corpus (crates/strata-cli/src/run_config.rs, commands/language.rs):
@@ -11,6 +13,15 @@ embedded Shakespeare corpus (crates/strata-cli/src/run_config.rs, commands/langu
   burn's per-parameter clipping), validation every 100 steps on 128 streams of 256-step chunks;
 - a wall-clock budget for training including validation (default 900 s), then the test loss
   of the best validation checkpoint.
+
+`--model transformer` (Strata's `transformer-lm` defaults, `strata train ... --out D` writes
+them to D/config.toml): token + learned position embeddings (128) -> dropout 0.1 -> 2 pre-norm
+nn.TransformerEncoderLayer(128, 4 heads, 512, GELU, dropout 0.1) under a causal mask -> final
+LayerNorm -> Linear(128, 84); 32 streams of independent 128-character chunks (no state
+carried), AdamW lr 2e-3 (betas 0.9, 0.999, eps 1e-8, no weight decay), each parameter's
+gradient clipped to L2 norm 1, 100 steps an epoch with the learning rate per epoch: epoch 0
+warms up at lr / 2, then a cosine from 2e-3 to 2e-4 over the remaining 29 of 30 epochs;
+validation every epoch on 128 streams of independent 128-character chunks.
 
 Prints one JSON object: {"valid_nats", "test_nats", "test_bits_per_char", "steps", "seconds",
 "ms_per_step", "threads"}.
@@ -42,6 +53,38 @@ class CharLm(nn.Module):
         return self.head(self.drop(y)), state
 
 
+class TransformerLm(nn.Module):
+    """Strata's TransformerLmConfig::new(84, 128) (as benches/pytorch/train_step.py)."""
+
+    def __init__(self, vocab, context=128, d=128):
+        super().__init__()
+        self.vocab = vocab
+        self.embedding = nn.Embedding(vocab, d)
+        self.position = nn.Embedding(context, d)
+        self.drop = nn.Dropout(0.1)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.1, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
+
+    def forward(self, x, state=None):
+        t = x.shape[1]
+        h = self.drop(self.embedding(x) + self.position(torch.arange(t)))
+        h = self.encoder(h, mask=self.mask[:t, :t], is_causal=True)
+        return self.head(self.norm(h)), None
+
+
+def transformer_lr(epoch, base=2e-3, min_lr=2e-4, epochs=30, warm=1):
+    """strata-optim's per-epoch schedule: linear warm-up, then a cosine to `min_lr`."""
+    if epoch < warm:
+        return base * (epoch + 1) / (warm + 1)
+    t_max = max(epochs - warm, 1)
+    t = min(epoch - warm, t_max)
+    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t / t_max)) / 2
+
+
 def streams(ids, batch):
     per = len(ids) // batch
     return ids[: per * batch].view(batch, per)
@@ -69,6 +112,7 @@ def main():
     p.add_argument("--seconds", type=float, default=900)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", choices=["lstm", "transformer"], default="lstm")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -83,15 +127,26 @@ def main():
     n_train = n - n_test - n_valid
     train, valid, test = ids[:n_train], ids[n_train : n_train + n_valid], ids[n_train + n_valid :]
 
-    model = CharLm(len(chars))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    transformer = a.model == "transformer"
+    if transformer:
+        model = TransformerLm(len(chars))
+        opt = torch.optim.AdamW(model.parameters(), lr=transformer_lr(0), betas=(0.9, 0.999),
+                                eps=1e-8, weight_decay=0.0)
+        seq, clip, eval_chunk = 128, 1.0, 128
+    else:
+        model = CharLm(len(chars))
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        seq, clip, eval_chunk = 100, 5.0, 256
     s = streams(train, 32)
-    seq, per_epoch = 100, 100
+    per_epoch, epoch = 100, 0
     n_chunks = math.ceil((s.shape[1] - 1) / seq)
     best, best_state, step, state = float("inf"), None, 0, None
     started = time.perf_counter()
     train_time = 0.0
     while time.perf_counter() - started < a.seconds:
+        if transformer:
+            for group in opt.param_groups:
+                group["lr"] = transformer_lr(epoch)
         t0 = time.perf_counter()
         for _ in range(per_epoch):
             if time.perf_counter() - started >= a.seconds:
@@ -103,21 +158,23 @@ def main():
             end = min(start + seq, s.shape[1] - 1)
             x, y = s[:, start:end], s[:, start + 1 : end + 1]
             logits, state = model(x, state)
-            state = tuple(t.detach() for t in state)
+            if state is not None:
+                state = tuple(t.detach() for t in state)
             loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
             opt.zero_grad()
             loss.backward()
             for prm in model.parameters():
-                torch.nn.utils.clip_grad_norm_([prm], 5.0)
+                torch.nn.utils.clip_grad_norm_([prm], clip)
             opt.step()
             step += 1
+        epoch += 1
         train_time += time.perf_counter() - t0
-        v = evaluate(model, valid)
+        v = evaluate(model, valid, chunk=eval_chunk)
         if v < best:
             best, best_state = v, copy.deepcopy(model.state_dict())
         print(f"step {step}: valid {v:.4f} nats ({time.perf_counter() - started:.0f} s)", flush=True)
     model.load_state_dict(best_state)
-    t = evaluate(model, test)
+    t = evaluate(model, test, chunk=eval_chunk)
     print(json.dumps({
         "valid_nats": round(best, 4),
         "test_nats": round(t, 4),
