@@ -118,6 +118,31 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::gelu(x)
 }
 
+/// What the attention kernels take besides their tensors: the weights' settings (with a
+/// dropout seed drawn from `device`'s stream when `prob > 0`), whether a mask is given, and
+/// the mask as floats (a placeholder the kernel does not read when there is none).
+fn weights_spec(
+    hidden: Option<Tensor<3, Bool>>,
+    scale: f32,
+    fill: f32,
+    prob: f64,
+    device: &Device,
+) -> (AttentionSpec, bool, Tensor<3>) {
+    let seed = if prob > 0.0 { draw_seed(device) } else { 0 };
+    let spec = AttentionSpec {
+        scale,
+        fill,
+        prob,
+        seed,
+    };
+    let masked = hidden.is_some();
+    let mask = match hidden {
+        Some(h) => h.float(),
+        None => Tensor::<3>::zeros([1, 1, 1], device),
+    };
+    (spec, masked, mask)
+}
+
 /// Attention weights from scores `[batch, heads, queries, keys]`: `softmax(scores * scale)`
 /// over the keys, with the positions where `hidden` `[batch, queries, keys]` is true set to
 /// `fill` first (burn's `min_float`), then dropout with probability `prob` (0: none). On flex
@@ -132,18 +157,7 @@ pub fn attention_weights(
 ) -> Tensor<4> {
     let device = scores.device();
     if runs_kernels(&device) {
-        let seed = if prob > 0.0 { draw_seed(&device) } else { 0 };
-        let spec = AttentionSpec {
-            scale,
-            fill,
-            prob,
-            seed,
-        };
-        let masked = hidden.is_some();
-        let mask = match &hidden {
-            Some(h) => h.clone().float(),
-            None => Tensor::<3>::zeros([1, 1, 1], &device),
-        };
+        let (spec, masked, mask) = weights_spec(hidden.clone(), scale, fill, prob, &device);
         let out = <Dispatch as KernelOps>::kernel_attention_weights(
             scores.clone().into_dispatch(),
             mask.into_dispatch(),
@@ -226,21 +240,8 @@ pub fn attention(
     );
     let device = q.device();
     if runs_kernels(&device) {
-        let seed = if prob > 0.0 { draw_seed(&device) } else { 0 };
-        let spec = SelfAttentionSpec {
-            heads,
-            weights: AttentionSpec {
-                scale,
-                fill,
-                prob,
-                seed,
-            },
-        };
-        let masked = hidden.is_some();
-        let mask = match &hidden {
-            Some(h) => h.clone().float(),
-            None => Tensor::<3>::zeros([1, 1, 1], &device),
-        };
+        let (weights, masked, mask) = weights_spec(hidden.clone(), scale, fill, prob, &device);
+        let spec = SelfAttentionSpec { heads, weights };
         let out = <Dispatch as KernelOps>::kernel_self_attention(
             q.clone().into_dispatch(),
             k.clone().into_dispatch(),
