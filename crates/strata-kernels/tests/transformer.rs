@@ -1,6 +1,7 @@
-//! The transformer kernels against burn's own ops on flex, through autodiff: layer norm, GELU,
-//! the attention weights and cross-entropy (outputs within 1e-5, every gradient within 1e-4 of
-//! its scale) over random shapes and masks; a whole `TransformerEncoder`, pre- and post-norm,
+//! The transformer kernels against burn's own ops on flex, through autodiff: GELU, the
+//! attention weights and cross-entropy (outputs within 1e-5, every gradient within 1e-4 of its
+//! scale) over random shapes, masks and seeds; layer norm, ours and burn's, against exact f64
+//! values within a bound that follows each row's conditioning; a whole `TransformerEncoder`, pre- and post-norm,
 //! against burn's forward and backward; and dropout's mask by its properties (burn draws its
 //! masks from another generator, so no element-wise comparison is possible).
 
@@ -11,11 +12,31 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use proptest::prelude::*;
+use std::sync::{Mutex, MutexGuard};
 use strata_tensor::compare::check_close;
 use strata_tensor::convert::to_vec;
 
-fn device() -> Device {
-    Device::flex().autodiff()
+/// flex's autodiff device, held alone: its random stream is shared by every test thread, so a
+/// test that seeds it (and every draw that would move a seeded stream) takes this lock first.
+struct Flex {
+    device: Device,
+    _stream: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Flex {
+    type Target = Device;
+    fn deref(&self) -> &Device {
+        &self.device
+    }
+}
+
+fn device() -> Flex {
+    static STREAM: Mutex<()> = Mutex::new(());
+    Flex {
+        device: Device::flex().autodiff(),
+        // A failed test poisons the lock; the stream itself is still fine.
+        _stream: STREAM.lock().unwrap_or_else(|e| e.into_inner()),
+    }
 }
 
 /// The largest magnitude of `values`, at least 1 (tolerances are relative above 1).
@@ -65,25 +86,128 @@ fn run_layer_norm(
     all
 }
 
-fn layer_norm_case(b: usize, t: usize, d: usize, bias: bool) -> Result<(), String> {
+/// Layer norm (epsilon 1e-5) and its gradients for the output gradient `up`, in f64: each
+/// result's exact value and the error that f32 arithmetic may make in it.
+///
+/// The bound follows the row's conditioning: f32 loses `u (|x| + |mean|)` in `x - mean`, which
+/// the normalisation divides by the row's deviation, so a row of nearly equal values (two
+/// elements a hair apart) has a far larger error in both burn's and our f32 results than a
+/// well-spread one. `kappa = 1 + (max |x| + |mean|) rstd` is that factor; every bound is
+/// `1e-5 kappa` (about 80 units of f32 rounding) times the size of the terms the result is
+/// made of, so a wrong formula (errors the size of the terms) still fails by far.
+struct LayerNormReference {
+    values: Vec<Vec<f64>>,
+    bounds: Vec<Vec<f64>>,
+}
+
+fn layer_norm_reference(x: &[f32], g: &[f32], b: Option<&[f32]>, up: &[f32]) -> LayerNormReference {
+    const REL: f64 = 1e-5;
+    let d = g.len();
+    let rows = x.len() / d;
+    let f = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+    let (x, g, up) = (f(x), f(g), f(up));
+    let b = b.map(f);
+    let mut values = vec![
+        vec![0.0; rows * d],
+        vec![0.0; rows * d],
+        vec![0.0; d],
+        vec![0.0; d],
+    ];
+    let mut bounds = values.clone();
+    for r in 0..rows {
+        let span = r * d..(r + 1) * d;
+        let (xr, ur) = (&x[span.clone()], &up[span]);
+        let mean = xr.iter().sum::<f64>() / d as f64;
+        let var = xr.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        let rstd = 1.0 / (var + 1e-5).sqrt();
+        let kappa = 1.0 + (xr.iter().fold(0.0f64, |m, v| m.max(v.abs())) + mean.abs()) * rstd;
+        let xh: Vec<f64> = xr.iter().map(|v| (v - mean) * rstd).collect();
+        let gu: Vec<f64> = (0..d).map(|j| g[j] * ur[j]).collect();
+        let m1 = gu.iter().sum::<f64>() / d as f64;
+        let m2 = (0..d).map(|j| gu[j] * xh[j]).sum::<f64>() / d as f64;
+        // The sizes of the sums behind the two means.
+        let a1 = gu.iter().map(|v| v.abs()).sum::<f64>() / d as f64;
+        let a2 = (0..d).map(|j| (gu[j] * xh[j]).abs()).sum::<f64>() / d as f64;
+        for j in 0..d {
+            let beta = b.as_ref().map_or(0.0, |b| b[j]);
+            values[0][r * d + j] = g[j] * xh[j] + beta;
+            bounds[0][r * d + j] = REL * (kappa * g[j].abs() + beta.abs());
+            values[1][r * d + j] = rstd * (gu[j] - m1 - xh[j] * m2);
+            bounds[1][r * d + j] = REL * kappa * rstd * (gu[j].abs() + a1 + xh[j].abs() * a2);
+            values[2][j] += ur[j] * xh[j];
+            bounds[2][j] += REL * kappa * ur[j].abs() * (1.0 + xh[j].abs());
+            values[3][j] += ur[j];
+            bounds[3][j] += REL * ur[j].abs();
+        }
+    }
+    if b.is_none() {
+        values.pop();
+        bounds.pop();
+    }
+    LayerNormReference { values, bounds }
+}
+
+/// Each of `got` within its own bound of the exact `want` (lengths must agree; NaN fails).
+fn check_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} values against {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, ((&g, &w), &e)) in got.iter().zip(want).zip(bound).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        // `!(err <= e)` also refuses a NaN.
+        if !(err <= e) {
+            return Err(format!(
+                "{what}: |{g} - {w}| = {err:e} > {e:e} at index {i}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Our layer norm and burn's, forward and backward, each against the exact values within the
+/// f32 error bound of `layer_norm_reference`.
+fn layer_norm_case(b: usize, t: usize, d: usize, bias: bool, seed: u64) -> Result<(), String> {
     let dev = device();
+    dev.seed(seed);
     let x = random([b, t, d], &dev).add_scalar(3.0);
     let gamma = random([d], &dev);
     let beta = random([d], &dev);
     let up = random([b, t, d], &dev);
     let beta = bias.then_some(&beta);
-    let ours = run_layer_norm(strata_kernels::layer_norm, &x, &gamma, beta, &up);
-    let burns = run_layer_norm(burn::tensor::module::layer_norm, &x, &gamma, beta, &up);
-    let names: &[&str] = if bias {
-        &["output", "d x", "d gamma", "d beta"]
-    } else {
-        &["output", "d x", "d gamma"]
-    };
-    compare(names, &ours, &burns)
+    let exact = layer_norm_reference(
+        &to_vec(x.clone()),
+        &to_vec(gamma.clone()),
+        beta.map(|b| to_vec(b.clone())).as_deref(),
+        &to_vec(up.clone()),
+    );
+    let names = ["output", "d x", "d gamma", "d beta"];
+    for (who, norm) in [
+        ("ours", strata_kernels::layer_norm as Norm),
+        ("burn's", burn::tensor::module::layer_norm),
+    ] {
+        let got = run_layer_norm(norm, &x, &gamma, beta, &up);
+        if got.len() != exact.values.len() {
+            return Err(format!("{who}: {} results", got.len()));
+        }
+        for (k, got) in got.iter().enumerate() {
+            check_within(
+                &format!("{who} {}", names[k]),
+                got,
+                &exact.values[k],
+                &exact.bounds[k],
+            )?;
+        }
+    }
+    Ok(())
 }
 
-fn gelu_case(n: usize, spread: f32) -> Result<(), String> {
+fn gelu_case(n: usize, spread: f32, seed: u64) -> Result<(), String> {
     let dev = device();
+    dev.seed(seed);
     let x = random([n, 3, 2], &dev).mul_scalar(spread);
     let up = random([n, 3, 2], &dev);
     let run = |f: fn(Tensor<3>) -> Tensor<3>| {
@@ -159,8 +283,9 @@ fn combined(
     }
 }
 
-fn attention_case(b: usize, h: usize, t: usize, kind: Masks) -> Result<(), String> {
+fn attention_case(b: usize, h: usize, t: usize, kind: Masks, seed: u64) -> Result<(), String> {
     let dev = device();
+    dev.seed(seed);
     let scores = random([b, h, t, t], &dev).mul_scalar(3.0);
     let up = random([b, h, t, t], &dev);
     let (pad, attn) = masks(kind, b, t, &dev);
@@ -179,11 +304,12 @@ fn attention_case(b: usize, h: usize, t: usize, kind: Masks) -> Result<(), Strin
     compare(&["weights", "d scores"], &run(true), &run(false))
 }
 
-fn cross_entropy_case(n: usize, c: usize) -> Result<(), String> {
+fn cross_entropy_case(n: usize, c: usize, seed: u64) -> Result<(), String> {
     let dev = device();
+    dev.seed(seed);
     let logits = random([n, c], &dev).mul_scalar(4.0);
     let targets: Vec<i64> = (0..n).map(|i| ((i * 7 + 3) % c) as i64).collect();
-    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &dev);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &*dev);
     let run = |ours: bool| {
         let x = logits.clone().require_grad();
         let loss = if ours {
@@ -200,31 +326,43 @@ fn cross_entropy_case(n: usize, c: usize) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn layer_norm_matches_burns(b in 1usize..4, t in 1usize..9, d in 1usize..70, bias in any::<bool>()) {
-        let r = layer_norm_case(b, t, d, bias);
-        prop_assert!(r.is_ok(), "{b}x{t}x{d} bias {bias}: {}", r.unwrap_err());
+    fn layer_norm_matches_burns_and_the_exact_values(
+        b in 1usize..4,
+        t in 1usize..9,
+        d in 1usize..70,
+        bias in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let r = layer_norm_case(b, t, d, bias, seed);
+        prop_assert!(r.is_ok(), "{b}x{t}x{d} bias {bias} seed {seed}: {}", r.unwrap_err());
     }
 
     #[test]
-    fn gelu_matches_burns(n in 1usize..3000, spread in 0.1f32..6.0) {
-        let r = gelu_case(n, spread);
-        prop_assert!(r.is_ok(), "{n} spread {spread}: {}", r.unwrap_err());
+    fn gelu_matches_burns(n in 1usize..3000, spread in 0.1f32..6.0, seed in any::<u64>()) {
+        let r = gelu_case(n, spread, seed);
+        prop_assert!(r.is_ok(), "{n} spread {spread} seed {seed}: {}", r.unwrap_err());
     }
 
     #[test]
-    fn attention_weights_match_burns(b in 1usize..4, h in 1usize..4, t in 1usize..40, kind in 0usize..4) {
+    fn attention_weights_match_burns(
+        b in 1usize..4,
+        h in 1usize..4,
+        t in 1usize..40,
+        kind in 0usize..4,
+        seed in any::<u64>(),
+    ) {
         let kind = [Masks::None, Masks::Pad, Masks::Causal, Masks::Both][kind];
-        let r = attention_case(b, h, t, kind);
-        prop_assert!(r.is_ok(), "{b}x{h}x{t} {kind:?}: {}", r.unwrap_err());
+        let r = attention_case(b, h, t, kind, seed);
+        prop_assert!(r.is_ok(), "{b}x{h}x{t} {kind:?} seed {seed}: {}", r.unwrap_err());
     }
 
     #[test]
-    fn cross_entropy_matches_burns(n in 1usize..300, c in 1usize..100) {
-        let r = cross_entropy_case(n, c);
-        prop_assert!(r.is_ok(), "{n}x{c}: {}", r.unwrap_err());
+    fn cross_entropy_matches_burns(n in 1usize..300, c in 1usize..100, seed in any::<u64>()) {
+        let r = cross_entropy_case(n, c, seed);
+        prop_assert!(r.is_ok(), "{n}x{c} seed {seed}: {}", r.unwrap_err());
     }
 }
 
@@ -243,17 +381,17 @@ fn composed_attention(
 }
 
 /// The fused attention against `reference` on the same inputs: output and the gradients of
-/// q, k and v. The device is seeded the same before each, so dropout draws the same seed.
+/// q, k and v, for `[batch, time, heads, head size]`. The inputs come from `seed`; the device
+/// is seeded the same before each run, so dropout draws the same seed.
 fn fused_attention_case(
-    b: usize,
-    t: usize,
-    heads: usize,
-    d_head: usize,
+    [b, t, heads, d_head]: [usize; 4],
     kind: Masks,
     prob: f64,
+    seed: u64,
     reference: &dyn Fn(Tensor<3>, Tensor<3>, Tensor<3>, Option<Tensor<3, Bool>>) -> Tensor<3>,
 ) -> Result<(), String> {
     let dev = device();
+    dev.seed(seed);
     let d = heads * d_head;
     let [q, k, v, up] = [0, 1, 2, 3].map(|_| random([b, t, d], &dev));
     let (pad, attn) = masks(kind, b, t, &dev);
@@ -288,7 +426,7 @@ fn fused_attention_case(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn fused_attention_matches_burns_composition(
@@ -297,14 +435,19 @@ proptest! {
         heads in 1usize..4,
         d_head in 1usize..9,
         kind in 0usize..4,
+        seed in any::<u64>(),
     ) {
         let kind = [Masks::None, Masks::Pad, Masks::Causal, Masks::Both][kind];
         let scale = 1.0 / (d_head as f32).sqrt();
         let reference = |q, k, v, hidden: Option<Tensor<3, Bool>>| {
             composed_attention(q, k, v, heads, |s| burns_weights(s, hidden.clone(), scale, -1.0e4))
         };
-        let r = fused_attention_case(b, t, heads, d_head, kind, 0.0, &reference);
-        prop_assert!(r.is_ok(), "{b}x{t} {heads} heads of {d_head} {kind:?}: {}", r.unwrap_err());
+        let r = fused_attention_case([b, t, heads, d_head], kind, 0.0, seed, &reference);
+        prop_assert!(
+            r.is_ok(),
+            "{b}x{t} {heads} heads of {d_head} {kind:?} seed {seed}: {}",
+            r.unwrap_err()
+        );
     }
 }
 
@@ -318,7 +461,7 @@ fn fused_attention_with_dropout_matches_the_weights_kernel_with_the_same_seed() 
                 strata_kernels::attention_weights(s, hidden.clone(), scale, -1.0e4, prob)
             })
         };
-        let r = fused_attention_case(2, 19, heads, d_head, kind, prob, &reference);
+        let r = fused_attention_case([2, 19, heads, d_head], kind, prob, 7, &reference);
         assert!(r.is_ok(), "{kind:?}: {}", r.unwrap_err());
     }
 }
@@ -425,7 +568,7 @@ fn a_whole_encoder_matches_burns_forward_and_backward() {
 fn dropout_keeps_one_minus_p_scales_and_passes_gradients_through_the_same_mask() {
     let dev = device();
     dev.seed(11);
-    let x = Tensor::<2>::random([200, 500], Distribution::Uniform(1.0, 2.0), &dev).require_grad();
+    let x = Tensor::<2>::random([200, 500], Distribution::Uniform(1.0, 2.0), &*dev).require_grad();
     let p = 0.3;
     let y = strata_kernels::dropout(x.clone(), p);
     let grads = y.clone().sum().backward();
@@ -452,7 +595,7 @@ fn dropout_keeps_one_minus_p_scales_and_passes_gradients_through_the_same_mask()
 #[test]
 fn dropout_repeats_for_a_seed_and_differs_between_calls() {
     let dev = device();
-    let x = Tensor::<1>::ones([4096], &dev);
+    let x = Tensor::<1>::ones([4096], &*dev);
     dev.seed(5);
     let a = to_vec(strata_kernels::dropout(x.clone(), 0.5));
     let b = to_vec(strata_kernels::dropout(x.clone(), 0.5));
@@ -476,7 +619,7 @@ fn the_dropout_layer_is_off_in_evaluation_and_without_autodiff() {
         to_vec(x)
     );
     let ad = device();
-    let x = Tensor::<2>::ones([64, 64], &ad);
+    let x = Tensor::<2>::ones([64, 64], &*ad);
     let on = to_vec(strata_kernels::dropout_layer(&layer, x.clone()));
     assert!(on.contains(&0.0) && on.contains(&2.0));
     let mut eval = layer;
