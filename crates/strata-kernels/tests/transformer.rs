@@ -158,8 +158,7 @@ fn check_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> Result<
     }
     for (i, ((&g, &w), &e)) in got.iter().zip(want).zip(bound).enumerate() {
         let err = (f64::from(g) - w).abs();
-        // `!(err <= e)` also refuses a NaN.
-        if !(err <= e) {
+        if err.is_nan() || err > e {
             return Err(format!(
                 "{what}: |{g} - {w}| = {err:e} > {e:e} at index {i}"
             ));
