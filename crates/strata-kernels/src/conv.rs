@@ -9,8 +9,8 @@
 //!
 //! At stride 1, dilation 1 and one group (most of a ResNet's or VGG's layers) the three
 //! products run without unfolding, as shifted products over the input laid out channels-last
-//! on its padded grid: see [`forward_shifted`], [`backward_input_shifted`] and
-//! [`backward_weight_shifted`].
+//! on its padded grid (the private `forward_shifted`, `backward_input_shifted` and
+//! `backward_weight_shifted`).
 
 use rayon::prelude::*;
 
