@@ -9,7 +9,8 @@ dropout 0.6) on Cora with Adam at 0.01 and weight decay 5e-4 (`gcn-cora`, `gat-c
 Strata's embedded copy of Cora, row-normalised); the CPU-sized CapsNet at batch 64 (`capsnet`,
 margin and reconstruction loss). Inference rows (`mlp-infer-1`, `cnn-infer-64`, `resnet20-infer-64`, ...):
 forward passes in eval mode under torch.inference_mode() at that batch size. Generation rows
-(`lstm-generate`, `gru-generate`): ms per character generated greedily at batch 1. All training with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
+(`lstm-generate`, `gru-generate`, `transformer-generate`): ms per character generated greedily at
+batch 1 (the transformer recomputing the sequence each step: nn.TransformerEncoder has no cache). All training with Adam (lr 1e-3, eps 1e-8), cross-entropy, random inputs; 2 threads to
 match the machine the Rust benchmarks run on. Prints one JSON object per line:
 {"model", "backend": "pytorch", "ms_per_step", "steps"}.
 
@@ -361,7 +362,33 @@ def bench_generate(cell, calls, warmup=1):
     return ms / GENERATED, n
 
 
+def bench_transformer_generate(calls, warmup=1):
+    """ms per character of greedy generation at batch 1 with the benchmark's TransformerLm
+    (untrained, eval mode, inference mode): a 20-character prompt, then one forward pass over
+    the whole sequence so far per character (nn.TransformerEncoder keeps no key-value cache;
+    Strata's row uses burn's autoregressive cache)."""
+    torch.manual_seed(0)
+    model = TransformerLm().eval()
+    prompt = ((torch.arange(20) * 7) % 84).reshape(1, 20)
+
+    def call():
+        with torch.inference_mode():
+            tokens = prompt
+            out = []
+            for _ in range(GENERATED):
+                logits = model(tokens).reshape(1, -1, 84)[:, -1]
+                nxt = int(logits.argmax(-1))
+                out.append(nxt)
+                tokens = torch.cat([tokens, torch.tensor([[nxt]])], dim=1)
+            return out
+
+    ms, n = time_steps(call, calls, warmup)
+    return ms / GENERATED, n
+
+
 def bench(name, steps, warmup=3):
+    if name == "transformer-generate":
+        return bench_transformer_generate(max(1, min(steps, 5)))
     if name in ("lstm-generate", "gru-generate"):
         return bench_generate(name.split("-")[0], max(1, min(steps, 5)))
     if inference_name(name):
@@ -415,7 +442,8 @@ def bench(name, steps, warmup=3):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,"
-                   "gcn-cora,gat-cora,dcgan,capsnet,lstm-generate,gru-generate")
+                   "gcn-cora,gat-cora,dcgan,capsnet,lstm-generate,gru-generate,"
+                   "transformer-generate")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

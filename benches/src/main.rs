@@ -8,9 +8,10 @@
 //! one output head) on Cora (`gcn-cora`, `gat-cora`; PyTorch Geometric's in
 //! `pytorch/train_step.py`), and inference rows (`mlp-infer-1`, `cnn-infer-64`,
 //! `resnet18-infer-64`, ...: ms per forward pass without autodiff at that batch size; PyTorch
-//! under `torch.inference_mode()`), and generation rows (`lstm-generate`, `gru-generate`: ms
-//! per character generated greedily at batch 1 after a 20-character prompt, the recurrent
-//! state carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! under `torch.inference_mode()`), and generation rows (`lstm-generate`, `gru-generate`,
+//! `transformer-generate`: ms per character generated greedily at batch 1 after a
+//! 20-character prompt, the recurrent state or the transformer's autoregressive cache
+//! carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -193,6 +194,34 @@ fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) 
     let per_call = time_steps(lm, device, calls, warmup, |lm| {
         let out = lm
             .generate(&prompt, &sampling, device)
+            .expect("valid prompt");
+        assert_eq!(out.len(), GENERATED);
+        lm
+    });
+    per_call / GENERATED as f64
+}
+
+/// Mean ms per generated character of the benchmark's transformer LM (`transformer-generate`,
+/// untrained, evaluation mode) at batch 1: a 20-character prompt, then greedy generation with
+/// burn's autoregressive cache (each new character computes its own position only), as
+/// `strata generate` does; the time of each call over [`GENERATED`] (the 120 positions fit the
+/// 128-character context, so the window never slides).
+fn bench_transformer_generate(device: &Device, calls: usize, warmup: usize) -> f64 {
+    use strata::arch::Sampling;
+    device.seed(0);
+    let lm: TransformerLm = TransformerLmConfig::new(84, 128)
+        .init(device)
+        .expect("valid config");
+    let prompt: Vec<usize> = (0..20).map(|i| (i * 7) % 84).collect();
+    let sampling = Sampling {
+        length: GENERATED,
+        temperature: 0.0,
+        top_k: None,
+        seed: 0,
+    };
+    let per_call = time_steps(lm, device, calls, warmup, |lm| {
+        let out = lm
+            .generate(&prompt, &sampling, true, device)
             .expect("valid prompt");
         assert_eq!(out.len(), GENERATED);
         lm
@@ -385,7 +414,7 @@ fn main() {
     let backends = arg("--backends").unwrap_or_else(|| "flex,ndarray".into());
     let models = arg("--models").unwrap_or_else(|| {
         "mlp,cnn,lstm,gru,transformer,resnet20,resnet18,conv-vae,gcn-cora,gat-cora,dcgan,capsnet,\
-         lstm-generate,gru-generate"
+         lstm-generate,gru-generate,transformer-generate"
             .into()
     });
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
@@ -417,6 +446,14 @@ fn main() {
             } {
                 let n = steps.clamp(1, 5);
                 let ms = bench_generate(cell, &backend.device(), n, 1);
+                println!(
+                    "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
+                );
+                continue;
+            }
+            if model == "transformer-generate" {
+                let n = steps.clamp(1, 5);
+                let ms = bench_transformer_generate(&backend.device(), n, 1);
                 println!(
                     "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
                 );
