@@ -166,7 +166,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                 .flat_map(|m| [format!("{m}-infer-1"), format!("{m}-infer-64")])
                 .collect::<Vec<_>>()
                 .join(",");
-            format!("{training},{inference},lstm-generate,gru-generate")
+            format!("{training},{inference},lstm-generate,gru-generate,transformer-generate")
         });
     let mut b = cargo();
     b.args([

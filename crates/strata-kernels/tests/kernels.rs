@@ -196,7 +196,7 @@ proptest! {
 }
 
 #[test]
-fn a_resnet_sized_layer_matches_burns_convolution() {
+fn resnet_sized_layers_match_burns_convolution() {
     // ResNet-20's second stage: 32 images of 16 channels at 32x32 -> 32 channels, stride 2.
     let case = Case {
         batch: 32,
@@ -212,6 +212,19 @@ fn a_resnet_sized_layer_matches_burns_convolution() {
         transposed_input: false,
     };
     compare(&case, &Device::flex().autodiff()).unwrap();
+    // Its stride-1 layers (shifted products on channel planes): the first stage's 16 -> 16 at
+    // 32x32 and the third's 64 -> 64 at 8x8.
+    for (batch, channels, side) in [(6, 16, 32), (32, 64, 8)] {
+        let case = Case {
+            batch,
+            c_per_group: channels,
+            o_per_group: channels,
+            input: [side, side],
+            stride: [1, 1],
+            ..case.clone()
+        };
+        compare(&case, &Device::flex().autodiff()).unwrap();
+    }
 }
 
 #[test]
