@@ -174,31 +174,48 @@ fn bench_lm(cell: CellKind, device: &Device, steps: usize, warmup: usize) -> f64
 /// Characters each generation row makes after its prompt.
 const GENERATED: usize = 100;
 
-/// Mean ms per generated character of an untrained character LM (`lstm-generate`,
-/// `gru-generate`: the benchmark's LSTM or GRU model) at batch 1: a 20-character prompt, then
-/// greedy generation carrying the recurrent state, as `strata generate` does; the time of each
-/// call over [`GENERATED`].
-fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) -> f64 {
-    use strata::arch::Sampling;
-    device.seed(0);
-    let lm: CharLm = CharLmConfig::new(84, RecurrentConfig::new(cell, 64, 256))
-        .init(device)
-        .expect("valid config");
+/// The prompt of the generation rows (20 characters) and their greedy sampling of
+/// [`GENERATED`] characters.
+fn generation_setup() -> (Vec<usize>, strata::arch::Sampling) {
     let prompt: Vec<usize> = (0..20).map(|i| (i * 7) % 84).collect();
-    let sampling = Sampling {
+    let sampling = strata::arch::Sampling {
         length: GENERATED,
         temperature: 0.0,
         top_k: None,
         seed: 0,
     };
-    let per_call = time_steps(lm, device, calls, warmup, |lm| {
-        let out = lm
-            .generate(&prompt, &sampling, device)
-            .expect("valid prompt");
-        assert_eq!(out.len(), GENERATED);
-        lm
+    (prompt, sampling)
+}
+
+/// Mean ms per generated character of `model` over `calls` calls of `generate(model, prompt,
+/// sampling)` after `warmup` untimed ones.
+fn ms_per_character<M>(
+    model: M,
+    device: &Device,
+    calls: usize,
+    warmup: usize,
+    generate: impl Fn(&M, &[usize], &strata::arch::Sampling) -> Vec<usize>,
+) -> f64 {
+    let (prompt, sampling) = generation_setup();
+    let per_call = time_steps(model, device, calls, warmup, |model| {
+        assert_eq!(generate(&model, &prompt, &sampling).len(), GENERATED);
+        model
     });
     per_call / GENERATED as f64
+}
+
+/// Mean ms per generated character of an untrained character LM (`lstm-generate`,
+/// `gru-generate`: the benchmark's LSTM or GRU model) at batch 1: a 20-character prompt, then
+/// greedy generation carrying the recurrent state, as `strata generate` does; the time of each
+/// call over [`GENERATED`].
+fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) -> f64 {
+    device.seed(0);
+    let lm: CharLm = CharLmConfig::new(84, RecurrentConfig::new(cell, 64, 256))
+        .init(device)
+        .expect("valid config");
+    ms_per_character(lm, device, calls, warmup, |lm, prompt, sampling| {
+        lm.generate(prompt, sampling, device).expect("valid prompt")
+    })
 }
 
 /// Mean ms per generated character of the benchmark's transformer LM (`transformer-generate`,
@@ -207,26 +224,14 @@ fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) 
 /// `strata generate` does; the time of each call over [`GENERATED`] (the 120 positions fit the
 /// 128-character context, so the window never slides).
 fn bench_transformer_generate(device: &Device, calls: usize, warmup: usize) -> f64 {
-    use strata::arch::Sampling;
     device.seed(0);
     let lm: TransformerLm = TransformerLmConfig::new(84, 128)
         .init(device)
         .expect("valid config");
-    let prompt: Vec<usize> = (0..20).map(|i| (i * 7) % 84).collect();
-    let sampling = Sampling {
-        length: GENERATED,
-        temperature: 0.0,
-        top_k: None,
-        seed: 0,
-    };
-    let per_call = time_steps(lm, device, calls, warmup, |lm| {
-        let out = lm
-            .generate(&prompt, &sampling, true, device)
-            .expect("valid prompt");
-        assert_eq!(out.len(), GENERATED);
-        lm
-    });
-    per_call / GENERATED as f64
+    ms_per_character(lm, device, calls, warmup, |lm, prompt, sampling| {
+        lm.generate(prompt, sampling, true, device)
+            .expect("valid prompt")
+    })
 }
 
 /// Mean ms per training step of the transformer LM: batch 32, context 128, width 128, 4 heads,

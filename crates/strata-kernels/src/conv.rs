@@ -500,47 +500,80 @@ fn shiftable(g: &ConvGeometry) -> bool {
     g.stride == [1, 1] && g.dilation == [1, 1] && g.groups == 1
 }
 
-/// A block's input channels-last and padded, `[N, Hp, Wp, C]` with `Hp`, `Wp` the padded
-/// height and width, followed by `kw - 1` zero pixels: at stride 1 the input pixel under
-/// kernel tap `(ki, kj)` of output pixel `(oh, ow)` is then pixel `(oh * Wp + ow) + ki * Wp +
-/// kj` of this array, a fixed shift per tap.
-fn padded_channels_last(x: &[f32], g: &ConvGeometry, out: &mut [f32]) {
-    let [h, w] = g.input;
-    let (c, pt, pl) = (g.channels_in, g.padding[0].0, g.padding[1].0);
-    let (hp, wp) = (h + pt + g.padding[0].1, w + pl + g.padding[1].1);
-    out.fill(0.0);
-    for n in 0..g.batch {
-        let image = &x[n * c * h * w..][..c * h * w];
-        let dst = &mut out[n * hp * wp * c..][..hp * wp * c];
-        for row in 0..h {
-            let drow = &mut dst[((row + pt) * wp + pl) * c..][..w * c];
-            for ci in 0..c {
-                let src = &image[(ci * h + row) * w..][..w];
-                for (col, &v) in src.iter().enumerate() {
-                    drow[col * c + ci] = v;
+/// Where a tensor `[N, channels, rows, cols]` sits on the padded grid: pixel `(n, r, c)` is
+/// grid pixel `(n * Hp + r + top) * Wp + c + left`.
+#[derive(Clone, Copy)]
+struct OnGrid {
+    channels: usize,
+    rows: usize,
+    cols: usize,
+    top: usize,
+    left: usize,
+    hp: usize,
+    wp: usize,
+}
+
+impl OnGrid {
+    /// A block's input: at stride 1 the input pixel under kernel tap `(ki, kj)` of grid pixel
+    /// `p` is then grid pixel `p + ki * Wp + kj`, a fixed shift per tap.
+    fn input(g: &ConvGeometry) -> Self {
+        let [hp, wp] = padded(g);
+        Self {
+            channels: g.channels_in,
+            rows: g.input[0],
+            cols: g.input[1],
+            top: g.padding[0].0,
+            left: g.padding[1].0,
+            hp,
+            wp,
+        }
+    }
+
+    /// A block's output (or its gradient), in the grid's top-left corner of each image.
+    fn output(g: &ConvGeometry) -> Self {
+        let [ho, wo] = g.output();
+        Self {
+            channels: g.channels_out,
+            rows: ho,
+            cols: wo,
+            top: 0,
+            left: 0,
+            ..Self::input(g)
+        }
+    }
+
+    /// Each image's row `r` on the grid, channels-last: its offset in floats.
+    fn row(&self, n: usize, r: usize) -> usize {
+        ((n * self.hp + r + self.top) * self.wp + self.left) * self.channels
+    }
+
+    /// `src` (`[N, C, rows, cols]`) channels-last on the grid, `[N, Hp, Wp, C]`, zero off it
+    /// (and in whatever of `out` lies past the grid).
+    fn scatter(&self, src: &[f32], out: &mut [f32]) {
+        let (c, rows, cols) = (self.channels, self.rows, self.cols);
+        out.fill(0.0);
+        for (n, image) in src.chunks_exact(c * rows * cols).enumerate() {
+            for r in 0..rows {
+                let drow = &mut out[self.row(n, r)..][..cols * c];
+                for (ch, plane) in image.chunks_exact(rows * cols).enumerate() {
+                    for (col, &v) in plane[r * cols..][..cols].iter().enumerate() {
+                        drow[col * c + ch] = v;
+                    }
                 }
             }
         }
     }
-}
 
-/// A block's output gradient `[N, O, Ho, Wo]` channels-last on the padded input's grid,
-/// `[N, Hp, Wp, O]`, zero outside the `Ho x Wo` corner of each image.
-fn gradient_on_padded_grid(dy: &[f32], g: &ConvGeometry, out: &mut [f32]) {
-    let [ho, wo] = g.output();
-    let o = g.channels_out;
-    let hp = g.input[0] + g.padding[0].0 + g.padding[0].1;
-    let wp = g.input[1] + g.padding[1].0 + g.padding[1].1;
-    out.fill(0.0);
-    for n in 0..g.batch {
-        let image = &dy[n * o * ho * wo..][..o * ho * wo];
-        let dst = &mut out[n * hp * wp * o..][..hp * wp * o];
-        for row in 0..ho {
-            let drow = &mut dst[row * wp * o..][..wo * o];
-            for oc in 0..o {
-                let src = &image[(oc * ho + row) * wo..][..wo];
-                for (col, &v) in src.iter().enumerate() {
-                    drow[col * o + oc] = v;
+    /// The inverse of [`OnGrid::scatter`]: `out` (`[N, C, rows, cols]`) from the grid.
+    fn gather(&self, grid: &[f32], out: &mut [f32]) {
+        let (c, rows, cols) = (self.channels, self.rows, self.cols);
+        for (n, image) in out.chunks_exact_mut(c * rows * cols).enumerate() {
+            for r in 0..rows {
+                let src = &grid[self.row(n, r)..][..cols * c];
+                for (ch, plane) in image.chunks_exact_mut(rows * cols).enumerate() {
+                    for (col, d) in plane[r * cols..][..cols].iter_mut().enumerate() {
+                        *d = src[col * c + ch];
+                    }
                 }
             }
         }
@@ -577,12 +610,54 @@ fn weight_by_kernel_row(weight: &[f32], g: &ConvGeometry, transposed: bool) -> V
     out
 }
 
+/// The kernel rows' products of the shifted forward pass and input gradient: `from` channels
+/// in (channels-last on the grid), `to` channels out.
+struct Taps {
+    kh: usize,
+    kw: usize,
+    from: usize,
+    to: usize,
+}
+
+impl Taps {
+    /// `dst` (`pixels` grid pixels, channels-last) = the sum over kernel rows `ki` of `wt`'s
+    /// block `ki` (`[to, kw * from]`) times the `kw * from` values of `grid` from pixel
+    /// `first(ki)` on, for each pixel.
+    fn products(
+        &self,
+        dst: &mut [f32],
+        pixels: usize,
+        wt: &[f32],
+        grid: &[f32],
+        first: impl Fn(usize) -> usize,
+    ) {
+        let (kw, from, to) = (self.kw, self.from, self.to);
+        for ki in 0..self.kh {
+            matmul(
+                dst,
+                View::row_major(0, pixels, to).t(),
+                wt,
+                View::row_major(ki * to * kw * from, to, kw * from),
+                grid,
+                View {
+                    offset: first(ki) * from,
+                    rows: kw * from,
+                    cols: pixels,
+                    row_stride: 1,
+                    col_stride: from,
+                },
+                ki > 0,
+            );
+        }
+    }
+}
+
 /// The forward pass at stride 1, dilation 1 and one group, without unfolding: with the input
 /// channels-last on its padded grid (`xp`), output pixel `p` of the grid
-/// (`(n * Hp + oh) * Wp + ow`) is the sum over kernel rows `ki` of `W[:, :, ki, :]` times the `kw * C` values of
-/// `xp` from pixel `p + ki * Wp` on: one matrix product per kernel row whose right operand is
-/// a strided view of `xp`, so no unfolded matrix (nine times the input for 3x3) is written or
-/// read. The grid's padding pixels are computed and dropped.
+/// (`(n * Hp + oh) * Wp + ow`) is the sum over kernel rows `ki` of `W[:, :, ki, :]` times the
+/// `kw * C` values of `xp` from pixel `p + ki * Wp` on: one matrix product per kernel row whose
+/// right operand is a strided view of `xp`, so no unfolded matrix (nine times the input for
+/// 3x3) is written or read. The grid's padding pixels are computed and dropped.
 fn forward_shifted(x: &[f32], weight: &[f32], g: &ConvGeometry, columns: usize) -> Vec<f32> {
     g.check();
     assert!(
@@ -597,7 +672,7 @@ fn forward_shifted(x: &[f32], weight: &[f32], g: &ConvGeometry, columns: usize) 
     }
     let (c, o) = (g.channels_in, g.channels_out);
     let [kh, kw] = g.kernel;
-    let [ho, wo] = g.output();
+    let [ho, _] = g.output();
     let [hp, wp] = padded(g);
     let wt = weight_by_kernel_row(weight, g, false);
     let blocks = Blocks::new(g, columns);
@@ -607,37 +682,16 @@ fn forward_shifted(x: &[f32], weight: &[f32], g: &ConvGeometry, columns: usize) 
         // Up to the last image's last output row.
         let k = pixels - (hp - ho) * wp;
         with_scratch((pixels + kw - 1) * c, |xp| {
-            padded_channels_last(blocks.part(x, b), &gb, xp);
+            OnGrid::input(&gb).scatter(blocks.part(x, b), xp);
             with_scratch(o * k, |dst| {
-                for ki in 0..kh {
-                    matmul(
-                        dst,
-                        View::row_major(0, k, o).t(),
-                        &wt,
-                        View::row_major(ki * o * kw * c, o, kw * c),
-                        xp,
-                        View {
-                            offset: ki * wp * c,
-                            rows: kw * c,
-                            cols: k,
-                            row_stride: 1,
-                            col_stride: c,
-                        },
-                        ki > 0,
-                    );
-                }
-                // [grid pixels, O] -> [N, O, Ho, Wo]
-                for (n, image) in ob.chunks_exact_mut(o * ho * wo).enumerate() {
-                    for oh in 0..ho {
-                        let src = &dst[(n * hp + oh) * wp * o..][..wo * o];
-                        for (oc, plane) in image.chunks_exact_mut(ho * wo).enumerate() {
-                            let row = &mut plane[oh * wo..][..wo];
-                            for (ow, d) in row.iter_mut().enumerate() {
-                                *d = src[ow * o + oc];
-                            }
-                        }
-                    }
-                }
+                let taps = Taps {
+                    kh,
+                    kw,
+                    from: c,
+                    to: o,
+                };
+                taps.products(dst, k, &wt, xp, |ki| ki * wp);
+                OnGrid::output(&gb).gather(dst, ob);
             });
         });
     });
@@ -669,9 +723,7 @@ fn backward_input_shifted(
     }
     let (c, o) = (g.channels_in, g.channels_out);
     let [kh, kw] = g.kernel;
-    let [h, w] = g.input;
     let [hp, wp] = padded(g);
-    let (pt, pl) = (g.padding[0].0, g.padding[1].0);
     let margin = (kh - 1) * wp + kw - 1;
     let wt = weight_by_kernel_row(weight, g, true);
     let blocks = Blocks::new(g, columns);
@@ -680,37 +732,16 @@ fn backward_input_shifted(
         let pixels = gb.batch * hp * wp;
         with_scratch((margin + pixels) * o, |dyq| {
             dyq[..margin * o].fill(0.0);
-            gradient_on_padded_grid(blocks.part(dy, b), &gb, &mut dyq[margin * o..]);
+            OnGrid::output(&gb).scatter(blocks.part(dy, b), &mut dyq[margin * o..]);
             with_scratch(c * pixels, |dst| {
-                for ki in 0..kh {
-                    matmul(
-                        dst,
-                        View::row_major(0, pixels, c).t(),
-                        &wt,
-                        View::row_major(ki * c * kw * o, c, kw * o),
-                        dyq,
-                        View {
-                            offset: (margin - ki * wp - (kw - 1)) * o,
-                            rows: kw * o,
-                            cols: pixels,
-                            row_stride: 1,
-                            col_stride: o,
-                        },
-                        ki > 0,
-                    );
-                }
-                // [grid pixels, C] -> [N, C, H, W]
-                for (n, image) in dxb.chunks_exact_mut(c * h * w).enumerate() {
-                    for ih in 0..h {
-                        let src = &dst[((n * hp + ih + pt) * wp + pl) * c..][..w * c];
-                        for (ci, plane) in image.chunks_exact_mut(h * w).enumerate() {
-                            let row = &mut plane[ih * w..][..w];
-                            for (iw, d) in row.iter_mut().enumerate() {
-                                *d = src[iw * c + ci];
-                            }
-                        }
-                    }
-                }
+                let taps = Taps {
+                    kh,
+                    kw,
+                    from: o,
+                    to: c,
+                };
+                taps.products(dst, pixels, &wt, dyq, |ki| margin - ki * wp - (kw - 1));
+                OnGrid::input(&gb).gather(dst, dxb);
             });
         });
     });
@@ -751,9 +782,9 @@ fn backward_weight_shifted(x: &[f32], dy: &[f32], g: &ConvGeometry, columns: usi
         // The last image's rows below its output add nothing; the product stops before them.
         let k = pixels - (hp - ho) * wp;
         with_scratch((pixels + kw - 1) * c, |xp| {
-            padded_channels_last(xb, &gb, xp);
+            OnGrid::input(&gb).scatter(xb, xp);
             with_scratch(pixels * o, |dyp| {
-                gradient_on_padded_grid(dyb, &gb, dyp);
+                OnGrid::output(&gb).scatter(dyb, dyp);
                 for ki in 0..kh {
                     matmul(
                         dw,

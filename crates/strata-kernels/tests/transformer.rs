@@ -1,9 +1,10 @@
 //! The transformer kernels against burn's own ops on flex, through autodiff: GELU, the
 //! attention weights and cross-entropy (outputs within 1e-5, every gradient within 1e-4 of its
 //! scale) over random shapes, masks and seeds; layer norm, ours and burn's, against exact f64
-//! values within a bound that follows each row's conditioning; a whole `TransformerEncoder`, pre- and post-norm,
-//! against burn's forward and backward; and dropout's mask by its properties (burn draws its
-//! masks from another generator, so no element-wise comparison is possible).
+//! values within a bound that follows each row's conditioning; a whole `TransformerEncoder`,
+//! pre- and post-norm, against burn's forward and backward; and dropout's mask by its
+//! properties (burn draws its masks from another generator, so no element-wise comparison is
+//! possible).
 
 use burn::nn::DropoutConfig;
 use burn::nn::activation::ActivationConfig;
