@@ -444,21 +444,14 @@ fn main() {
                 );
                 continue;
             }
-            if let Some(cell) = match model {
-                "lstm-generate" => Some(CellKind::Lstm),
-                "gru-generate" => Some(CellKind::Gru),
+            let n = steps.clamp(1, 5);
+            let generated = match model {
+                "lstm-generate" => Some(bench_generate(CellKind::Lstm, &backend.device(), n, 1)),
+                "gru-generate" => Some(bench_generate(CellKind::Gru, &backend.device(), n, 1)),
+                "transformer-generate" => Some(bench_transformer_generate(&backend.device(), n, 1)),
                 _ => None,
-            } {
-                let n = steps.clamp(1, 5);
-                let ms = bench_generate(cell, &backend.device(), n, 1);
-                println!(
-                    "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
-                );
-                continue;
-            }
-            if model == "transformer-generate" {
-                let n = steps.clamp(1, 5);
-                let ms = bench_transformer_generate(&backend.device(), n, 1);
+            };
+            if let Some(ms) = generated {
                 println!(
                     "{{\"model\":\"{model}\",\"backend\":\"{backend}\",\"ms_per_step\":{ms:.3},\"steps\":{n}}}"
                 );

@@ -487,17 +487,25 @@ fn shifts(g: &ConvGeometry) -> bool {
     let [hp, wp] = padded(g);
     let [ho, wo] = g.output();
     let grid = hp * wp;
-    g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.groups == 1
-        && grid <= 2 * ho * wo
-        && grid <= 2 * g.input[0] * g.input[1]
+    shiftable(g) && grid <= 2 * ho * wo && grid <= 2 * g.input[0] * g.input[1]
 }
 
 /// Whether the geometry has the form the shifted products need (the speed test of [`shifts`]
 /// aside).
 fn shiftable(g: &ConvGeometry) -> bool {
     g.stride == [1, 1] && g.dilation == [1, 1] && g.groups == 1
+}
+
+/// The checks every shifted product starts with: a valid geometry of the form they need.
+///
+/// # Panics
+/// When the geometry is invalid or not stride 1, dilation 1, one group.
+fn check_shiftable(g: &ConvGeometry, what: &str) {
+    g.check();
+    assert!(
+        shiftable(g),
+        "conv2d: shifted {what} needs stride 1, dilation 1, one group"
+    );
 }
 
 /// Where a tensor `[N, channels, rows, cols]` sits on the padded grid: pixel `(n, r, c)` is
@@ -659,11 +667,7 @@ impl Taps {
 /// right operand is a strided view of `xp`, so no unfolded matrix (nine times the input for
 /// 3x3) is written or read. The grid's padding pixels are computed and dropped.
 fn forward_shifted(x: &[f32], weight: &[f32], g: &ConvGeometry, columns: usize) -> Vec<f32> {
-    g.check();
-    assert!(
-        shiftable(g),
-        "conv2d: shifted forward needs stride 1, dilation 1, one group"
-    );
+    check_shiftable(g, "forward");
     assert_eq!(x.len(), g.input_len(), "conv2d: input length");
     assert_eq!(weight.len(), g.weight_len(), "conv2d: weight length");
     let mut out = vec![0.0f32; g.output_len()];
@@ -710,11 +714,7 @@ fn backward_input_shifted(
     g: &ConvGeometry,
     columns: usize,
 ) -> Vec<f32> {
-    g.check();
-    assert!(
-        shiftable(g),
-        "conv2d: shifted input gradient needs stride 1, dilation 1, one group"
-    );
+    check_shiftable(g, "input gradient");
     assert_eq!(weight.len(), g.weight_len(), "conv2d: weight length");
     assert_eq!(dy.len(), g.output_len(), "conv2d: output gradient length");
     let mut dx = vec![0.0f32; g.input_len()];
@@ -757,11 +757,7 @@ fn backward_input_shifted(
 /// pixel-minor and ran at a tenth of the speed (10 against 97 GFLOP/s for ResNet-20's first
 /// stage). The price is the padding's pixels (13% more for 32x32 images with padding 1).
 fn backward_weight_shifted(x: &[f32], dy: &[f32], g: &ConvGeometry, columns: usize) -> Vec<f32> {
-    g.check();
-    assert!(
-        shiftable(g),
-        "conv2d: shifted weight gradient needs stride 1, dilation 1, one group"
-    );
+    check_shiftable(g, "weight gradient");
     assert_eq!(x.len(), g.input_len(), "conv2d: input length");
     assert_eq!(dy.len(), g.output_len(), "conv2d: output gradient length");
     let len = g.weight_len();
@@ -771,8 +767,7 @@ fn backward_weight_shifted(x: &[f32], dy: &[f32], g: &ConvGeometry, columns: usi
     let (c, o) = (g.channels_in, g.channels_out);
     let [kh, kw] = g.kernel;
     let [ho, _] = g.output();
-    let hp = g.input[0] + g.padding[0].0 + g.padding[0].1;
-    let wp = g.input[1] + g.padding[1].0 + g.padding[1].1;
+    let [hp, wp] = padded(g);
     let blocks = Blocks::new(g, columns);
     // Adds block `b`'s contribution to `dw`, laid out `[O, kh, kw, C]`.
     let add = |b: usize, dw: &mut [f32]| {
@@ -986,9 +981,9 @@ mod tests {
     }
 
     /// The shifted forward pass and gradients against the definition, the unfolded gradients
-    /// and the adjoint identity, at
-    /// stride 1 over kernel shapes (1x1, 3x3, 5x2, a kernel as large as the padded input),
-    /// asymmetric and no padding, and blocks of one image, of two and the whole batch.
+    /// and the adjoint identity, at stride 1 over kernel shapes (1x1, 3x3, 5x2, a kernel as
+    /// large as the padded input), asymmetric and no padding, and blocks of one image, of two
+    /// and the whole batch.
     #[test]
     fn the_shifted_products_match_the_unfolded_ones() {
         let cases = [

@@ -212,8 +212,8 @@ fn resnet_sized_layers_match_burns_convolution() {
         transposed_input: false,
     };
     compare(&case, &Device::flex().autodiff()).unwrap();
-    // Its stride-1 layers (shifted products on channel planes): the first stage's 16 -> 16 at
-    // 32x32 and the third's 64 -> 64 at 8x8.
+    // Its stride-1 layers (shifted products over the channels-last grid): the first stage's
+    // 16 -> 16 at 32x32 and the third's 64 -> 64 at 8x8.
     for (batch, channels, side) in [(6, 16, 32), (32, 64, 8)] {
         let case = Case {
             batch,
