@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{View, matmul, on_worker, with_scratch};
+use crate::gemm::{View, matmul, on_worker, transpose, with_scratch};
 
 /// The sizes of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -559,17 +559,19 @@ impl OnGrid {
     /// (and in whatever of `out` lies past the grid).
     fn scatter(&self, src: &[f32], out: &mut [f32]) {
         let (c, rows, cols) = (self.channels, self.rows, self.cols);
-        out.fill(0.0);
+        // The end of what is written so far: the gaps between image rows are zeroed as they
+        // come.
+        let mut done = 0;
         for (n, image) in src.chunks_exact(c * rows * cols).enumerate() {
             for r in 0..rows {
-                let drow = &mut out[self.row(n, r)..][..cols * c];
-                for (ch, plane) in image.chunks_exact(rows * cols).enumerate() {
-                    for (col, &v) in plane[r * cols..][..cols].iter().enumerate() {
-                        drow[col * c + ch] = v;
-                    }
-                }
+                let at = self.row(n, r);
+                out[done..at].fill(0.0);
+                // Row `r` of every channel, `[C, cols]`, to `[cols, C]`.
+                transpose(&image[r * cols..], rows * cols, c, cols, &mut out[at..], c);
+                done = at + cols * c;
             }
         }
+        out[done..].fill(0.0);
     }
 
     /// The inverse of [`OnGrid::scatter`]: `out` (`[N, C, rows, cols]`) from the grid.
@@ -577,12 +579,8 @@ impl OnGrid {
         let (c, rows, cols) = (self.channels, self.rows, self.cols);
         for (n, image) in out.chunks_exact_mut(c * rows * cols).enumerate() {
             for r in 0..rows {
-                let src = &grid[self.row(n, r)..][..cols * c];
-                for (ch, plane) in image.chunks_exact_mut(rows * cols).enumerate() {
-                    for (col, d) in plane[r * cols..][..cols].iter_mut().enumerate() {
-                        *d = src[col * c + ch];
-                    }
-                }
+                let src = &grid[self.row(n, r)..];
+                transpose(src, c, cols, c, &mut image[r * cols..], rows * cols);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A bounds-checked front to the `gemm` crate's f32 matrix product (the one burn-flex uses),
-//! and a per-thread pool of scratch buffers so that a layer's large temporary matrices are not
-//! allocated, page-faulted and zeroed again at every call.
+//! a blocked transpose for the kernels' layout changes, and a per-thread pool of scratch
+//! buffers so that a layer's large temporary matrices are not allocated, page-faulted and
+//! zeroed again at every call.
 
 use std::cell::RefCell;
 
@@ -129,6 +130,159 @@ pub fn matmul(
     }
 }
 
+/// The side of [`transpose`]'s square tiles.
+const TILE: usize = 8;
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
+/// `rows x cols` matrix with row stride `src_stride` written transposed, with row stride
+/// `dst_stride`; nothing else in `dst` changes.
+///
+/// It runs in 8 x 8 tiles, so that each tile's 8 source rows and 8 destination rows stay in
+/// cache while it is copied, whatever the strides; with AVX (checked at run time) a tile is
+/// eight vector loads, 24 shuffles and eight vector stores. The channels-last layouts of the
+/// shifted convolution are made and undone this way: element by element, over a destination
+/// stride of 16 to 64 floats, the layout copies were 14% of a ResNet-20 training step.
+///
+/// # Panics
+/// When a strided row reaches past its slice.
+pub fn transpose(
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src_stride >= cols && src.len() >= (rows - 1) * src_stride + cols,
+        "transpose: source out of bounds"
+    );
+    assert!(
+        dst_stride >= rows && dst.len() >= (cols - 1) * dst_stride + rows,
+        "transpose: destination out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::math::has_avx2() {
+        in_tiles(
+            src,
+            src_stride,
+            rows,
+            cols,
+            dst,
+            dst_stride,
+            |s, ss, d, ds| {
+                // SAFETY: the CPU has AVX (checked at run time).
+                unsafe { tile_avx(s, ss, d, ds) }
+            },
+        );
+        return;
+    }
+    in_tiles(src, src_stride, rows, cols, dst, dst_stride, tile);
+}
+
+/// [`transpose`]'s loop: `full` copies each whole tile (its arguments are the slices from the
+/// tile's first element on, and the strides); the ragged edges go element by element.
+#[inline(always)]
+fn in_tiles(
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    full: impl Fn(&[f32], usize, &mut [f32], usize),
+) {
+    for i0 in (0..rows).step_by(TILE) {
+        let h = TILE.min(rows - i0);
+        for j0 in (0..cols).step_by(TILE) {
+            let w = TILE.min(cols - j0);
+            if h == TILE && w == TILE {
+                full(
+                    &src[i0 * src_stride + j0..],
+                    src_stride,
+                    &mut dst[j0 * dst_stride + i0..],
+                    dst_stride,
+                );
+            } else {
+                for i in i0..i0 + h {
+                    for j in j0..j0 + w {
+                        dst[j * dst_stride + i] = src[i * src_stride + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One 8 x 8 tile of [`transpose`], portably.
+fn tile(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize) {
+    let mut t = [[0.0f32; TILE]; TILE];
+    for (i, row) in t.iter_mut().enumerate() {
+        row.copy_from_slice(&src[i * src_stride..][..TILE]);
+    }
+    for j in 0..TILE {
+        for (i, v) in dst[j * dst_stride..][..TILE].iter_mut().enumerate() {
+            *v = t[i][j];
+        }
+    }
+}
+
+/// One 8 x 8 tile of [`transpose`] in AVX registers: rows interleaved in pairs, then in
+/// fours, then the 128-bit halves exchanged.
+///
+/// # Panics
+/// When the tile reaches past either slice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn tile_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize) {
+    use std::arch::x86_64::*;
+    assert!(
+        src.len() >= (TILE - 1) * src_stride + TILE,
+        "transpose: tile source"
+    );
+    assert!(
+        dst.len() >= (TILE - 1) * dst_stride + TILE,
+        "transpose: tile destination"
+    );
+    // SAFETY: the eight rows read and the eight written lie inside the slices (asserted).
+    unsafe {
+        let row = |i: usize| _mm256_loadu_ps(src.as_ptr().add(i * src_stride));
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+        // Pairs: [a0j, a1j, a0j+1, a1j+1] per 128-bit half.
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        // Fours: column j of rows 0..4 (or 4..8) in the low half, column j + 4 in the high.
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = dst.as_mut_ptr();
+        let columns = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (j, c) in columns.into_iter().enumerate() {
+            _mm256_storeu_ps(out.add(j * dst_stride), c);
+        }
+    }
+}
+
 thread_local! {
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
@@ -238,6 +392,39 @@ mod tests {
             View::row_major(0, 2, 2),
             false,
         );
+    }
+
+    #[test]
+    fn transposes_match_the_definition_and_leave_the_rest_alone() {
+        for (rows, cols, extra_src, extra_dst) in [
+            (1, 1, 0, 0),
+            (8, 8, 0, 0),
+            (3, 29, 2, 5),
+            (17, 9, 0, 1),
+            (64, 33, 7, 3),
+            (1, 40, 0, 0),
+        ] {
+            let (ss, ds) = (cols + extra_src, rows + extra_dst);
+            let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0f32; cols * ds];
+            transpose(&src, ss, rows, cols, &mut dst, ds);
+            // The portable tiles too (`transpose` takes AVX's where the CPU has it).
+            let mut portable = vec![-1.0f32; cols * ds];
+            in_tiles(&src, ss, rows, cols, &mut portable, ds, tile);
+            for j in 0..cols {
+                for i in 0..ds {
+                    let want = if i < rows { src[i * ss + j] } else { -1.0 };
+                    assert_eq!(dst[j * ds + i], want, "{rows}x{cols}: ({i}, {j})");
+                    assert_eq!(portable[j * ds + i], want, "{rows}x{cols}: ({i}, {j})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "transpose: destination out of bounds")]
+    fn a_transpose_past_its_destination_panics() {
+        transpose(&[0.0; 6], 3, 2, 3, &mut [0.0; 5], 2);
     }
 
     #[test]

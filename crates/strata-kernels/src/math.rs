@@ -45,6 +45,39 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
+/// Independent accumulators of the reductions below (the kernels' row and channel sums): a float sum kept in one accumulator
+/// is a serial chain of additions the compiler may not reorder, so a row's sum is kept in this
+/// many lanes (which it vectorises) and added up at the end.
+pub(crate) const LANES: usize = 16;
+
+/// `sum_i f(a_i, b_i, c_i)` in [`LANES`] partial sums (inlined into the caller's `simd!` copy).
+#[inline(always)]
+pub(crate) fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let full = n / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    for ((ca, cb), cc) in a[..full]
+        .chunks_exact(LANES)
+        .zip(b[..full].chunks_exact(LANES))
+        .zip(c[..full].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            acc[l] += f(ca[l], cb[l], cc[l]);
+        }
+    }
+    let mut total = 0.0f32;
+    for i in full..n {
+        total += f(a[i], b[i], c[i]);
+    }
+    acc.iter().fold(total, |t, &v| t + v)
+}
+
+/// `sum_i f(a_i)` in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum3(a, a, a, |x, _, _| f(x))
+}
+
 /// Defines `fn $name(args) -> ret` that runs `$body` compiled for AVX2 and FMA where the CPU has
 /// them (detected once, at run time), and compiled for the build's baseline otherwise. The body
 /// should be loops over slices of the inlined functions above, so that the compiler vectorises

@@ -17,7 +17,7 @@
 //! A mask (`[batch, time]`, 1 for a real step and 0 for padding) blends as burn's composed
 //! layer does: the output is `h' m`, the carried state `h' m + h (1 - m)`.
 
-use crate::gemm::{View, matmul, with_scratch};
+use crate::gemm::{View, matmul, transpose, with_scratch};
 use crate::math::{sigmoid, simd, tanh};
 
 /// Sequences of at least this many steps transpose `w_hh` once for their per-step products.
@@ -243,11 +243,7 @@ pub fn forward(
     // copy for a few steps (generation runs one step per call).
     let w_hh_t = (time >= TRANSPOSE_FROM).then(|| {
         let mut t = vec![0.0f32; gates * hd];
-        for (k, row) in w.w_hh.chunks_exact(hd).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                t[j * gates + k] = v;
-            }
-        }
+        transpose(w.w_hh, hd, gates, hd, &mut t, gates);
         t
     });
     // The sequences are independent: each chunk of them runs its whole recurrence on one

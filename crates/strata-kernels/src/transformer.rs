@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{View, matmul};
-use crate::math::{self, simd};
+use crate::math::{self, LANES, simd, sum1, sum3};
 
 /// Rows per parallel job of the row kernels.
 const ROWS_PER_JOB: usize = 32;
@@ -73,39 +73,6 @@ fn mix(mut x: u32) -> u32 {
 fn hash(seed: u64, index: u64) -> u32 {
     let low = mix((index as u32) ^ (seed as u32));
     mix(low.wrapping_add((index >> 32) as u32) ^ (seed >> 32) as u32)
-}
-
-/// Independent accumulators of the row reductions below: a float sum kept in one accumulator
-/// is a serial chain of additions the compiler may not reorder, so a row's sum is kept in this
-/// many lanes (which it vectorises) and added up at the end.
-const LANES: usize = 16;
-
-/// `sum_i f(a_i, b_i, c_i)` in [`LANES`] partial sums (inlined into the caller's `simd!` copy).
-#[inline(always)]
-fn sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
-    let n = a.len().min(b.len()).min(c.len());
-    let full = n / LANES * LANES;
-    let mut acc = [0.0f32; LANES];
-    for ((ca, cb), cc) in a[..full]
-        .chunks_exact(LANES)
-        .zip(b[..full].chunks_exact(LANES))
-        .zip(c[..full].chunks_exact(LANES))
-    {
-        for l in 0..LANES {
-            acc[l] += f(ca[l], cb[l], cc[l]);
-        }
-    }
-    let mut total = 0.0f32;
-    for i in full..n {
-        total += f(a[i], b[i], c[i]);
-    }
-    acc.iter().fold(total, |t, &v| t + v)
-}
-
-/// `sum_i f(a_i)` in [`LANES`] partial sums.
-#[inline(always)]
-fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    sum3(a, a, a, |x, _, _| f(x))
 }
 
 /// The largest element (a NaN is skipped here; it still makes the softmax's sum NaN).
