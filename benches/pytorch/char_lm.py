@@ -39,6 +39,8 @@ import time
 import torch
 from torch import nn
 
+from allocator import keep_freed_memory
+
 
 class CharLm(nn.Module):
     def __init__(self, vocab, embed=64, hidden=256, layers=2, dropout=0.1):
@@ -115,6 +117,7 @@ def main():
     p.add_argument("--model", choices=["lstm", "transformer"], default="lstm")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as Strata's binaries do (allocator.py)
     torch.manual_seed(a.seed)
     opener = gzip.open if a.text.endswith(".gz") else open
     with opener(a.text, "rt", encoding="utf-8") as f:

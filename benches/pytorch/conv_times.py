@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from allocator import keep_freed_memory
+
 SHAPES = [
     ("stem 3->16 @32", 1, 3, 32, 16, 1),
     ("16->16 @32", 6, 16, 32, 16, 1),
@@ -35,6 +37,7 @@ def main():
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as Strata's binaries do (allocator.py)
     total = 0.0
     for label, count, c, hw, o, stride in SHAPES:
         x = torch.rand(32, c, hw, hw)

@@ -28,6 +28,8 @@ import time
 import torch
 from torch import nn
 
+from allocator import keep_freed_memory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -113,6 +115,7 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as Strata's binaries do (allocator.py)
     torch.manual_seed(a.seed)
     if a.dataset == "digits":
         x, y = digits()

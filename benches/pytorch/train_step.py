@@ -25,6 +25,8 @@ import time
 import torch
 from torch import nn
 
+from allocator import keep_freed_memory
+
 
 def mlp():
     return nn.Sequential(
@@ -448,6 +450,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as Strata's binaries do (allocator.py)
     for m in a.models.split(","):
         try:
             ms, steps = bench(m, a.steps)

@@ -404,6 +404,8 @@ fn bench_gnn(model: &str, device: &Device, steps: usize, warmup: usize) -> f64 {
 }
 
 fn main() {
+    // As the `strata` command line does; the PyTorch scripts set the same (allocator.py).
+    strata::kernels::keep_freed_memory();
     // Anything but the three flags (`--help` included) prints the usage instead of benchmarking.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let known = ["--backends", "--models", "--steps"];

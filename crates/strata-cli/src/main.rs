@@ -12,6 +12,8 @@ use clap::Parser;
 use crate::args::{Cli, Command, TrainArgs};
 
 fn main() {
+    // Freed tensors are kept for the next step, not handed back and faulted in again.
+    strata::kernels::keep_freed_memory();
     // Failures are reported as one line; a panic (a bug) also ends in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = strata::tensor::panic_message(info.payload());

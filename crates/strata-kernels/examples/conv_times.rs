@@ -41,6 +41,7 @@ fn values(len: usize, seed: f32) -> Vec<f32> {
 }
 
 fn main() {
+    strata_kernels::keep_freed_memory();
     let reps = 20;
     // (label, count in ResNet-20, geometry)
     let shapes = [

@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::simd;
+
 /// The hyper-parameters of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
@@ -61,15 +63,23 @@ pub fn step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: &A
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-        .for_each(|((p, g), (m, v))| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g + l2 * *p;
-                *m = *m * b1 + g * (1.0 - b1);
-                // In burn's order of operations, so that the step is bit for bit burn's Adam.
-                *v = b2 * *v + g * g * (1.0 - b2);
-                *p = *p * decay - lr * (*m * c / (v.sqrt() + e));
-            }
-        });
+        .for_each(|((p, g), (m, v))| update(p, g, m, v, [l2, b1, b2, c, e, decay, lr]));
+}
+
+simd! {
+    /// One chunk of [`step`], with `[l2, beta_1, beta_2, c, e, decay, lr]` its constants (no
+    /// fused multiply-adds: Rust does not contract `a * b + c`, so the AVX2 copy rounds as the
+    /// baseline one does).
+    fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 7]) {
+        let [l2, b1, b2, c, e, decay, lr] = k;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g + l2 * *p;
+            *m = *m * b1 + g * (1.0 - b1);
+            // In burn's order of operations, so that the step is bit for bit burn's Adam.
+            *v = b2 * *v + g * g * (1.0 - b2);
+            *p = *p * decay - lr * (*m * c / (v.sqrt() + e));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod conv;
 mod encoder;
 pub mod gemm;
 pub mod math;
+mod memory;
 mod ops;
 pub mod pool;
 pub mod recurrent;
@@ -52,6 +53,7 @@ pub use encoder::{
     attention, attention_weights, cross_entropy, dropout, dropout_layer, gelu, layer_norm,
     layer_norm_layer, transformer_encoder, transformer_encoder_layer,
 };
+pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
 pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;

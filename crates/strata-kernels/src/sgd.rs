@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::simd;
+
 /// The hyper-parameters of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdStep {
@@ -29,7 +31,7 @@ pub struct SgdStep {
 const CHUNK: usize = 1 << 14;
 
 /// The gradient with the L2 penalty, as burn's `WeightDecay` adds it.
-#[inline]
+#[inline(always)]
 fn decayed(g: f32, p: f32, weight_decay: f32) -> f32 {
     if weight_decay == 0.0 {
         g
@@ -48,11 +50,16 @@ pub fn step(param: &mut [f32], grad: &[f32], s: &SgdStep) {
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
-        .for_each(|(p, g)| {
-            for (p, &g) in p.iter_mut().zip(g) {
-                *p -= decayed(g, *p, s.weight_decay) * lr;
-            }
-        });
+        .for_each(|(p, g)| plain(p, g, s.weight_decay, lr));
+}
+
+simd! {
+    /// One chunk of [`step`].
+    fn plain(p: &mut [f32], g: &[f32], weight_decay: f32, lr: f32) {
+        for (p, &g) in p.iter_mut().zip(g) {
+            *p -= decayed(g, *p, weight_decay) * lr;
+        }
+    }
 }
 
 /// Updates `param` and the velocity from `grad` (with momentum).
@@ -71,14 +78,20 @@ pub fn step_with_momentum(param: &mut [f32], grad: &[f32], velocity: &mut [f32],
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(velocity.par_chunks_mut(CHUNK))
-        .for_each(|((p, g), v)| {
-            for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
-                let g = decayed(g, *p, s.weight_decay);
-                *v = if s.first { g } else { g * keep + *v * momentum };
-                let u = if s.nesterov { *v * momentum + g } else { *v };
-                *p -= u * lr;
-            }
-        });
+        .for_each(|((p, g), v)| with_momentum(p, g, v, s, [keep, momentum, lr]));
+}
+
+simd! {
+    /// One chunk of [`step_with_momentum`], with `[keep, momentum, lr]` its constants.
+    fn with_momentum(p: &mut [f32], g: &[f32], v: &mut [f32], s: &SgdStep, k: [f32; 3]) {
+        let [keep, momentum, lr] = k;
+        for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
+            let g = decayed(g, *p, s.weight_decay);
+            *v = if s.first { g } else { g * keep + *v * momentum };
+            let u = if s.nesterov { *v * momentum + g } else { *v };
+            *p -= u * lr;
+        }
+    }
 }
 
 #[cfg(test)]
