@@ -74,7 +74,9 @@ pub fn forward(
         })
         .collect();
     let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
-    let out = normalize(x, gamma, beta, &mean, &var, p, epsilon, relu);
+    // The input stays for the backward pass: the output is a copy, normalised in place.
+    let mut out = x.to_vec();
+    normalize(&mut out, gamma, beta, &mean, &var, p, epsilon, relu);
     (out, mean, var)
 }
 
@@ -92,17 +94,18 @@ simd! {
     }
 }
 
-/// Batch normalisation with given statistics (inference, on the running mean and variance):
-/// `gamma * (x - mean) / sqrt(var + eps) + beta`, in one pass.
+/// Batch normalisation with given statistics (inference, on the running mean and variance),
+/// in place: `x = gamma * (x - mean) / sqrt(var + eps) + beta`, in one pass (the op hands in
+/// its input's buffer where it holds the only reference, so inference allocates nothing).
 pub fn inference(
-    x: &[f32],
+    x: &mut [f32],
     gamma: &[f32],
     beta: &[f32],
     mean: &[f32],
     var: &[f32],
     p: Planes,
     epsilon: f64,
-) -> Vec<f32> {
+) {
     assert_eq!(x.len(), p.len(), "batch norm: input length");
     for s in [gamma, beta, mean, var] {
         assert_eq!(s.len(), p.channels, "batch norm: per-channel length");
@@ -127,10 +130,11 @@ fn normalized(v: f32, mean: f32, scale: f32, beta: f32) -> f32 {
     (v - mean) * scale + beta
 }
 
-/// `(x - mean) * gamma / sqrt(var + eps) + beta` per channel, then `max(0, .)` when `relu`.
+/// `x = (x - mean) * gamma / sqrt(var + eps) + beta` per channel, then `max(0, .)` when
+/// `relu`, in place.
 #[allow(clippy::too_many_arguments)]
 fn normalize(
-    x: &[f32],
+    x: &mut [f32],
     gamma: &[f32],
     beta: &[f32],
     mean: &[f32],
@@ -138,13 +142,15 @@ fn normalize(
     p: Planes,
     epsilon: f64,
     relu: bool,
-) -> Vec<f32> {
+) {
     let scale = scales(gamma, var, epsilon);
-    let mut out = vec![0.0f32; x.len()];
-    per_image(&mut out, x, x, p, |o, xs, _| {
-        normalize_image(xs, o, p.plane, mean, &scale, beta, relu)
-    });
-    out
+    let image = p.channels * p.plane;
+    if image == 0 {
+        return;
+    }
+    x.par_chunks_mut(image)
+        .with_min_len(ELEMENTS_PER_JOB.div_ceil(image))
+        .for_each(|xs| normalize_image(xs, p.plane, mean, &scale, beta, relu));
 }
 
 /// Runs `f(dst, a, b)` on each image's part of the three slices (`C * plane` values), in
@@ -167,10 +173,9 @@ fn per_image(
 }
 
 simd! {
-    /// One image of [`normalize`]: `o = normalized(x)` per channel (then the ReLU).
+    /// One image of [`normalize`], in place (then the ReLU).
     fn normalize_image(
-        xs: &[f32],
-        o: &mut [f32],
+        xs: &mut [f32],
         plane: usize,
         mean: &[f32],
         scale: &[f32],
@@ -183,15 +188,15 @@ simd! {
             if relu { y.max(0.0) } else { y }
         };
         if plane == 1 {
-            for ((((o, &v), &m), &a), &b) in o.iter_mut().zip(xs).zip(mean).zip(scale).zip(beta) {
-                *o = f(v, m, a, b);
+            for (((v, &m), &a), &b) in xs.iter_mut().zip(mean).zip(scale).zip(beta) {
+                *v = f(*v, m, a, b);
             }
             return;
         }
-        for (c, (o, xs)) in o.chunks_exact_mut(plane).zip(xs.chunks_exact(plane)).enumerate() {
+        for (c, xs) in xs.chunks_exact_mut(plane).enumerate() {
             let (m, a, b) = (mean[c], scale[c], beta[c]);
-            for (o, &v) in o.iter_mut().zip(xs) {
-                *o = f(v, m, a, b);
+            for v in xs.iter_mut() {
+                *v = f(*v, m, a, b);
             }
         }
     }

@@ -833,9 +833,11 @@ impl KernelOps for Flex {
             return Self::batch_norm(x, gamma, beta, mean, variance, epsilon);
         };
         let shape = x.shape();
-        let [x, gamma, beta, mean, variance] = [x, gamma, beta, mean, variance].map(contiguous);
-        let y = batch_norm::inference(
-            slice(&x),
+        let [gamma, beta, mean, variance] = [gamma, beta, mean, variance].map(contiguous);
+        // In place where this op holds the only reference to the input, else one copy.
+        let mut y = owned(x);
+        batch_norm::inference(
+            y.storage_mut::<f32>(),
             slice(&gamma),
             slice(&beta),
             slice(&mean),
@@ -843,7 +845,8 @@ impl KernelOps for Flex {
             p,
             epsilon,
         );
-        shaped(y, shape)
+        debug_assert_eq!(y.shape(), shape);
+        y
     }
 
     fn kernel_sgd_step(param: FlexTensor, grad: FlexTensor, step: SgdStep) -> FlexTensor {

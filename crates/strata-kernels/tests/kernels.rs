@@ -547,6 +547,17 @@ fn inference_batch_norm_matches_burns() {
         );
         let want = to_vec(burns);
         check_close("output", &to_vec(ours), &want, 1e-5 * scale(&want)).unwrap();
+        // The op normalises its input's buffer in place when it holds the only reference: a
+        // shared input (above: `x` is still held) and a strided view are left alone.
+        let before = to_vec(x.clone());
+        let view = x.clone().swap_dims(2, 3);
+        let stats = [&gamma, &beta, &mean, &var].map(|t| t.clone());
+        let [g, b, m, v] = stats.clone();
+        let ours_t = strata_kernels::batch_norm(view.clone(), g, b, m, v, 1e-5);
+        let [g, b, m, v] = stats;
+        let want_t = to_vec(burn::tensor::module::batch_norm(view, g, b, m, v, 1e-5));
+        check_close("strided", &to_vec(ours_t), &want_t, 1e-5 * scale(&want_t)).unwrap();
+        assert_eq!(to_vec(x.clone()), before, "the shared input was changed");
         // Under autodiff the input's gradient is gamma / sqrt(var + eps) per channel.
         let ad = device.clone().autodiff();
         let xa = Tensor::<4>::from_data(x.into_data(), &ad).require_grad();
