@@ -359,6 +359,10 @@ fn with_channels_first<R>(dy: &[f32], g: &ConvGeometry, f: impl FnOnce(&[f32]) -
 /// The convolution's output `[N, O, Ho, Wo]` (no bias) of `x` `[N, C, H, W]` and `weight`
 /// `[O, C / groups, kh, kw]`.
 pub fn forward(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if let Some((c, live)) = cropped(g) {
+        assert_eq!(weight.len(), g.weight_len(), "conv2d: weight length");
+        return forward(x, &crop(weight, g, live), &c);
+    }
     if shifts(g) {
         forward_shifted(x, weight, g, BLOCK_COLUMNS)
     } else {
@@ -422,6 +426,10 @@ fn forward_block(x: &[f32], weight: &[f32], g: &ConvGeometry, out: &mut [f32]) {
 
 /// The gradient of the loss with respect to `x`, given the output's gradient `dy`.
 pub fn backward_input(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if let Some((c, live)) = cropped(g) {
+        assert_eq!(weight.len(), g.weight_len(), "conv2d: weight length");
+        return backward_input(&crop(weight, g, live), dy, &c);
+    }
     if shifts(g) {
         backward_input_shifted(weight, dy, g, BLOCK_COLUMNS)
     } else {
@@ -472,11 +480,93 @@ fn backward_input_in_blocks(
 /// The gradient of the loss with respect to the weight, given the input `x` and the output's
 /// gradient `dy`.
 pub fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if let Some((c, live)) = cropped(g) {
+        return uncrop(&backward_weight(x, dy, &c), g, live);
+    }
     if shifts(g) {
         backward_weight_shifted(x, dy, g, BLOCK_COLUMNS)
     } else {
         backward_weight_in_blocks(x, dy, g, BLOCK_COLUMNS)
     }
+}
+
+/// The kernel taps `lo..hi`, per spatial dimension, that read the input for at least one
+/// output; the others read only padding.
+fn live_taps(g: &ConvGeometry) -> [(usize, usize); 2] {
+    let out = g.output();
+    [0, 1].map(|d| {
+        let live = |t: usize| {
+            (0..out[d]).any(|o| {
+                let i = (o * g.stride[d] + t * g.dilation[d]) as isize - g.padding[d].0 as isize;
+                i >= 0 && i < g.input[d] as isize
+            })
+        };
+        let lo = (0..g.kernel[d]).find(|&t| live(t)).unwrap_or(0);
+        let hi = (0..g.kernel[d])
+            .rev()
+            .find(|&t| live(t))
+            .map_or(0, |t| t + 1);
+        (lo, hi)
+    })
+}
+
+/// The same convolution with its kernel cropped to the live taps (see [`live_taps`]) and its
+/// padding trimmed to match, and those taps; `None` when every tap is live (or none is, or the
+/// trim would need negative padding). Taps that read only padding add nothing, yet unfolding
+/// and the shifted products compute them: a 3x3 kernel on ResNet-18's 1x1 planes with padding
+/// 1 has one live tap in nine. The output's size does not change.
+fn cropped(g: &ConvGeometry) -> Option<(ConvGeometry, [(usize, usize); 2])> {
+    g.check();
+    if g.output().contains(&0) {
+        return None;
+    }
+    let live = live_taps(g);
+    if live == [(0, g.kernel[0]), (0, g.kernel[1])] || live.iter().any(|(lo, hi)| hi <= lo) {
+        return None;
+    }
+    let mut c = *g;
+    for (d, &(lo, hi)) in live.iter().enumerate() {
+        let front = lo * g.dilation[d];
+        let back = (g.kernel[d] - hi) * g.dilation[d];
+        let (begin, end) = g.padding[d];
+        if front > begin || back > end {
+            return None;
+        }
+        c.kernel[d] = hi - lo;
+        c.padding[d] = (begin - front, end - back);
+    }
+    debug_assert_eq!(c.output(), g.output());
+    Some((c, live))
+}
+
+/// `weight` `[O, C / groups, kh, kw]` cut to the taps `live` (see [`cropped`]).
+fn crop(weight: &[f32], g: &ConvGeometry, live: [(usize, usize); 2]) -> Vec<f32> {
+    let [(i0, i1), (j0, j1)] = live;
+    let [kh, kw] = g.kernel;
+    let mut out = Vec::with_capacity(weight.len() / (kh * kw) * (i1 - i0) * (j1 - j0));
+    for kernel in weight.chunks_exact(kh * kw) {
+        for ki in i0..i1 {
+            // Element by element: the runs are a tap or two long, too short for a copy call.
+            for kj in j0..j1 {
+                out.push(kernel[ki * kw + kj]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`crop`] for a weight gradient: zero at the taps that read only padding.
+fn uncrop(dw: &[f32], g: &ConvGeometry, live: [(usize, usize); 2]) -> Vec<f32> {
+    let [(i0, i1), (j0, j1)] = live;
+    let [kh, kw] = g.kernel;
+    let (ch, cw) = (i1 - i0, j1 - j0);
+    let mut out = vec![0.0f32; g.weight_len()];
+    for (kernel, part) in out.chunks_exact_mut(kh * kw).zip(dw.chunks_exact(ch * cw)) {
+        for (ki, row) in (i0..i1).zip(part.chunks_exact(cw)) {
+            kernel[ki * kw + j0..ki * kw + j1].copy_from_slice(row);
+        }
+    }
+    out
 }
 
 /// Whether the convolution runs as shifted products (see [`backward_weight_shifted`]): stride
@@ -598,6 +688,15 @@ fn weight_by_kernel_row(weight: &[f32], g: &ConvGeometry, transposed: bool) -> V
     let (c, o) = (g.channels_in, g.channels_out);
     let [kh, kw] = g.kernel;
     let mut out = vec![0.0f32; weight.len()];
+    if kh * kw == 1 {
+        // `[O, C]` as it is, or transposed.
+        if transposed {
+            transpose(weight, c, o, c, &mut out, o);
+        } else {
+            out.copy_from_slice(weight);
+        }
+        return out;
+    }
     for oc in 0..o {
         for ci in 0..c {
             for ki in 0..kh {
@@ -976,6 +1075,112 @@ mod tests {
         let dw = backward_weight(&x, &dy, &g);
         assert!((dot(&dx, &x) - reference).abs() < 1e-3 * reference.abs().max(1.0));
         assert!((dot(&dw, &w) - reference).abs() < 1e-3 * reference.abs().max(1.0));
+    }
+
+    /// Taps that read only padding are cropped away (ResNet-18's 1x1 planes, a stride-2
+    /// kernel on a 2x2 plane, a one-row input, groups, dilation): the three products against
+    /// the uncropped unfolding, element by element, and the cropped taps' weight gradient zero.
+    #[test]
+    fn cropped_kernels_match_the_whole_ones() {
+        let base = ConvGeometry {
+            batch: 3,
+            channels_in: 4,
+            input: [1, 1],
+            channels_out: 6,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [(1, 1), (1, 1)],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let cases = [
+            (base, [(1, 2), (1, 2)]),
+            (
+                ConvGeometry {
+                    input: [2, 2],
+                    stride: [2, 2],
+                    ..base
+                },
+                [(1, 3), (1, 3)],
+            ),
+            (
+                ConvGeometry {
+                    input: [1, 5],
+                    ..base
+                },
+                [(1, 2), (0, 3)],
+            ),
+            (ConvGeometry { groups: 2, ..base }, [(1, 2), (1, 2)]),
+            (
+                ConvGeometry {
+                    input: [1, 2],
+                    padding: [(2, 2), (2, 2)],
+                    dilation: [2, 2],
+                    ..base
+                },
+                [(1, 2), (1, 2)],
+            ),
+        ];
+        for (g, want_live) in cases {
+            let (c, live) = cropped(&g).expect("some taps read only padding");
+            assert_eq!(live, want_live, "{g:?}");
+            assert_eq!(c.output(), g.output());
+            let x = values(g.input_len(), 0.5);
+            let w = values(g.weight_len(), 1.5);
+            let dy = values(g.output_len(), 2.5);
+            let close = |what: &str, got: &[f32], want: &[f32]| {
+                assert_eq!(got.len(), want.len(), "{what}");
+                for (a, b) in got.iter().zip(want) {
+                    assert!((a - b).abs() < 1e-5, "{what} {g:?}: {a} vs {b}");
+                }
+            };
+            let columns = BLOCK_COLUMNS;
+            close(
+                "forward",
+                &forward(&x, &w, &g),
+                &forward_in_blocks(&x, &w, &g, columns),
+            );
+            close(
+                "forward (definition)",
+                &forward(&x, &w, &g),
+                &direct(&x, &w, &g),
+            );
+            let dx = backward_input(&w, &dy, &g);
+            close(
+                "input gradient",
+                &dx,
+                &backward_input_in_blocks(&w, &dy, &g, columns),
+            );
+            let dw = backward_weight(&x, &dy, &g);
+            close(
+                "weight gradient",
+                &dw,
+                &backward_weight_in_blocks(&x, &dy, &g, columns),
+            );
+            let [kh, kw] = g.kernel;
+            let [(i0, i1), (j0, j1)] = live;
+            for (t, v) in dw.iter().enumerate() {
+                let (ki, kj) = ((t / kw) % kh, t % kw);
+                if !(i0..i1).contains(&ki) || !(j0..j1).contains(&kj) {
+                    assert_eq!(*v, 0.0, "a cropped tap's gradient");
+                }
+            }
+        }
+        // Every tap live: nothing to crop; and a crop that would need negative padding (the
+        // last tap's dilated reach, 2, past a padding of 1) is left alone.
+        assert!(cropped(&geometry()).is_none());
+        let uneven = ConvGeometry {
+            input: [1, 2],
+            padding: [(2, 2), (2, 1)],
+            dilation: [2, 2],
+            ..base
+        };
+        assert!(cropped(&uneven).is_none());
+        let full = ConvGeometry {
+            input: [4, 4],
+            ..base
+        };
+        assert!(cropped(&full).is_none());
     }
 
     /// The shifted forward pass and gradients against the definition, the unfolded gradients
