@@ -143,12 +143,14 @@ impl ConvGeometry {
     }
 }
 
-/// The valid output columns `[lo, hi)` of one kernel column at stride 1: those whose input
-/// column `ow + offset` lies in `0..width` (empty, `hi <= lo`, when the kernel column lies
+/// The valid output columns `[lo, hi)` of one kernel column: those whose input column
+/// `ow * stride + offset` lies in `0..width` (empty, `hi <= lo`, when the kernel column lies
 /// wholly in the padding).
-fn valid_range(offset: isize, width: usize, out_width: usize) -> (usize, usize) {
-    let lo = (-offset).clamp(0, out_width as isize) as usize;
-    let hi = (width as isize - offset).clamp(lo as isize, out_width as isize) as usize;
+fn valid_range(offset: isize, width: usize, out_width: usize, stride: usize) -> (usize, usize) {
+    // The first `ow` with `ow * s + offset >= 0`, and the first with `ow * s + offset >= width`.
+    let first_at = |bound: isize| ((bound - offset).max(0) as usize).div_ceil(stride) as isize;
+    let lo = first_at(0).min(out_width as isize) as usize;
+    let hi = first_at(width as isize).clamp(lo as isize, out_width as isize) as usize;
     (lo, hi)
 }
 
@@ -166,7 +168,7 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
         let ki = (row / k.kw) % k.kh;
         let kj = row % k.kw;
         let offset = (kj * k.dw) as isize - k.pl;
-        let (lo, hi) = valid_range(offset, k.w, k.wo);
+        let (lo, hi) = valid_range(offset, k.w, k.wo, k.sw);
         for n in 0..g.batch {
             let plane = &x[(n * g.channels_in + c) * k.h * k.w..][..k.h * k.w];
             let dst = &mut out[n * k.p..(n + 1) * k.p];
@@ -177,23 +179,20 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
                     continue;
                 }
                 let src = &plane[ih as usize * k.w..][..k.w];
-                if k.sw == 1 {
-                    drow[..lo].fill(0.0);
-                    if hi > lo {
-                        let start = (lo as isize + offset) as usize;
+                drow[..lo].fill(0.0);
+                if hi > lo {
+                    // Input columns `start, start + sw, ...`, all inside the row.
+                    let start = (lo as isize * k.sw as isize + offset) as usize;
+                    if k.sw == 1 {
                         drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                    }
-                    drow[hi..].fill(0.0);
-                } else {
-                    for (ow, d) in drow.iter_mut().enumerate() {
-                        let iw = (ow * k.sw) as isize + offset;
-                        *d = if iw >= 0 && iw < k.w as isize {
-                            src[iw as usize]
-                        } else {
-                            0.0
-                        };
+                    } else {
+                        let taps = src[start..].iter().step_by(k.sw);
+                        for (d, &v) in drow[lo..hi].iter_mut().zip(taps) {
+                            *d = v;
+                        }
                     }
                 }
+                drow[hi..].fill(0.0);
             }
         }
     });
@@ -220,25 +219,21 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
                 let row = (c * k.kh + ki) * k.kw + kj;
                 let src = &cols[row * k.np + n * k.p..][..k.p];
                 let offset = (kj * k.dw) as isize - k.pl;
-                let (lo, hi) = valid_range(offset, k.w, k.wo);
+                let (lo, hi) = valid_range(offset, k.w, k.wo, k.sw);
+                if hi <= lo {
+                    continue;
+                }
+                // Input columns `start, start + sw, ...`, all inside the row.
+                let start = (lo as isize * k.sw as isize + offset) as usize;
                 for (oh, srow) in src.chunks_exact(k.wo).enumerate() {
                     let ih = (oh * k.sh + ki * k.dh) as isize - k.pt;
                     if ih < 0 || ih >= k.h as isize {
                         continue;
                     }
                     let prow = &mut plane[ih as usize * k.w..][..k.w];
-                    if k.sw == 1 && hi > lo {
-                        let start = (lo as isize + offset) as usize;
-                        for (d, s) in prow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
-                            *d += s;
-                        }
-                    } else if k.sw != 1 {
-                        for (ow, s) in srow.iter().enumerate() {
-                            let iw = (ow * k.sw) as isize + offset;
-                            if iw >= 0 && iw < k.w as isize {
-                                prow[iw as usize] += s;
-                            }
-                        }
+                    let taps = prow[start..].iter_mut().step_by(k.sw);
+                    for (d, s) in taps.zip(&srow[lo..hi]) {
+                        *d += s;
                     }
                 }
             }
@@ -1075,6 +1070,27 @@ mod tests {
         let dw = backward_weight(&x, &dy, &g);
         assert!((dot(&dx, &x) - reference).abs() < 1e-3 * reference.abs().max(1.0));
         assert!((dot(&dw, &w) - reference).abs() < 1e-3 * reference.abs().max(1.0));
+    }
+
+    /// The valid output columns of a kernel column against trying each one.
+    #[test]
+    fn valid_ranges_are_the_columns_inside_the_row() {
+        for width in 1..7usize {
+            for out_width in 0..9usize {
+                for stride in 1..4usize {
+                    for offset in -9isize..9 {
+                        let inside = |ow: usize| {
+                            let i = (ow * stride) as isize + offset;
+                            i >= 0 && i < width as isize
+                        };
+                        let (lo, hi) = valid_range(offset, width, out_width, stride);
+                        let want: Vec<usize> = (0..out_width).filter(|&ow| inside(ow)).collect();
+                        let got: Vec<usize> = (lo..hi).collect();
+                        assert_eq!(got, want, "{width} {out_width} {stride} {offset}");
+                    }
+                }
+            }
+        }
     }
 
     /// Taps that read only padding are cropped away (ResNet-18's 1x1 planes, a stride-2
