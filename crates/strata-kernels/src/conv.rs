@@ -146,7 +146,12 @@ impl ConvGeometry {
 /// The valid output columns `[lo, hi)` of one kernel column: those whose input column
 /// `ow * stride + offset` lies in `0..width` (empty, `hi <= lo`, when the kernel column lies
 /// wholly in the padding).
-fn valid_range(offset: isize, width: usize, out_width: usize, stride: usize) -> (usize, usize) {
+pub(crate) fn valid_range(
+    offset: isize,
+    width: usize,
+    out_width: usize,
+    stride: usize,
+) -> (usize, usize) {
     // The first `ow` with `ow * s + offset >= 0`, and the first with `ow * s + offset >= width`.
     let first_at = |bound: isize| ((bound - offset).max(0) as usize).div_ceil(stride) as isize;
     let lo = first_at(0).min(out_width as isize) as usize;
