@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{simd, sum3};
+use crate::math::{simd, sum1, sum3};
 
 /// Values per rayon task in the passes over whole batches, at least.
 const ELEMENTS_PER_JOB: usize = 1 << 14;
@@ -83,14 +83,14 @@ pub fn forward(
 simd! {
     /// `sum(v)` over a run.
     fn sum_of(run: &[f32]) -> f32 {
-        sum3(run, run, run, |v, _, _| v)
+        sum1(run, |v| v)
     }
 }
 
 simd! {
     /// `sum((v - mean)^2)` over a run.
     fn squares_about(run: &[f32], mean: f32) -> f32 {
-        sum3(run, run, run, |v, _, _| (v - mean) * (v - mean))
+        sum1(run, |v| (v - mean) * (v - mean))
     }
 }
 
@@ -144,32 +144,28 @@ fn normalize(
     relu: bool,
 ) {
     let scale = scales(gamma, var, epsilon);
-    let image = p.channels * p.plane;
-    if image == 0 {
-        return;
-    }
-    x.par_chunks_mut(image)
-        .with_min_len(ELEMENTS_PER_JOB.div_ceil(image))
-        .for_each(|xs| normalize_image(xs, p.plane, mean, &scale, beta, relu));
+    per_image(x, p, |_, xs| {
+        normalize_image(xs, p.plane, mean, &scale, beta, relu)
+    });
 }
 
-/// Runs `f(dst, a, b)` on each image's part of the three slices (`C * plane` values), in
-/// parallel, an image or a few per task.
-fn per_image(
-    dst: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    p: Planes,
-    f: impl Fn(&mut [f32], &[f32], &[f32]) + Send + Sync,
-) {
+/// Runs `f(n, part)` on image `n`'s part of `dst` (`C * plane` values), in parallel, an image
+/// or a few per task; `f` reads the same image of other slices through [`image_of`].
+fn per_image(dst: &mut [f32], p: Planes, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
     let image = p.channels * p.plane;
     if image == 0 {
         return;
     }
     dst.par_chunks_mut(image)
-        .zip(a.par_chunks(image).zip(b.par_chunks(image)))
+        .enumerate()
         .with_min_len(ELEMENTS_PER_JOB.div_ceil(image))
-        .for_each(|(d, (a, b))| f(d, a, b));
+        .for_each(|(n, part)| f(n, part));
+}
+
+/// Image `n`'s part (`C * plane` values) of a `[N, C, ...]` slice.
+fn image_of(values: &[f32], p: Planes, n: usize) -> &[f32] {
+    let image = p.channels * p.plane;
+    &values[n * image..][..image]
 }
 
 simd! {
@@ -262,7 +258,8 @@ pub fn backward(
         })
         .collect();
     let mut dx = vec![0.0f32; x.len()];
-    per_image(&mut dx, x, dy, p, |d, xs, gs| {
+    per_image(&mut dx, p, |n, d| {
+        let (xs, gs) = (image_of(x, p, n), image_of(dy, p, n));
         input_gradient_image(xs, gs, d, p.plane, &coefficients, mask)
     });
     (dx, dgamma, dbeta)

@@ -200,12 +200,12 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
                 continue;
             }
             for (oh, drow) in dst.chunks_exact_mut(k.wo).enumerate() {
-                let ih = (oh * k.sh + ki * k.dh) as isize - k.pt;
-                if ih < 0 || ih >= k.h as isize {
+                if !(top..bottom).contains(&oh) {
                     drow.fill(0.0);
                     continue;
                 }
-                let src = &plane[ih as usize * k.w..][..k.w];
+                let ih = ((oh * k.sh + ki * k.dh) as isize - k.pt) as usize;
+                let src = &plane[ih * k.w..][..k.w];
                 drow[..lo].fill(0.0);
                 if hi > lo {
                     // Input columns `start, start + sw, ...`, all inside the row.
@@ -517,11 +517,11 @@ pub fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 fn live_taps(g: &ConvGeometry) -> [(usize, usize); 2] {
     let out = g.output();
     [0, 1].map(|d| {
+        // Tap `t` reads input `o * stride + t * dilation - padding` for output `o`.
         let live = |t: usize| {
-            (0..out[d]).any(|o| {
-                let i = (o * g.stride[d] + t * g.dilation[d]) as isize - g.padding[d].0 as isize;
-                i >= 0 && i < g.input[d] as isize
-            })
+            let offset = (t * g.dilation[d]) as isize - g.padding[d].0 as isize;
+            let (lo, hi) = valid_range(offset, g.input[d], out[d], g.stride[d]);
+            hi > lo
         };
         let lo = (0..g.kernel[d]).find(|&t| live(t)).unwrap_or(0);
         let hi = (0..g.kernel[d])

@@ -165,22 +165,15 @@ pub fn transpose(
         "transpose: destination out of bounds"
     );
     #[cfg(target_arch = "x86_64")]
-    if crate::math::has_avx2() {
-        in_tiles(
-            src,
-            src_stride,
-            rows,
-            cols,
-            dst,
-            dst_stride,
-            |s, ss, d, ds| {
-                // SAFETY: the CPU has AVX (checked at run time).
-                unsafe { tile_avx(s, ss, d, ds) }
-            },
-        );
-        return;
-    }
-    in_tiles(src, src_stride, rows, cols, dst, dst_stride, tile);
+    let full: fn(&[f32], usize, &mut [f32], usize) = if crate::math::has_avx2() {
+        // SAFETY: the CPU has AVX (checked at run time).
+        |s, ss, d, ds| unsafe { tile_avx(s, ss, d, ds) }
+    } else {
+        tile
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let full = tile;
+    in_tiles(src, src_stride, rows, cols, dst, dst_stride, full);
 }
 
 /// [`transpose`]'s loop: `full` copies each whole tile (its arguments are the slices from the

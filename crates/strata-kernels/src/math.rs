@@ -45,9 +45,10 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-/// Independent accumulators of the reductions below (the kernels' row and channel sums): a float sum kept in one accumulator
-/// is a serial chain of additions the compiler may not reorder, so a row's sum is kept in this
-/// many lanes (which it vectorises) and added up at the end.
+/// Independent accumulators of the reductions below (the kernels' row and channel sums): a
+/// float sum kept in one accumulator is a serial chain of additions the compiler may not
+/// reorder, so a row's sum is kept in this many lanes (which it vectorises) and added up at the
+/// end.
 pub(crate) const LANES: usize = 16;
 
 /// `sum_i f(a_i, b_i, c_i)` in [`LANES`] partial sums (inlined into the caller's `simd!` copy).

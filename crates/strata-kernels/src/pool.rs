@@ -161,7 +161,8 @@ simd! {
         let [sh, sw] = g.stride;
         let [dh, dw] = g.dilation;
         let [ph, pw] = g.padding.map(|p| p as isize);
-        for (oh, (orow, irow)) in out.chunks_exact_mut(wo).zip(idx.chunks_exact_mut(wo)).enumerate() {
+        let rows = out.chunks_exact_mut(wo).zip(idx.chunks_exact_mut(wo));
+        for (oh, (orow, irow)) in rows.enumerate() {
             orow.fill(f32::NEG_INFINITY);
             irow.fill(-1.0);
             for ki in 0..kh {

@@ -71,20 +71,19 @@ pub fn step_with_momentum(param: &mut [f32], grad: &[f32], velocity: &mut [f32],
         grad.len() == param.len() && velocity.len() == param.len(),
         "sgd: lengths differ"
     );
-    let lr = s.lr as f32;
-    let keep = (1.0 - s.dampening) as f32;
-    let momentum = s.momentum;
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(velocity.par_chunks_mut(CHUNK))
-        .for_each(|((p, g), v)| with_momentum(p, g, v, s, [keep, momentum, lr]));
+        .for_each(|((p, g), v)| with_momentum(p, g, v, s));
 }
 
 simd! {
-    /// One chunk of [`step_with_momentum`], with `[keep, momentum, lr]` its constants.
-    fn with_momentum(p: &mut [f32], g: &[f32], v: &mut [f32], s: &SgdStep, k: [f32; 3]) {
-        let [keep, momentum, lr] = k;
+    /// One chunk of [`step_with_momentum`].
+    fn with_momentum(p: &mut [f32], g: &[f32], v: &mut [f32], s: &SgdStep) {
+        let lr = s.lr as f32;
+        let keep = (1.0 - s.dampening) as f32;
+        let momentum = s.momentum;
         for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
             let g = decayed(g, *p, s.weight_decay);
             *v = if s.first { g } else { g * keep + *v * momentum };

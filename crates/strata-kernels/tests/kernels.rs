@@ -529,6 +529,9 @@ fn inference_batch_norm_matches_burns() {
             per_channel(-1.0, 1.0),
         );
         let var = per_channel(0.01, 3.0);
+        // The op normalises its input's buffer in place when it holds the only reference: a
+        // shared input (`x` is still held here) and a strided view are left alone.
+        let before = to_vec(x.clone());
         let ours = strata_kernels::batch_norm(
             x.clone(),
             gamma.clone(),
@@ -547,9 +550,6 @@ fn inference_batch_norm_matches_burns() {
         );
         let want = to_vec(burns);
         check_close("output", &to_vec(ours), &want, 1e-5 * scale(&want)).unwrap();
-        // The op normalises its input's buffer in place when it holds the only reference: a
-        // shared input (above: `x` is still held) and a strided view are left alone.
-        let before = to_vec(x.clone());
         let view = x.clone().swap_dims(2, 3);
         let stats = [&gamma, &beta, &mean, &var].map(|t| t.clone());
         let [g, b, m, v] = stats.clone();
