@@ -10,8 +10,7 @@
 //! `resnet18-infer-64`, ...: ms per forward pass without autodiff at that batch size; PyTorch
 //! under `torch.inference_mode()`), and generation rows (`lstm-generate`, `gru-generate`,
 //! `transformer-generate`: ms per character generated greedily at batch 1 after a
-//! 20-character prompt, the recurrent state or the transformer's autoregressive cache
-//! carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
+//! 20-character prompt, the recurrent state or the transformer's key-value cache carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
 //! runs both in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
@@ -220,7 +219,7 @@ fn bench_generate(cell: CellKind, device: &Device, calls: usize, warmup: usize) 
 
 /// Mean ms per generated character of the benchmark's transformer LM (`transformer-generate`,
 /// untrained, evaluation mode) at batch 1: a 20-character prompt, then greedy generation with
-/// burn's autoregressive cache (each new character computes its own position only), as
+/// the key-value cache (each new character computes its own position only), as
 /// `strata generate` does; the time of each call over [`GENERATED`] (the 120 positions fit the
 /// 128-character context, so the window never slides).
 fn bench_transformer_generate(device: &Device, calls: usize, warmup: usize) -> f64 {

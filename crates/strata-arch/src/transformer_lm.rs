@@ -6,9 +6,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderAutoregressiveCache, TransformerEncoderInput,
-};
+use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
@@ -149,7 +147,14 @@ impl TransformerLm {
     }
 
     fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let x = self.positions.forward(self.embedding.forward(tokens));
+        self.embed_from(tokens, 0)
+    }
+
+    /// The embeddings of `tokens` at positions `offset..`.
+    fn embed_from(&self, tokens: Tensor<2, Int>, offset: usize) -> Tensor<3> {
+        let x = self
+            .positions
+            .forward_from(self.embedding.forward(tokens), offset);
         strata_kernels::dropout_layer(&self.dropout, x)
     }
 
@@ -193,22 +198,27 @@ impl TransformerLm {
         encoder_attention(&self.encoder, self.embed(tokens), None, Some(mask))
     }
 
-    /// The logits of the last position of `tokens`, computing only that position's layers
-    /// when `cache` holds the earlier ones (burn's autoregressive cache).
+    /// The logits of the last position of `tokens`, computing only the positions `cache`
+    /// does not hold yet ([`strata_kernels::transformer_encoder_step`]) when given.
     fn last_logits(
         &self,
         tokens: &[usize],
-        cache: Option<&mut TransformerEncoderAutoregressiveCache>,
+        cache: Option<&mut strata_kernels::KeyValueCache>,
         device: &Device,
     ) -> Vec<f32> {
-        let v: Vec<i64> = tokens.iter().map(|&i| i as i64).collect();
-        let t = tokens.len();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let v: Vec<i64> = tokens[past..].iter().map(|&i| i as i64).collect();
+        let t = v.len();
         let x = Tensor::<2, Int>::from_data(TensorData::new(v, [1, t]), device);
         let logits = match cache {
             Some(cache) => {
-                let mask = generate_autoregressive_mask(1, t, device);
-                let input = TransformerEncoderInput::new(self.embed(x)).mask_attn(mask);
-                let y = self.encoder.forward_autoregressive_inference(input, cache);
+                let x = self.embed_from(x, past);
+                let y = strata_kernels::transformer_encoder_step(
+                    &self.encoder,
+                    x,
+                    cache,
+                    LAYER_NORM_EPS,
+                );
                 self.output(y)
             }
             None => self.forward(x),
@@ -238,14 +248,14 @@ impl TransformerLm {
         check_sampling(prompt, self.vocab_size(), sampling)?;
         let mut rng = ChaCha8Rng::seed_from_u64(sampling.seed);
         let mut tokens: Vec<usize> = prompt.to_vec();
-        let mut cache = use_cache.then(|| self.encoder.new_autoregressive_cache());
+        let mut cache = use_cache.then(strata_kernels::KeyValueCache::new);
         let mut start = tokens.len().saturating_sub(self.context);
         let mut out = Vec::with_capacity(sampling.length);
         for _ in 0..sampling.length {
             if tokens.len() - start > self.context {
                 // Slide the window; cached positions no longer line up.
                 start = tokens.len() - self.context;
-                cache = use_cache.then(|| self.encoder.new_autoregressive_cache());
+                cache = use_cache.then(strata_kernels::KeyValueCache::new);
             }
             let logits = self.last_logits(&tokens[start..], cache.as_mut(), device);
             let next = sample(&logits, sampling, &mut rng);

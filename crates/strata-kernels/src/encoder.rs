@@ -12,7 +12,7 @@ use burn::nn::transformer::{
     PositionWiseFeedForward, TransformerEncoder, TransformerEncoderInput, TransformerEncoderLayer,
 };
 use burn::nn::{Dropout, LayerNorm};
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
 use crate::ops::{AttentionSpec, KernelOps, SelfAttentionSpec};
 use crate::runs_kernels;
@@ -213,12 +213,14 @@ fn hidden_positions(
     }
 }
 
-/// Multi-head self-attention from the projections `q`, `k`, `v` `[batch, time, d_model]`
-/// (heads side by side in each row, `d_model / heads` wide): per head `softmax(scale * q k^T)`
-/// with the positions where `hidden` `[batch, time, time]` is true set to `fill` first, then
-/// dropout with probability `prob`, times `v`; the heads' contexts side by side again, before
-/// any output projection. On flex one kernel reads and writes the heads in place (strided
-/// matrix products, no transposed copies) forward and backward; elsewhere burn's ops.
+/// Multi-head attention from the projections `q` `[batch, queries, d_model]`, `k` and `v`
+/// `[batch, keys, d_model]` (heads side by side in each row, `d_model / heads` wide): per head
+/// `softmax(scale * q k^T)` with the positions where `hidden` `[batch, queries, keys]` is true
+/// set to `fill` first, then dropout with probability `prob`, times `v`; the heads' contexts
+/// side by side again, `[batch, queries, d_model]`, before any output projection. On flex one
+/// kernel reads and writes the heads in place (strided matrix products, no transposed copies,
+/// blocks of queries: [`crate::transformer::self_attention`]) forward and backward; elsewhere
+/// burn's ops.
 ///
 /// # Panics
 /// When `heads` does not divide `d_model`, or the shapes disagree.
@@ -233,10 +235,18 @@ pub fn attention(
     fill: f32,
     prob: f64,
 ) -> Tensor<3> {
-    let [batch, time, d_model] = q.dims();
+    let [batch, queries, d_model] = q.dims();
     assert!(
         heads > 0 && d_model.is_multiple_of(heads),
         "{heads} heads do not divide a width of {d_model}"
+    );
+    let [kb, keys, kd] = k.dims();
+    assert!(
+        kb == batch && kd == d_model && v.dims() == [batch, keys, d_model],
+        "attention: queries {:?}, keys {:?}, values {:?}",
+        q.dims(),
+        k.dims(),
+        v.dims()
     );
     let device = q.device();
     if runs_kernels(&device) {
@@ -255,13 +265,16 @@ pub fn attention(
         }
     }
     let d_head = d_model / heads;
-    let split = |t: Tensor<3>| t.reshape([batch, time, heads, d_head]).swap_dims(1, 2);
+    let split = |t: Tensor<3>| {
+        let time = t.dims()[1];
+        t.reshape([batch, time, heads, d_head]).swap_dims(1, 2)
+    };
     let scores = split(q).matmul(split(k).transpose());
     let weights = attention_weights(scores, hidden, scale, fill, prob);
     weights
         .matmul(split(v))
         .swap_dims(1, 2)
-        .reshape([batch, time, d_model])
+        .reshape([batch, queries, d_model])
 }
 
 /// Self-attention of burn's `MultiHeadAttention` over `x` `[batch, time, d_model]` through
@@ -274,6 +287,18 @@ fn self_attention(
     let q = mha.query.forward(x.clone());
     let k = mha.key.forward(x.clone());
     let v = mha.value.forward(x);
+    attend(mha, q, k, v, hidden)
+}
+
+/// burn's `MultiHeadAttention` from its projections through [`attention`], then its output
+/// projection; its dropout on the weights while training under autodiff.
+fn attend(
+    mha: &MultiHeadAttention,
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    hidden: Option<Tensor<3, Bool>>,
+) -> Tensor<3> {
     let training = mha.dropout.training.is_enabled() && q.device().is_autodiff();
     let prob = if training { mha.dropout.prob } else { 0.0 };
     let scale = 1.0 / (mha.d_k as f32).sqrt();
@@ -381,4 +406,157 @@ pub fn transformer_encoder(
     encoder.layers.iter().fold(x, |x, layer| {
         encoder_layer(layer, x, hidden.clone(), epsilon)
     })
+}
+
+/// The keys and values a causal (autoregressive) [`TransformerEncoder`] has computed so far,
+/// one pair `[batch, positions, d_model]` per layer: what [`transformer_encoder_step`] reads and
+/// extends. Empty at first.
+#[derive(Debug, Clone, Default)]
+pub struct KeyValueCache {
+    layers: Vec<(Tensor<3>, Tensor<3>)>,
+}
+
+impl KeyValueCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[1])
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every position (to start a new sequence, or slide a window).
+    pub fn clear(&mut self) {
+        self.layers.clear();
+    }
+}
+
+/// Where `new` queries following `past` cached positions may not look: key `j` is hidden from
+/// query `i` when `j > past + i` (`None` for one query, which sees everything).
+fn causal_after(batch: usize, past: usize, new: usize, device: &Device) -> Option<Tensor<3, Bool>> {
+    (new > 1).then(|| {
+        let keys = past + new;
+        let row: Vec<bool> = (0..new)
+            .flat_map(|i| (0..keys).map(move |j| j > past + i))
+            .collect();
+        let all: Vec<bool> = (0..batch).flat_map(|_| row.iter().copied()).collect();
+        Tensor::from_data(TensorData::new(all, [batch, new, keys]), device)
+    })
+}
+
+/// One layer of [`transformer_encoder_step`]: the new positions' outputs and the layer's keys
+/// and values including theirs.
+fn encoder_layer_step(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    cached: Option<(Tensor<3>, Tensor<3>)>,
+    epsilon: f64,
+) -> (Tensor<3>, (Tensor<3>, Tensor<3>)) {
+    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
+    let [batch, new, _] = x.dims();
+    let residual = if layer.norm_first {
+        norm(&layer.norm_2, x.clone())
+    } else {
+        x.clone()
+    };
+    let mha = &layer.mha;
+    let q = mha.query.forward(residual.clone());
+    let (k, v) = (
+        mha.key.forward(residual.clone()),
+        mha.value.forward(residual),
+    );
+    let (k, v, past) = match cached {
+        Some((ck, cv)) => {
+            let past = ck.dims()[1];
+            (
+                Tensor::cat(vec![ck, k], 1),
+                Tensor::cat(vec![cv, v], 1),
+                past,
+            )
+        }
+        None => (k, v, 0),
+    };
+    let hidden = causal_after(batch, past, new, &x.device());
+    let residual = attend(mha, q, k.clone(), v.clone(), hidden);
+    let mut x = x + dropout_layer(&layer.dropout, residual);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_1, x.clone())
+    } else {
+        x = norm(&layer.norm_1, x);
+        x.clone()
+    };
+    let residual = feed_forward(&layer.pwff, residual);
+    let x = x + dropout_layer(&layer.dropout, residual);
+    let x = if layer.norm_first {
+        x
+    } else {
+        norm(&layer.norm_2, x)
+    };
+    (x, (k, v))
+}
+
+/// The next positions of a causal encoder, for generation: `x` `[batch, new, d_model]` holds
+/// the inputs of positions `cache.len()..cache.len() + new`; each attends to every cached
+/// position and to the new ones up to itself. Returns their outputs `[batch, new, d_model]`
+/// and appends their keys and values to `cache`. The outputs are the last `new` positions of
+/// [`transformer_encoder`] over the whole sequence with the causal mask, within rounding.
+///
+/// Each new position costs its own projections, layer norms and feed-forward layers and one
+/// row of attention over the positions so far; burn's
+/// `TransformerEncoder::forward_autoregressive_inference` recomputes the attention of every
+/// position at every step and copies every layer's outputs. Dropout runs as in
+/// [`transformer_encoder`] (off in evaluation and without autodiff). On flex through the
+/// kernels (layer norm, GELU, attention); elsewhere burn's ops.
+///
+/// ```
+/// use burn::nn::attention::generate_autoregressive_mask;
+/// use burn::nn::transformer::TransformerEncoderConfig;
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use strata_kernels::KeyValueCache;
+///
+/// let device = Device::flex();
+/// let encoder = TransformerEncoderConfig::new(16, 32, 2, 2).with_dropout(0.0).init(&device);
+/// let x = Tensor::<3>::random([1, 6, 16], Distribution::Default, &device);
+/// let whole = strata_kernels::transformer_encoder(
+///     &encoder, x.clone(), None, Some(generate_autoregressive_mask(1, 6, &device)), 1e-5,
+/// );
+/// let mut cache = KeyValueCache::new();
+/// let prompt = strata_kernels::transformer_encoder_step(&encoder, x.clone().narrow(1, 0, 5), &mut cache, 1e-5);
+/// let last = strata_kernels::transformer_encoder_step(&encoder, x.narrow(1, 5, 1), &mut cache, 1e-5);
+/// assert_eq!(cache.len(), 6);
+/// let gap = whole.narrow(1, 5, 1).sub(last).abs().max().into_scalar::<f32>();
+/// assert!(gap < 1e-5);
+/// # let _ = prompt;
+/// ```
+///
+/// # Panics
+/// When a layer uses quiet softmax (not supported here), or `x`'s batch or width disagree with
+/// the cache's or the encoder's.
+pub fn transformer_encoder_step(
+    encoder: &TransformerEncoder,
+    x: Tensor<3>,
+    cache: &mut KeyValueCache,
+    epsilon: f64,
+) -> Tensor<3> {
+    assert!(
+        encoder.layers.iter().all(|l| !l.mha.quiet_softmax),
+        "transformer_encoder_step: quiet softmax is not supported"
+    );
+    let mut cached = std::mem::take(&mut cache.layers).into_iter();
+    let mut layers = Vec::with_capacity(encoder.layers.len());
+    let mut x = x;
+    for layer in &encoder.layers {
+        let (y, kv) = encoder_layer_step(layer, x, cached.next(), epsilon);
+        layers.push(kv);
+        x = y;
+    }
+    cache.layers = layers;
+    x
 }

@@ -356,10 +356,10 @@ pub trait KernelOps: Backend {
         unreachable!("no attention kernel on this backend, so no attention backward pass")
     }
 
-    /// Self-attention from the projections `q`, `k`, `v` `[B, T, heads * d_head]`
-    /// ([`crate::transformer::self_attention`]), masked where `hidden` `[B, T, T]` is nonzero
-    /// (read only when `masked`): the context `[B, T, heads * d_head]`, before the output
-    /// projection; `None` where this backend has no such kernel.
+    /// Attention from the projections `q` `[B, Tq, heads * d_head]`, `k` and `v` `[B, Tk,
+    /// heads * d_head]` ([`crate::transformer::self_attention`]), masked where `hidden` `[B, Tq,
+    /// Tk]` is nonzero (read only when `masked`): the context `[B, Tq, heads * d_head]`, before
+    /// the output projection; `None` where this backend has no such kernel.
     fn kernel_self_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -372,9 +372,9 @@ pub trait KernelOps: Backend {
         None
     }
 
-    /// [`KernelOps::kernel_self_attention`] that also returns the probabilities and the
-    /// weights after dropout (`[B, heads, T, T]`; the same tensor without dropout).
-    #[allow(clippy::type_complexity)]
+    /// [`KernelOps::kernel_self_attention`] that also returns each score row's maximum and
+    /// inverse sum of exponentials, `[B, heads, T, 2]`, from which the backward pass recomputes
+    /// the probabilities.
     fn kernel_self_attention_train(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -382,7 +382,7 @@ pub trait KernelOps: Backend {
         hidden: FloatTensor<Self>,
         masked: bool,
         spec: SelfAttentionSpec,
-    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
         let _ = (q, k, v, hidden, masked, spec);
         None
     }
@@ -394,24 +394,13 @@ pub trait KernelOps: Backend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        probabilities: FloatTensor<Self>,
-        weights: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
         hidden: FloatTensor<Self>,
         masked: bool,
         output_grad: FloatTensor<Self>,
         spec: SelfAttentionSpec,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let _ = (
-            q,
-            k,
-            v,
-            probabilities,
-            weights,
-            hidden,
-            masked,
-            output_grad,
-            spec,
-        );
+        let _ = (q, k, v, stats, hidden, masked, output_grad, spec);
         unreachable!("no self-attention kernel on this backend, so no backward pass")
     }
 
@@ -1148,7 +1137,7 @@ impl KernelOps for Flex {
         masked: bool,
         spec: SelfAttentionSpec,
     ) -> Option<FlexTensor> {
-        flex_self_attention([q, k, v], hidden, masked, spec, false).map(|(ctx, _, _)| ctx)
+        flex_self_attention([q, k, v], hidden, masked, spec, false).map(|(ctx, _)| ctx)
     }
 
     fn kernel_self_attention_train(
@@ -1158,19 +1147,16 @@ impl KernelOps for Flex {
         hidden: FlexTensor,
         masked: bool,
         spec: SelfAttentionSpec,
-    ) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
-        let (ctx, p, w) = flex_self_attention([q, k, v], hidden, masked, spec, true)?;
-        let p = p.expect("kept");
-        let w = w.unwrap_or_else(|| p.clone());
-        Some((ctx, p, w))
+    ) -> Option<(FlexTensor, FlexTensor)> {
+        let (ctx, stats) = flex_self_attention([q, k, v], hidden, masked, spec, true)?;
+        Some((ctx, stats.expect("kept")))
     }
 
     fn kernel_self_attention_backward(
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
-        probabilities: FlexTensor,
-        weights: FlexTensor,
+        stats: FlexTensor,
         hidden: FlexTensor,
         masked: bool,
         output_grad: FlexTensor,
@@ -1178,9 +1164,9 @@ impl KernelOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let g = self_attention_geometry(&q, &k, &v, masked.then_some(&hidden), &spec)
             .expect("the forward pass's shapes");
-        let shape = q.shape();
+        let (shape, key_shape) = (q.shape(), k.shape());
         let dropout = spec.weights.dropout();
-        let [q, k, v, p, w, dctx] = [q, k, v, probabilities, weights, output_grad].map(contiguous);
+        let [q, k, v, stats, dctx] = [q, k, v, stats, output_grad].map(contiguous);
         let hidden = masked.then(|| contiguous(hidden));
         let (dq, dk, dv) = transformer::self_attention_backward(
             slice(&q),
@@ -1189,14 +1175,13 @@ impl KernelOps for Flex {
             hidden.as_ref().map(slice),
             &g,
             dropout.as_ref(),
-            slice(&p),
-            dropout.is_some().then(|| slice(&w)),
+            slice(&stats),
             slice(&dctx),
         );
         (
-            shaped(dq, shape.clone()),
-            shaped(dk, shape.clone()),
-            shaped(dv, shape),
+            shaped(dq, shape),
+            shaped(dk, key_shape.clone()),
+            shaped(dv, key_shape),
         )
     }
 
@@ -1236,23 +1221,22 @@ impl KernelOps for Flex {
     }
 }
 
-/// Self-attention on flex: the context and, when `keep`, the probabilities and (with dropout)
-/// the weights, `[B, heads, T, T]`; `None` when the shapes or types do not fit.
-#[allow(clippy::type_complexity)]
+/// Self-attention on flex: the context and, when `keep`, the score rows' statistics `[B,
+/// heads, T, 2]`; `None` when the shapes or types do not fit.
 fn flex_self_attention(
     qkv: [FlexTensor; 3],
     hidden: FlexTensor,
     masked: bool,
     spec: SelfAttentionSpec,
     keep: bool,
-) -> Option<(FlexTensor, Option<FlexTensor>, Option<FlexTensor>)> {
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
     let [q, k, v] = &qkv;
     let g = self_attention_geometry(q, k, v, masked.then_some(&hidden), &spec)?;
     let shape = q.shape();
     let [q, k, v] = qkv.map(contiguous);
     let hidden = masked.then(|| contiguous(hidden));
     let dropout = spec.weights.dropout();
-    let (ctx, saved) = transformer::self_attention(
+    let (ctx, stats) = transformer::self_attention(
         slice(&q),
         slice(&k),
         slice(&v),
@@ -1261,15 +1245,8 @@ fn flex_self_attention(
         dropout.as_ref(),
         keep,
     );
-    let square = || Shape::new([g.batch, g.heads, g.time, g.time]);
-    let (p, w) = match saved {
-        Some(saved) => (
-            Some(shaped(saved.probabilities, square())),
-            saved.weights.map(|w| shaped(w, square())),
-        ),
-        None => (None, None),
-    };
-    Some((shaped(ctx, shape), p, w))
+    let stats = stats.map(|s| shaped(s, Shape::new([g.batch, g.heads, g.queries, 2])));
+    Some((shaped(ctx, shape), stats))
 }
 
 /// The sizes of a self-attention over `q`, `k`, `v` `[B, T, D]` with `D` a multiple of the
@@ -1281,21 +1258,25 @@ fn self_attention_geometry(
     hidden: Option<&FlexTensor>,
     spec: &SelfAttentionSpec,
 ) -> Option<transformer::SelfAttention> {
-    let s = q.shape();
+    let (s, ks) = (q.shape(), k.shape());
     let f32s = [q, k, v].iter().all(|t| t.dtype() == DType::F32);
-    if !f32s || s.num_dims() != 3 || k.shape() != s || v.shape() != s {
+    if !f32s || s.num_dims() != 3 || ks.num_dims() != 3 || v.shape() != ks {
         return None;
     }
-    let (b, t, d) = (s[0], s[1], s[2]);
-    let fits = spec.heads > 0
+    let (b, tq, tk, d) = (s[0], s[1], ks[1], s[2]);
+    let fits = ks[0] == b
+        && ks[2] == d
+        && spec.heads > 0
         && d > 0
-        && t > 0
+        && tq > 0
+        && tk > 0
         && d.is_multiple_of(spec.heads)
         && (0.0..1.0).contains(&spec.weights.prob)
-        && hidden.is_none_or(|h| h.dtype() == DType::F32 && h.shape() == Shape::new([b, t, t]));
+        && hidden.is_none_or(|h| h.dtype() == DType::F32 && h.shape() == Shape::new([b, tq, tk]));
     fits.then_some(transformer::SelfAttention {
         batch: b,
-        time: t,
+        queries: tq,
+        keys: tk,
         heads: spec.heads,
         d_head: d / spec.heads,
         scale: spec.weights.scale,
@@ -1653,13 +1634,13 @@ impl<B: Backend + KernelOps> Backward<B, 1> for AttentionNode {
     }
 }
 
-/// Self-attention's node: it keeps `q`, `k`, `v`, the probabilities, the weights and the mask.
+/// Self-attention's node: it keeps `q`, `k`, `v`, the score rows' statistics and the mask.
 #[derive(Debug)]
 struct SelfAttentionNode;
 
-/// What the self-attention node keeps: `q`, `k`, `v`, the probabilities, the weights and the
+/// What the self-attention node keeps: `q`, `k`, `v`, the score rows' statistics and the
 /// mask; whether the mask is read; the spec.
-type SelfAttentionState<B> = ([FloatTensor<B>; 6], bool, SelfAttentionSpec);
+type SelfAttentionState<B> = ([FloatTensor<B>; 5], bool, SelfAttentionSpec);
 
 impl<B: Backend + KernelOps> Backward<B, 3> for SelfAttentionNode {
     type State = SelfAttentionState<B>;
@@ -1671,9 +1652,9 @@ impl<B: Backend + KernelOps> Backward<B, 3> for SelfAttentionNode {
         _checkpointer: &mut Checkpointer,
     ) {
         let grad = grads.consume::<B>(&ops.node);
-        let ([q, k, v, p, w, hidden], masked, spec) = ops.state;
+        let ([q, k, v, stats, hidden], masked, spec) = ops.state;
         let (dq, dk, dv) =
-            B::kernel_self_attention_backward(q, k, v, p, w, hidden, masked, grad, spec);
+            B::kernel_self_attention_backward(q, k, v, stats, hidden, masked, grad, spec);
         for (node, g) in ops.parents.into_iter().zip([dq, dk, dv]) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -1802,7 +1783,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
         let [q, k, v, hidden] = [q, k, v, hidden].map(|t| t.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let (ctx, p, w) = B::kernel_self_attention_train(
+                let (ctx, stats) = B::kernel_self_attention_train(
                     q.clone(),
                     k.clone(),
                     v.clone(),
@@ -1810,7 +1791,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     masked,
                     spec,
                 )?;
-                let state = ([q, k, v, p, w, hidden], masked, spec);
+                let state = ([q, k, v, stats, hidden], masked, spec);
                 Some(prep.finish(state, ctx))
             }
             OpsKind::UnTracked(prep) => {

@@ -358,21 +358,28 @@ impl AttentionGeometry {
     }
 }
 
-simd! {
-    /// One row of scores into probabilities, in place.
-    fn softmax_row(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32) {
-        match hidden {
-            Some(h) => {
-                for (o, &m) in p.iter_mut().zip(h) {
-                    *o = if m != 0.0 { fill } else { *o * scale };
-                }
-            }
-            None => {
-                for o in p.iter_mut() {
-                    *o *= scale;
-                }
+/// A row of scores scaled, with its hidden positions set to `fill` (the softmax's input).
+#[inline(always)]
+fn scale_and_mask(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32) {
+    match hidden {
+        Some(h) => {
+            for (o, &m) in p.iter_mut().zip(h) {
+                *o = if m != 0.0 { fill } else { *o * scale };
             }
         }
+        None => {
+            for o in p.iter_mut() {
+                *o *= scale;
+            }
+        }
+    }
+}
+
+simd! {
+    /// One row of scores into probabilities, in place; returns the row's maximum and the
+    /// inverse of its sum of exponentials, from which [`recompute_row`] gives the same row.
+    fn softmax_row(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32) -> (f32, f32) {
+        scale_and_mask(p, hidden, scale, fill);
         let max = max_of(p);
         for o in p.iter_mut() {
             *o = math::exp(*o - max);
@@ -380,6 +387,18 @@ simd! {
         let inv = 1.0 / sum1(p, |v| v);
         for o in p.iter_mut() {
             *o *= inv;
+        }
+        (max, inv)
+    }
+}
+
+simd! {
+    /// The probabilities [`softmax_row`] made from the same scores, given its maximum and
+    /// inverse sum: the same operations on the same values, so the same bits.
+    fn recompute_row(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32, max: f32, inv: f32) {
+        scale_and_mask(p, hidden, scale, fill);
+        for o in p.iter_mut() {
+            *o = math::exp(*o - max) * inv;
         }
     }
 }
@@ -496,15 +515,19 @@ pub fn attention_weights_backward(
     ds
 }
 
-/// The sizes of a fused self-attention: queries, keys and values `[batch, time, heads *
-/// d_head]` (the projections' outputs, heads side by side in each row, as burn's and PyTorch's
-/// `MultiHeadAttention` lay them out), mask `[batch, time, time]`.
+/// The sizes of a fused attention: queries `[batch, queries, heads * d_head]`, keys and values
+/// `[batch, keys, heads * d_head]` (the projections' outputs, heads side by side in each row, as
+/// burn's and PyTorch's `MultiHeadAttention` lay them out), mask `[batch, queries, keys]`.
+/// Self-attention has as many keys as queries; a cached decoding step has one query and every
+/// position so far as keys.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SelfAttention {
     /// Sequences.
     pub batch: usize,
-    /// Positions.
-    pub time: usize,
+    /// Query positions.
+    pub queries: usize,
+    /// Key (and value) positions.
+    pub keys: usize,
     /// Heads.
     pub heads: usize,
     /// Width of a head.
@@ -521,44 +544,71 @@ impl SelfAttention {
     }
 
     /// Head `h`'s `[time, d_head]` block of sequence `b` in a `[batch, time, d_model]` buffer.
-    fn head(&self, b: usize, h: usize) -> View {
+    fn head_of(&self, time: usize, b: usize, h: usize) -> View {
         let d = self.d_model();
         View {
-            offset: b * self.time * d + h * self.d_head,
-            rows: self.time,
+            offset: b * time * d + h * self.d_head,
+            rows: time,
             cols: self.d_head,
             row_stride: d,
             col_stride: 1,
         }
     }
 
-    /// The same block inside one sequence's `[time, d_model]` rows.
-    fn head_in_sequence(&self, h: usize) -> View {
+    /// Head `h`'s keys (or values) of sequence `b`.
+    fn keys_of(&self, b: usize, h: usize) -> View {
+        self.head_of(self.keys, b, h)
+    }
+
+    /// Rows `first..first + rows` of head `h`'s queries (or context) of sequence `b` (`b = 0`
+    /// for a buffer that holds one sequence).
+    fn query_rows(&self, b: usize, h: usize, first: usize, rows: usize) -> View {
+        let head = self.head_of(self.queries, b, h);
         View {
-            offset: h * self.d_head,
-            ..self.head(0, h)
+            offset: head.offset + first * head.row_stride,
+            rows,
+            ..head
         }
     }
 
-    fn square(&self) -> View {
-        View::row_major(0, self.time, self.time)
+    /// The index of score `(first, 0)` of head `h` of sequence `b` in the `[batch, heads,
+    /// queries, keys]` scores: the dropout mask's index of that element.
+    fn score_index(&self, b: usize, h: usize, first: usize) -> u64 {
+        (((b * self.heads + h) * self.queries + first) * self.keys) as u64
+    }
+
+    /// Whether slices of these lengths fit: queries, keys, values, and the mask if any.
+    fn fits(&self, q: usize, k: usize, v: usize, hidden: Option<usize>) -> bool {
+        let d = self.d_model();
+        self.queries > 0
+            && self.keys > 0
+            && d > 0
+            && q == self.batch * self.queries * d
+            && k == self.batch * self.keys * d
+            && v == k
+            && hidden.is_none_or(|m| m == self.batch * self.queries * self.keys)
     }
 }
 
-/// What the fused self-attention keeps for its backward pass: the probabilities `[batch,
-/// heads, time, time]` and, with dropout, the weights after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttentionSaved {
-    /// Softmax probabilities.
-    pub probabilities: Vec<f32>,
-    /// The weights after dropout (`None` without dropout: they are the probabilities).
-    pub weights: Option<Vec<f32>>,
+/// Query rows per block of the fused attention: a block's scores, `QUERY_BLOCK x keys`, are
+/// all it holds of a head's `queries x keys` matrix, forward and backward.
+pub const QUERY_BLOCK: usize = 64;
+
+/// A block of `rows` score rows of `keys` keys, row-major in its own buffer.
+fn block(rows: usize, keys: usize) -> View {
+    View::row_major(0, rows, keys)
 }
 
-/// Self-attention from the projections: per sequence and head, `softmax(scale * q k^T)`
-/// (masked, then dropout) times `v`, written back with the heads side by side: `[batch, time,
-/// d_model]`. Heads are read and written in place through strided products (no transposed
-/// copies). With `keep`, also what the backward pass reads.
+/// Attention from the projections, flash-style: per sequence, head and block of
+/// [`QUERY_BLOCK`] queries, the block's scores `scale * q k^T` (masked), their softmax over all
+/// the keys, dropout, then the block's context rows `weights x v`, written back with the heads
+/// side by side: `[batch, queries, d_model]`. Heads are read and written in place through
+/// strided products (no transposed copies); no `queries x keys` matrix is kept. With `keep`,
+/// also each score row's maximum and inverse sum of exponentials, `[batch, heads, queries,
+/// 2]`: all the backward pass needs to recompute the probabilities.
+///
+/// Unlike FlashAttention, a block's softmax runs over all its keys at once (no running
+/// rescale across key blocks): a block of 64 queries by 2,048 keys is 512 KiB.
 ///
 /// # Panics
 /// When the lengths do not fit the sizes.
@@ -570,88 +620,90 @@ pub fn self_attention(
     g: &SelfAttention,
     dropout: Option<&DropoutMask>,
     keep: bool,
-) -> (Vec<f32>, Option<AttentionSaved>) {
-    let (t, d, heads) = (g.time, g.d_model(), g.heads);
-    let n = g.batch * t * d;
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (tq, tk, heads) = (g.queries, g.keys, g.heads);
     assert!(
-        t > 0 && d > 0 && q.len() == n && k.len() == n && v.len() == n,
-        "self-attention shapes"
+        g.fits(q.len(), k.len(), v.len(), hidden.map(<[f32]>::len)),
+        "attention shapes"
     );
-    assert!(
-        hidden.is_none_or(|m| m.len() == g.batch * t * t),
-        "self-attention mask shape"
-    );
-    let square = heads * t * t;
-    let mut ctx = vec![0.0f32; n];
-    let mut probabilities = if keep {
-        vec![0.0f32; g.batch * square]
-    } else {
-        Vec::new()
-    };
-    let mut weights = if keep && dropout.is_some() {
-        vec![0.0f32; g.batch * square]
-    } else {
-        Vec::new()
-    };
-    let run = |b: usize, ctx: &mut [f32], p: &mut [f32], w: &mut [f32]| {
-        let mask = hidden.map(|m| &m[b * t * t..][..t * t]);
+    let stats_per_sequence = heads * tq * 2;
+    let per_sequence = tq * g.d_model();
+    let mut ctx = vec![0.0f32; g.batch * per_sequence];
+    let mut stats = vec![
+        0.0f32;
+        if keep {
+            g.batch * stats_per_sequence
+        } else {
+            0
+        }
+    ];
+    let run = |b: usize, ctx: &mut [f32], stats: &mut [f32]| {
+        let mask = hidden.map(|m| &m[b * tq * tk..][..tq * tk]);
+        let rows = QUERY_BLOCK.min(tq);
+        let mut p = vec![0.0f32; rows * tk];
+        let mut w = vec![0.0f32; if dropout.is_some() { rows * tk } else { 0 }];
         for h in 0..heads {
-            let head = h * t * t;
-            let p = &mut p[head..][..t * t];
-            matmul(p, g.square(), q, g.head(b, h), k, g.head(b, h).t(), false);
-            for (i, row) in p.chunks_mut(t).enumerate() {
-                softmax_row(row, mask.map(|m| &m[i * t..][..t]), g.scale, g.fill);
-            }
-            let weights: &[f32] = match dropout {
-                Some(mask) => {
-                    let w = &mut w[head..][..t * t];
-                    let first = ((b * heads + h) * t * t) as u64;
-                    dropout_block(p, w, mask, first);
-                    w
+            for first in (0..tq).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(tq - first);
+                let p = &mut p[..rows * tk];
+                let queries = g.query_rows(b, h, first, rows);
+                matmul(
+                    p,
+                    block(rows, tk),
+                    q,
+                    queries,
+                    k,
+                    g.keys_of(b, h).t(),
+                    false,
+                );
+                for (r, row) in p.chunks_mut(tk).enumerate() {
+                    let i = first + r;
+                    let (max, inv) =
+                        softmax_row(row, mask.map(|m| &m[i * tk..][..tk]), g.scale, g.fill);
+                    if keep {
+                        stats[(h * tq + i) * 2] = max;
+                        stats[(h * tq + i) * 2 + 1] = inv;
+                    }
                 }
-                None => p,
-            };
-            matmul(
-                ctx,
-                g.head_in_sequence(h),
-                weights,
-                g.square(),
-                v,
-                g.head(b, h),
-                false,
-            );
+                let weights: &[f32] = match dropout {
+                    Some(mask) => {
+                        let w = &mut w[..rows * tk];
+                        dropout_block(p, w, mask, g.score_index(b, h, first));
+                        w
+                    }
+                    None => p,
+                };
+                let out = g.query_rows(0, h, first, rows);
+                matmul(
+                    ctx,
+                    out,
+                    weights,
+                    block(rows, tk),
+                    v,
+                    g.keys_of(b, h),
+                    false,
+                );
+            }
         }
     };
-    let per_sequence = t * d;
-    if keep && dropout.is_some() {
+    if keep {
         ctx.par_chunks_mut(per_sequence)
-            .zip(probabilities.par_chunks_mut(square))
-            .zip(weights.par_chunks_mut(square))
+            .zip(stats.par_chunks_mut(stats_per_sequence))
             .enumerate()
-            .for_each(|(b, ((ctx, p), w))| run(b, ctx, p, w));
-    } else if keep {
-        ctx.par_chunks_mut(per_sequence)
-            .zip(probabilities.par_chunks_mut(square))
-            .enumerate()
-            .for_each(|(b, (ctx, p))| run(b, ctx, p, &mut []));
+            .for_each(|(b, (ctx, stats))| run(b, ctx, stats));
     } else {
         ctx.par_chunks_mut(per_sequence)
             .enumerate()
-            .for_each(|(b, ctx)| {
-                let mut p = vec![0.0f32; square];
-                let mut w = vec![0.0f32; if dropout.is_some() { square } else { 0 }];
-                run(b, ctx, &mut p, &mut w);
-            });
+            .for_each(|(b, ctx)| run(b, ctx, &mut []));
     }
-    let saved = keep.then(|| AttentionSaved {
-        probabilities,
-        weights: dropout.is_some().then_some(weights),
-    });
-    (ctx, saved)
+    (ctx, keep.then_some(stats))
 }
 
 /// The gradients of [`self_attention`] for `q`, `k` and `v`, given the context's gradient
-/// `dctx` and what the forward pass kept (`weights` `None` without dropout).
+/// `dctx` and the rows' statistics the forward pass kept. Per sequence, head and block of
+/// queries it recomputes the block's probabilities (the same bits as forward) and dropout mask,
+/// then runs five products: the weights' gradient `dctx v^T`, `dv += weights^T dctx`, the
+/// softmax's backward pass row by row, `dq = dscores k` and `dk += dscores^T q`.
 ///
 /// # Panics
 /// When the lengths do not fit the sizes.
@@ -663,61 +715,80 @@ pub fn self_attention_backward(
     hidden: Option<&[f32]>,
     g: &SelfAttention,
     dropout: Option<&DropoutMask>,
-    probabilities: &[f32],
-    weights: Option<&[f32]>,
+    stats: &[f32],
     dctx: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (t, d, heads) = (g.time, g.d_model(), g.heads);
-    let n = g.batch * t * d;
-    let square = heads * t * t;
+    let (tq, tk, heads) = (g.queries, g.keys, g.heads);
     assert!(
-        q.len() == n && k.len() == n && v.len() == n && dctx.len() == n,
-        "self-attention backward shapes"
+        g.fits(q.len(), k.len(), v.len(), hidden.map(<[f32]>::len)) && dctx.len() == q.len(),
+        "attention backward shapes"
     );
-    assert_eq!(probabilities.len(), g.batch * square, "saved probabilities");
-    let weights = weights.unwrap_or(probabilities);
-    assert_eq!(weights.len(), probabilities.len(), "saved weights");
-    let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    let per_sequence = t * d;
-    dq.par_chunks_mut(per_sequence)
-        .zip(dk.par_chunks_mut(per_sequence))
-        .zip(dv.par_chunks_mut(per_sequence))
+    let stats_per_sequence = heads * tq * 2;
+    assert_eq!(
+        stats.len(),
+        g.batch * stats_per_sequence,
+        "saved row statistics"
+    );
+    let (queries_per_sequence, keys_per_sequence) = (tq * g.d_model(), tk * g.d_model());
+    let mut dq = vec![0.0f32; q.len()];
+    let (mut dk, mut dv) = (vec![0.0f32; k.len()], vec![0.0f32; k.len()]);
+    dq.par_chunks_mut(queries_per_sequence)
+        .zip(dk.par_chunks_mut(keys_per_sequence))
+        .zip(dv.par_chunks_mut(keys_per_sequence))
+        .zip(stats.par_chunks(stats_per_sequence))
         .enumerate()
-        .for_each(|(b, ((dq, dk), dv))| {
-            let mask = hidden.map(|m| &m[b * t * t..][..t * t]);
-            let mut dw = vec![0.0f32; t * t];
-            let mut ds = vec![0.0f32; t * t];
+        .for_each(|(b, (((dq, dk), dv), stats))| {
+            let mask = hidden.map(|m| &m[b * tq * tk..][..tq * tk]);
+            let rows = QUERY_BLOCK.min(tq);
+            let mut p = vec![0.0f32; rows * tk];
+            let mut w = vec![0.0f32; if dropout.is_some() { rows * tk } else { 0 }];
+            let mut dw = vec![0.0f32; rows * tk];
+            let mut ds = vec![0.0f32; rows * tk];
             for h in 0..heads {
-                let head = (b * heads + h) * t * t;
-                let p = &probabilities[head..][..t * t];
-                let w = &weights[head..][..t * t];
-                let inner = g.head_in_sequence(h);
-                // dW = dctx v^T; dv = W^T dctx.
-                matmul(
-                    &mut dw,
-                    g.square(),
-                    dctx,
-                    g.head(b, h),
-                    v,
-                    g.head(b, h).t(),
-                    false,
-                );
-                matmul(dv, inner, w, g.square().t(), dctx, g.head(b, h), false);
-                for i in 0..t {
-                    let row = i * t..(i + 1) * t;
-                    softmax_backward_row(
-                        &p[row.clone()],
-                        &dw[row.clone()],
-                        mask.map(|m| &m[row.clone()]),
-                        g.scale,
-                        dropout,
-                        (head + i * t) as u64,
-                        &mut ds[row],
-                    );
+                let keys_here = g.keys_of(0, h);
+                for first in (0..tq).step_by(QUERY_BLOCK) {
+                    let rows = QUERY_BLOCK.min(tq - first);
+                    let span = rows * tk;
+                    let (p, dw, ds) = (&mut p[..span], &mut dw[..span], &mut ds[..span]);
+                    let queries = g.query_rows(b, h, first, rows);
+                    let queries_here = g.query_rows(0, h, first, rows);
+                    let scores = block(rows, tk);
+                    matmul(p, scores, q, queries, k, g.keys_of(b, h).t(), false);
+                    for (r, row) in p.chunks_mut(tk).enumerate() {
+                        let i = first + r;
+                        let (max, inv) = (stats[(h * tq + i) * 2], stats[(h * tq + i) * 2 + 1]);
+                        let m = mask.map(|m| &m[i * tk..][..tk]);
+                        recompute_row(row, m, g.scale, g.fill, max, inv);
+                    }
+                    let first_index = g.score_index(b, h, first);
+                    let weights: &[f32] = match dropout {
+                        Some(mask) => {
+                            let w = &mut w[..span];
+                            dropout_block(p, w, mask, first_index);
+                            w
+                        }
+                        None => p,
+                    };
+                    // dW = dctx v^T; dv += W^T dctx.
+                    matmul(dw, scores, dctx, queries, v, g.keys_of(b, h).t(), false);
+                    matmul(dv, keys_here, weights, scores.t(), dctx, queries, true);
+                    for r in 0..rows {
+                        let i = first + r;
+                        let row = r * tk..(r + 1) * tk;
+                        softmax_backward_row(
+                            &p[row.clone()],
+                            &dw[row.clone()],
+                            mask.map(|m| &m[i * tk..][..tk]),
+                            g.scale,
+                            dropout,
+                            first_index + (r * tk) as u64,
+                            &mut ds[row],
+                        );
+                    }
+                    // dq = dS k; dk += dS^T q (the scale is in dS).
+                    matmul(dq, queries_here, ds, scores, k, g.keys_of(b, h), false);
+                    matmul(dk, keys_here, ds, scores.t(), q, queries, true);
                 }
-                // dq = dS k; dk = dS^T q (the scale is in dS).
-                matmul(dq, inner, &ds, g.square(), k, g.head(b, h), false);
-                matmul(dk, inner, &ds, g.square().t(), q, g.head(b, h), false);
             }
         });
     (dq, dk, dv)

@@ -236,15 +236,39 @@ fn masks(
     t: usize,
     device: &Device,
 ) -> (Option<Tensor<2, Bool>>, Option<Tensor<3, Bool>>) {
-    // Sequence i has its last i % t positions padded (never all of them).
-    let pad: Vec<bool> = (0..b * t)
+    let (pad, attn) = masks_for(kind, b, t, t, device);
+    let causal = generate_autoregressive_mask(b, t, device);
+    assert!(
+        attn.as_ref()
+            .is_none_or(|a| a.clone().equal(causal).all().into_scalar::<bool>())
+    );
+    (pad, attn)
+}
+
+/// Masks for `tq` queries over `tk` keys: sequence `i` has its last `i % tk` keys padded (never
+/// all of them); causally, the queries are the last `tq` positions, so key `j` is hidden from
+/// query `i` when `j > i + tk - tq`.
+fn masks_for(
+    kind: Masks,
+    b: usize,
+    tq: usize,
+    tk: usize,
+    device: &Device,
+) -> (Option<Tensor<2, Bool>>, Option<Tensor<3, Bool>>) {
+    let pad: Vec<bool> = (0..b * tk)
         .map(|k| {
-            let (i, j) = (k / t, k % t);
-            j >= t - (i % t)
+            let (i, j) = (k / tk, k % tk);
+            j >= tk - (i % tk)
         })
         .collect();
-    let pad = Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, t]), device);
-    let causal = generate_autoregressive_mask(b, t, device);
+    let pad = Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, tk]), device);
+    let causal: Vec<bool> = (0..b * tq * tk)
+        .map(|n| {
+            let (i, j) = ((n / tk) % tq, n % tk);
+            j + tq > i + tk
+        })
+        .collect();
+    let causal = Tensor::<3, Bool>::from_data(TensorData::new(causal, [b, tq, tk]), device);
     match kind {
         Masks::None => (None, None),
         Masks::Pad => (Some(pad), None),
@@ -375,16 +399,19 @@ fn composed_attention(
     weights: impl Fn(Tensor<4>) -> Tensor<4>,
 ) -> Tensor<3> {
     let [b, t, d] = q.dims();
-    let split = |x: Tensor<3>| x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
+    let split = |x: Tensor<3>| {
+        let time = x.dims()[1];
+        x.reshape([b, time, heads, d / heads]).swap_dims(1, 2)
+    };
     let w = weights(split(q).matmul(split(k).transpose()));
     w.matmul(split(v)).swap_dims(1, 2).reshape([b, t, d])
 }
 
 /// The fused attention against `reference` on the same inputs: output and the gradients of
-/// q, k and v, for `[batch, time, heads, head size]`. The inputs come from `seed`; the device
-/// is seeded the same before each run, so dropout draws the same seed.
+/// q, k and v, for `[batch, queries, keys, heads, head size]`. The inputs come from `seed`;
+/// the device is seeded the same before each run, so dropout draws the same seed.
 fn fused_attention_case(
-    [b, t, heads, d_head]: [usize; 4],
+    [b, tq, tk, heads, d_head]: [usize; 5],
     kind: Masks,
     prob: f64,
     seed: u64,
@@ -393,9 +420,10 @@ fn fused_attention_case(
     let dev = device();
     dev.seed(seed);
     let d = heads * d_head;
-    let [q, k, v, up] = [0, 1, 2, 3].map(|_| random([b, t, d], &dev));
-    let (pad, attn) = masks(kind, b, t, &dev);
-    let hidden = combined(pad, attn, t);
+    let [q, up] = [0, 1].map(|_| random([b, tq, d], &dev));
+    let [k, v] = [0, 1].map(|_| random([b, tk, d], &dev));
+    let (pad, attn) = masks_for(kind, b, tq, tk, &dev);
+    let hidden = combined(pad, attn, tq);
     let scale = 1.0 / (d_head as f32).sqrt();
     let run = |ours: bool| {
         let [q, k, v] = [&q, &k, &v].map(|x| x.clone().require_grad());
@@ -431,21 +459,25 @@ proptest! {
     #[test]
     fn fused_attention_matches_burns_composition(
         b in 1usize..4,
-        t in 1usize..24,
+        // Past two blocks of queries (`QUERY_BLOCK`, 64).
+        tq in 1usize..136,
+        // As many keys as queries (self-attention) half the time.
+        tk in prop_oneof![Just(0usize), 1usize..136],
         heads in 1usize..4,
         d_head in 1usize..9,
         kind in 0usize..4,
         seed in any::<u64>(),
     ) {
+        let tk = if tk == 0 { tq } else { tk };
         let kind = [Masks::None, Masks::Pad, Masks::Causal, Masks::Both][kind];
         let scale = 1.0 / (d_head as f32).sqrt();
         let reference = |q, k, v, hidden: Option<Tensor<3, Bool>>| {
             composed_attention(q, k, v, heads, |s| burns_weights(s, hidden.clone(), scale, -1.0e4))
         };
-        let r = fused_attention_case([b, t, heads, d_head], kind, 0.0, seed, &reference);
+        let r = fused_attention_case([b, tq, tk, heads, d_head], kind, 0.0, seed, &reference);
         prop_assert!(
             r.is_ok(),
-            "{b}x{t} {heads} heads of {d_head} {kind:?} seed {seed}: {}",
+            "{b}x{tq}x{tk} {heads} heads of {d_head} {kind:?} seed {seed}: {}",
             r.unwrap_err()
         );
     }
@@ -461,8 +493,10 @@ fn fused_attention_with_dropout_matches_the_weights_kernel_with_the_same_seed() 
                 strata_kernels::attention_weights(s, hidden.clone(), scale, -1.0e4, prob)
             })
         };
-        let r = fused_attention_case([2, 19, heads, d_head], kind, prob, 7, &reference);
-        assert!(r.is_ok(), "{kind:?}: {}", r.unwrap_err());
+        for tk in [75, 30] {
+            let r = fused_attention_case([2, 75, tk, heads, d_head], kind, prob, 7, &reference);
+            assert!(r.is_ok(), "{kind:?} {tk} keys: {}", r.unwrap_err());
+        }
     }
 }
 
@@ -562,6 +596,72 @@ fn a_whole_encoder_matches_burns_forward_and_backward() {
             );
         }
     }
+}
+
+/// The cached steps over a sequence (a prompt, single positions, a block) against the whole
+/// encoder with the causal mask, on `dev`: every position within 1e-5 of its scale.
+fn cached_steps_case(dev: &Device, norm_first: bool, gelu: bool) -> Result<(), String> {
+    let (b, t, d, heads, ff, layers) = (2, 11, 16, 4, 24, 2);
+    let activation = if gelu {
+        ActivationConfig::Gelu
+    } else {
+        ActivationConfig::Relu
+    };
+    let encoder = TransformerEncoderConfig::new(d, ff, heads, layers)
+        .with_dropout(0.0)
+        .with_norm_first(norm_first)
+        .with_activation(activation)
+        .init(dev);
+    let x = random([b, t, d], dev);
+    let causal = generate_autoregressive_mask(b, t, dev);
+    let whole = strata_kernels::transformer_encoder(&encoder, x.clone(), None, Some(causal), 1e-5);
+    let mut cache = strata_kernels::KeyValueCache::new();
+    let mut parts = Vec::new();
+    for (start, len) in [(0, 4), (4, 1), (5, 1), (6, 3), (9, 2)] {
+        if cache.len() != start {
+            return Err(format!("{} positions cached before {start}", cache.len()));
+        }
+        let step = x.clone().narrow(1, start, len);
+        parts.push(strata_kernels::transformer_encoder_step(
+            &encoder, step, &mut cache, 1e-5,
+        ));
+    }
+    if cache.len() != t {
+        return Err(format!("{} positions cached after {t}", cache.len()));
+    }
+    let stepped = to_vec(Tensor::cat(parts, 1));
+    let want = to_vec(whole);
+    check_close("cached steps", &stepped, &want, 1e-5 * scale(&want)).map(|_| ())
+}
+
+#[test]
+fn cached_steps_match_the_whole_encoder_on_flex_and_ndarray() {
+    #[allow(deprecated)]
+    let devices = [Device::flex(), Device::ndarray()];
+    for dev in &devices {
+        for norm_first in [false, true] {
+            for gelu in [false, true] {
+                let r = cached_steps_case(dev, norm_first, gelu);
+                assert!(
+                    r.is_ok(),
+                    "{dev:?} norm first {norm_first} gelu {gelu}: {}",
+                    r.unwrap_err()
+                );
+            }
+        }
+    }
+    let mut cache = strata_kernels::KeyValueCache::new();
+    assert!(cache.is_empty());
+    let encoder = TransformerEncoderConfig::new(8, 8, 2, 1).init(&devices[0]);
+    strata_kernels::transformer_encoder_step(
+        &encoder,
+        random([1, 3, 8], &devices[0]),
+        &mut cache,
+        1e-5,
+    );
+    assert_eq!(cache.len(), 3);
+    cache.clear();
+    assert!(cache.is_empty());
 }
 
 #[test]
