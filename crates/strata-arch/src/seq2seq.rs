@@ -26,7 +26,6 @@ use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{
     TransformerDecoder, TransformerDecoderConfig, TransformerDecoderInput, TransformerEncoder,
-    TransformerEncoderInput,
 };
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -38,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use strata_layers::{ActivationKind, Positional, Positions, PositionsConfig};
 
 use crate::error::{Error, check_size};
-use crate::transformer::{Stack, check_transformer, encoder_stack};
+use crate::transformer::{LAYER_NORM_EPS, Stack, check_transformer, encoder_stack};
 
 /// Padding (ignored by attention and by the loss).
 pub const PAD: usize = 0;
@@ -163,8 +162,11 @@ impl Seq2SeqConfig {
         self.validate()?;
         let d = self.d_model;
         let norm = || {
-            self.norm_first
-                .then(|| LayerNormConfig::new(d).init(device))
+            self.norm_first.then(|| {
+                LayerNormConfig::new(d)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .init(device)
+            })
         };
         Ok(Seq2Seq {
             embedding: EmbeddingConfig::new(self.vocab_size, d).init(device),
@@ -193,6 +195,7 @@ impl Seq2SeqConfig {
             )
             .with_dropout(self.dropout)
             .with_norm_first(self.norm_first)
+            .with_layer_norm_eps(LAYER_NORM_EPS)
             .with_activation(self.activation.config())
             .init(device),
             decoder_norm: norm(),
@@ -247,8 +250,8 @@ impl Seq2Seq {
     }
 
     fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        self.dropout
-            .forward(self.positions.forward(self.embedding.forward(tokens)))
+        let x = self.positions.forward(self.embedding.forward(tokens));
+        strata_kernels::dropout_layer(&self.dropout, x)
     }
 
     /// The encoded source and its padding mask.
@@ -259,11 +262,15 @@ impl Seq2Seq {
     pub fn encode(&self, source: Tensor<2, Int>) -> (Tensor<3>, Tensor<2, Bool>) {
         let mask = source.clone().equal_elem(PAD as i64);
         let x = self.embed(source);
-        let memory = self
-            .encoder
-            .forward(TransformerEncoderInput::new(x).mask_pad(mask.clone()));
+        let memory = strata_kernels::transformer_encoder(
+            &self.encoder,
+            x,
+            Some(mask.clone()),
+            None,
+            LAYER_NORM_EPS,
+        );
         let memory = match &self.encoder_norm {
-            Some(n) => n.forward(memory),
+            Some(n) => strata_kernels::layer_norm_layer(n, memory, LAYER_NORM_EPS),
             None => memory,
         };
         (memory, mask)
@@ -286,14 +293,21 @@ impl Seq2Seq {
         let device = target.device();
         let pad = target.clone().equal_elem(PAD as i64);
         let causal = generate_autoregressive_mask(batch, time, &device);
-        let y = self.decoder.forward(
-            TransformerDecoderInput::new(self.embed(target), memory)
-                .target_mask_attn(causal)
-                .target_mask_pad(pad)
-                .memory_mask_pad(memory_mask),
+        let masks = strata_kernels::DecoderMasks {
+            target_pad: Some(pad),
+            target_attn: Some(causal),
+            memory_pad: Some(memory_mask),
+            memory_attn: None,
+        };
+        let y = strata_kernels::transformer_decoder(
+            &self.decoder,
+            self.embed(target),
+            memory,
+            masks,
+            LAYER_NORM_EPS,
         );
         let y = match &self.decoder_norm {
-            Some(n) => n.forward(y),
+            Some(n) => strata_kernels::layer_norm_layer(n, y, LAYER_NORM_EPS),
             None => y,
         };
         self.head.forward(y)

@@ -9,7 +9,8 @@ use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{
-    PositionWiseFeedForward, TransformerEncoder, TransformerEncoderInput, TransformerEncoderLayer,
+    PositionWiseFeedForward, TransformerDecoder, TransformerDecoderInput, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderInput, TransformerEncoderLayer,
 };
 use burn::nn::{Dropout, LayerNorm};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
@@ -559,4 +560,122 @@ pub fn transformer_encoder_step(
     }
     cache.layers = layers;
     x
+}
+
+/// The masks of a [`transformer_decoder`] call, as burn's `TransformerDecoderInput` takes them:
+/// padding `[batch, positions]` (true at padding) and attention masks `[batch, queries, keys]`
+/// (true where a key is hidden), for the target's self-attention and for the cross-attention
+/// over the memory.
+#[derive(Debug, Clone, Default)]
+pub struct DecoderMasks {
+    /// The target's padding.
+    pub target_pad: Option<Tensor<2, Bool>>,
+    /// The target's self-attention mask (usually causal).
+    pub target_attn: Option<Tensor<3, Bool>>,
+    /// The memory's padding.
+    pub memory_pad: Option<Tensor<2, Bool>>,
+    /// The cross-attention mask.
+    pub memory_attn: Option<Tensor<3, Bool>>,
+}
+
+/// One layer as burn's `TransformerDecoderLayer::forward`, with the masks combined.
+fn decoder_layer(
+    layer: &TransformerDecoderLayer,
+    x: Tensor<3>,
+    memory: &Tensor<3>,
+    (target_hidden, memory_hidden): (&Option<Tensor<3, Bool>>, &Option<Tensor<3, Bool>>),
+    epsilon: f64,
+) -> Tensor<3> {
+    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_3, x.clone())
+    } else {
+        x.clone()
+    };
+    let residual = self_attention(&layer.self_attn, residual, target_hidden.clone());
+    let mut x = x + dropout_layer(&layer.dropout, residual);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_1, x.clone())
+    } else {
+        x = norm(&layer.norm_1, x);
+        x.clone()
+    };
+    let mha = &layer.cross_attn;
+    let q = mha.query.forward(residual);
+    let (k, v) = (
+        mha.key.forward(memory.clone()),
+        mha.value.forward(memory.clone()),
+    );
+    let residual = attend(mha, q, k, v, memory_hidden.clone());
+    let mut x = x + dropout_layer(&layer.dropout, residual);
+    let residual = if layer.norm_first {
+        norm(&layer.norm_2, x.clone())
+    } else {
+        x = norm(&layer.norm_2, x);
+        x.clone()
+    };
+    let residual = feed_forward(&layer.pwff, residual);
+    let x = x + dropout_layer(&layer.dropout, residual);
+    if layer.norm_first {
+        x
+    } else {
+        norm(&layer.norm_3, x)
+    }
+}
+
+/// burn's `TransformerDecoder::forward` through the kernels: `target` `[batch, target_len,
+/// d_model]` attends to itself and then to `memory` `[batch, memory_len, d_model]` (the
+/// encoder's output) in every layer, with `masks`; `epsilon` the layer norms' (burn's default
+/// is 1e-5). The self- and cross-attention, layer norms, GELU and dropout run on the kernels on
+/// flex; elsewhere, and for quiet-softmax attention, the module's own forward.
+///
+/// ```
+/// use burn::nn::attention::generate_autoregressive_mask;
+/// use burn::nn::transformer::{TransformerDecoderConfig, TransformerDecoderInput};
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use strata_kernels::DecoderMasks;
+///
+/// let device = Device::flex();
+/// let decoder = TransformerDecoderConfig::new(16, 32, 2, 2).with_dropout(0.0).init(&device);
+/// let target = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device);
+/// let memory = Tensor::<3>::random([2, 7, 16], Distribution::Default, &device);
+/// let causal = generate_autoregressive_mask(2, 5, &device);
+/// let masks = DecoderMasks { target_attn: Some(causal.clone()), ..DecoderMasks::default() };
+/// let ours = strata_kernels::transformer_decoder(&decoder, target.clone(), memory.clone(), masks, 1e-5);
+/// let burns = decoder.forward(TransformerDecoderInput::new(target, memory).target_mask_attn(causal));
+/// assert!(ours.sub(burns).abs().max().into_scalar::<f32>() < 1e-5);
+/// ```
+pub fn transformer_decoder(
+    decoder: &TransformerDecoder,
+    target: Tensor<3>,
+    memory: Tensor<3>,
+    masks: DecoderMasks,
+    epsilon: f64,
+) -> Tensor<3> {
+    let quiet = decoder
+        .layers
+        .iter()
+        .any(|l| l.self_attn.quiet_softmax || l.cross_attn.quiet_softmax);
+    if !runs_kernels(&target.device()) || quiet {
+        let mut input = TransformerDecoderInput::new(target, memory);
+        if let Some(m) = masks.target_pad {
+            input = input.target_mask_pad(m);
+        }
+        if let Some(m) = masks.target_attn {
+            input = input.target_mask_attn(m);
+        }
+        if let Some(m) = masks.memory_pad {
+            input = input.memory_mask_pad(m);
+        }
+        if let Some(m) = masks.memory_attn {
+            input = input.memory_mask_attn(m);
+        }
+        return decoder.forward(input);
+    }
+    let queries = target.dims()[1];
+    let target_hidden = hidden_positions(masks.target_pad, masks.target_attn, queries);
+    let memory_hidden = hidden_positions(masks.memory_pad, masks.memory_attn, queries);
+    decoder.layers.iter().fold(target, |x, layer| {
+        decoder_layer(layer, x, &memory, (&target_hidden, &memory_hidden), epsilon)
+    })
 }

@@ -50,9 +50,9 @@ use burn::tensor::{Device, Tensor};
 
 pub use adam::AdamStep;
 pub use encoder::{
-    KeyValueCache, attention, attention_weights, cross_entropy, dropout, dropout_layer, gelu,
-    layer_norm, layer_norm_layer, transformer_encoder, transformer_encoder_layer,
-    transformer_encoder_step,
+    DecoderMasks, KeyValueCache, attention, attention_weights, cross_entropy, dropout,
+    dropout_layer, gelu, layer_norm, layer_norm_layer, transformer_decoder, transformer_encoder,
+    transformer_encoder_layer, transformer_encoder_step,
 };
 pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};

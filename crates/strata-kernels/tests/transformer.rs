@@ -10,7 +10,10 @@ use burn::nn::DropoutConfig;
 use burn::nn::activation::ActivationConfig;
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::transformer::{
+    TransformerDecoderConfig, TransformerDecoderInput, TransformerEncoderConfig,
+    TransformerEncoderInput,
+};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use proptest::prelude::*;
 use std::sync::{Mutex, MutexGuard};
@@ -592,6 +595,106 @@ fn a_whole_encoder_matches_burns_forward_and_backward() {
             assert!(
                 r.is_ok(),
                 "norm_first {norm_first}, gelu {gelu}, {kind:?}, {layers} layers: {}",
+                r.unwrap_err()
+            );
+        }
+    }
+}
+
+/// A whole decoder (causal target self-attention with the target's padding, cross-attention
+/// over a memory of another length with its padding) against burn's forward and backward:
+/// output, the target's and the memory's gradients, and a sample of parameter gradients.
+fn decoder_case(norm_first: bool, gelu: bool, layers: usize) -> Result<(), String> {
+    let dev = device();
+    dev.seed(5);
+    let (b, tt, tm, d, heads, ff) = (3, 6, 9, 16, 4, 24);
+    let activation = if gelu {
+        ActivationConfig::Gelu
+    } else {
+        ActivationConfig::Relu
+    };
+    let decoder = TransformerDecoderConfig::new(d, ff, heads, layers)
+        .with_dropout(0.0)
+        .with_norm_first(norm_first)
+        .with_activation(activation)
+        .init(&dev);
+    let target = random([b, tt, d], &dev);
+    let memory = random([b, tm, d], &dev);
+    let up = random([b, tt, d], &dev);
+    let (target_pad, causal) = masks(Masks::Both, b, tt, &dev);
+    let (memory_pad, _) = masks_for(Masks::Pad, b, tt, tm, &dev);
+    let run = |ours: bool| {
+        let target = target.clone().require_grad();
+        let memory = memory.clone().require_grad();
+        let y = if ours {
+            let masks = strata_kernels::DecoderMasks {
+                target_pad: target_pad.clone(),
+                target_attn: causal.clone(),
+                memory_pad: memory_pad.clone(),
+                memory_attn: None,
+            };
+            strata_kernels::transformer_decoder(
+                &decoder,
+                target.clone(),
+                memory.clone(),
+                masks,
+                1e-5,
+            )
+        } else {
+            let input = TransformerDecoderInput::new(target.clone(), memory.clone())
+                .target_mask_pad(target_pad.clone().expect("pad"))
+                .target_mask_attn(causal.clone().expect("causal"))
+                .memory_mask_pad(memory_pad.clone().expect("pad"));
+            decoder.forward(input)
+        };
+        let grads = (y.clone() * up.clone()).sum().backward();
+        let first = &decoder.layers[0];
+        let last = &decoder.layers[layers - 1];
+        vec![
+            to_vec(y),
+            to_vec(target.grad(&grads).expect("d target")),
+            to_vec(memory.grad(&grads).expect("d memory")),
+            to_vec(
+                first
+                    .cross_attn
+                    .key
+                    .weight
+                    .grad(&grads)
+                    .expect("d cross key weight"),
+            ),
+            to_vec(
+                first
+                    .self_attn
+                    .value
+                    .weight
+                    .grad(&grads)
+                    .expect("d self value weight"),
+            ),
+            to_vec(last.norm_3.gamma.grad(&grads).expect("d norm_3 gamma")),
+        ]
+    };
+    compare(
+        &[
+            "output",
+            "d target",
+            "d memory",
+            "d cross key weight",
+            "d self value weight",
+            "d norm_3 gamma",
+        ],
+        &run(true),
+        &run(false),
+    )
+}
+
+#[test]
+fn a_whole_decoder_matches_burns_forward_and_backward() {
+    for norm_first in [true, false] {
+        for (gelu, layers) in [(true, 2), (false, 1)] {
+            let r = decoder_case(norm_first, gelu, layers);
+            assert!(
+                r.is_ok(),
+                "norm_first {norm_first}, gelu {gelu}, {layers} layers: {}",
                 r.unwrap_err()
             );
         }
