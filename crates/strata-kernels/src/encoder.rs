@@ -119,6 +119,21 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::gelu(x)
 }
 
+/// `gelu(x + bias)`, `bias` `[C]` added along the last dimension of `x` `[.., C]`: the bias of
+/// a linear layer fused with the exact GELU after it. On flex one pass forward and one backward
+/// (the bias's gradient summed in the same pass); elsewhere burn's ops.
+pub fn bias_gelu<const D: usize>(x: Tensor<D>, bias: Tensor<1>) -> Tensor<D> {
+    if runs_kernels(&x.device())
+        && let Some(y) = <Dispatch as KernelOps>::kernel_bias_gelu(
+            x.clone().into_dispatch(),
+            bias.clone().into_dispatch(),
+        )
+    {
+        return Tensor::from_dispatch(y);
+    }
+    burn::tensor::activation::gelu(x + bias.unsqueeze())
+}
+
 /// What the attention kernels take besides their tensors: the weights' settings (with a
 /// dropout seed drawn from `device`'s stream when `prob > 0`), whether a mask is given, and
 /// the mask as floats (a placeholder the kernel does not read when there is none).
@@ -308,12 +323,17 @@ fn attend(
     mha.output.forward(context)
 }
 
-/// burn's position-wise feed-forward block, the GELU through [`gelu`].
+/// burn's position-wise feed-forward block, the inner layer's bias and the GELU through
+/// [`bias_gelu`].
 fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
-    let x = pwff.linear_inner.forward(x);
-    let x = match &pwff.activation {
-        Activation::Gelu(g) if !g.approximate => gelu(x),
-        other => other.forward(x),
+    let inner = &pwff.linear_inner;
+    let x = match (&pwff.activation, &inner.bias) {
+        (Activation::Gelu(g), Some(bias)) if !g.approximate => {
+            let x = burn::tensor::module::linear(x, inner.weight.val(), None);
+            bias_gelu(x, bias.val())
+        }
+        (Activation::Gelu(g), None) if !g.approximate => gelu(inner.forward(x)),
+        (other, _) => other.forward(inner.forward(x)),
     };
     let x = dropout_layer(&pwff.dropout, x);
     pwff.linear_outer.forward(x)

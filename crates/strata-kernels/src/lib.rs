@@ -50,7 +50,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use adam::AdamStep;
 pub use encoder::{
-    DecoderMasks, KeyValueCache, attention, attention_weights, cross_entropy, dropout,
+    DecoderMasks, KeyValueCache, attention, attention_weights, bias_gelu, cross_entropy, dropout,
     dropout_layer, gelu, layer_norm, layer_norm_layer, transformer_decoder, transformer_encoder,
     transformer_encoder_layer, transformer_encoder_step,
 };

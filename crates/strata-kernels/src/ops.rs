@@ -329,6 +329,27 @@ pub trait KernelOps: Backend {
         Self::gelu_backward(x, output_grad)
     }
 
+    /// `gelu(x + bias)`, `bias` `[C]` added along the last dimension of `x` `[.., C]`; `None`
+    /// where this backend has no such kernel.
+    fn kernel_bias_gelu(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (x, bias);
+        None
+    }
+
+    /// The gradients of [`KernelOps::kernel_bias_gelu`] for `x` and `bias`. Only called after
+    /// `kernel_bias_gelu` returned a result on this backend.
+    fn kernel_bias_gelu_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (x, bias, output_grad);
+        unreachable!("no bias-GELU kernel on this backend, so no backward pass")
+    }
+
     /// Attention weights from scores `[B, heads, Tq, Tk]` ([`crate::transformer`]): scaled,
     /// masked where `hidden` `[B, Tq, Tk]` is nonzero (read only when `masked`), softmax over
     /// the keys, then dropout. Returns the weights and the probabilities before dropout;
@@ -1080,6 +1101,35 @@ impl KernelOps for Flex {
         shaped(transformer::gelu_backward(slice(&x), slice(&dy)), shape)
     }
 
+    fn kernel_bias_gelu(x: FlexTensor, bias: FlexTensor) -> Option<FlexTensor> {
+        let (shape, bs) = (x.shape(), bias.shape());
+        let fits = x.dtype() == DType::F32
+            && bias.dtype() == DType::F32
+            && bs.num_dims() == 1
+            && shape.num_dims() >= 1
+            && bs[0] > 0
+            && shape[shape.num_dims() - 1] == bs[0];
+        if !fits {
+            return None;
+        }
+        let [x, bias] = [x, bias].map(contiguous);
+        Some(shaped(
+            transformer::bias_gelu(slice(&x), slice(&bias)),
+            shape,
+        ))
+    }
+
+    fn kernel_bias_gelu_backward(
+        x: FlexTensor,
+        bias: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let shape = x.shape();
+        let [x, bias, dy] = [x, bias, output_grad].map(contiguous);
+        let (dx, dbias) = transformer::bias_gelu_backward(slice(&x), slice(&bias), slice(&dy));
+        (shaped(dx, shape), vector(dbias))
+    }
+
     fn kernel_attention_weights(
         scores: FlexTensor,
         hidden: FlexTensor,
@@ -1611,6 +1661,32 @@ impl<B: Backend + KernelOps> Backward<B, 1> for GeluNode {
     }
 }
 
+/// Bias-GELU's node: it keeps the input and the bias.
+#[derive(Debug)]
+struct BiasGeluNode;
+
+impl<B: Backend + KernelOps> Backward<B, 2> for BiasGeluNode {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, bias) = ops.state;
+        let (dx, dbias) = B::kernel_bias_gelu_backward(x, bias, grad);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_bias {
+            grads.register::<B>(node.id, dbias);
+        }
+    }
+}
+
 /// The attention weights' node: it keeps the probabilities before dropout and the mask.
 #[derive(Debug)]
 struct AttentionNode;
@@ -1732,6 +1808,24 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     Self::from_inner(rstd),
                 ))
             }
+        }
+    }
+
+    fn kernel_bias_gelu(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        let prep = BiasGeluNode
+            .prepare::<C>([x.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let [x, bias] = [x, bias].map(|t| t.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::kernel_bias_gelu(x.clone(), bias.clone())?;
+                Some(prep.finish((x, bias), y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_bias_gelu(x, bias)?)),
         }
     }
 

@@ -326,6 +326,81 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
+simd! {
+    fn bias_gelu_rows(x: &[f32], bias: &[f32], y: &mut [f32]) {
+        for (yr, xr) in y.chunks_mut(bias.len()).zip(x.chunks(bias.len())) {
+            for ((o, &v), &b) in yr.iter_mut().zip(xr).zip(bias) {
+                let u = v + b;
+                *o = u * normal_cdf(u);
+            }
+        }
+    }
+}
+
+simd! {
+    /// The rows' input gradients into `dx`, and their sum added to `dbias`.
+    fn bias_gelu_backward_rows(x: &[f32], bias: &[f32], dy: &[f32], dx: &mut [f32], dbias: &mut [f32]) {
+        let c = bias.len();
+        for ((o, xr), dr) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
+            for ((((o, &v), &d), &b), s) in o.iter_mut().zip(xr).zip(dr).zip(bias).zip(dbias.iter_mut()) {
+                let u = v + b;
+                *o = d * (normal_cdf(u) + u * normal_pdf(u));
+                *s += *o;
+            }
+        }
+    }
+}
+
+/// Rows per parallel job of a row kernel over rows of `cols` elements.
+fn rows_per_job(cols: usize) -> usize {
+    (ELEMENTS_PER_JOB / cols.max(1)).max(1)
+}
+
+/// `gelu(x + bias)` with `bias` added to every row of `x` (rows of `bias.len()`): the bias of
+/// the linear layer before a GELU, fused with it.
+///
+/// # Panics
+/// When `bias` is empty or the length of `x` is not a multiple of it.
+pub fn bias_gelu(x: &[f32], bias: &[f32]) -> Vec<f32> {
+    let c = bias.len();
+    assert!(c > 0 && x.len().is_multiple_of(c), "bias gelu shapes");
+    let block = rows_per_job(c) * c;
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .for_each(|(y, x)| bias_gelu_rows(x, bias, y));
+    y
+}
+
+/// The gradients of [`bias_gelu`] for `x` and `bias`, given the output's gradient `dy` (the
+/// bias's: the input gradient's column sums, in f32 within a job and f64 across jobs).
+///
+/// # Panics
+/// When the lengths do not fit.
+pub fn bias_gelu_backward(x: &[f32], bias: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let c = bias.len();
+    assert!(
+        c > 0 && x.len().is_multiple_of(c) && dy.len() == x.len(),
+        "bias gelu backward shapes"
+    );
+    let block = rows_per_job(c) * c;
+    let mut dx = vec![0.0f32; x.len()];
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .zip(dy.par_chunks(block))
+        .map(|((dx, x), dy)| {
+            let mut sums = vec![0.0f32; c];
+            bias_gelu_backward_rows(x, bias, dy, dx, &mut sums);
+            sums
+        })
+        .collect();
+    let dbias = (0..c)
+        .map(|j| partial.iter().map(|p| p[j] as f64).sum::<f64>() as f32)
+        .collect();
+    (dx, dbias)
+}
+
 /// The layout of attention scores `[batch, heads, queries, keys]` and of their optional mask
 /// `[batch, queries, keys]` (shared by the heads; nonzero where a key is hidden from a query).
 #[derive(Clone, Copy, Debug, PartialEq)]

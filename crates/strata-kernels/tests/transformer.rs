@@ -224,6 +224,31 @@ fn gelu_case(n: usize, spread: f32, seed: u64) -> Result<(), String> {
     compare(&["output", "d x"], &ours, &burns)
 }
 
+/// The fused bias and GELU against burn's `gelu(x + bias)`: output and the gradients of `x`
+/// and `bias`, on `[rows, 3, cols]` (rows past one parallel job of the kernel).
+fn bias_gelu_case(rows: usize, cols: usize, spread: f32, seed: u64) -> Result<(), String> {
+    let dev = device();
+    dev.seed(seed);
+    let x = random([rows, 3, cols], &dev).mul_scalar(spread);
+    let bias = random([cols], &dev);
+    let up = random([rows, 3, cols], &dev);
+    let run = |ours: bool| {
+        let (x, bias) = (x.clone().require_grad(), bias.clone().require_grad());
+        let y = if ours {
+            strata_kernels::bias_gelu(x.clone(), bias.clone())
+        } else {
+            burn::tensor::activation::gelu(x.clone() + bias.clone().unsqueeze())
+        };
+        let grads = (y.clone() * up.clone()).sum().backward();
+        vec![
+            to_vec(y),
+            to_vec(x.grad(&grads).expect("d x")),
+            to_vec(bias.grad(&grads).expect("d bias")),
+        ]
+    };
+    compare(&["output", "d x", "d bias"], &run(true), &run(false))
+}
+
 /// Which keys a query may not see: none, padding, causal, or both.
 #[derive(Clone, Copy, Debug)]
 enum Masks {
@@ -365,6 +390,17 @@ proptest! {
     ) {
         let r = layer_norm_case(b, t, d, bias, seed);
         prop_assert!(r.is_ok(), "{b}x{t}x{d} bias {bias} seed {seed}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn bias_gelu_matches_burns(
+        rows in 1usize..400,
+        cols in 1usize..80,
+        spread in 0.1f32..6.0,
+        seed in any::<u64>(),
+    ) {
+        let r = bias_gelu_case(rows, cols, spread, seed);
+        prop_assert!(r.is_ok(), "{rows}x{cols} spread {spread} seed {seed}: {}", r.unwrap_err());
     }
 
     #[test]
