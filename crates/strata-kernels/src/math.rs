@@ -79,10 +79,11 @@ pub(crate) fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     sum3(a, a, a, |x, _, _| f(x))
 }
 
-/// Defines `fn $name(args) -> ret` that runs `$body` compiled for AVX2 and FMA where the CPU has
-/// them (detected once, at run time), and compiled for the build's baseline otherwise. The body
-/// should be loops over slices of the inlined functions above, so that the compiler vectorises
-/// it at either width.
+/// Defines `fn $name(args) -> ret` that runs `$body` compiled for AVX-512 where the CPU has it,
+/// else for AVX2 and FMA where it has them (detected once, at run time), else for the build's
+/// baseline. The body should be loops over slices of the inlined functions above, so that the
+/// compiler vectorises it at any width. Rust never contracts `a * b + c` into an FMA, and the
+/// sums above keep their order, so every width gives the same bits.
 macro_rules! simd {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -92,6 +93,16 @@ macro_rules! simd {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn widest($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if $crate::math::has_avx512() {
+                    // SAFETY: the CPU has these AVX-512 subsets, AVX2 and FMA (checked at run
+                    // time).
+                    return unsafe { widest($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
@@ -107,6 +118,20 @@ macro_rules! simd {
     };
 }
 pub(crate) use simd;
+
+/// Whether this CPU has AVX-512 F, BW, DQ and VL besides AVX2 and FMA (checked once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
 
 /// Whether this CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
