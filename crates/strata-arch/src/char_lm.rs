@@ -116,22 +116,30 @@ impl CharLm {
         let d_embed = self.embedding.weight.dims()[1];
         if self.rnn.runs_fused(&tokens.device()) {
             // Whole-sequence kernels: one embedded `[batch, time, _]` tensor.
-            let x = self.dropout.forward(self.embedding.forward(tokens));
+            let x = strata_kernels::dropout_layer(&self.dropout, self.embedding.forward(tokens));
             let (y, state) = self.rnn.forward(x, None, state);
-            return (self.head.forward(self.dropout.forward(y)), state);
+            return (
+                self.head
+                    .forward(strata_kernels::dropout_layer(&self.dropout, y)),
+                state,
+            );
         }
         // Embedded step by step: slicing one embedded `[batch, time, _]` tensor per step
         // would make the backward pass quadratic in `time` (see `Recurrent::forward_steps`).
         let steps: Vec<Tensor<2>> = (0..time)
             .map(|t| {
                 let e = self.embedding.forward(tokens.clone().narrow(1, t, 1));
-                self.dropout.forward(e.reshape([batch, d_embed]))
+                strata_kernels::dropout_layer(&self.dropout, e.reshape([batch, d_embed]))
             })
             .collect();
         let (ys, state) = self.rnn.forward_steps(steps, None, state);
         let ys: Vec<Tensor<3>> = ys.into_iter().map(|y| y.unsqueeze_dim(1)).collect();
         let y = Tensor::cat(ys, 1);
-        (self.head.forward(self.dropout.forward(y)), state)
+        (
+            self.head
+                .forward(strata_kernels::dropout_layer(&self.dropout, y)),
+            state,
+        )
     }
 
     /// Generates `sampling.length` characters after `prompt` (indices into the vocabulary).

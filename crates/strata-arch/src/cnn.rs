@@ -169,7 +169,7 @@ impl Cnn {
             .iter()
             .fold(images, |x, stage| stage.forward(x));
         let [batch, c, h, w] = x.dims();
-        let mut x = self.dropout.forward(x.reshape([batch, c * h * w]));
+        let mut x = strata_kernels::dropout_layer(&self.dropout, x.reshape([batch, c * h * w]));
         if let Some(hidden) = &self.hidden {
             x = hidden.forward(x);
         }

@@ -293,7 +293,7 @@ impl Gnn {
     pub fn hidden(&self, x: Tensor<2>, edges: &Edges) -> Tensor<2> {
         let n = self.convs.len();
         self.convs[..n.saturating_sub(1)].iter().fold(x, |x, conv| {
-            self.activate(conv.forward(self.dropout.forward(x), edges))
+            self.activate(conv.forward(strata_kernels::dropout_layer(&self.dropout, x), edges))
         })
     }
 
@@ -311,7 +311,7 @@ impl Gnn {
         );
         let h = self.hidden(x, edges);
         let last = self.convs.last().expect("at least one layer");
-        last.forward(self.dropout.forward(h), edges)
+        last.forward(strata_kernels::dropout_layer(&self.dropout, h), edges)
     }
 
     /// The class scores (logits) of each graph of a batch.

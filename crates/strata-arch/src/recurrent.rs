@@ -160,7 +160,9 @@ impl SequenceModel {
             },
             _ => self.final_state(state, batch),
         };
-        let out = self.head.forward(self.dropout.forward(summary));
+        let out = self
+            .head
+            .forward(strata_kernels::dropout_layer(&self.dropout, summary));
         match last_value {
             Some(v) => out + v,
             None => out,

@@ -260,7 +260,7 @@ impl Vgg {
             if let Some(l) = layer {
                 x = l.forward(x);
                 if i + 1 < n {
-                    x = self.dropout.forward(relu(x));
+                    x = strata_kernels::dropout_layer(&self.dropout, relu(x));
                 }
             }
         }

@@ -67,7 +67,7 @@ impl DenseBlock {
         if let Some(norm) = &self.norm {
             x = strata_kernels::batch_norm_layer(norm, x);
         }
-        self.dropout.forward(self.activation.forward(x))
+        strata_kernels::dropout_layer(&self.dropout, self.activation.forward(x))
     }
 }
 

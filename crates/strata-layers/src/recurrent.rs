@@ -468,7 +468,11 @@ impl Recurrent {
             } else {
                 Tensor::cat(outs, 2)
             };
-            input = if l < last { self.dropout.forward(y) } else { y };
+            input = if l < last {
+                strata_kernels::dropout_layer(&self.dropout, y)
+            } else {
+                y
+            };
         }
         let state = RecurrentState {
             hidden: Tensor::stack(h_out, 0),
@@ -535,7 +539,9 @@ impl Recurrent {
                     .collect()
             };
             input = if l < last {
-                ys.into_iter().map(|y| self.dropout.forward(y)).collect()
+                ys.into_iter()
+                    .map(|y| strata_kernels::dropout_layer(&self.dropout, y))
+                    .collect()
             } else {
                 ys
             };

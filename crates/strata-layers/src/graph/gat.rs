@@ -124,7 +124,7 @@ impl GatConv {
         let (s_src, s_dst) = (score(&self.att_src), score(&self.att_dst));
         let e = gather(s_src, &edges.looped_source) + gather(s_dst, &edges.looped_target);
         let alpha = segment_softmax(leaky_relu(e, self.negative_slope), &edges.looped_target, n);
-        let weights = self.dropout.forward(alpha.clone());
+        let weights = strata_kernels::dropout_layer(&self.dropout, alpha.clone());
         let n_edges = edges.n_looped_edges();
         let weights = weights
             .unsqueeze_dim::<3>(2)
