@@ -565,15 +565,22 @@ fn cropped(g: &ConvGeometry) -> Option<(ConvGeometry, [(usize, usize); 2])> {
 fn crop(weight: &[f32], g: &ConvGeometry, live: [(usize, usize); 2]) -> Vec<f32> {
     let [(i0, i1), (j0, j1)] = live;
     let [kh, kw] = g.kernel;
-    let mut out = Vec::with_capacity(weight.len() / (kh * kw) * (i1 - i0) * (j1 - j0));
-    for kernel in weight.chunks_exact(kh * kw) {
-        for ki in i0..i1 {
-            // Element by element: the runs are a tap or two long, too short for a copy call.
-            for kj in j0..j1 {
-                out.push(kernel[ki * kw + kj]);
+    let kept = (i1 - i0) * (j1 - j0);
+    let mut out = vec![0.0f32; weight.len() / (kh * kw) * kept];
+    // Every cache line of the weights is read for a tap or two: in parallel, blocks of
+    // kernels per task.
+    const KERNELS_PER_JOB: usize = 1 << 12;
+    out.par_chunks_mut(kept * KERNELS_PER_JOB)
+        .zip(weight.par_chunks(kh * kw * KERNELS_PER_JOB))
+        .for_each(|(out, weight)| {
+            for (dst, kernel) in out.chunks_exact_mut(kept).zip(weight.chunks_exact(kh * kw)) {
+                // Element by element: the runs are a tap or two long, too short for a copy.
+                let taps = (i0..i1).flat_map(|ki| (j0..j1).map(move |kj| ki * kw + kj));
+                for (d, tap) in dst.iter_mut().zip(taps) {
+                    *d = kernel[tap];
+                }
             }
-        }
-    }
+        });
     out
 }
 

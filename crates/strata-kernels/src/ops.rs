@@ -774,7 +774,16 @@ impl KernelOps for Flex {
     }
 
     fn kernel_max_pool2d(x: FlexTensor, options: MaxPoolOptions<2>) -> FlexTensor {
-        Self::kernel_max_pool2d_indexed(x, options).0
+        let Some(g) = pool_geometry(&x, &options) else {
+            return burn_max_pool2d_indexed::<Self>(x, options).0;
+        };
+        let shape = x.shape();
+        let x = contiguous(x);
+        let [ho, wo] = g.output();
+        shaped(
+            pool::values(slice(&x), &g),
+            Shape::new([shape[0], shape[1], ho, wo]),
+        )
     }
 
     fn kernel_max_pool2d_indexed(

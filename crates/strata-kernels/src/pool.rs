@@ -79,6 +79,77 @@ pub fn forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<f32>) {
     (out, idx)
 }
 
+/// The pooled values only, for inference (no backward pass, so no indices): equal to
+/// [`forward`]'s values, NaNs included. A padded plane is first copied into a scratch plane
+/// with a border of minus infinity, so every window is read without bounds tests; the maximum
+/// is taken along each window's rows first (`kw` taps, one output row's worth at a time) and
+/// then down the `kh` rows, in vector loops.
+pub fn values(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    let [h, w] = g.input;
+    let [ho, wo] = g.output();
+    assert_eq!(x.len(), g.planes * h * w, "max pool: input length");
+    let mut out = vec![0.0f32; g.planes * ho * wo];
+    if out.is_empty() {
+        return out;
+    }
+    let [ph, pw] = g.padding;
+    let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+    out.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .for_each_init(
+            || (vec![f32::NEG_INFINITY; hp * wp], vec![0.0f32; hp * wo]),
+            |(padded, across), (out, xs)| {
+                let plane: &[f32] = if g.padding == [0, 0] {
+                    xs
+                } else {
+                    for (dst, src) in padded[ph * wp..].chunks_mut(wp).zip(xs.chunks(w)) {
+                        dst[pw..pw + w].copy_from_slice(src);
+                    }
+                    padded
+                };
+                values_plane(plane, wp, wo, g, across, out);
+            },
+        );
+    out
+}
+
+simd! {
+    /// One plane's maxima (`out`, rows of `wo`) from its (padded) values in rows of `wp`: first
+    /// across each window's columns for every input row (`across`, rows of `wo`), then down
+    /// each window's rows.
+    fn values_plane(
+        plane: &[f32],
+        wp: usize,
+        wo: usize,
+        g: &PoolGeometry,
+        across: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let ([kh, kw], [sh, sw], [dh, dw]) = (g.kernel, g.stride, g.dilation);
+        for (row, acc) in plane.chunks_exact(wp).zip(across.chunks_exact_mut(wo)) {
+            for (ow, a) in acc.iter_mut().enumerate() {
+                let start = ow * sw;
+                let mut best = row[start];
+                for kj in 1..kw {
+                    let v = row[start + kj * dw];
+                    best = if better(v, best) { v } else { best };
+                }
+                *a = best;
+            }
+        }
+        for (oh, orow) in out.chunks_exact_mut(wo).enumerate() {
+            let first = oh * sh;
+            orow.copy_from_slice(&across[first * wo..][..wo]);
+            for ki in 1..kh {
+                let r = &across[(first + ki * dh) * wo..][..wo];
+                for (o, &v) in orow.iter_mut().zip(r) {
+                    *o = if better(v, *o) { v } else { *o };
+                }
+            }
+        }
+    }
+}
+
 /// Whether `v` replaces `best` as a window's maximum: larger, or a NaN over a number (the first
 /// of equal values stays).
 #[inline(always)]
@@ -297,6 +368,14 @@ mod tests {
                     assert_eq!(y.len(), want.len());
                     for (a, b) in y.iter().zip(&want) {
                         assert!(a == b || (a.is_nan() && b.is_nan()), "{g:?}: {a} vs {b}");
+                    }
+                    let v = values(&x, &g);
+                    assert_eq!(v.len(), want.len());
+                    for (a, b) in v.iter().zip(&want) {
+                        assert!(
+                            a == b || (a.is_nan() && b.is_nan()),
+                            "values {g:?}: {a} vs {b}"
+                        );
                     }
                 }
             }

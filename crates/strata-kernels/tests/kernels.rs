@@ -698,8 +698,41 @@ fn max_pool_matches(
     Ok(())
 }
 
+/// Max pooling in inference (flex without autodiff: the values-only kernel) against burn's.
+fn max_pool_inference_matches(
+    dims: [usize; 4],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<(), String> {
+    use burn::backend::ops::MaxPoolOptions;
+    let device = Device::flex();
+    let options = MaxPoolOptions::new(kernel)
+        .with_stride(stride)
+        .with_padding(padding)
+        .with_dilation(dilation);
+    let x = Tensor::<4>::random(dims, Distribution::Uniform(-1.0, 1.0), &device);
+    let y = to_vec(strata_kernels::max_pool2d(x.clone(), options.clone()));
+    let want = to_vec(burn::tensor::module::max_pool2d(x, options));
+    check_close("inference output", &y, &want, 0.0).map(|_| ())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn flex_max_pool_in_inference_matches_burns(
+        dims in [1usize..4, 1usize..4, 4usize..10, 4usize..10],
+        kernel in [1usize..4, 1usize..4],
+        stride in [1usize..4, 1usize..4],
+        dilation in [1usize..3, 1usize..3],
+        pad in [0usize..2, 0usize..2],
+    ) {
+        let padding = [0, 1].map(|d| pad[d].min(kernel[d] / 2));
+        let result = max_pool_inference_matches(dims, kernel, stride, padding, dilation);
+        prop_assert!(result.is_ok(), "{dims:?} {kernel:?} {stride:?} {padding:?} {dilation:?}: {}", result.unwrap_err());
+    }
 
     #[test]
     fn flex_max_pool_matches_burns(
