@@ -347,26 +347,50 @@ fn encoder_layer(
     hidden: Option<Tensor<3, Bool>>,
     epsilon: f64,
 ) -> Tensor<3> {
-    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_2, x.clone())
-    } else {
-        x.clone()
-    };
-    let residual = self_attention(&layer.mha, residual, hidden);
-    let mut x = x + dropout_layer(&layer.dropout, residual);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_1, x.clone())
-    } else {
-        x = norm(&layer.norm_1, x);
-        x.clone()
-    };
-    let residual = feed_forward(&layer.pwff, residual);
-    let x = x + dropout_layer(&layer.dropout, residual);
-    if layer.norm_first {
-        x
-    } else {
-        norm(&layer.norm_2, x)
+    let block = Sublayer::of_encoder(layer, epsilon);
+    let x = block.run(x, &layer.norm_2, &layer.norm_1, |x| {
+        self_attention(&layer.mha, x, hidden)
+    });
+    block.run(x, &layer.norm_1, &layer.norm_2, |x| {
+        feed_forward(&layer.pwff, x)
+    })
+}
+
+/// How burn's transformer layers wrap each sub-layer `f` (attention, feed-forward): pre-norm,
+/// `x + dropout(f(before(x)))`; post-norm, `after(x + dropout(f(x)))`.
+struct Sublayer<'a> {
+    norm_first: bool,
+    dropout: &'a Dropout,
+    epsilon: f64,
+}
+
+impl<'a> Sublayer<'a> {
+    fn of_encoder(layer: &'a TransformerEncoderLayer, epsilon: f64) -> Self {
+        Self {
+            norm_first: layer.norm_first,
+            dropout: &layer.dropout,
+            epsilon,
+        }
+    }
+
+    fn run(
+        &self,
+        x: Tensor<3>,
+        before: &LayerNorm,
+        after: &LayerNorm,
+        f: impl FnOnce(Tensor<3>) -> Tensor<3>,
+    ) -> Tensor<3> {
+        if self.norm_first {
+            let residual = f(layer_norm_layer(before, x.clone(), self.epsilon));
+            x + dropout_layer(self.dropout, residual)
+        } else {
+            let residual = f(x.clone());
+            layer_norm_layer(
+                after,
+                x + dropout_layer(self.dropout, residual),
+                self.epsilon,
+            )
+        }
     }
 }
 
@@ -480,47 +504,30 @@ fn encoder_layer_step(
     cached: Option<(Tensor<3>, Tensor<3>)>,
     epsilon: f64,
 ) -> (Tensor<3>, (Tensor<3>, Tensor<3>)) {
-    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
     let [batch, new, _] = x.dims();
-    let residual = if layer.norm_first {
-        norm(&layer.norm_2, x.clone())
-    } else {
-        x.clone()
-    };
-    let mha = &layer.mha;
-    let q = mha.query.forward(residual.clone());
-    let (k, v) = (
-        mha.key.forward(residual.clone()),
-        mha.value.forward(residual),
-    );
-    let (k, v, past) = match cached {
-        Some((ck, cv)) => {
-            let past = ck.dims()[1];
-            (
-                Tensor::cat(vec![ck, k], 1),
-                Tensor::cat(vec![cv, v], 1),
-                past,
-            )
-        }
-        None => (k, v, 0),
-    };
-    let hidden = causal_after(batch, past, new, &x.device());
-    let residual = attend(mha, q, k.clone(), v.clone(), hidden);
-    let mut x = x + dropout_layer(&layer.dropout, residual);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_1, x.clone())
-    } else {
-        x = norm(&layer.norm_1, x);
-        x.clone()
-    };
-    let residual = feed_forward(&layer.pwff, residual);
-    let x = x + dropout_layer(&layer.dropout, residual);
-    let x = if layer.norm_first {
-        x
-    } else {
-        norm(&layer.norm_2, x)
-    };
-    (x, (k, v))
+    let device = x.device();
+    let mut kept = None;
+    let block = Sublayer::of_encoder(layer, epsilon);
+    let x = block.run(x, &layer.norm_2, &layer.norm_1, |x| {
+        let mha = &layer.mha;
+        let q = mha.query.forward(x.clone());
+        let (k, v) = (mha.key.forward(x.clone()), mha.value.forward(x));
+        let (k, v, past) = match cached {
+            Some((ck, cv)) => {
+                let past = ck.dims()[1];
+                let joined = |a, b| Tensor::cat(vec![a, b], 1);
+                (joined(ck, k), joined(cv, v), past)
+            }
+            None => (k, v, 0),
+        };
+        let hidden = causal_after(batch, past, new, &device);
+        kept = Some((k.clone(), v.clone()));
+        attend(mha, q, k, v, hidden)
+    });
+    let x = block.run(x, &layer.norm_1, &layer.norm_2, |x| {
+        feed_forward(&layer.pwff, x)
+    });
+    (x, kept.expect("the attention ran"))
 }
 
 /// The next positions of a causal encoder, for generation: `x` `[batch, new, d_model]` holds
@@ -606,41 +613,25 @@ fn decoder_layer(
     (target_hidden, memory_hidden): (&Option<Tensor<3, Bool>>, &Option<Tensor<3, Bool>>),
     epsilon: f64,
 ) -> Tensor<3> {
-    let norm = |n: &LayerNorm, x: Tensor<3>| layer_norm_layer(n, x, epsilon);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_3, x.clone())
-    } else {
-        x.clone()
+    let block = Sublayer {
+        norm_first: layer.norm_first,
+        dropout: &layer.dropout,
+        epsilon,
     };
-    let residual = self_attention(&layer.self_attn, residual, target_hidden.clone());
-    let mut x = x + dropout_layer(&layer.dropout, residual);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_1, x.clone())
-    } else {
-        x = norm(&layer.norm_1, x);
-        x.clone()
-    };
-    let mha = &layer.cross_attn;
-    let q = mha.query.forward(residual);
-    let (k, v) = (
-        mha.key.forward(memory.clone()),
-        mha.value.forward(memory.clone()),
-    );
-    let residual = attend(mha, q, k, v, memory_hidden.clone());
-    let mut x = x + dropout_layer(&layer.dropout, residual);
-    let residual = if layer.norm_first {
-        norm(&layer.norm_2, x.clone())
-    } else {
-        x = norm(&layer.norm_2, x);
-        x.clone()
-    };
-    let residual = feed_forward(&layer.pwff, residual);
-    let x = x + dropout_layer(&layer.dropout, residual);
-    if layer.norm_first {
-        x
-    } else {
-        norm(&layer.norm_3, x)
-    }
+    let x = block.run(x, &layer.norm_3, &layer.norm_1, |x| {
+        self_attention(&layer.self_attn, x, target_hidden.clone())
+    });
+    let x = block.run(x, &layer.norm_1, &layer.norm_2, |x| {
+        let mha = &layer.cross_attn;
+        let (k, v) = (
+            mha.key.forward(memory.clone()),
+            mha.value.forward(memory.clone()),
+        );
+        attend(mha, mha.query.forward(x), k, v, memory_hidden.clone())
+    });
+    block.run(x, &layer.norm_2, &layer.norm_3, |x| {
+        feed_forward(&layer.pwff, x)
+    })
 }
 
 /// burn's `TransformerDecoder::forward` through the kernels: `target` `[batch, target_len,

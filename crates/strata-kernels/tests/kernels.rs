@@ -722,19 +722,6 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn flex_max_pool_in_inference_matches_burns(
-        dims in [1usize..4, 1usize..4, 4usize..10, 4usize..10],
-        kernel in [1usize..4, 1usize..4],
-        stride in [1usize..4, 1usize..4],
-        dilation in [1usize..3, 1usize..3],
-        pad in [0usize..2, 0usize..2],
-    ) {
-        let padding = [0, 1].map(|d| pad[d].min(kernel[d] / 2));
-        let result = max_pool_inference_matches(dims, kernel, stride, padding, dilation);
-        prop_assert!(result.is_ok(), "{dims:?} {kernel:?} {stride:?} {padding:?} {dilation:?}: {}", result.unwrap_err());
-    }
-
-    #[test]
     fn flex_max_pool_matches_burns(
         dims in [1usize..4, 1usize..4, 4usize..10, 4usize..10],
         kernel in [1usize..4, 1usize..4],
@@ -743,7 +730,8 @@ proptest! {
         pad in [0usize..2, 0usize..2],
     ) {
         let padding = [0, 1].map(|d| pad[d].min(kernel[d] / 2));
-        let result = max_pool_matches(dims, kernel, stride, padding, dilation, &Device::flex().autodiff());
+        let result = max_pool_matches(dims, kernel, stride, padding, dilation, &Device::flex().autodiff())
+            .and_then(|()| max_pool_inference_matches(dims, kernel, stride, padding, dilation));
         prop_assert!(result.is_ok(), "{dims:?} {kernel:?} {stride:?} {padding:?} {dilation:?}: {}", result.unwrap_err());
     }
 }

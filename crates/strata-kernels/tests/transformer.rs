@@ -539,20 +539,24 @@ fn fused_attention_with_dropout_matches_the_weights_kernel_with_the_same_seed() 
     }
 }
 
+/// The feed-forward activation of a test layer: the exact GELU or ReLU.
+fn activation(gelu: bool) -> ActivationConfig {
+    if gelu {
+        ActivationConfig::Gelu
+    } else {
+        ActivationConfig::Relu
+    }
+}
+
 /// Output, input gradient and a sample of parameter gradients of an encoder on `x`.
 fn encoder_case(norm_first: bool, gelu: bool, kind: Masks, layers: usize) -> Result<(), String> {
     let dev = device();
     dev.seed(3);
     let (b, t, d, heads, ff) = (3, 7, 16, 4, 24);
-    let activation = if gelu {
-        ActivationConfig::Gelu
-    } else {
-        ActivationConfig::Relu
-    };
     let encoder = TransformerEncoderConfig::new(d, ff, heads, layers)
         .with_dropout(0.0)
         .with_norm_first(norm_first)
-        .with_activation(activation)
+        .with_activation(activation(gelu))
         .init(&dev);
     let x = random([b, t, d], &dev);
     let up = random([b, t, d], &dev);
@@ -644,15 +648,10 @@ fn decoder_case(norm_first: bool, gelu: bool, layers: usize) -> Result<(), Strin
     let dev = device();
     dev.seed(5);
     let (b, tt, tm, d, heads, ff) = (3, 6, 9, 16, 4, 24);
-    let activation = if gelu {
-        ActivationConfig::Gelu
-    } else {
-        ActivationConfig::Relu
-    };
     let decoder = TransformerDecoderConfig::new(d, ff, heads, layers)
         .with_dropout(0.0)
         .with_norm_first(norm_first)
-        .with_activation(activation)
+        .with_activation(activation(gelu))
         .init(&dev);
     let target = random([b, tt, d], &dev);
     let memory = random([b, tm, d], &dev);
@@ -741,15 +740,10 @@ fn a_whole_decoder_matches_burns_forward_and_backward() {
 /// encoder with the causal mask, on `dev`: every position within 1e-5 of its scale.
 fn cached_steps_case(dev: &Device, norm_first: bool, gelu: bool) -> Result<(), String> {
     let (b, t, d, heads, ff, layers) = (2, 11, 16, 4, 24, 2);
-    let activation = if gelu {
-        ActivationConfig::Gelu
-    } else {
-        ActivationConfig::Relu
-    };
     let encoder = TransformerEncoderConfig::new(d, ff, heads, layers)
         .with_dropout(0.0)
         .with_norm_first(norm_first)
-        .with_activation(activation)
+        .with_activation(activation(gelu))
         .init(dev);
     let x = random([b, t, d], dev);
     let causal = generate_autoregressive_mask(b, t, dev);
