@@ -10,8 +10,9 @@
 //! `resnet18-infer-64`, ...: ms per forward pass without autodiff at that batch size; PyTorch
 //! under `torch.inference_mode()`), and generation rows (`lstm-generate`, `gru-generate`,
 //! `transformer-generate`: ms per character generated greedily at batch 1 after a
-//! 20-character prompt, the recurrent state or the transformer's key-value cache carried). `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench`
-//! runs both in the same session and prints the ratio.
+//! 20-character prompt, the recurrent state or the transformer's key-value cache carried).
+//! `pytorch/train_step.py` measures the same models in PyTorch; `cargo xtask bench` runs both
+//! in the same session and prints the ratio.
 //!
 //! Output: one JSON object per line, `{"model", "backend", "ms_per_step", "steps"}`.
 //! Usage: `strata-bench [--backends flex,ndarray,wgpu] [--models mlp,cnn] [--steps N]`.

@@ -347,7 +347,7 @@ fn encoder_layer(
     hidden: Option<Tensor<3, Bool>>,
     epsilon: f64,
 ) -> Tensor<3> {
-    let block = Sublayer::of_encoder(layer, epsilon);
+    let block = Sublayer::new(layer.norm_first, &layer.dropout, epsilon);
     let x = block.run(x, &layer.norm_2, &layer.norm_1, |x| {
         self_attention(&layer.mha, x, hidden)
     });
@@ -365,10 +365,10 @@ struct Sublayer<'a> {
 }
 
 impl<'a> Sublayer<'a> {
-    fn of_encoder(layer: &'a TransformerEncoderLayer, epsilon: f64) -> Self {
+    fn new(norm_first: bool, dropout: &'a Dropout, epsilon: f64) -> Self {
         Self {
-            norm_first: layer.norm_first,
-            dropout: &layer.dropout,
+            norm_first,
+            dropout,
             epsilon,
         }
     }
@@ -507,7 +507,7 @@ fn encoder_layer_step(
     let [batch, new, _] = x.dims();
     let device = x.device();
     let mut kept = None;
-    let block = Sublayer::of_encoder(layer, epsilon);
+    let block = Sublayer::new(layer.norm_first, &layer.dropout, epsilon);
     let x = block.run(x, &layer.norm_2, &layer.norm_1, |x| {
         let mha = &layer.mha;
         let q = mha.query.forward(x.clone());
@@ -613,11 +613,7 @@ fn decoder_layer(
     (target_hidden, memory_hidden): (&Option<Tensor<3, Bool>>, &Option<Tensor<3, Bool>>),
     epsilon: f64,
 ) -> Tensor<3> {
-    let block = Sublayer {
-        norm_first: layer.norm_first,
-        dropout: &layer.dropout,
-        epsilon,
-    };
+    let block = Sublayer::new(layer.norm_first, &layer.dropout, epsilon);
     let x = block.run(x, &layer.norm_3, &layer.norm_1, |x| {
         self_attention(&layer.self_attn, x, target_hidden.clone())
     });

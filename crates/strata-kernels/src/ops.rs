@@ -482,6 +482,12 @@ fn pool_geometry(x: &FlexTensor, options: &MaxPoolOptions<2>) -> Option<PoolGeom
     })
 }
 
+/// The output shape `[N, C, Ho, Wo]` of pooling `x` with `g`.
+fn pooled_shape(x: &FlexTensor, g: &PoolGeometry) -> Shape {
+    let (s, [ho, wo]) = (x.shape(), g.output());
+    Shape::new([s[0], s[1], ho, wo])
+}
+
 /// burn's convolution gradient for `x` or the weight.
 fn burn_conv2d_backward<B: Backend>(
     x: FloatTensor<B>,
@@ -777,13 +783,9 @@ impl KernelOps for Flex {
         let Some(g) = pool_geometry(&x, &options) else {
             return burn_max_pool2d_indexed::<Self>(x, options).0;
         };
-        let shape = x.shape();
+        let shape = pooled_shape(&x, &g);
         let x = contiguous(x);
-        let [ho, wo] = g.output();
-        shaped(
-            pool::values(slice(&x), &g),
-            Shape::new([shape[0], shape[1], ho, wo]),
-        )
+        shaped(pool::values(slice(&x), &g), shape)
     }
 
     fn kernel_max_pool2d_indexed(
@@ -793,12 +795,10 @@ impl KernelOps for Flex {
         let Some(g) = pool_geometry(&x, &options) else {
             return burn_max_pool2d_indexed::<Self>(x, options);
         };
-        let shape = x.shape();
+        let shape = pooled_shape(&x, &g);
         let x = contiguous(x);
         let (y, idx) = pool::forward(slice(&x), &g);
-        let [ho, wo] = g.output();
-        let dims = [shape[0], shape[1], ho, wo];
-        (shaped(y, Shape::new(dims)), shaped(idx, Shape::new(dims)))
+        (shaped(y, shape.clone()), shaped(idx, shape))
     }
 
     fn kernel_max_pool2d_backward(

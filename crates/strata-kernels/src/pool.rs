@@ -94,12 +94,16 @@ pub fn values(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
     }
     let [ph, pw] = g.padding;
     let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+    let inside = g.padding == [0, 0];
     out.par_chunks_mut(ho * wo)
         .zip(x.par_chunks(h * w))
         .for_each_init(
-            || (vec![f32::NEG_INFINITY; hp * wp], vec![0.0f32; hp * wo]),
+            || {
+                let scratch = if inside { 0 } else { hp * wp };
+                (vec![f32::NEG_INFINITY; scratch], vec![0.0f32; hp * wo])
+            },
             |(padded, across), (out, xs)| {
-                let plane: &[f32] = if g.padding == [0, 0] {
+                let plane: &[f32] = if inside {
                     xs
                 } else {
                     for (dst, src) in padded[ph * wp..].chunks_mut(wp).zip(xs.chunks(w)) {

@@ -674,6 +674,49 @@ fn block(rows: usize, keys: usize) -> View {
     View::row_major(0, rows, keys)
 }
 
+impl SelfAttention {
+    /// The scores `q k^T` of queries `first..` of head `h` of sequence `b` (as many as `p` has
+    /// rows of keys) into `p`, then `row(i, scores)` on each row, `i` its query: the softmax
+    /// forward, its recomputation backward.
+    #[allow(clippy::too_many_arguments)]
+    fn block_scores(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        b: usize,
+        h: usize,
+        first: usize,
+        p: &mut [f32],
+        mut row: impl FnMut(usize, &mut [f32]),
+    ) {
+        let rows = p.len() / self.keys;
+        let queries = self.query_rows(b, h, first, rows);
+        let keys = self.keys_of(b, h).t();
+        matmul(p, block(rows, self.keys), q, queries, k, keys, false);
+        for (r, scores) in p.chunks_mut(self.keys).enumerate() {
+            row(first + r, scores);
+        }
+    }
+}
+
+/// A block's weights after dropout: `p` times the mask from element `first` on, written into
+/// `w`; `p` itself without dropout.
+fn dropped<'a>(
+    p: &'a [f32],
+    w: &'a mut [f32],
+    dropout: Option<&DropoutMask>,
+    first: u64,
+) -> &'a [f32] {
+    match dropout {
+        Some(mask) => {
+            let w = &mut w[..p.len()];
+            dropout_block(p, w, mask, first);
+            w
+        }
+        None => p,
+    }
+}
+
 /// Attention from the projections, flash-style: per sequence, head and block of
 /// [`QUERY_BLOCK`] queries, the block's scores `scale * q k^T` (masked), their softmax over all
 /// the keys, dropout, then the block's context rows `weights x v`, written back with the heads
@@ -721,33 +764,15 @@ pub fn self_attention(
             for first in (0..tq).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(tq - first);
                 let p = &mut p[..rows * tk];
-                let queries = g.query_rows(b, h, first, rows);
-                matmul(
-                    p,
-                    block(rows, tk),
-                    q,
-                    queries,
-                    k,
-                    g.keys_of(b, h).t(),
-                    false,
-                );
-                for (r, row) in p.chunks_mut(tk).enumerate() {
-                    let i = first + r;
-                    let (max, inv) =
-                        softmax_row(row, mask.map(|m| &m[i * tk..][..tk]), g.scale, g.fill);
+                g.block_scores(q, k, b, h, first, p, |i, row| {
+                    let m = mask.map(|m| &m[i * tk..][..tk]);
+                    let (max, inv) = softmax_row(row, m, g.scale, g.fill);
                     if keep {
                         stats[(h * tq + i) * 2] = max;
                         stats[(h * tq + i) * 2 + 1] = inv;
                     }
-                }
-                let weights: &[f32] = match dropout {
-                    Some(mask) => {
-                        let w = &mut w[..rows * tk];
-                        dropout_block(p, w, mask, g.score_index(b, h, first));
-                        w
-                    }
-                    None => p,
-                };
+                });
+                let weights = dropped(p, &mut w, dropout, g.score_index(b, h, first));
                 let out = g.query_rows(0, h, first, rows);
                 matmul(
                     ctx,
@@ -828,22 +853,13 @@ pub fn self_attention_backward(
                     let queries = g.query_rows(b, h, first, rows);
                     let queries_here = g.query_rows(0, h, first, rows);
                     let scores = block(rows, tk);
-                    matmul(p, scores, q, queries, k, g.keys_of(b, h).t(), false);
-                    for (r, row) in p.chunks_mut(tk).enumerate() {
-                        let i = first + r;
+                    g.block_scores(q, k, b, h, first, p, |i, row| {
                         let (max, inv) = (stats[(h * tq + i) * 2], stats[(h * tq + i) * 2 + 1]);
                         let m = mask.map(|m| &m[i * tk..][..tk]);
                         recompute_row(row, m, g.scale, g.fill, max, inv);
-                    }
+                    });
                     let first_index = g.score_index(b, h, first);
-                    let weights: &[f32] = match dropout {
-                        Some(mask) => {
-                            let w = &mut w[..span];
-                            dropout_block(p, w, mask, first_index);
-                            w
-                        }
-                        None => p,
-                    };
+                    let weights = dropped(p, &mut w, dropout, first_index);
                     // dW = dctx v^T; dv += W^T dctx.
                     matmul(dw, scores, dctx, queries, v, g.keys_of(b, h).t(), false);
                     matmul(dv, keys_here, weights, scores.t(), dctx, queries, true);
