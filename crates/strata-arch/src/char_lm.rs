@@ -114,7 +114,20 @@ impl CharLm {
     ) -> (Tensor<3>, RecurrentState) {
         let [batch, time] = tokens.dims();
         let d_embed = self.embedding.weight.dims()[1];
-        if self.rnn.runs_fused(&tokens.device()) {
+        let device = tokens.device();
+        if !strata_kernels::drops(&self.dropout, &device)
+            && let Some((y, state)) = self.rnn.forward_tokens(
+                tokens.clone(),
+                self.embedding.weight.val(),
+                None,
+                state.clone(),
+            )
+        {
+            // Whole-sequence kernels, the first layer's input products taken per vocabulary
+            // entry (no dropout between the embedding and the stack to keep them apart).
+            return (self.head.forward(y), state);
+        }
+        if self.rnn.runs_fused(&device) {
             // Whole-sequence kernels: one embedded `[batch, time, _]` tensor.
             let x = strata_kernels::dropout_layer(&self.dropout, self.embedding.forward(tokens));
             let (y, state) = self.rnn.forward(x, None, state);

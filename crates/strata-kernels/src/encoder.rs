@@ -60,10 +60,16 @@ pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64) -> Tensor<D> {
 /// burn's `Dropout` layer's forward pass through [`dropout`]: applied only while the layer
 /// trains on an autodiff device, as the layer's own `forward`.
 pub fn dropout_layer<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    if !layer.training.is_enabled() || !x.device().is_autodiff() || layer.prob == 0.0 {
+    if !drops(layer, &x.device()) {
         return x;
     }
     dropout(x, layer.prob)
+}
+
+/// Whether [`dropout_layer`] drops anything on `device`: a nonzero probability, in training
+/// mode, on an autodiff device. Where it does not, a caller may fuse across it.
+pub fn drops(layer: &Dropout, device: &Device) -> bool {
+    layer.training.is_enabled() && device.is_autodiff() && layer.prob != 0.0
 }
 
 /// Layer norm over the last dimension, as `burn::tensor::module::layer_norm`: `(x - mean) /

@@ -51,8 +51,8 @@ use burn::tensor::{Device, Tensor};
 pub use adam::AdamStep;
 pub use encoder::{
     DecoderMasks, KeyValueCache, attention, attention_weights, bias_gelu, cross_entropy, dropout,
-    dropout_layer, gelu, layer_norm, layer_norm_layer, transformer_decoder, transformer_encoder,
-    transformer_encoder_layer, transformer_encoder_step,
+    dropout_layer, drops, gelu, layer_norm, layer_norm_layer, transformer_decoder,
+    transformer_encoder, transformer_encoder_layer, transformer_encoder_step,
 };
 pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
@@ -381,6 +381,11 @@ pub struct RecurrentOutput {
 /// forward and backward; elsewhere, or when the shapes disagree, this returns `None` and the
 /// caller composes burn's ops step by step (as `strata_layers::Recurrent` does).
 ///
+/// With `spec.projected`, `x` is `[batch, time, gates * H]`, the input products `x W_ih^T`
+/// already taken (without the bias), and `w_ih` is `None`: a caller that embeds tokens can
+/// project the embedding table once and gather its rows, rather than multiplying every step's
+/// input (`strata_layers::Recurrent::forward_tokens`). Without it `w_ih` is required.
+///
 /// ```
 /// use burn::tensor::{Device, Distribution, Tensor};
 /// use strata_kernels::{RecurrentCell, RecurrentSpec};
@@ -390,8 +395,9 @@ pub struct RecurrentOutput {
 /// let w_ih = Tensor::<2>::random([4 * hidden, d_in], Distribution::Default, &device);
 /// let w_hh = Tensor::<2>::random([4 * hidden, hidden], Distribution::Default, &device);
 /// let h0 = Tensor::<2>::zeros([batch, hidden], &device);
-/// let spec = RecurrentSpec { cell: RecurrentCell::Lstm, reverse: false };
-/// let out = strata_kernels::recurrent(spec, x, w_ih, w_hh, None, None, h0.clone(), Some(h0), None)
+/// let spec = RecurrentSpec { cell: RecurrentCell::Lstm, reverse: false, projected: false };
+/// let out =
+///     strata_kernels::recurrent(spec, x, Some(w_ih), w_hh, None, None, h0.clone(), Some(h0), None)
 ///     .expect("flex runs the kernel");
 /// assert_eq!(out.output.dims(), [batch, time, hidden]);
 /// assert!(out.cell.is_some());
@@ -400,7 +406,7 @@ pub struct RecurrentOutput {
 pub fn recurrent(
     spec: RecurrentSpec,
     x: Tensor<3>,
-    w_ih: Tensor<2>,
+    w_ih: Option<Tensor<2>>,
     w_hh: Tensor<2>,
     b_ih: Option<Tensor<1>>,
     b_hh: Option<Tensor<1>>,
@@ -409,11 +415,12 @@ pub fn recurrent(
     mask: Option<Tensor<2>>,
 ) -> Option<RecurrentOutput> {
     let device = x.device();
-    if !runs_kernels(&device) {
+    if !runs_kernels(&device) || w_ih.is_some() == spec.projected {
         return None;
     }
     let [batch, time, _] = x.dims();
     let [gates, hidden] = w_hh.dims();
+    let w_ih = w_ih.unwrap_or_else(|| Tensor::<2>::zeros([gates, 0], &device));
     let zeros = || Tensor::<1>::zeros([gates], &device);
     let b_ih = b_ih.unwrap_or_else(zeros);
     let b_hh = b_hh.unwrap_or_else(zeros);

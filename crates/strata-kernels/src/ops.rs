@@ -1008,6 +1008,7 @@ impl KernelOps for Flex {
             d_input: xs[2],
             d_hidden: ws[1],
             reverse: spec.reverse,
+            projected: spec.projected,
         };
         let shapes = [
             x.shape(),
@@ -1429,10 +1430,13 @@ fn recurrent_geometry(
         d_input: xs[2],
         d_hidden: wh[1],
         reverse: spec.reverse,
+        projected: spec.projected,
     };
     let gates = g.gates();
     let state = Shape::new([g.batch, g.d_hidden]);
-    let fits = wi.dims::<2>() == [gates, g.d_input]
+    let w_ih_cols = if g.projected { 0 } else { g.d_input };
+    let fits = wi.dims::<2>() == [gates, w_ih_cols]
+        && (!g.projected || g.d_input == gates)
         && wh.dims::<2>() == [gates, g.d_hidden]
         && b_ih.shape() == Shape::new([gates])
         && b_hh.shape() == Shape::new([gates])

@@ -52,13 +52,18 @@ impl RecurrentCell {
     }
 }
 
-/// What one call runs: the cell, and whether the sequence is read last to first.
+/// What one call runs: the cell, whether the sequence is read last to first, and whether its
+/// input is already projected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecurrentSpec {
     /// The cell.
     pub cell: RecurrentCell,
     /// Read the sequence last to first (the reverse direction of a bidirectional layer).
     pub reverse: bool,
+    /// The input `x` is already `W_ih x` (`[B, T, G]`, without the bias), e.g. an embedding
+    /// table projected once and gathered by token; `w_ih` is then `[G, 0]`, unread, and its
+    /// gradient empty.
+    pub projected: bool,
 }
 
 /// The sizes of one direction's run.
@@ -76,6 +81,10 @@ pub struct Geometry {
     pub d_hidden: usize,
     /// Read last to first.
     pub reverse: bool,
+    /// `x` holds the input products `W_ih x` (`d_input` is then the gate count and `w_ih`
+    /// empty): the forward pass copies them instead of multiplying, and the backward pass
+    /// returns their gradient, the pre-activation gradient, as `x`'s.
+    pub projected: bool,
 }
 
 impl Geometry {
@@ -156,7 +165,12 @@ pub struct Weights<'a> {
 impl Weights<'_> {
     fn check(&self, g: &Geometry) {
         let gates = g.gates();
-        assert_eq!(self.w_ih.len(), gates * g.d_input, "w_ih length");
+        if g.projected {
+            assert_eq!(g.d_input, gates, "projected input width");
+            assert!(self.w_ih.is_empty(), "w_ih with a projected input");
+        } else {
+            assert_eq!(self.w_ih.len(), gates * g.d_input, "w_ih length");
+        }
         assert_eq!(self.w_hh.len(), gates * g.d_hidden, "w_hh length");
         assert_eq!(self.b_ih.len(), gates, "b_ih length");
         assert_eq!(self.b_hh.len(), gates, "b_hh length");
@@ -168,7 +182,7 @@ impl Weights<'_> {
 pub struct Gradients {
     /// `[batch, time, d_input]`.
     pub x: Vec<f32>,
-    /// `[G, I]`.
+    /// `[G, I]` (empty for a projected input).
     pub w_ih: Vec<f32>,
     /// `[G, H]`.
     pub w_hh: Vec<f32>,
@@ -215,22 +229,29 @@ pub fn forward(
     if batch == 0 || time == 0 || hd == 0 {
         return packed;
     }
-    // Every step's input projection at once, into the gate columns of the workspace.
-    matmul(
-        workspace,
-        View {
-            offset: 0,
-            rows: batch * time,
-            cols: gates,
-            row_stride: width,
-            col_stride: 1,
-        },
-        x,
-        View::row_major(0, batch * time, g.d_input),
-        w.w_ih,
-        View::row_major(0, gates, g.d_input).t(),
-        false,
-    );
+    // Every step's input projection at once, into the gate columns of the workspace (copied
+    // when the caller projected it).
+    if g.projected {
+        for (row, xr) in workspace.chunks_exact_mut(width).zip(x.chunks_exact(gates)) {
+            row[..gates].copy_from_slice(xr);
+        }
+    } else {
+        matmul(
+            workspace,
+            View {
+                offset: 0,
+                rows: batch * time,
+                cols: gates,
+                row_stride: width,
+                col_stride: 1,
+            },
+            x,
+            View::row_major(0, batch * time, g.d_input),
+            w.w_ih,
+            View::row_major(0, gates, g.d_input).t(),
+            false,
+        );
+    }
     // Outside the GRU's candidate gate the two biases appear summed: add them once.
     let bias: Vec<f32> = if g.cell == RecurrentCell::Gru {
         w.b_ih.to_vec()
@@ -432,8 +453,16 @@ pub fn backward(
     let rows = g.packed_rows();
     let n = batch * time * gates;
     let mut out = Gradients {
-        x: vec![0.0; batch * time * d_in],
-        w_ih: vec![0.0; gates * d_in],
+        x: if g.projected {
+            Vec::new()
+        } else {
+            vec![0.0; batch * time * d_in]
+        },
+        w_ih: if g.projected {
+            Vec::new()
+        } else {
+            vec![0.0; gates * d_in]
+        },
         w_hh: vec![0.0; gates * hd],
         b_ih: vec![0.0; gates],
         b_hh: vec![0.0; gates],
@@ -473,24 +502,29 @@ pub fn backward(
         run_jobs(jobs, run);
         let dgh: &[f32] = if gru { &*dgh } else { &*dgx };
         let all = View::row_major(0, batch * time, gates);
-        matmul(
-            &mut out.w_ih,
-            View::row_major(0, gates, d_in),
-            dgx,
-            all.t(),
-            x,
-            View::row_major(0, batch * time, d_in),
-            false,
-        );
-        matmul(
-            &mut out.x,
-            View::row_major(0, batch * time, d_in),
-            dgx,
-            all,
-            w.w_ih,
-            View::row_major(0, gates, d_in),
-            false,
-        );
+        if g.projected {
+            // The input products' gradient is the pre-activation gradient itself.
+            out.x = dgx.to_vec();
+        } else {
+            matmul(
+                &mut out.w_ih,
+                View::row_major(0, gates, d_in),
+                dgx,
+                all.t(),
+                x,
+                View::row_major(0, batch * time, d_in),
+                false,
+            );
+            matmul(
+                &mut out.x,
+                View::row_major(0, batch * time, d_in),
+                dgx,
+                all,
+                w.w_ih,
+                View::row_major(0, gates, d_in),
+                false,
+            );
+        }
         let hprev = View {
             offset: g.hprev_at(),
             rows: batch * time,
@@ -919,6 +953,7 @@ mod tests {
                 d_input: 5,
                 d_hidden: 6,
                 reverse,
+                projected: false,
             };
             let gates = g.gates();
             let mask = masked.then(|| {
@@ -1065,6 +1100,84 @@ mod tests {
                              {a} vs {b}"
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Given `x W_ih^T` as its input, the projected run outputs what the plain run does, and
+    /// its input gradient (the pre-activation gradient) gives the plain run's `x` and `w_ih`
+    /// gradients through the product: `dx = dg W_ih`, `dW_ih = dg^T x`.
+    #[test]
+    fn a_projected_input_matches_its_product() {
+        for cell in CELLS {
+            for reverse in [false, true] {
+                for masked in [false, true] {
+                    for time in [4, TRANSPOSE_FROM + 3] {
+                        let case = Case::new(cell, reverse, masked, time);
+                        let (g, gates, d_in) = (case.g, case.g.gates(), case.g.d_input);
+                        let rows = g.batch * g.time;
+                        let xp: Vec<f32> = (0..rows * gates)
+                            .map(|k| {
+                                let (r, o) = (k / gates, k % gates);
+                                (0..d_in)
+                                    .map(|p| case.x[r * d_in + p] * case.w_ih[o * d_in + p])
+                                    .sum()
+                            })
+                            .collect();
+                        let gp = Geometry {
+                            d_input: gates,
+                            projected: true,
+                            ..g
+                        };
+                        let wp = Weights {
+                            w_ih: &[],
+                            ..case.weights()
+                        };
+                        let v = values(g.packed_len(), 11, 1.0);
+                        let run = |g: &Geometry, x: &[f32], w: &Weights| {
+                            let mut ws = vec![0.0; g.workspace_len()];
+                            let (h0, c0, mask) = (&case.h0, &case.c0, case.mask.as_deref());
+                            let out = forward(g, x, w, h0, c0, mask, &mut ws);
+                            (out, backward(g, x, w, &ws, mask, &v))
+                        };
+                        let (out, grads) = run(&g, &case.x, &case.weights());
+                        let (out_p, grads_p) = run(&gp, &xp, &wp);
+                        let at = format!("{cell:?} reverse {reverse} masked {masked} time {time}");
+                        let close = |a: &[f32], b: &[f32], tol: f32, what: &str| {
+                            assert_eq!(a.len(), b.len(), "{at}: {what} length");
+                            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                                assert!((x - y).abs() <= tol, "{at}: {what}[{k}] {x} vs {y}");
+                            }
+                        };
+                        close(&out_p, &out, 1e-5, "output");
+                        assert!(grads_p.w_ih.is_empty(), "{at}: no w_ih gradient");
+                        let dg = &grads_p.x;
+                        assert_eq!(dg.len(), rows * gates, "{at}: input gradient length");
+                        let dx: Vec<f32> = (0..rows * d_in)
+                            .map(|k| {
+                                let (r, p) = (k / d_in, k % d_in);
+                                (0..gates)
+                                    .map(|o| dg[r * gates + o] * case.w_ih[o * d_in + p])
+                                    .sum()
+                            })
+                            .collect();
+                        let dw: Vec<f32> = (0..gates * d_in)
+                            .map(|k| {
+                                let (o, p) = (k / d_in, k % d_in);
+                                (0..rows)
+                                    .map(|r| dg[r * gates + o] * case.x[r * d_in + p])
+                                    .sum()
+                            })
+                            .collect();
+                        close(&dx, &grads.x, 1e-4, "x gradient");
+                        close(&dw, &grads.w_ih, 1e-4, "w_ih gradient");
+                        close(&grads_p.w_hh, &grads.w_hh, 1e-4, "w_hh gradient");
+                        close(&grads_p.b_ih, &grads.b_ih, 1e-4, "b_ih gradient");
+                        close(&grads_p.b_hh, &grads.b_hh, 1e-4, "b_hh gradient");
+                        close(&grads_p.h0, &grads.h0, 1e-4, "h0 gradient");
+                        close(&grads_p.c0, &grads.c0, 1e-4, "c0 gradient");
                     }
                 }
             }

@@ -28,7 +28,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer};
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The recurrent cell.
@@ -242,26 +242,52 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// A layer's input in the whole-sequence path: features, or (first layer only) tokens to
+/// embed with a table, whose products with the input weights are taken once per row.
+#[allow(clippy::large_enum_variant)] // one value per forward pass, moved, never stored
+enum LayerInput {
+    /// `[batch, time, d_input]`.
+    Features(Tensor<3>),
+    /// `tokens` `[batch, time]` into `table` `[vocab, d_input]`.
+    Tokens {
+        tokens: Tensor<2, Int>,
+        table: Tensor<2>,
+    },
+}
+
 impl Direction {
-    /// Runs this direction over `x` `[batch, time, d_input]` as one kernel
-    /// (`strata_kernels::recurrent`), or `None` where the backend has none.
+    /// Runs this direction over its input as one kernel (`strata_kernels::recurrent`), or
+    /// `None` where the backend has none.
     fn run_fused(
         &self,
         cell: CellKind,
-        x: Tensor<3>,
+        input: &LayerInput,
         mask: Option<Tensor<2>>,
         h0: Tensor<2>,
         c0: Option<Tensor<2>>,
         reverse: bool,
     ) -> Option<strata_kernels::RecurrentOutput> {
+        let (x, projected) = match input {
+            LayerInput::Features(x) => (x.clone(), false),
+            LayerInput::Tokens { tokens, table } => {
+                // The table's products `[vocab, G]`, gathered by token; the gather's backward
+                // pass sums the gate gradients per token for the table's and `w_ih`'s.
+                let [batch, time] = tokens.dims();
+                let products = table.clone().matmul(self.weight_ih.val().transpose());
+                let gates = products.dims()[1];
+                let rows = products.select(0, tokens.clone().reshape([batch * time]));
+                (rows.reshape([batch, time, gates]), true)
+            }
+        };
         let spec = strata_kernels::RecurrentSpec {
             cell: cell.into(),
             reverse,
+            projected,
         };
         strata_kernels::recurrent(
             spec,
             x,
-            self.weight_ih.val(),
+            (!projected).then(|| self.weight_ih.val()),
             self.weight_hh.val(),
             self.bias_ih.as_ref().map(|b| b.val()),
             self.bias_hh.as_ref().map(|b| b.val()),
@@ -413,7 +439,8 @@ impl Recurrent {
         state: Option<RecurrentState>,
     ) -> (Tensor<3>, RecurrentState) {
         if self.runs_fused(&x.device())
-            && let Some(out) = self.forward_fused(x.clone(), mask.clone(), state.clone())
+            && let Some(out) =
+                self.forward_fused(LayerInput::Features(x.clone()), mask.clone(), state.clone())
         {
             return out;
         }
@@ -433,15 +460,47 @@ impl Recurrent {
         strata_kernels::runs_kernels(device)
     }
 
-    /// The stack as whole-sequence kernels, or `None` where a direction's kernel is missing.
-    fn forward_fused(
+    /// [`forward`](Self::forward) over `table.select(0, tokens)`, embedded tokens, where the
+    /// whole-sequence kernels run ([`runs_fused`](Self::runs_fused)) and the vocabulary is no
+    /// larger than `batch * time`; `None` otherwise (then embed and call `forward`).
+    ///
+    /// The first layer multiplies each table row by its input weights once, `[vocab, G]`,
+    /// and gathers the products by token, rather than multiplying every step's embedding: a
+    /// character model's 84 rows instead of `batch * time` (1,600 in the benchmark), and its
+    /// backward pass sums the gate gradients per token instead of two products over all
+    /// steps. The same function, the same gradients up to rounding.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, time]` row indices into `table` (`[vocab, d_input]`)
+    /// - `mask`, `state` and the result: as [`forward`](Self::forward)
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward), and for a token outside the table (burn's `select`).
+    pub fn forward_tokens(
         &self,
-        x: Tensor<3>,
+        tokens: Tensor<2, Int>,
+        table: Tensor<2>,
         mask: Option<Tensor<2>>,
         state: Option<RecurrentState>,
     ) -> Option<(Tensor<3>, RecurrentState)> {
-        let [batch, _, _] = x.dims();
-        let device = x.device();
+        let [batch, time] = tokens.dims();
+        if !self.runs_fused(&tokens.device()) || table.dims()[0] > batch * time {
+            return None;
+        }
+        self.forward_fused(LayerInput::Tokens { tokens, table }, mask, state)
+    }
+
+    /// The stack as whole-sequence kernels, or `None` where a direction's kernel is missing.
+    fn forward_fused(
+        &self,
+        x: LayerInput,
+        mask: Option<Tensor<2>>,
+        state: Option<RecurrentState>,
+    ) -> Option<(Tensor<3>, RecurrentState)> {
+        let (batch, device) = match &x {
+            LayerInput::Features(x) => (x.dims()[0], x.device()),
+            LayerInput::Tokens { tokens, .. } => (tokens.dims()[0], tokens.device()),
+        };
         let dirs = self.directions();
         let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
         let pick =
@@ -458,7 +517,7 @@ impl Recurrent {
                 let i = l * dirs + d;
                 let h0 = pick(&state.hidden, i);
                 let c0 = state.cell.as_ref().map(|c| pick(c, i));
-                let out = dir.run_fused(self.cell, input.clone(), mask.clone(), h0, c0, reverse)?;
+                let out = dir.run_fused(self.cell, &input, mask.clone(), h0, c0, reverse)?;
                 outs.push(out.output);
                 h_out.push(out.hidden);
                 c_out.extend(out.cell);
@@ -468,17 +527,20 @@ impl Recurrent {
             } else {
                 Tensor::cat(outs, 2)
             };
-            input = if l < last {
+            input = LayerInput::Features(if l < last {
                 strata_kernels::dropout_layer(&self.dropout, y)
             } else {
                 y
-            };
+            });
         }
         let state = RecurrentState {
             hidden: Tensor::stack(h_out, 0),
             cell: (!c_out.is_empty()).then(|| Tensor::stack(c_out, 0)),
         };
-        Some((input, state))
+        let LayerInput::Features(y) = input else {
+            unreachable!("every layer's output is features")
+        };
+        Some((y, state))
     }
 
     /// [`forward`](Self::forward) over steps given as separate tensors, returning one output
@@ -700,30 +762,7 @@ mod tests {
                             .collect(),
                     );
                 }
-                for layer in &m.layers {
-                    for dir in std::iter::once(&layer.forward).chain(layer.reverse.as_ref()) {
-                        for w in [&dir.weight_ih, &dir.weight_hh] {
-                            gs.push(
-                                w.val()
-                                    .grad(&grads)
-                                    .expect("weight grad")
-                                    .into_data()
-                                    .iter()
-                                    .collect(),
-                            );
-                        }
-                        for b in [&dir.bias_ih, &dir.bias_hh].into_iter().flatten() {
-                            gs.push(
-                                b.val()
-                                    .grad(&grads)
-                                    .expect("bias grad")
-                                    .into_data()
-                                    .iter()
-                                    .collect(),
-                            );
-                        }
-                    }
-                }
+                gs.extend(parameter_grads(&m, &grads));
                 (y.inner(), s.hidden.inner(), s.cell.map(|c| c.inner()), gs)
             };
             let (y1, h1, c1, g1) = run(true);
@@ -733,8 +772,32 @@ mod tests {
             if let (Some(a), Some(b)) = (c1, c2) {
                 prop_assert!(max_diff(a, b) < 1e-5, "cell");
             }
+            gradients_agree(&g1, &g2)
+        }
+
+        /// Every weight's and bias's gradient, layer by layer and direction by direction.
+        fn parameter_grads(m: &Recurrent, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+            let mut gs = Vec::new();
+            for layer in &m.layers {
+                for dir in std::iter::once(&layer.forward).chain(layer.reverse.as_ref()) {
+                    for w in [&dir.weight_ih, &dir.weight_hh] {
+                        let g = w.val().grad(grads).expect("weight grad");
+                        gs.push(g.into_data().iter().collect());
+                    }
+                    for b in [&dir.bias_ih, &dir.bias_hh].into_iter().flatten() {
+                        let g = b.val().grad(grads).expect("bias grad");
+                        gs.push(g.into_data().iter().collect());
+                    }
+                }
+            }
+            gs
+        }
+
+        /// Each gradient within 1e-4 of its scale of the other's (the same count and lengths;
+        /// a NaN fails).
+        fn gradients_agree(g1: &[Vec<f32>], g2: &[Vec<f32>]) -> Result<(), TestCaseError> {
             prop_assert_eq!(g1.len(), g2.len());
-            for (k, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            for (k, (a, b)) in g1.iter().zip(g2).enumerate() {
                 prop_assert_eq!(a.len(), b.len());
                 let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 let worst = a
@@ -757,6 +820,88 @@ mod tests {
                 );
             }
             Ok(())
+        }
+
+        /// [`Recurrent::forward_tokens`] against embedding the tokens and running
+        /// [`Recurrent::forward`]: outputs, final states, and the gradients of a weighted sum
+        /// of them for the table, the initial state and every parameter.
+        fn compare_tokens(
+            cell: CellKind,
+            bidirectional: bool,
+            n_layers: usize,
+            lengths: &[usize],
+            sizes: (usize, usize, usize),
+            seed: u64,
+        ) -> Result<(), TestCaseError> {
+            let device = Device::flex().autodiff();
+            device.seed(seed);
+            let (vocab, d_in, d_hidden) = sizes;
+            let m = RecurrentConfig::new(cell, d_in, d_hidden)
+                .with_n_layers(n_layers)
+                .with_bidirectional(bidirectional)
+                .init(&device);
+            let (batch, time) = (lengths.len(), *lengths.iter().max().unwrap_or(&1));
+            let tokens = Tensor::<2, Int>::random(
+                [batch, time],
+                Distribution::Uniform(0.0, vocab as f64),
+                &device,
+            );
+            let table = Tensor::<2>::random([vocab, d_in], Distribution::Default, &device);
+            let full = lengths.iter().all(|&l| l == time);
+            let mask = (!full).then(|| length_mask(lengths, time, &device));
+            let n = n_layers * m.directions();
+            let h0 = Tensor::<3>::random([n, batch, d_hidden], Distribution::Default, &device);
+            let weights_y =
+                Tensor::<3>::random([batch, time, m.d_output()], Distribution::Default, &device);
+            let weights_h =
+                Tensor::<3>::random([n, batch, d_hidden], Distribution::Default, &device);
+            let run = |by_token: bool| {
+                let table = table.clone().detach().require_grad();
+                let h0 = h0.clone().detach().require_grad();
+                let state = RecurrentState {
+                    hidden: h0.clone(),
+                    cell: cell.has_cell().then(|| h0.clone() * 0.5),
+                };
+                let (y, s) = if by_token {
+                    m.forward_tokens(tokens.clone(), table.clone(), mask.clone(), Some(state))
+                        .expect("flex runs the kernels and the vocabulary fits")
+                } else {
+                    let x = table
+                        .clone()
+                        .select(0, tokens.clone().reshape([batch * time]))
+                        .reshape([batch, time, d_in]);
+                    m.forward(x, mask.clone(), Some(state))
+                };
+                let mut loss = (y.clone() * weights_y.clone()).sum()
+                    + (s.hidden.clone() * weights_h.clone()).sum();
+                if let Some(c) = &s.cell {
+                    loss = loss + (c.clone() * weights_h.clone()).sum();
+                }
+                let grads = loss.backward();
+                let mut gs: Vec<Vec<f32>> = vec![
+                    table
+                        .grad(&grads)
+                        .expect("table grad")
+                        .into_data()
+                        .iter()
+                        .collect(),
+                    h0.grad(&grads)
+                        .expect("h0 grad")
+                        .into_data()
+                        .iter()
+                        .collect(),
+                ];
+                gs.extend(parameter_grads(&m, &grads));
+                (y.inner(), s.hidden.inner(), s.cell.map(|c| c.inner()), gs)
+            };
+            let (y1, h1, c1, g1) = run(true);
+            let (y2, h2, c2, g2) = run(false);
+            prop_assert!(max_diff(y1, y2) < 1e-5, "outputs");
+            prop_assert!(max_diff(h1, h2) < 1e-5, "hidden");
+            if let (Some(a), Some(b)) = (c1, c2) {
+                prop_assert!(max_diff(a, b) < 1e-5, "cell");
+            }
+            gradients_agree(&g1, &g2)
         }
 
         #[test]
@@ -791,6 +936,49 @@ mod tests {
             ) {
                 compare(cell, bidirectional, n_layers, bias, &lengths, (d_in, d_hidden), seed)?;
             }
+
+            /// The stack over tokens, the first layer's products taken per table row, agrees
+            /// with embedding the tokens first: forward (1e-5) and every gradient, the table's
+            /// included (1e-4 of its scale), over cells, directions, depths, lengths (masks),
+            /// batch, vocabulary, input and hidden sizes.
+            #[test]
+            fn tokens_match_their_embeddings(
+                cell in prop::sample::select(vec![
+                    CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru,
+                ]),
+                bidirectional in any::<bool>(),
+                n_layers in 1usize..3,
+                lengths in prop::collection::vec(4usize..11, 1..5),
+                vocab in 1usize..5,
+                d_in in 1usize..6,
+                d_hidden in 1usize..9,
+                seed in any::<u64>(),
+            ) {
+                let sizes = (vocab, d_in, d_hidden);
+                compare_tokens(cell, bidirectional, n_layers, &lengths, sizes, seed)?;
+            }
+        }
+
+        #[test]
+        #[allow(deprecated)] // ndarray: a CPU backend without the kernels
+        fn tokens_need_the_kernels_and_a_small_vocabulary() {
+            let device = Device::flex();
+            let m = RecurrentConfig::new(CellKind::Lstm, 3, 4).init(&device);
+            let tokens = Tensor::<2, Int>::zeros([2, 3], &device);
+            let small = Tensor::<2>::ones([6, 3], &device);
+            assert!(
+                m.forward_tokens(tokens.clone(), small, None, None)
+                    .is_some()
+            );
+            let large = Tensor::<2>::ones([7, 3], &device);
+            assert!(m.forward_tokens(tokens, large, None, None).is_none());
+            let nd = Device::ndarray();
+            let m = RecurrentConfig::new(CellKind::Lstm, 3, 4).init(&nd);
+            let tokens = Tensor::<2, Int>::zeros([2, 3], &nd);
+            assert!(
+                m.forward_tokens(tokens, Tensor::ones([2, 3], &nd), None, None)
+                    .is_none()
+            );
         }
     }
 
