@@ -47,6 +47,7 @@
 //! [`Loss`]: strata_loss::Loss
 
 mod atomic;
+mod attack;
 mod checkpoint;
 mod config;
 mod error;
@@ -61,6 +62,10 @@ mod tbptt;
 mod transfer;
 
 pub use atomic::{FAULT_ENV, write_atomic};
+pub use attack::{
+    Attack, Bounds, Method as AttackMethod, Norm, Robustness, perturb, perturb_from,
+    predicted_classes, robust_accuracy,
+};
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
 pub use config::{EarlyStopping, FitConfig, Monitor};
 pub use error::{Error, Result};
