@@ -20,6 +20,8 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Reload a run and compute its metrics on its test split or another data set.
     Evaluate(EvaluateArgs),
+    /// Attack a classifier run (FGSM or PGD) and report its robust accuracy.
+    Attack(AttackArgs),
     /// Write predictions (class and probabilities, or values) for a CSV of features.
     Predict(PredictArgs),
     /// Generate text from a character language model, a seq2seq decoding, or a VAE's samples.
@@ -135,6 +137,11 @@ pub struct TrainArgs {
     /// `none` clears it.
     #[arg(long)]
     pub augment: Option<String>,
+    /// Adversarial training: each training batch replaced by its adversarial version,
+    /// fgsm|pgd:eps=E[,steps=N,step=S,norm=inf|2,restarts=R,random_start=true|false,seed=K]
+    /// (e.g. pgd:eps=0.1,steps=7); `none` clears it.
+    #[arg(long)]
+    pub adversarial: Option<String>,
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,
@@ -288,6 +295,47 @@ pub struct EvaluateArgs {
     /// Seed of --perturb's random transforms.
     #[arg(long, default_value_t = 0, requires = "perturb")]
     pub seed: u64,
+}
+
+/// `strata attack`.
+#[derive(Debug, Args)]
+pub struct AttackArgs {
+    /// The run directory (a classifier's).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The attack: fgsm or pgd.
+    #[arg(long, default_value = "pgd")]
+    pub method: String,
+    /// The ball's radius, in the data's units (pixels in [0, 1]).
+    #[arg(long, allow_negative_numbers = true)]
+    pub eps: f64,
+    /// The ball: inf or 2.
+    #[arg(long, default_value = "inf")]
+    pub norm: String,
+    /// PGD's steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// PGD's step size [default: 2.5 eps / steps].
+    #[arg(long)]
+    pub step_size: Option<f64>,
+    /// PGD's random restarts.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// The robustness curve's epsilons, comma-separated [default: 0 to 2 eps].
+    #[arg(long, value_delimiter = ',')]
+    pub curve: Vec<f64>,
+    /// Attack this data set instead of the run's test split.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Attack only the first N samples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the random starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Backend [default: the run's].
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 /// `strata predict`: with a run directory, or with foreign weights (`--model` and

@@ -38,6 +38,7 @@ fn main() {
     let result = match cli.command.unwrap_or(Command::Train(Box::default())) {
         Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
         Command::Evaluate(args) => commands::evaluate::run(&args),
+        Command::Attack(args) => commands::attack::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
         Command::Encode(args) => commands::encode::run(&args),

@@ -157,6 +157,11 @@ pub struct RunConfig {
     /// Training chunks per epoch of a language model (default: one pass over the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps_per_epoch: Option<usize>,
+    /// Adversarial training (Madry et al. 2018): every training batch replaced by its
+    /// adversarial version under this attack, against the model as it stands (in evaluation
+    /// mode), in the data's own units (`--adversarial pgd:eps=0.1,steps=7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<strata_train::Attack>,
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
@@ -592,6 +597,7 @@ impl RunConfig {
             },
             loss: LossConfig::default(),
             steps_per_epoch: None,
+            adversarial: None,
             augment: Augment::default(),
             image_shape: None,
             resize: None,
@@ -645,6 +651,15 @@ impl RunConfig {
         self.schedule.validate()?;
         self.loss.validate()?;
         self.augment.validate()?;
+        if let Some(a) = &self.adversarial {
+            a.validate()?;
+            if !family.adversarial_training() {
+                return Err(Error::Usage(format!(
+                    "--adversarial trains classifiers on samples; the {} model trains otherwise",
+                    self.model
+                )));
+            }
+        }
         self.autoencoder.validate()?;
         self.gan.validate()?;
         self.capsnet.validate()?;

@@ -108,7 +108,7 @@ pub fn load_run_config(dir: &Path, backend: Option<&str>) -> Result<RunConfig> {
 }
 
 /// Loads a run directory.
-fn load_run(dir: &Path, backend: Option<&str>) -> Result<Run> {
+pub(crate) fn load_run(dir: &Path, backend: Option<&str>) -> Result<Run> {
     if let Ok(pre) = Preprocess::load(dir)
         && pre.vocab.is_some()
     {
@@ -215,7 +215,7 @@ pub fn evaluate_perturbed(
 
 /// The samples a run is evaluated on, as loaded (before its preprocessing), and their name:
 /// its test split, or `dataset`.
-fn samples_to_evaluate(run: &Run, dataset: Option<&str>) -> Result<(String, Dataset)> {
+pub(crate) fn samples_to_evaluate(run: &Run, dataset: Option<&str>) -> Result<(String, Dataset)> {
     let config = &run.config;
     let encoding = family(&config.model)?.encoding(&config.model);
     let (name, data) = match dataset {

@@ -32,6 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod attack;
 mod config;
 mod data;
 mod error;
@@ -46,6 +47,7 @@ mod predict;
 pub mod run_dir;
 mod transfer;
 
+pub use attack::{AttackRequest, Attacked, attack};
 pub use config::{
     AutoencoderSpec, CapsSize, CapsSpec, Freeze, GanSpec, MAX_SIDE, NetworkSpec, RunConfig,
     TransferSpec,

@@ -1,5 +1,6 @@
 //! PNG pictures of a run, drawn with the `image` crate: grids of images (inputs beside
-//! reconstructions, samples, interpolations) and 2-D scatter plots coloured by class.
+//! reconstructions, samples, interpolations, adversarial examples), 2-D scatter plots coloured
+//! by class, and line charts of an accuracy against a setting.
 //!
 //! ```
 //! use strata_run::pictures::{ImageGrid, Scatter};
@@ -217,6 +218,99 @@ pub fn plane(values: Vec<f32>, width: usize) -> Result<Vec<[f32; 2]>> {
             two.chunks(2).map(|c| [c[0], c[1]]).collect()
         }
     })
+}
+
+/// A line chart of one series of `(x, y)` points with `y` in `[0, 1]` (an accuracy against
+/// epsilon): on white, a grey frame, light grid lines at every quarter of `y` and at every
+/// point's `x`, the points joined by straight lines and marked by discs. No text: the CSV beside
+/// it holds the numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct LineChart {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+impl LineChart {
+    /// Draws `points` (`x` increasing), `x` spanning the chart, `y` from 0 at the bottom to 1
+    /// at the top (clipped).
+    ///
+    /// # Errors
+    /// No points, a non-finite coordinate, `x` not increasing, or a chart under 20 pixels a
+    /// side.
+    pub fn draw(&self, points: &[(f64, f64)]) -> Result<RgbImage> {
+        let (w, h) = (self.width, self.height);
+        if points.is_empty() || w < 20 || h < 20 || w > 16384 || h > 16384 {
+            return Err(Error::Usage(format!(
+                "cannot draw {} points on a {w}x{h} chart",
+                points.len()
+            )));
+        }
+        if points.iter().any(|(x, y)| !x.is_finite() || !y.is_finite())
+            || points.windows(2).any(|p| p[1].0 <= p[0].0)
+        {
+            return Err(Error::Usage(
+                "a line chart needs finite points with x increasing".into(),
+            ));
+        }
+        let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
+        let margin = 10.0;
+        let (x0, x1) = (points[0].0, points[points.len() - 1].0);
+        let span = if x1 > x0 { x1 - x0 } else { 1.0 };
+        let px = |x: f64| margin + (x - x0) / span * (w as f64 - 2.0 * margin);
+        let py = |y: f64| margin + (1.0 - y.clamp(0.0, 1.0)) * (h as f64 - 2.0 * margin);
+        let put = |img: &mut RgbImage, x: f64, y: f64, c: [u8; 3]| {
+            let (x, y) = (x.round() as i64, y.round() as i64);
+            if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
+                img.put_pixel(x as u32, y as u32, Rgb(c));
+            }
+        };
+        let grid = [225, 225, 225];
+        for q in 0..=4 {
+            let y = py(q as f64 / 4.0);
+            for x in 0..w {
+                put(&mut img, x as f64, y, grid);
+            }
+        }
+        for &(x, _) in points {
+            for y in 0..h {
+                put(&mut img, px(x), y as f64, grid);
+            }
+        }
+        let frame = [128, 128, 128];
+        for x in 0..w {
+            put(&mut img, x as f64, 0.0, frame);
+            put(&mut img, x as f64, (h - 1) as f64, frame);
+        }
+        for y in 0..h {
+            put(&mut img, 0.0, y as f64, frame);
+            put(&mut img, (w - 1) as f64, y as f64, frame);
+        }
+        let colour = PALETTE[0];
+        for p in points.windows(2) {
+            let (a, b) = ((px(p[0].0), py(p[0].1)), (px(p[1].0), py(p[1].1)));
+            let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
+            for i in 0..=steps {
+                let t = i as f64 / steps as f64;
+                let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
+                for d in [-0.5, 0.0, 0.5] {
+                    put(&mut img, x, y + d, colour);
+                }
+            }
+        }
+        for &(x, y) in points {
+            let (cx, cy) = (px(x), py(y));
+            for dy in -3..=3 {
+                for dx in -3..=3 {
+                    if dx * dx + dy * dy <= 9 {
+                        put(&mut img, cx + dx as f64, cy + dy as f64, colour);
+                    }
+                }
+            }
+        }
+        Ok(img)
+    }
 }
 
 /// Writes `img` as a PNG at `path` (atomically: a temporary file, then a rename).

@@ -114,6 +114,86 @@ impl Attack {
         }
     }
 
+    /// Reads an attack as `strata train --adversarial` writes it: `fgsm` or `pgd`, then
+    /// optionally `:` and comma-separated `key=value` settings: `eps` (required), `steps`,
+    /// `step` (the step size), `norm` (`inf` or `2`), `restarts`, `random_start` (`true` or
+    /// `false`) and `seed`. E.g. `pgd:eps=0.1,steps=7`, or `fgsm:eps=0.1,random_start=true`
+    /// (Wong et al.'s fast adversarial training).
+    ///
+    /// ```
+    /// use strata_train::{Attack, AttackMethod};
+    /// let a = Attack::parse("pgd:eps=0.1,steps=7")?;
+    /// assert_eq!((a.method, a.eps, a.steps), (AttackMethod::Pgd, 0.1, 7));
+    /// assert!(Attack::parse("pgd:steps=7").is_err()); // no epsilon
+    /// # Ok::<(), strata_train::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown method or key, a value that does not parse, a missing
+    /// epsilon, or settings [`validate`](Self::validate) refuses.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |why: String| Error::Invalid(format!("attack `{spec}`: {why}"));
+        let (name, settings) = spec.trim().split_once(':').unwrap_or((spec.trim(), ""));
+        let mut a = match name.trim() {
+            "fgsm" => Self::fgsm(f64::NAN),
+            "pgd" => Self::pgd(f64::NAN),
+            other => {
+                return Err(bad(format!(
+                    "unknown method `{other}`: expected fgsm or pgd"
+                )));
+            }
+        };
+        for item in settings.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(bad(format!("`{item}` is not key=value")));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let number = || {
+                value
+                    .parse::<f64>()
+                    .map_err(|_| bad(format!("{key}: `{value}` is not a number")))
+            };
+            let count = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("{key}: `{value}` is not a whole number")))
+            };
+            match key {
+                "eps" => a.eps = number()?,
+                "steps" => a.steps = count()?,
+                "step" => a.step_size = Some(number()?),
+                "restarts" => a.restarts = count()?,
+                "seed" => {
+                    a.seed = value
+                        .parse()
+                        .map_err(|_| bad(format!("seed: `{value}` is not a whole number")))?;
+                }
+                "norm" => {
+                    a.norm = match value {
+                        "inf" | "linf" => Norm::Inf,
+                        "2" | "l2" => Norm::L2,
+                        v => return Err(bad(format!("norm `{v}`: expected inf or 2"))),
+                    };
+                }
+                "random_start" => {
+                    a.random_start = value.parse().map_err(|_| {
+                        bad(format!("random_start: `{value}` is not true or false"))
+                    })?;
+                }
+                k => {
+                    return Err(bad(format!(
+                        "unknown setting `{k}`: expected eps, steps, step, norm, restarts, random_start or seed"
+                    )));
+                }
+            }
+        }
+        if a.eps.is_nan() {
+            return Err(bad("eps=E is required".into()));
+        }
+        a.validate().map_err(|e| bad(e.to_string()))?;
+        Ok(a)
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -772,6 +852,71 @@ mod tests {
         assert!(e.to_string().contains("class labels"), "{e}");
         let e = robust_accuracy(&f, &data, Some(&[0]), &ok, &bounds, 2, &device).unwrap_err();
         assert!(matches!(e, Error::Invalid(_)));
+    }
+
+    #[test]
+    fn attacks_parse_and_bad_specs_are_errors() {
+        let a = Attack::parse("pgd:eps=0.1,steps=7").unwrap();
+        assert_eq!(
+            a,
+            Attack {
+                steps: 7,
+                ..Attack::pgd(0.1)
+            }
+        );
+        let a = Attack::parse(" fgsm : eps = 0.03 , random_start = true, norm=2, seed=4").unwrap();
+        assert_eq!(
+            a,
+            Attack {
+                random_start: true,
+                norm: Norm::L2,
+                seed: 4,
+                ..Attack::fgsm(0.03)
+            }
+        );
+        assert_eq!(
+            Attack::parse("pgd:eps=0.2,step=0.01,restarts=3")
+                .unwrap()
+                .step(),
+            0.01
+        );
+        for (spec, why) in [
+            ("cw:eps=0.1", "unknown method"),
+            ("pgd", "eps=E is required"),
+            ("pgd:eps", "not key=value"),
+            ("pgd:eps=x", "not a number"),
+            ("pgd:eps=-1", "epsilon"),
+            ("pgd:eps=0.1,steps=0", "step"),
+            ("pgd:eps=0.1,steps=1.5", "whole number"),
+            ("pgd:eps=0.1,norm=1", "expected inf or 2"),
+            ("pgd:eps=0.1,colour=red", "unknown setting"),
+            ("pgd:eps=0.1,random_start=maybe", "true or false"),
+        ] {
+            let e = Attack::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(why), "{spec}: {e}");
+        }
+    }
+
+    proptest! {
+        /// The attack parser never panics, whatever it is given.
+        #[test]
+        fn parsing_never_panics(spec in ".{0,40}") {
+            let _ = Attack::parse(&spec);
+        }
+
+        /// Nor on near-misses of valid specs.
+        #[test]
+        fn parsing_near_misses_never_panics(
+            method in prop::sample::select(vec!["fgsm", "pgd", "", "PGD"]),
+            items in prop::collection::vec(
+                (prop::sample::select(vec!["eps", "steps", "step", "norm", "restarts",
+                    "random_start", "seed", "x", ""]), "[-0-9.a-z=]{0,6}"),
+                0..5,
+            ),
+        ) {
+            let settings: Vec<String> = items.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = Attack::parse(&format!("{method}:{}", settings.join(",")));
+        }
     }
 
     #[test]

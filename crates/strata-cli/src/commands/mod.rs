@@ -1,5 +1,6 @@
 //! One module per command: each turns its flags into a call of `strata::run` and prints.
 
+pub mod attack;
 pub mod encode;
 pub mod evaluate;
 pub mod generate;

@@ -50,6 +50,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             a => Augment::parse(a)?,
         };
     }
+    if let Some(a) = &args.adversarial {
+        c.adversarial = match a.trim() {
+            "none" => None,
+            a => Some(strata::train::Attack::parse(a)?),
+        };
+    }
     if let Some(n) = &args.noise {
         c.autoencoder.noise = match n.trim() {
             "none" => None,

@@ -119,6 +119,12 @@ pub trait Family: Sync {
         Vec::new()
     }
 
+    /// Whether its runs can train adversarially (`--adversarial`): those that train through
+    /// the supervised pipeline on samples; families with training of their own say no.
+    fn adversarial_training(&self) -> bool {
+        true
+    }
+
     /// Checks of a run's settings that are this family's own.
     ///
     /// # Errors

@@ -67,6 +67,10 @@ impl Family for Seq2seq {
         )))
     }
 
+    fn adversarial_training(&self) -> bool {
+        false
+    }
+
     fn train(&self, ctx: &Context<'_>, source: Source) -> Result<RunResult> {
         match source {
             Source::Transduction(task) => train(ctx, task),

@@ -212,6 +212,12 @@ pub fn train_default<F: Family + ?Sized>(
     source: Source,
 ) -> Result<RunResult> {
     match source {
+        Source::Series(_) | Source::Text { .. } if ctx.config.adversarial.is_some() => {
+            Err(Error::Usage(format!(
+                "--adversarial trains classifiers on samples; `{}` is a series or a text",
+                ctx.config.dataset
+            )))
+        }
         Source::Series(s) => crate::forecast::train(family, ctx, &s),
         Source::Text { text } => crate::language::train(family, ctx, &text),
         Source::Transduction(_) => Err(Error::Usage(format!(

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Map, Value, json};
 use strata_arch::{Network, check_input};
 use strata_data::{Dataset, Source, Task, balanced_class_weights, stratified_kfold};
@@ -121,9 +121,83 @@ pub(crate) fn fit_rows(
         run,
     };
     let (train, valid) = (&prepared.train, &prepared.valid);
+    if let Some(attack) = &config.adversarial {
+        if train_loss.is_some() {
+            return Err(Error::Usage(format!(
+                "--adversarial trains on the run's loss; the {} model trains on its own",
+                config.model
+            )));
+        }
+        let adversarial = adversarial_loss(attack, prepared, loss.as_ref())?;
+        return Ok(fit_with_loss(model, train, valid, &f, &adversarial)?);
+    }
     Ok(match train_loss {
         Some(l) => fit_with_loss(model, train, valid, &f, l)?,
         None => fit(model, train, valid, &f)?,
+    })
+}
+
+/// Adversarial training's loss (Madry et al. 2018): the run's loss on the batch's adversarial
+/// version under `attack`, made against the model in evaluation mode. The batches are
+/// standardised; the attack moves them in the data's own units (undoing the standardisation
+/// around it), clipped to the training data's range: one range for images, each column's for
+/// rows.
+fn adversarial_loss<'a>(
+    attack: &'a strata_train::Attack,
+    prepared: &Prepared,
+    loss: &'a dyn strata_train::Loss,
+) -> Result<impl Fn(&Network, Tensor<2>, &TargetBatch) -> strata_train::Result<Tensor<1>> + 'a> {
+    let train = &prepared.train;
+    if !matches!(train.task(), Task::Classification(_)) {
+        return Err(Error::Usage(format!(
+            "--adversarial needs a classifier; this data set has real-valued labels ({})",
+            train.name
+        )));
+    }
+    let d = train.n_features;
+    let (mean, scale) = match &prepared.preprocess.standardizer {
+        Some(s) => (s.mean.clone(), s.scale.clone()),
+        None => (vec![0.0; d], vec![1.0; d]),
+    };
+    let mut raw = train.clone();
+    for row in raw.features.chunks_mut(d) {
+        for ((v, m), s) in row.iter_mut().zip(&mean).zip(&scale) {
+            *v = *v * s + m;
+        }
+    }
+    let bounds = crate::attack::input_bounds(&raw);
+    let batch_counter = std::cell::Cell::new(0u64);
+    Ok(move |m: &Network, x: Tensor<2>, targets: &TargetBatch| {
+        let TargetBatch::Classes(labels) = targets else {
+            return Err(strata_train::Error::Invalid(
+                "adversarial training needs class labels".into(),
+            ));
+        };
+        let labels: Vec<usize> = labels
+            .clone()
+            .into_data()
+            .iter::<i64>()
+            .map(|l| l.max(0) as usize)
+            .collect();
+        let [n, _] = x.dims();
+        let device = x.device();
+        let row = |v: &[f32]| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, d]), &device).expand([n, d])
+        };
+        let (mean_t, scale_t) = (row(&mean).inner(), row(&scale).inner());
+        let raw = x.inner() * scale_t.clone() + mean_t.clone();
+        let frozen = m.valid();
+        let forward = |r: Tensor<2>| frozen.forward_flat((r - mean_t.clone()) / scale_t.clone());
+        // A fresh random start for every batch.
+        let seeded = strata_train::Attack {
+            seed: attack
+                .seed
+                .wrapping_add(batch_counter.replace(batch_counter.get() + 1)),
+            ..attack.clone()
+        };
+        let adv = strata_train::perturb(&forward, raw, &labels, None, &seeded, &bounds)?;
+        let standardised = ((adv - mean_t.clone()) / scale_t.clone()).autodiff();
+        Ok(loss.forward(m.forward_flat(standardised), targets)?)
     })
 }
 
@@ -272,6 +346,11 @@ pub(crate) fn train<F: Family + ?Sized>(
     metrics["valid"] = metrics_json(&valid);
     for (key, value) in family.finish_samples(&model, &config, &prepared, out)? {
         metrics[key] = value;
+    }
+    if let Some(a) = &config.adversarial {
+        let pre = &prepared.preprocess;
+        metrics["adversarial"] =
+            crate::attack::robust_metrics(&model, pre, &prepared.test, a, device)?;
     }
     if let Some(k) = kfold {
         metrics["kfold"] = k;

@@ -194,6 +194,10 @@ impl Family for Gans {
         Err(not_rows(config))
     }
 
+    fn adversarial_training(&self) -> bool {
+        false
+    }
+
     fn train(&self, ctx: &Context<'_>, source: Source) -> Result<RunResult> {
         match source {
             s @ (Source::Single(_) | Source::TrainTest(..)) => train(ctx, s),

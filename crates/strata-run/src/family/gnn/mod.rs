@@ -202,6 +202,10 @@ impl Family for Gnns {
         Err(not_graph(config))
     }
 
+    fn adversarial_training(&self) -> bool {
+        false
+    }
+
     fn train(&self, ctx: &Context<'_>, source: Source) -> Result<RunResult> {
         match source {
             Source::Graph(GraphSource::Nodes(g)) => node::train(ctx, g),

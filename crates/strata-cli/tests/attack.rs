@@ -1,0 +1,246 @@
+//! `strata attack` end to end on a digits CNN: robust accuracy under FGSM and PGD, the curve
+//! against epsilon, the pictures, and bad input as one line with exit code 1.
+
+mod common;
+use common::{assert_clean_failure, json, stderr, stdout, strata};
+
+use std::path::Path;
+
+fn train_cnn(out: &Path) {
+    let o = strata(&[
+        "train",
+        "--model",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "15",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 100)
+}
+
+#[test]
+fn attacks_lower_a_digits_cnn_s_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("cnn");
+    train_cnn(&run);
+    let r = run.to_str().unwrap();
+    let test_accuracy = json(&run.join("metrics.json"))["test"]["accuracy"]
+        .as_f64()
+        .unwrap();
+
+    let o = strata(&["attack", "--run", r, "--method", "fgsm", "--eps", "0.1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("robust accuracy"), "{}", stdout(&o));
+    let out = run.join("attack");
+    let fgsm = json(&out.join("attack.json"));
+    // The clean accuracy is the run's own test accuracy, and epsilon 0 changes nothing.
+    let clean = fgsm["clean_accuracy"].as_f64().unwrap();
+    assert!(
+        (clean - test_accuracy).abs() < 1e-12,
+        "{clean} vs {test_accuracy}"
+    );
+    let curve = fgsm["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 7);
+    assert_eq!(curve[0]["eps"].as_f64(), Some(0.0));
+    assert_eq!(curve[0]["robust_accuracy"].as_f64(), Some(clean));
+    // A CNN trained without adversaries is not robust: at 0.1 (a tenth of the pixel range)
+    // FGSM takes more than 5 points off, and the curve falls as epsilon grows.
+    let robust = fgsm["robust_accuracy"].as_f64().unwrap();
+    assert!(robust < clean - 0.05, "FGSM: {robust} vs clean {clean}");
+    let accs: Vec<f64> = curve
+        .iter()
+        .map(|p| p["robust_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(accs.last().unwrap() < &robust, "{accs:?}");
+    let csv = std::fs::read_to_string(out.join("robustness.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 8, "{csv}");
+    assert!(is_png(&out.join("robustness.png")) && is_png(&out.join("adversarial.png")));
+
+    // PGD at the same epsilon is at least as strong as FGSM (up to a sample or two).
+    let o = strata(&[
+        "attack", "--run", r, "--method", "pgd", "--eps", "0.1", "--steps", "7", "--curve", "0.1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pgd = json(&out.join("attack.json"));
+    let pgd_robust = pgd["robust_accuracy"].as_f64().unwrap();
+    assert!(
+        pgd_robust <= robust + 0.01,
+        "PGD {pgd_robust} vs FGSM {robust}"
+    );
+    assert_eq!(pgd["attack"]["steps"].as_u64(), Some(7));
+
+    // An L2 ball, on the first 50 samples.
+    let o = strata(&[
+        "attack", "--run", r, "--norm", "2", "--eps", "1.0", "--limit", "50", "--curve", "0,1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let l2 = json(&out.join("attack.json"));
+    assert_eq!(l2["samples"].as_u64(), Some(50));
+    assert_eq!(l2["attack"]["norm"], "l2");
+
+    // Bad input: one line, exit code 1.
+    assert_clean_failure(&["attack", "--run", r, "--eps", "-0.1"], "epsilon");
+    assert_clean_failure(
+        &["attack", "--run", r, "--eps", "0.1", "--method", "cw"],
+        "fgsm or pgd",
+    );
+    assert_clean_failure(
+        &["attack", "--run", r, "--eps", "0.1", "--norm", "1"],
+        "inf or 2",
+    );
+    assert_clean_failure(
+        &["attack", "--run", r, "--eps", "0.1", "--steps", "0"],
+        "step",
+    );
+    assert_clean_failure(
+        &["attack", "--run", r, "--eps", "0.1", "--curve", "0,-1"],
+        "curve",
+    );
+    assert_clean_failure(
+        &["attack", "--run", r, "--eps", "0.1", "--limit", "0"],
+        "--limit",
+    );
+    let missing = dir.path().join("nothing");
+    assert_clean_failure(
+        &["attack", "--run", missing.to_str().unwrap(), "--eps", "0.1"],
+        "not a run directory",
+    );
+}
+
+#[test]
+fn a_run_that_is_not_a_classifier_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("forecaster");
+    let o = strata(&[
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "airline",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(
+        &["attack", "--run", run.to_str().unwrap(), "--eps", "0.1"],
+        "not a classifier",
+    );
+}
+
+/// Adversarial training (PGD, Madry et al.) on digits: the same CNN, the same epochs and seed,
+/// with and without it. Bars set before the first run: the adversarially trained model keeps
+/// a clean accuracy of at least 0.95 and beats the plain one's robust accuracy under the same
+/// PGD attack by at least 5 points.
+#[test]
+fn adversarial_training_makes_a_digits_cnn_more_robust() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, robust) = (dir.path().join("plain"), dir.path().join("robust"));
+    let train = |out: &Path, extra: &[&str]| {
+        let args = [
+            &[
+                "train",
+                "--model",
+                "cnn",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "10",
+                "--quiet",
+                "--out",
+            ][..],
+            &[out.to_str().unwrap()],
+            extra,
+        ]
+        .concat();
+        let o = strata(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    train(&plain, &[]);
+    train(&robust, &["--adversarial", "pgd:eps=0.1,steps=3"]);
+    let m = json(&robust.join("metrics.json"));
+    let block = &m["adversarial"];
+    assert_eq!(block["attack"]["method"], "pgd");
+    let clean = block["test_clean_accuracy"].as_f64().unwrap();
+    assert_eq!(m["test"]["accuracy"].as_f64(), Some(clean));
+    assert!(clean >= 0.95, "clean accuracy {clean}");
+    let trained_robust = block["test_robust_accuracy"].as_f64().unwrap();
+    // The plain model under the attack it was not trained against.
+    let o = strata(&[
+        "attack",
+        "--run",
+        plain.to_str().unwrap(),
+        "--eps",
+        "0.1",
+        "--steps",
+        "3",
+        "--curve",
+        "0.1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain_robust = json(&plain.join("attack/attack.json"))["robust_accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        trained_robust >= plain_robust + 0.05,
+        "robust accuracy {trained_robust} (adversarial training) vs {plain_robust} (plain)"
+    );
+    // The config records the attack, so the run can be repeated.
+    let config = std::fs::read_to_string(robust.join("config.toml")).unwrap();
+    assert!(config.contains("[adversarial]"), "{config}");
+
+    // Bad specs, and data it cannot apply to: one line, exit code 1.
+    let out = dir.path().join("bad");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--model", "cnn", "--dataset", "digits", "--out", o];
+    assert_clean_failure(
+        &[&base[..], &["--adversarial", "pgd"]].concat(),
+        "eps=E is required",
+    );
+    assert_clean_failure(
+        &[&base[..], &["--adversarial", "pgd:eps=-0.1"]].concat(),
+        "epsilon",
+    );
+    assert_clean_failure(
+        &[&base[..], &["--adversarial", "fgsm:eps=0.1,colour=red"]].concat(),
+        "unknown setting",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "airline",
+            "--out",
+            o,
+            "--adversarial",
+            "fgsm:eps=0.1",
+        ],
+        "classifiers on samples",
+    );
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "digits",
+            "--out",
+            o,
+            "--adversarial",
+            "fgsm:eps=0.1",
+        ],
+        "classifiers on samples",
+    );
+}
