@@ -22,6 +22,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Attack a classifier run (FGSM or PGD) and report its robust accuracy.
     Attack(AttackArgs),
+    /// Explain a classifier run's prediction for one row: a heat map or column attributions.
+    Explain(ExplainArgs),
     /// Write predictions (class and probabilities, or values) for a CSV of features.
     Predict(PredictArgs),
     /// Generate text from a character language model, a seq2seq decoding, or a VAE's samples.
@@ -333,6 +335,32 @@ pub struct AttackArgs {
     /// Seed of the random starts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Backend [default: the run's].
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// `strata explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The run directory (a classifier's).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A CSV of raw features, as `strata predict` reads them.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The row of --input to explain (from 0).
+    #[arg(long, default_value_t = 0)]
+    pub row: usize,
+    /// The class to explain, by name or index [default: the predicted one].
+    #[arg(long)]
+    pub class: Option<String>,
+    /// saliency, smoothgrad or ig (integrated gradients, with its completeness check).
+    #[arg(long, default_value = "saliency")]
+    pub method: String,
+    /// The picture to write (PNG); rows of a table also get STEM_attributions.csv beside it.
+    #[arg(long, default_value = "heat.png")]
+    pub out: PathBuf,
     /// Backend [default: the run's].
     #[arg(long)]
     pub backend: Option<String>,

@@ -37,6 +37,7 @@ mod config;
 mod data;
 mod error;
 mod evaluate;
+mod explain;
 mod family;
 mod forecast;
 mod generate;
@@ -55,6 +56,7 @@ pub use config::{
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluated, Run, evaluate, evaluate_perturbed, load_run_config};
+pub use explain::{ExplainMethod, Explained, explain};
 pub use family::{
     AutoencoderRun, Codes, FAMILIES, Family, GanRun, GnnRun, GraphMeta, IwBound, auto_patch,
     autoencoder_config, capsnet_config, cell_kind, family, gan_config, gnn_config, iw_bound,

@@ -3,6 +3,7 @@
 pub mod attack;
 pub mod encode;
 pub mod evaluate;
+pub mod explain;
 pub mod generate;
 pub mod list;
 pub mod predict;

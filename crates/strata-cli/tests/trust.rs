@@ -1,5 +1,6 @@
-//! `strata attack` end to end on a digits CNN: robust accuracy under FGSM and PGD, the curve
-//! against epsilon, the pictures, and bad input as one line with exit code 1.
+//! `strata attack`, `strata train --adversarial` and `strata explain` end to end: a digits
+//! CNN's robust accuracy under FGSM and PGD, the curve against epsilon, adversarial training,
+//! heat maps and Adult column attributions, and bad input as one line with exit code 1.
 
 mod common;
 use common::{assert_clean_failure, json, stderr, stdout, strata};
@@ -242,5 +243,169 @@ fn adversarial_training_makes_a_digits_cnn_more_robust() {
             "fgsm:eps=0.1",
         ],
         "classifiers on samples",
+    );
+}
+
+/// Digit rows as the built-in loader gives them (pixels in [0, 1]), no label column.
+fn digit_rows(path: &Path, n: usize) {
+    let data = strata::data::digits();
+    let mut text = String::new();
+    for row in data.features.chunks(64).take(n) {
+        let cells: Vec<String> = row.iter().map(f32::to_string).collect();
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// The percentage in "... within X%" of `explain`'s summary.
+fn completeness(summary: &str) -> f64 {
+    let tail = summary
+        .split("within ")
+        .nth(1)
+        .expect("a completeness check");
+    tail.trim_end().trim_end_matches('%').parse().unwrap()
+}
+
+#[test]
+fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("cnn");
+    train_cnn(&run);
+    let r = run.to_str().unwrap();
+    let input = dir.path().join("digits.csv");
+    digit_rows(&input, 3);
+    let i = input.to_str().unwrap();
+    for method in ["saliency", "smoothgrad", "ig"] {
+        let png = dir.path().join(format!("{method}.png"));
+        let o = strata(&[
+            "explain",
+            "--run",
+            r,
+            "--input",
+            i,
+            "--row",
+            "2",
+            "--method",
+            method,
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        assert!(is_png(&png), "{method}");
+        let text = stdout(&o);
+        assert!(text.contains("row 2"), "{text}");
+        if method == "ig" {
+            // Integrated gradients' attributions sum to f(x) - f(baseline) within 1%.
+            let pct = completeness(text.lines().next().unwrap());
+            assert!(pct < 1.0, "completeness {pct}%");
+        }
+    }
+    // A class by name.
+    let png = dir.path().join("class.png");
+    let o = strata(&[
+        "explain",
+        "--run",
+        r,
+        "--input",
+        i,
+        "--class",
+        "3",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("of class 3"), "{}", stdout(&o));
+
+    // Adult: each column's attribution, one-hot categories summed into their column.
+    let adult = dir.path().join("adult");
+    let o = strata(&[
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "adult",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        adult.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = dir.path().join("adult.csv");
+    std::fs::write(
+        &rows,
+        "age,workclass,fnlwgt,education,education-num,marital-status,occupation,relationship,race,sex,capital-gain,capital-loss,hours-per-week,native-country\n\
+         38,Private,89814,HS-grad,9,Married-civ-spouse,Farming-fishing,Husband,White,Male,0,0,50,United-States\n",
+    )
+    .unwrap();
+    let png = dir.path().join("adult.png");
+    let o = strata(&[
+        "explain",
+        "--run",
+        adult.to_str().unwrap(),
+        "--input",
+        rows.to_str().unwrap(),
+        "--method",
+        "ig",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(completeness(stdout(&o).lines().next().unwrap()) < 1.0);
+    let csv = std::fs::read_to_string(dir.path().join("adult_attributions.csv")).unwrap();
+    assert!(
+        std::fs::read_to_string(&rows).unwrap().starts_with("age,"),
+        "input intact"
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "column,attribution");
+    assert_eq!(lines.len(), 15, "{csv}");
+    assert!(lines.iter().any(|l| l.starts_with("marital-status,")));
+    assert!(is_png(&png));
+
+    // Bad input: one line, exit code 1.
+    let out = dir.path().join("x.png");
+    let o = out.to_str().unwrap();
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--method", "lime", "--out", o,
+        ],
+        "saliency, smoothgrad or ig",
+    );
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--row", "3", "--out", o,
+        ],
+        "--row 3",
+    );
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--class", "ten", "--out", o,
+        ],
+        "neither an index",
+    );
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--class", "10", "--out", o,
+        ],
+        "--class 10",
+    );
+    assert_clean_failure(
+        &["explain", "--run", r, "--input", i, "--out", i],
+        "overwrite",
+    );
+    let missing = dir.path().join("none.csv");
+    assert_clean_failure(
+        &[
+            "explain",
+            "--run",
+            r,
+            "--input",
+            missing.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        "none.csv",
     );
 }

@@ -1,0 +1,331 @@
+//! Gradient explanations of any differentiable model's outputs, per input feature: gradient
+//! saliency (Simonyan et al. 2014), SmoothGrad (Smilkov et al. 2017) and integrated gradients
+//! (Sundararajan et al. 2017) with its completeness check. As Captum computes them, on the
+//! same conventions: the explained output is the model's raw output (a logit) for a chosen
+//! class, saliency is the gradient's absolute value, integrated gradients integrate by
+//! Gauss-Legendre quadrature.
+//!
+//! As the attacks ([`crate::perturb`]), they take the model as a closure of the inputs to
+//! explain (put the standardisation inside it to explain raw features) and need no gradient
+//! of its parameters.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor, TensorData};
+//! use strata_train::integrated_gradients;
+//! let device = Device::flex();
+//! // f(x) = [x0 * x1, x0 + x1]: the attributions of output 0 sum to f(x) - f(0).
+//! let forward = |x: Tensor<2>| {
+//!     let (a, b) = (x.clone().narrow(1, 0, 1), x.narrow(1, 1, 1));
+//!     Tensor::cat(vec![a.clone() * b.clone(), a + b], 1)
+//! };
+//! let x = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 3.0], [1, 2]), &device);
+//! let ig = integrated_gradients(&forward, x.clone(), x.zeros_like(), &[0], 50)?;
+//! assert!((ig.delta[0]).abs() < 1e-4); // sum of attributions minus (6 - 0)
+//! # Ok::<(), strata_train::Error>(())
+//! ```
+
+use burn::tensor::{Distribution, Tensor, TensorData};
+use strata_tensor::convert::to_vec;
+
+use crate::error::{Error, Result};
+
+/// The gradient of `sum_i forward(x)[i, target_i]` with respect to `x`: each row's gradient of
+/// its own target output (rows are independent in evaluation mode).
+fn target_gradient<F>(forward: &F, x: Tensor<2>, target: &[usize]) -> Result<Tensor<2>>
+where
+    F: Fn(Tensor<2>) -> Tensor<2>,
+{
+    let [n, _] = x.dims();
+    let x = x.inner().autodiff().require_grad();
+    let y = forward(x.clone());
+    let [rows, k] = y.dims();
+    if rows != n || target.len() != n {
+        return Err(Error::Invalid(format!(
+            "{n} rows need {n} targets and outputs, got {} targets and {rows} outputs",
+            target.len()
+        )));
+    }
+    if let Some(&bad) = target.iter().find(|&&t| t >= k) {
+        return Err(Error::Invalid(format!(
+            "target class {bad} but the model has {k} outputs"
+        )));
+    }
+    let mut pick = vec![0.0f32; n * k];
+    for (i, &t) in target.iter().enumerate() {
+        pick[i * k + t] = 1.0;
+    }
+    let pick = Tensor::<2>::from_data(TensorData::new(pick, [n, k]), &x.device());
+    let grads = (y * pick.inner()).sum().backward();
+    Ok(x.grad(&grads)
+        .unwrap_or_else(|| x.clone().inner().zeros_like()))
+}
+
+/// Gradient saliency: `|d forward(x)[target] / dx|` for each row of `x` (`[n, d]`), as Captum's
+/// `Saliency(model).attribute(x, target)`.
+///
+/// # Errors
+/// [`Error::Invalid`] for a target per row missing or outside the outputs.
+pub fn saliency<F>(forward: &F, x: Tensor<2>, target: &[usize]) -> Result<Tensor<2>>
+where
+    F: Fn(Tensor<2>) -> Tensor<2>,
+{
+    Ok(target_gradient(forward, x, target)?.abs())
+}
+
+/// SmoothGrad: the mean saliency over `samples` copies of each row with Gaussian noise of
+/// standard deviation `sigma` added (in the inputs' units; Smilkov et al. suggest 10-20% of the
+/// input range), seeded by `seed` on the inputs' device.
+///
+/// # Errors
+/// As [`saliency`], and zero samples or a negative or non-finite `sigma`.
+pub fn smoothgrad<F>(
+    forward: &F,
+    x: Tensor<2>,
+    target: &[usize],
+    samples: usize,
+    sigma: f64,
+    seed: u64,
+) -> Result<Tensor<2>>
+where
+    F: Fn(Tensor<2>) -> Tensor<2>,
+{
+    if samples == 0 || !(sigma.is_finite() && sigma >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "SmoothGrad needs at least 1 sample and a noise level >= 0, got {samples} and {sigma}"
+        )));
+    }
+    let x = x.inner();
+    let device = x.device();
+    device.seed(seed);
+    let mut sum = x.zeros_like();
+    for _ in 0..samples {
+        let noise = x.random_like(Distribution::Normal(0.0, sigma));
+        sum = sum + saliency(forward, x.clone() + noise, target)?;
+    }
+    Ok(sum / samples as f64)
+}
+
+/// What [`integrated_gradients`] returns.
+#[derive(Debug, Clone)]
+pub struct Integrated {
+    /// The attributions, `[n, d]`: `(x - baseline)` times the path-averaged gradient.
+    pub attributions: Tensor<2>,
+    /// Per row, the completeness error: the attributions' sum minus `f(x) - f(baseline)`.
+    pub delta: Vec<f32>,
+    /// Per row, `f(x) - f(baseline)` for the target output.
+    pub difference: Vec<f32>,
+}
+
+impl Integrated {
+    /// The largest completeness error relative to `|f(x) - f(baseline)|` (how far the
+    /// attributions are from summing to the change they explain); 0 where both are 0.
+    pub fn relative_error(&self) -> f32 {
+        self.delta
+            .iter()
+            .zip(&self.difference)
+            .map(|(d, f)| {
+                if *d == 0.0 {
+                    0.0
+                } else {
+                    d.abs() / f.abs().max(f32::MIN_POSITIVE)
+                }
+            })
+            .fold(0.0, f32::max)
+    }
+}
+
+/// The `n` Gauss-Legendre nodes on `[0, 1]`, ascending, and their weights on `[-1, 1]` (summing
+/// to 2: halve them for `[0, 1]`), as Captum's `gausslegendre`
+/// approximation (numpy's `leggauss`, mapped from `[-1, 1]`), by Newton's method on the
+/// Legendre polynomial.
+pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut nodes = vec![0.0; n];
+    let mut weights = vec![0.0; n];
+    // P_n(z) and its derivative, by the three-term recurrence.
+    let legendre = |z: f64| {
+        let (mut p0, mut p1) = (1.0, z);
+        for k in 2..=n {
+            let p2 = ((2 * k - 1) as f64 * z * p1 - (k - 1) as f64 * p0) / k as f64;
+            p0 = p1;
+            p1 = p2;
+        }
+        let (p, pm1) = if n == 1 { (z, 1.0) } else { (p1, p0) };
+        (p, n as f64 * (z * p - pm1) / (z * z - 1.0))
+    };
+    for i in 0..n {
+        // Chebyshev's guess, then Newton on P_n.
+        let mut z = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+        for _ in 0..100 {
+            let (p, dp) = legendre(z);
+            let step = p / dp;
+            z -= step;
+            if step.abs() < 1e-16 {
+                break;
+            }
+        }
+        let (_, dp) = legendre(z);
+        // Nodes ascending on [0, 1]; weights of [-1, 1], summing to 2.
+        nodes[n - 1 - i] = 0.5 * (1.0 + z);
+        weights[n - 1 - i] = 2.0 / ((1.0 - z * z) * dp * dp);
+    }
+    (nodes, weights)
+}
+
+/// Integrated gradients of `forward(x)[target]` for each row of `x` (`[n, d]`) from
+/// `baseline` (the same shape; zeros or a blurred image are usual), with `steps` Gauss-Legendre
+/// points on the straight path, as Captum's `IntegratedGradients(model).attribute(x,
+/// baseline, target, n_steps=steps)`; with the completeness check of each row.
+///
+/// # Errors
+/// As [`saliency`], zero steps, or a baseline of another shape.
+pub fn integrated_gradients<F>(
+    forward: &F,
+    x: Tensor<2>,
+    baseline: Tensor<2>,
+    target: &[usize],
+    steps: usize,
+) -> Result<Integrated>
+where
+    F: Fn(Tensor<2>) -> Tensor<2>,
+{
+    if steps == 0 {
+        return Err(Error::Invalid(
+            "integrated gradients need at least 1 step".into(),
+        ));
+    }
+    if x.dims() != baseline.dims() {
+        return Err(Error::Invalid(format!(
+            "a baseline of shape {:?} for inputs of {:?}",
+            baseline.dims(),
+            x.dims()
+        )));
+    }
+    let (x, baseline) = (x.inner(), baseline.inner());
+    let path = x.clone() - baseline.clone();
+    let (alphas, weights) = gauss_legendre(steps);
+    let mut total = x.zeros_like();
+    for (a, w) in alphas.iter().zip(&weights) {
+        let point = baseline.clone() + path.clone() * *a;
+        total = total + target_gradient(forward, point, target)? * (0.5 * *w);
+    }
+    let attributions = path * total;
+    let value = |t: Tensor<2>| -> Vec<f32> {
+        let y = forward(t);
+        let k = y.dims()[1];
+        to_vec(y)
+            .chunks(k)
+            .zip(target)
+            .map(|(row, &c)| row[c])
+            .collect()
+    };
+    let difference: Vec<f32> = value(x)
+        .iter()
+        .zip(value(baseline))
+        .map(|(a, b)| a - b)
+        .collect();
+    let sums = to_vec(attributions.clone().sum_dim(1));
+    let delta = sums.iter().zip(&difference).map(|(s, f)| s - f).collect();
+    Ok(Integrated {
+        attributions,
+        delta,
+        difference,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn gauss_legendre_matches_known_rules() {
+        // Two points on [-1, 1]: +-1/sqrt(3), weights 1 (here on [0, 1]: weights 2 * 0.5).
+        let (x, w) = gauss_legendre(2);
+        let r = 0.5 / 3f64.sqrt();
+        assert!((x[0] - (0.5 - r)).abs() < 1e-14 && (x[1] - (0.5 + r)).abs() < 1e-14);
+        assert!((w[0] - 1.0).abs() < 1e-14 && (w[1] - 1.0).abs() < 1e-14);
+        // Weights sum to 2 (the length of [-1, 1]); 50 points integrate x^9 exactly.
+        let (x, w) = gauss_legendre(50);
+        assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-12);
+        let integral: f64 = x.iter().zip(&w).map(|(a, b)| 0.5 * b * a.powi(9)).sum();
+        assert!((integral - 0.1).abs() < 1e-12, "{integral}");
+        assert!(x.windows(2).all(|p| p[0] < p[1]));
+    }
+
+    /// `f(x) = [sum_j c_j x_j^2, x_0]`: exact gradients `2 c_j x_j`, and integrated gradients
+    /// from 0 of `c_j x_j^2` (the path gradient averages to `c_j x_j`).
+    fn quadratic(c: Vec<f32>, device: &Device) -> impl Fn(Tensor<2>) -> Tensor<2> + use<> {
+        let d = c.len();
+        let c = Tensor::<2>::from_data(TensorData::new(c, [1, d]), device);
+        move |x: Tensor<2>| {
+            let [n, d] = x.dims();
+            let q = (x.clone().powi_scalar(2) * c.clone().expand([n, d])).sum_dim(1);
+            Tensor::cat(vec![q, x.narrow(1, 0, 1)], 1)
+        }
+    }
+
+    #[test]
+    fn saliency_and_integrated_gradients_of_a_quadratic() {
+        let device = Device::flex();
+        let f = quadratic(vec![1.0, -2.0, 0.5], &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, -3.0, 0.5, 0.0, 4.0], [2, 3]),
+            &device,
+        );
+        let s = to_vec(saliency(&f, x.clone(), &[0, 0]).unwrap());
+        let want = [2.0, 8.0, 3.0, 1.0, 0.0, 4.0];
+        for (a, b) in s.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{s:?}");
+        }
+        // Output 1 is x_0: its saliency is 1 on x_0 and 0 elsewhere.
+        let s = to_vec(saliency(&f, x.clone(), &[1, 1]).unwrap());
+        assert_eq!(s, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+        let ig = integrated_gradients(&f, x.clone(), x.zeros_like(), &[0, 0], 8).unwrap();
+        let a = to_vec(ig.attributions.clone());
+        let want = [1.0, -8.0, 4.5, 0.25, 0.0, 8.0];
+        for (p, q) in a.iter().zip(want) {
+            assert!((p - q).abs() < 1e-4, "{a:?}");
+        }
+        assert!(ig.relative_error() < 1e-5, "{:?}", ig.delta);
+        assert_eq!(ig.difference.len(), 2);
+    }
+
+    #[test]
+    fn smoothgrad_without_noise_is_saliency_and_with_noise_averages() {
+        let device = Device::flex();
+        let f = quadratic(vec![1.0, 1.0], &device);
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device);
+        let plain = to_vec(saliency(&f, x.clone(), &[0]).unwrap());
+        let smooth = to_vec(smoothgrad(&f, x.clone(), &[0], 3, 0.0, 1).unwrap());
+        assert_eq!(plain, smooth);
+        // |2 (x + e)| averaged over many e ~ N(0, 0.1^2) stays near |2x| away from 0.
+        let smooth = to_vec(smoothgrad(&f, x.clone(), &[0], 400, 0.1, 1).unwrap());
+        assert!(
+            (smooth[0] - 1.0).abs() < 0.05 && (smooth[1] - 2.0).abs() < 0.05,
+            "{smooth:?}"
+        );
+        let a = smoothgrad(&f, x.clone(), &[0], 20, 0.3, 7).unwrap();
+        let b = smoothgrad(&f, x.clone(), &[0], 20, 0.3, 7).unwrap();
+        assert_eq!(to_vec(a), to_vec(b), "seeded");
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let device = Device::flex();
+        let f = quadratic(vec![1.0, 1.0], &device);
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device);
+        assert!(matches!(
+            saliency(&f, x.clone(), &[2]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            saliency(&f, x.clone(), &[0, 1]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(smoothgrad(&f, x.clone(), &[0], 0, 0.1, 0).is_err());
+        assert!(smoothgrad(&f, x.clone(), &[0], 5, -0.1, 0).is_err());
+        assert!(integrated_gradients(&f, x.clone(), x.zeros_like(), &[0], 0).is_err());
+        let wrong = Tensor::<2>::zeros([1, 3], &device);
+        assert!(integrated_gradients(&f, x, wrong, &[0], 10).is_err());
+    }
+}
