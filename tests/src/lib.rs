@@ -99,6 +99,60 @@ pub fn close_to_json(what: &str, got: Vec<f32>, want: &serde_json::Value, tol: f
     assert_close(what, &got, &json_tensor(want).0, tol);
 }
 
+/// The ResNet `case` of `tests/fixtures/resnet.json` (`gen_resnet.py`; `f` its entry), with
+/// the weights PyTorch saved in `tests/fixtures/resnet/CASE.pt` loaded by name.
+///
+/// # Panics
+/// A missing or malformed fixture, or weights that do not all load ([`assert_complete`]).
+pub fn pytorch_resnet(case: &str, f: &serde_json::Value, device: &Device) -> strata::arch::ResNet {
+    use burn::store::{ModuleSnapshot, PytorchStore};
+    use strata::arch::{ResNetConfig, Stem};
+    let usize_list = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let config = ResNetConfig::new(
+        f["in_channels"].as_u64().unwrap() as usize,
+        f["classes"].as_u64().unwrap() as usize,
+        usize_list(&f["blocks"]),
+        usize_list(&f["widths"]),
+    )
+    .with_bottleneck(f["bottleneck"].as_bool().unwrap())
+    .with_stem(if f["cifar"].as_bool().unwrap() {
+        Stem::Cifar
+    } else {
+        Stem::ImageNet
+    });
+    let mut model = config.init(device).unwrap();
+    let path = format!("{}/fixtures/resnet/{case}.pt", env!("CARGO_MANIFEST_DIR"));
+    let mut store = PytorchStore::from_file(path).allow_partial(false);
+    assert_complete(case, &model.load_from(&mut store).unwrap());
+    model
+}
+
+/// Asserts that every parameter of a model loaded, and nothing of the file was left over but
+/// PyTorch's `num_batches_tracked`.
+///
+/// # Panics
+/// Otherwise, naming `case` and what went wrong.
+pub fn assert_complete(case: &str, result: &burn::store::ApplyResult) {
+    assert!(
+        result.errors.is_empty() && result.missing.is_empty(),
+        "{case}: {result:?}"
+    );
+    assert!(
+        result
+            .unused
+            .iter()
+            .all(|k| k.ends_with("num_batches_tracked")),
+        "{case}: unused {:?}",
+        result.unused
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

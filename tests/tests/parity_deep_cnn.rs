@@ -11,13 +11,14 @@
 //!   that one step within 1e-5 (PyTorch's momentum 0.1 and unbiased variance).
 
 use burn::module::Module;
-use burn::store::{ApplyResult, ModuleSnapshot, PytorchStore};
+use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 use strata::arch::{ResNet, ResNetConfig, Stem, VggConfig};
 use strata::layers::BatchNorm2d;
 use strata::tensor::convert::to_vec;
 use strata_tests::close_to_json as close;
+use strata_tests::{assert_complete, pytorch_resnet};
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/resnet.json");
@@ -27,50 +28,6 @@ fn fixture() -> Value {
 fn tensor4(v: &Value, d: &Device) -> Tensor<4> {
     let (data, shape) = strata_tests::json_tensor(v);
     Tensor::from_data(TensorData::new(data, shape), d)
-}
-
-fn load(case: &str, f: &Value, device: &Device) -> ResNet {
-    let usize_list = |v: &Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
-    };
-    let config = ResNetConfig::new(
-        f["in_channels"].as_u64().unwrap() as usize,
-        f["classes"].as_u64().unwrap() as usize,
-        usize_list(&f["blocks"]),
-        usize_list(&f["widths"]),
-    )
-    .with_bottleneck(f["bottleneck"].as_bool().unwrap())
-    .with_stem(if f["cifar"].as_bool().unwrap() {
-        Stem::Cifar
-    } else {
-        Stem::ImageNet
-    });
-    let mut model = config.init(device).unwrap();
-    let path = format!("{}/fixtures/resnet/{case}.pt", env!("CARGO_MANIFEST_DIR"));
-    let mut store = PytorchStore::from_file(path).allow_partial(false);
-    assert_complete(case, &model.load_from(&mut store).unwrap());
-    model
-}
-
-/// Every parameter of the model loaded, and nothing of the file left over but PyTorch's
-/// `num_batches_tracked`.
-fn assert_complete(case: &str, result: &ApplyResult) {
-    assert!(
-        result.errors.is_empty() && result.missing.is_empty(),
-        "{case}: {result:?}"
-    );
-    assert!(
-        result
-            .unused
-            .iter()
-            .all(|k| k.ends_with("num_batches_tracked")),
-        "{case}: unused {:?}",
-        result.unused
-    );
 }
 
 /// Every batch norm of the model with its PyTorch name.
@@ -99,7 +56,7 @@ fn resnets_match_pytorch_in_evaluation_and_training() {
         let f = &all[case];
         // Evaluation: running statistics.
         let plain = Device::flex();
-        let model = load(case, f, &plain);
+        let model = pytorch_resnet(case, f, &plain);
         let y = model.forward(tensor4(&f["x"], &plain));
         close(
             &format!("{case} eval logits"),
@@ -110,7 +67,7 @@ fn resnets_match_pytorch_in_evaluation_and_training() {
 
         // Training: batch statistics, gradients, running update.
         let ad = Device::flex().autodiff();
-        let model = load(case, f, &ad);
+        let model = pytorch_resnet(case, f, &ad);
         let x = tensor4(&f["x"], &ad).require_grad();
         let y = model.forward(x.clone());
         close(

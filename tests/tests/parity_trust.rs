@@ -6,16 +6,25 @@
 //!   within 1e-5.
 //! - `tests/fixtures/explain.json` (`gen_explain.py`): Captum's
 //!   `Saliency(model).attribute(x, target=t)` and `IntegratedGradients(model).attribute(x,
-//!   baselines=b, target=t, n_steps=50)`, within 1e-4, and the same completeness deltas.
+//!   baselines=b, target=t, n_steps=50)`, within 1e-4, and the same completeness deltas; and
+//!   `LayerGradCam(cnn, cnn.relu2).attribute(images, target=t, relu_attributions=r)` on a
+//!   small CNN (two 3x3 convolutions with ReLUs, a linear layer) within 1e-6, with and
+//!   without the ReLU, and on `gen_resnet.py`'s CIFAR-stem ResNet at `layer1` and `layer2`
+//!   (Strata's `ResNet::forward_to` and `forward_from`).
 
+use burn::backend::ops::ConvOptions;
+use burn::module::Module;
 use burn::tensor::activation::relu;
+use burn::tensor::module::conv2d;
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 use strata::train::{
-    Attack, AttackMethod, Bounds, Norm, integrated_gradients, perturb, perturb_from,
+    Attack, AttackMethod, Bounds, Norm, grad_cam, integrated_gradients, perturb, perturb_from,
     predicted_classes, saliency,
 };
-use strata_tests::{assert_close, close_to_json, fixture_json, flat, json_tensor, json_to_tensor};
+use strata_tests::{
+    assert_close, close_to_json, fixture_json, flat, json_tensor, json_to_tensor, pytorch_resnet,
+};
 
 fn labels(v: &Value) -> Vec<usize> {
     serde_json::from_value(v.clone()).unwrap()
@@ -94,4 +103,66 @@ fn saliency_and_integrated_gradients_match_captum() {
     );
     // Captum's delta is the attributions' sum minus f(x) - f(baseline), as ours.
     close_to_json("completeness delta", ig.delta, &e["delta"], 1e-4);
+}
+
+#[test]
+fn grad_cam_matches_captum() {
+    let (f, e) = (fixture_json("attack"), fixture_json("explain"));
+    let d = Device::flex();
+    let p = &e["cnn"];
+    let conv = |w: &str, b: &str| {
+        let (w, b) = (
+            json_to_tensor::<4>(&p[w], &d),
+            json_to_tensor::<1>(&p[b], &d),
+        );
+        move |x: Tensor<4>| {
+            relu(conv2d(
+                x,
+                w.clone(),
+                Some(b.clone()),
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            ))
+        }
+    };
+    let (conv1, conv2) = (
+        conv("conv1.weight", "conv1.bias"),
+        conv("conv2.weight", "conv2.bias"),
+    );
+    let head = |x: Tensor<2>| {
+        let n = x.dims()[0];
+        conv2(conv1(x.reshape([n, 1, 8, 8])))
+    };
+    let fc_w = json_to_tensor::<2>(&p["fc.weight"], &d).transpose();
+    let fc_b = json_to_tensor::<1>(&p["fc.bias"], &d).unsqueeze_dim::<2>(0);
+    let tail = |a: Tensor<4>| {
+        let n = a.dims()[0];
+        a.reshape([n, 6 * 8 * 8]).matmul(fc_w.clone()) + fc_b.clone()
+    };
+    let x = json_to_tensor::<2>(&f["x"], &d);
+    let t = labels(&e["target"]);
+    let cam = grad_cam(&head, &tail, x.clone(), &t, true).unwrap();
+    assert_eq!(cam.dims(), [16, 1, 8, 8]);
+    // The maps are about 1e-3: compared at 1e-6, a thousandth of their size.
+    close_to_json("Grad-CAM", flat(cam), &e["gradcam"], 1e-6);
+    let raw = grad_cam(&head, &tail, x, &t, false).unwrap();
+    close_to_json("Grad-CAM without ReLU", flat(raw), &e["gradcam_raw"], 1e-6);
+}
+
+#[test]
+fn grad_cam_of_a_resnet_matches_captum() {
+    let (r, e) = (fixture_json("resnet"), fixture_json("explain"));
+    let d = Device::flex();
+    let f = &r["cifar_basic"];
+    let resnet = pytorch_resnet("cifar_basic", f, &d).valid();
+    let images = json_to_tensor::<4>(&f["x"], &d);
+    let [n, c, h, w] = images.dims();
+    let x = images.reshape([n, c * h * w]);
+    let t = labels(&e["resnet_target"]);
+    for (stage, layer) in ["layer1", "layer2"].into_iter().enumerate() {
+        let head = |x: Tensor<2>| resnet.forward_to(x.reshape([n, c, h, w]), stage);
+        let tail = |a: Tensor<4>| resnet.forward_from(a, stage);
+        let cam = grad_cam(&head, &tail, x.clone(), &t, true).unwrap();
+        // The maps reach about 0.006 (layer1) and 0.02 (layer2): 1e-6 is below a thousandth.
+        close_to_json(layer, flat(cam), &e["resnet_gradcam"][layer], 1e-6);
+    }
 }

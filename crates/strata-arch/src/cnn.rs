@@ -168,6 +168,38 @@ impl Cnn {
             .features
             .iter()
             .fold(images, |x, stage| stage.forward(x));
+        self.dense_features(x)
+    }
+
+    /// The activations after convolutional stage `stage` (`features.{stage}`, from 0), for
+    /// Grad-CAM.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, channels[stage], h, w]`
+    ///
+    /// # Panics
+    /// As [`forward`](Cnn::forward), and for a stage past the last.
+    pub fn forward_to(&self, images: Tensor<4>, stage: usize) -> Tensor<4> {
+        self.features[..=stage]
+            .iter()
+            .fold(images, |x, s| s.forward(x))
+    }
+
+    /// The logits from the activations after stage `stage`: the rest of
+    /// [`forward`](Cnn::forward).
+    ///
+    /// # Panics
+    /// As [`forward_to`](Cnn::forward_to).
+    pub fn forward_from(&self, activations: Tensor<4>, stage: usize) -> Tensor<2> {
+        let x = self.features[stage + 1..]
+            .iter()
+            .fold(activations, |x, s| s.forward(x));
+        self.classifier.forward(self.dense_features(x))
+    }
+
+    /// The convolutional features flattened, through dropout and the hidden dense layer.
+    fn dense_features(&self, x: Tensor<4>) -> Tensor<2> {
         let [batch, c, h, w] = x.dims();
         let mut x = strata_kernels::dropout_layer(&self.dropout, x.reshape([batch, c * h * w]));
         if let Some(hidden) = &self.hidden {

@@ -285,6 +285,97 @@ impl Network {
         }
     }
 
+    /// The convolutional layers whose activations Grad-CAM can explain, by name, first to
+    /// last: a CNN's stages `features.{i}`, a ResNet's non-empty stages `layer1`..`layer4`, a
+    /// VGG's convolution and ReLU slots `features.{i}` (torchvision's positions); empty for
+    /// networks without convolutions.
+    pub fn conv_layers(&self) -> Vec<String> {
+        match self {
+            Network::Cnn(m) => (0..m.features.len())
+                .map(|i| format!("features.{i}"))
+                .collect(),
+            Network::ResNet(m) => (0..4)
+                .filter(|&i| !m.resnet.stages()[i].is_empty())
+                .map(|i| format!("layer{}", i + 1))
+                .collect(),
+            Network::Vgg(m) => m
+                .vgg
+                .features
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.norm.is_none() && s.pool.is_none())
+                .map(|(i, _)| format!("features.{i}"))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The network cut after the convolutional layer `layer` (one of
+    /// [`conv_layers`](Self::conv_layers)) into the two parts Grad-CAM reads
+    /// (`strata_train::grad_cam`): flat rows to the layer's activations, and those to the
+    /// outputs.
+    ///
+    /// # Errors
+    /// A network without convolutional layers, or a layer it does not have (the message lists
+    /// those it has).
+    #[allow(clippy::type_complexity)]
+    pub fn split_at<'a>(
+        &'a self,
+        layer: &str,
+    ) -> Result<(
+        Box<dyn Fn(Tensor<2>) -> Tensor<4> + 'a>,
+        Box<dyn Fn(Tensor<4>) -> Tensor<2> + 'a>,
+    )> {
+        let layers = self.conv_layers();
+        if layers.is_empty() {
+            return Err(Error::Invalid(
+                "this network has no convolutional layers for Grad-CAM".into(),
+            ));
+        }
+        if !layers.iter().any(|l| l == layer) {
+            return Err(Error::Invalid(format!(
+                "no convolutional layer `{layer}`; the network's layers: {}",
+                layers.join(", ")
+            )));
+        }
+        let index = |prefix: &str| {
+            layer
+                .strip_prefix(prefix)
+                .and_then(|i| i.parse::<usize>().ok())
+                .expect("a listed layer")
+        };
+        let images = |shape: [usize; 3], x: Tensor<2>| {
+            let [c, h, w] = shape;
+            let b = x.dims()[0];
+            x.reshape([b, c, h, w])
+        };
+        Ok(match self {
+            Network::Cnn(m) => {
+                let i = index("features.");
+                let shape = m.input_shape;
+                (
+                    Box::new(move |x| m.forward_to(images(shape, x), i)),
+                    Box::new(move |a| m.forward_from(a, i)),
+                )
+            }
+            Network::ResNet(m) => {
+                let i = index("layer") - 1;
+                (
+                    Box::new(move |x| m.resnet.forward_to(images(m.shape, x), i)),
+                    Box::new(move |a| m.resnet.forward_from(a, i)),
+                )
+            }
+            Network::Vgg(m) => {
+                let i = index("features.");
+                (
+                    Box::new(move |x| m.vgg.forward_to(images(m.shape, x), i)),
+                    Box::new(move |a| m.vgg.forward_from(a, i)),
+                )
+            }
+            _ => unreachable!("only convolutional networks list layers"),
+        })
+    }
+
     /// The penultimate features of flat rows, what the output layer reads: an MLP's last
     /// hidden layer, a CNN's hidden dense layer (its flattened convolutional features when it
     /// has none). A GAN's samples are measured in these (Frechet distance, precision and
@@ -349,4 +440,79 @@ pub fn check_input(config: &NetworkConfig, input_len: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::resnet::Stem;
+
+    fn networks(device: &Device) -> Vec<(Network, usize)> {
+        let cnn = NetworkConfig::Cnn(CnnConfig::new(1, 8, 8, 3));
+        let resnet = NetworkConfig::ResNet {
+            resnet: ResNetConfig::new(1, 3, vec![1, 1], vec![4, 8]).with_stem(Stem::Cifar),
+            name: "resnet-tiny".into(),
+            height: 8,
+            width: 8,
+        };
+        let vgg = NetworkConfig::Vgg {
+            vgg: VggConfig::new(1, 3, vec![4, 0, 8, 0])
+                .with_batch_norm(true)
+                .with_d_hidden(8),
+            name: "vgg-tiny".into(),
+            height: 32,
+            width: 32,
+        };
+        [cnn, resnet, vgg]
+            .into_iter()
+            .map(|c| (c.init(device).unwrap(), c.d_input()))
+            .collect()
+    }
+
+    /// Cut at any of its convolutional layers, a network's two parts compose to its forward
+    /// pass.
+    #[test]
+    fn split_parts_compose_to_the_forward_pass() {
+        let device = Device::flex();
+        device.seed(3);
+        for (net, d) in networks(&device) {
+            let x = Tensor::<2>::random([2, d], Distribution::Uniform(0.0, 1.0), &device);
+            let want = strata_tensor::convert::to_vec(net.forward_flat(x.clone()));
+            let layers = net.conv_layers();
+            assert!(!layers.is_empty());
+            for layer in &layers {
+                let (head, tail) = net.split_at(layer).unwrap();
+                let a = head(x.clone());
+                assert_eq!(a.dims()[0], 2, "{layer}");
+                let got = strata_tensor::convert::to_vec(tail(a));
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{layer}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_layers_are_named_with_the_network_s_own() {
+        let device = Device::flex();
+        let (cnn, _) = networks(&device).remove(0);
+        assert_eq!(cnn.conv_layers(), ["features.0", "features.1"]);
+        let e = cnn.split_at("conv9").err().unwrap().to_string();
+        assert!(
+            e.contains("`conv9`") && e.contains("features.0, features.1"),
+            "{e}"
+        );
+        let mlp = NetworkConfig::Mlp(MlpConfig::new(4, 2))
+            .init(&device)
+            .unwrap();
+        assert!(mlp.conv_layers().is_empty());
+        let e = mlp.split_at("features.0").err().unwrap().to_string();
+        assert!(e.contains("no convolutional layers"), "{e}");
+    }
 }

@@ -213,15 +213,44 @@ impl ResNet {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, n_features]`
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
-        if let Some(p) = &self.maxpool {
-            x = max_pool2d_layer(p, x);
+        self.pooled(self.blocks(self.stem(x), 0..4))
+    }
+
+    /// The activations after stage `layer{stage + 1}` (`stage` from 0), for Grad-CAM.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in_channels, h, w]`
+    /// - returns the stage's output `[batch, c, h', w']`
+    pub fn forward_to(&self, x: Tensor<4>, stage: usize) -> Tensor<4> {
+        self.blocks(self.stem(x), 0..stage + 1)
+    }
+
+    /// The logits from the activations after stage `stage`: the rest of
+    /// [`forward`](Self::forward).
+    pub fn forward_from(&self, activations: Tensor<4>, stage: usize) -> Tensor<2> {
+        self.fc
+            .forward(self.pooled(self.blocks(activations, stage + 1..4)))
+    }
+
+    /// The stem: convolution, batch norm and ReLU, and the ImageNet stem's max pool.
+    fn stem(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
+        match &self.maxpool {
+            Some(p) => max_pool2d_layer(p, x),
+            None => x,
         }
-        for stage in self.stages() {
-            for block in stage {
-                x = block.forward(x);
-            }
-        }
+    }
+
+    /// The residual blocks of the stages `stages` (0-based).
+    fn blocks(&self, x: Tensor<4>, stages: std::ops::Range<usize>) -> Tensor<4> {
+        self.stages()[stages]
+            .iter()
+            .flat_map(|s| s.iter())
+            .fold(x, |x, block| block.forward(x))
+    }
+
+    /// Global average pooling, flattened.
+    fn pooled(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, c, _, _] = x.dims();
         self.avgpool.forward(x).reshape([b, c])
     }

@@ -234,15 +234,40 @@ impl Vgg {
     /// # Shapes
     /// - `x`: `[batch, in_channels, h, w]` with `h` and `w` at least `2^pools`
     /// - returns `[batch, channels * pool_size^2]`
-    pub fn features(&self, mut x: Tensor<4>) -> Tensor<2> {
-        for slot in &self.features {
-            x = match (&slot.conv, &slot.norm, &slot.pool) {
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.pooled(self.slots(x, 0..self.features.len()))
+    }
+
+    /// The activations after slot `features.{slot}`, for Grad-CAM.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in_channels, h, w]`
+    /// - returns the slot's output `[batch, c, h', w']`
+    pub fn forward_to(&self, x: Tensor<4>, slot: usize) -> Tensor<4> {
+        self.slots(x, 0..slot + 1)
+    }
+
+    /// The logits from the activations after slot `slot`: the rest of
+    /// [`forward`](Self::forward).
+    pub fn forward_from(&self, activations: Tensor<4>, slot: usize) -> Tensor<2> {
+        let x = self.slots(activations, slot + 1..self.features.len());
+        self.classify(self.pooled(x))
+    }
+
+    /// The slots `range` of the convolutional part.
+    fn slots(&self, x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
+        self.features[range]
+            .iter()
+            .fold(x, |x, slot| match (&slot.conv, &slot.norm, &slot.pool) {
                 (Some(c), _, _) => conv2d_layer(c, x),
                 (_, Some(n), _) => n.forward(x),
                 (_, _, Some(p)) => max_pool2d_layer(p, x),
                 _ => relu(x),
-            };
-        }
+            })
+    }
+
+    /// Adaptive average pooling, flattened.
+    fn pooled(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.avgpool.forward(x);
         let [b, c, h, w] = x.dims();
         x.reshape([b, c * h * w])
@@ -254,7 +279,11 @@ impl Vgg {
     /// - `x`: `[batch, in_channels, h, w]` (see [`check_input`](Self::check_input))
     /// - returns `[batch, n_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.features(x);
+        self.classify(self.features(x))
+    }
+
+    /// The classifier over pooled features.
+    fn classify(&self, mut x: Tensor<2>) -> Tensor<2> {
         let n = self.classifier.len();
         for (i, layer) in self.classifier.iter().enumerate() {
             if let Some(l) = layer {

@@ -355,9 +355,13 @@ pub struct ExplainArgs {
     /// The class to explain, by name or index [default: the predicted one].
     #[arg(long)]
     pub class: Option<String>,
-    /// saliency, smoothgrad or ig (integrated gradients, with its completeness check).
+    /// saliency, smoothgrad, ig (integrated gradients, with its completeness check) or gradcam.
     #[arg(long, default_value = "saliency")]
     pub method: String,
+    /// Grad-CAM's convolutional layer, e.g. features.1 (CNN), layer3 (ResNet), features.28
+    /// (VGG16) [default: the last].
+    #[arg(long)]
+    pub layer: Option<String>,
     /// The picture to write (PNG); rows of a table also get STEM_attributions.csv beside it.
     #[arg(long, default_value = "heat.png")]
     pub out: PathBuf,

@@ -196,6 +196,21 @@ fn adversarial_training_makes_a_digits_cnn_more_robust() {
         trained_robust >= plain_robust + 0.05,
         "robust accuracy {trained_robust} (adversarial training) vs {plain_robust} (plain)"
     );
+    // The robust accuracy of validation rows, tracked each epoch.
+    let history = std::fs::read_to_string(robust.join("history.csv")).unwrap();
+    let mut lines = history.lines();
+    let header = lines.next().unwrap();
+    assert!(header.ends_with(",valid_robust_acc"), "{header}");
+    let tracked: Vec<f64> = lines
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(tracked.len(), 10);
+    assert!(
+        tracked.iter().all(|r| (0.0..=1.0).contains(r)),
+        "{tracked:?}"
+    );
+    // Robust accuracy grows with adversarial training: the last epoch beats the first.
+    assert!(tracked[9] > tracked[0], "{tracked:?}");
     // The config records the attack, so the run can be repeated.
     let config = std::fs::read_to_string(robust.join("config.toml")).unwrap();
     assert!(config.contains("[adversarial]"), "{config}");
@@ -301,6 +316,30 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
             assert!(pct < 1.0, "completeness {pct}%");
         }
     }
+    // Grad-CAM at the last convolutional stage (the default) and at the first.
+    for layer in [None, Some("features.0")] {
+        let png = dir.path().join("gradcam.png");
+        let mut args = vec![
+            "explain",
+            "--run",
+            r,
+            "--input",
+            i,
+            "--method",
+            "gradcam",
+            "--out",
+            png.to_str().unwrap(),
+        ];
+        if let Some(l) = layer {
+            args.extend(["--layer", l]);
+        }
+        let o = strata(&args);
+        assert!(o.status.success(), "{layer:?}: {}", stderr(&o));
+        assert!(is_png(&png));
+        assert!(stdout(&o).contains("Grad-CAM"), "{}", stdout(&o));
+        std::fs::remove_file(&png).unwrap();
+    }
+
     // A class by name.
     let png = dir.path().join("class.png");
     let o = strata(&[
@@ -371,7 +410,7 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
         &[
             "explain", "--run", r, "--input", i, "--method", "lime", "--out", o,
         ],
-        "saliency, smoothgrad or ig",
+        "saliency, smoothgrad, ig or gradcam",
     );
     assert_clean_failure(
         &[
@@ -394,6 +433,42 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
     assert_clean_failure(
         &["explain", "--run", r, "--input", i, "--out", i],
         "overwrite",
+    );
+    // A layer the network lacks: the error lists those it has.
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--method", "gradcam", "--layer", "conv9",
+            "--out", o,
+        ],
+        "features.0, features.1",
+    );
+    assert_clean_failure(
+        &[
+            "explain",
+            "--run",
+            r,
+            "--input",
+            i,
+            "--layer",
+            "features.0",
+            "--out",
+            o,
+        ],
+        "--method gradcam",
+    );
+    assert_clean_failure(
+        &[
+            "explain",
+            "--run",
+            adult.to_str().unwrap(),
+            "--input",
+            rows.to_str().unwrap(),
+            "--method",
+            "gradcam",
+            "--out",
+            o,
+        ],
+        "explains images",
     );
     let missing = dir.path().join("none.csv");
     assert_clean_failure(

@@ -242,6 +242,18 @@ pub(crate) fn input_bounds(raw: &Dataset) -> Bounds {
     }
 }
 
+/// `data` (standardised as `pre` says) back in the data's own units, where attacks move it.
+///
+/// # Errors
+/// Data of another width than the standardisation's.
+pub(crate) fn raw_units(data: &Dataset, pre: &Preprocess) -> Result<Dataset> {
+    let mut raw = data.clone();
+    if let Some(s) = &pre.standardizer {
+        s.inverse_rows(&mut raw.features)?;
+    }
+    Ok(raw)
+}
+
 /// `model` (in evaluation mode) behind `pre`'s standardisation, as a function of raw feature
 /// rows.
 pub(crate) fn standardised_model<'a>(
@@ -249,21 +261,27 @@ pub(crate) fn standardised_model<'a>(
     pre: &Preprocess,
     device: &Device,
 ) -> impl Fn(Tensor<2>) -> Tensor<2> + 'a {
+    let standardise = standardiser(pre, device);
+    move |x: Tensor<2>| model.forward_flat(standardise(x))
+}
+
+/// `pre`'s standardisation as a function of raw feature rows (the identity without one).
+pub(crate) fn standardiser(
+    pre: &Preprocess,
+    device: &Device,
+) -> impl Fn(Tensor<2>) -> Tensor<2> + use<> {
     let scale = pre.standardizer.as_ref().map(|s| {
         let d = s.mean.len();
         let row = |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, d]), device);
         (row(&s.mean), row(&s.scale))
     });
-    move |x: Tensor<2>| {
-        let x = match &scale {
-            Some((mean, sd)) => {
-                let n = x.dims()[0];
-                let d = mean.dims()[1];
-                (x - mean.clone().expand([n, d])) / sd.clone().expand([n, d])
-            }
-            None => x,
-        };
-        model.forward_flat(x)
+    move |x: Tensor<2>| match &scale {
+        Some((mean, sd)) => {
+            let n = x.dims()[0];
+            let d = mean.dims()[1];
+            (x - mean.clone().expand([n, d])) / sd.clone().expand([n, d])
+        }
+        None => x,
     }
 }
 
@@ -279,14 +297,7 @@ pub(crate) fn robust_metrics(
     attack: &Attack,
     device: &Device,
 ) -> Result<Value> {
-    let mut raw = test.clone();
-    if let Some(s) = &pre.standardizer {
-        for row in raw.features.chunks_mut(test.n_features.max(1)) {
-            for ((v, m), sd) in row.iter_mut().zip(&s.mean).zip(&s.scale) {
-                *v = *v * sd + m;
-            }
-        }
-    }
+    let raw = raw_units(test, pre)?;
     let model = burn::module::Module::valid(model);
     let forward = standardised_model(&model, pre, device);
     let r = robust_accuracy(

@@ -1,25 +1,28 @@
 //! Explanations of a finished classifier run's prediction for one input row ([`explain`]):
 //! gradient saliency, SmoothGrad or integrated gradients of the chosen class's output with
-//! respect to the raw features, as a heat map over the image (PNG) or, for rows of a table, a
-//! CSV of each column's attribution and a bar chart. What `strata explain` runs.
+//! respect to the raw features, or Grad-CAM at a convolutional layer (upsampled to the
+//! image), as a heat map over the image (PNG) or, for rows of a table, a CSV of each column's
+//! attribution and a bar chart. What `strata explain` runs.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
 use strata_data::Encoding;
 use strata_tensor::convert::to_vec;
-use strata_train::{integrated_gradients, predicted_classes, saliency, smoothgrad};
+use strata_train::{grad_cam, integrated_gradients, predicted_classes, saliency, smoothgrad};
 
-use crate::attack::standardised_model;
+use crate::attack::{standardised_model, standardiser};
 use crate::error::{Error, Result};
 use crate::evaluate::load_run;
 use crate::pictures::{PALETTE, save_png};
 
 /// The explanation method.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExplainMethod {
     /// `|d output / d input|`.
     Saliency,
@@ -36,11 +39,18 @@ pub enum ExplainMethod {
         /// Points on the path.
         steps: usize,
     },
+    /// Grad-CAM at a convolutional layer (`None`: the last), with the paper's ReLU, upsampled
+    /// bilinearly to the image.
+    GradCam {
+        /// The layer, one of the network's `conv_layers()`.
+        layer: Option<String>,
+    },
 }
 
 impl ExplainMethod {
-    /// Reads `saliency`, `smoothgrad` or `ig`, with their defaults (SmoothGrad: 50 samples,
-    /// noise 0.15 of the range; integrated gradients: 50 steps).
+    /// Reads `saliency`, `smoothgrad`, `ig` or `gradcam`, with their defaults (SmoothGrad: 50
+    /// samples, noise 0.15 of the range; integrated gradients: 50 steps; Grad-CAM: the last
+    /// convolutional layer).
     ///
     /// # Errors
     /// Another name.
@@ -52,9 +62,10 @@ impl ExplainMethod {
                 sigma: 0.15,
             },
             "ig" | "integrated-gradients" => Self::IntegratedGradients { steps: 50 },
+            "gradcam" | "grad-cam" => Self::GradCam { layer: None },
             other => {
                 return Err(Error::Usage(format!(
-                    "--method must be saliency, smoothgrad or ig, got `{other}` (gradcam and rollout are not built yet)"
+                    "--method must be saliency, smoothgrad, ig or gradcam, got `{other}` (rollout is not built yet)"
                 )));
             }
         })
@@ -65,6 +76,7 @@ impl ExplainMethod {
             Self::Saliency => "saliency",
             Self::SmoothGrad { .. } => "smoothgrad",
             Self::IntegratedGradients { .. } => "integrated gradients",
+            Self::GradCam { .. } => "Grad-CAM",
         }
     }
 }
@@ -171,18 +183,56 @@ pub fn explain(
     };
     let target = [class];
     let mut completeness = None;
-    let attributions = match method {
-        ExplainMethod::Saliency => to_vec(saliency(&forward, x, &target)?),
-        ExplainMethod::SmoothGrad { samples, sigma } => {
-            to_vec(smoothgrad(&forward, x, &target, samples, sigma * range, 0)?)
+    let attributions = match &method {
+        ExplainMethod::GradCam { layer } => {
+            let Some(shape) = run.preprocess.image_shape else {
+                return Err(Error::Usage(format!(
+                    "Grad-CAM explains images; this {} run reads rows of features",
+                    run.config.model
+                )));
+            };
+            let layers = model.conv_layers();
+            let layer = match layer {
+                Some(l) => l.clone(),
+                None => layers.last().cloned().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the {} model has no convolutional layers for Grad-CAM",
+                        run.config.model
+                    ))
+                })?,
+            };
+            let (head, tail) = model
+                .split_at(&layer)
+                .map_err(|e| Error::Usage(format!("{}: {e}", run.config.model)))?;
+            let standardise = standardiser(&run.preprocess, &run.device);
+            let from_raw = |r: Tensor<2>| head(standardise(r));
+            let cam = grad_cam(&from_raw, &tail, x, &target, true)?;
+            // Half-pixel centres, as Captum's LayerAttribution.interpolate (PyTorch's default).
+            let up = to_vec(interpolate(
+                cam,
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size([shape[1], shape[2]]),
+            ));
+            // One map for every channel of the image.
+            (0..shape[0]).flat_map(|_| up.iter().copied()).collect()
         }
+        ExplainMethod::Saliency => to_vec(saliency(&forward, x, &target)?),
+        ExplainMethod::SmoothGrad { samples, sigma } => to_vec(smoothgrad(
+            &forward,
+            x,
+            &target,
+            *samples,
+            sigma * range,
+            0,
+        )?),
         ExplainMethod::IntegratedGradients { steps } => {
             let baseline = match (&run.preprocess.image_shape, &run.preprocess.standardizer) {
                 (Some(_), _) | (None, None) => vec![lo.min(0.0); d],
                 (None, Some(s)) => s.mean.clone(),
             };
             let baseline = Tensor::<2>::from_data(TensorData::new(baseline, [1, d]), &run.device);
-            let ig = integrated_gradients(&forward, x, baseline, &target, steps)?;
+            let ig = integrated_gradients(&forward, x, baseline, &target, *steps)?;
             completeness = Some(ig.relative_error());
             to_vec(ig.attributions)
         }

@@ -232,6 +232,47 @@ where
     })
 }
 
+/// Grad-CAM (Selvaraju et al. 2017) of `forward(x)[target]` at a convolutional layer, the
+/// model given in two parts: `head` maps the inputs (`[n, d]`) to the layer's activations `A`
+/// (`[n, c, h, w]`), `tail` maps those to the outputs. Each channel's weight is its gradient's
+/// spatial mean, `alpha_c = mean_hw d out / d A_c`; the map is `sum_c alpha_c A_c`, through a
+/// ReLU when `relu` (the paper's choice), `[n, 1, h, w]` at the layer's resolution: Captum's
+/// `LayerGradCam(model, layer).attribute(x, target, relu_attributions=relu)`.
+///
+/// # Errors
+/// As [`saliency`].
+pub fn grad_cam<H, T>(
+    head: &H,
+    tail: &T,
+    x: Tensor<2>,
+    target: &[usize],
+    relu: bool,
+) -> Result<Tensor<4>>
+where
+    H: Fn(Tensor<2>) -> Tensor<4>,
+    T: Fn(Tensor<4>) -> Tensor<2>,
+{
+    let activations = head(x.inner()).inner();
+    let [n, c, h, w] = activations.dims();
+    let grad = target_gradient4(tail, activations.clone(), target)?;
+    let alpha = grad
+        .reshape([n, c, h * w])
+        .mean_dim(2)
+        .reshape([n, c, 1, 1]);
+    let map = (activations * alpha.expand([n, c, h, w])).sum_dim(1);
+    Ok(if relu { map.clamp_min(0.0) } else { map })
+}
+
+/// [`target_gradient`] for a model of `[n, c, h, w]` inputs.
+fn target_gradient4<T>(tail: &T, a: Tensor<4>, target: &[usize]) -> Result<Tensor<4>>
+where
+    T: Fn(Tensor<4>) -> Tensor<2>,
+{
+    let [n, c, h, w] = a.dims();
+    let flat = |t: Tensor<2>| tail(t.reshape([n, c, h, w]));
+    Ok(target_gradient(&flat, a.reshape([n, c * h * w]), target)?.reshape([n, c, h, w]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +348,29 @@ mod tests {
         let a = smoothgrad(&f, x.clone(), &[0], 20, 0.3, 7).unwrap();
         let b = smoothgrad(&f, x.clone(), &[0], 20, 0.3, 7).unwrap();
         assert_eq!(to_vec(a), to_vec(b), "seeded");
+    }
+
+    /// With a tail that sums each channel's activations times `v_c` for output 0, the
+    /// gradient is `v_c` everywhere: the map is `sum_c v_c A_c`.
+    #[test]
+    fn grad_cam_of_a_linear_tail() {
+        let device = Device::flex();
+        let head = |x: Tensor<2>| x.reshape([1, 2, 2, 2]);
+        let v = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0], [1, 2]), &device);
+        let tail = move |a: Tensor<4>| {
+            let [n, c, _, _] = a.dims();
+            let per = a.sum_dim(3).sum_dim(2).reshape([n, c]);
+            let y0 = (per.clone() * v.clone().expand([n, c])).sum_dim(1);
+            Tensor::cat(vec![y0, per.narrow(1, 0, 1)], 1)
+        };
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 0.5, 0.5, 3.0, 0.0], [1, 8]),
+            &device,
+        );
+        let raw = to_vec(grad_cam(&head, &tail, x.clone(), &[0], false).unwrap());
+        assert_eq!(raw, vec![0.0, 1.0, -3.0, 4.0]);
+        let map = to_vec(grad_cam(&head, &tail, x, &[0], true).unwrap());
+        assert_eq!(map, vec![0.0, 1.0, 0.0, 4.0]);
     }
 
     #[test]

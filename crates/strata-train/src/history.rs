@@ -27,10 +27,16 @@ pub struct EpochRecord {
     /// ([`fit_players`](crate::fit_players)); empty in a run of one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub losses: Vec<(String, f64)>,
+    /// Figures of the model in evaluation mode that the objective tracks besides its metric,
+    /// by name ([`Objective::tracked`](crate::Objective::tracked): an adversarially trained
+    /// model's robust validation accuracy); empty for most runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracked: Vec<(String, f64)>,
 }
 
-/// Writes `history.csv` with a header naming the metric, and a `loss_NAME` column per player
-/// of a run of several ([`EpochRecord::losses`]).
+/// Writes `history.csv` with a header naming the metric, a `loss_NAME` column per player
+/// of a run of several ([`EpochRecord::losses`]), and a `valid_NAME` column per tracked figure
+/// ([`EpochRecord::tracked`]).
 ///
 /// # Errors
 /// I/O errors.
@@ -42,6 +48,13 @@ pub fn write_csv(path: &Path, metric: &str, records: &[EpochRecord]) -> Result<(
         .unwrap_or_default();
     for name in &players {
         let _ = write!(s, ",loss_{name}");
+    }
+    let tracked: Vec<&str> = records
+        .first()
+        .map(|r| r.tracked.iter().map(|(n, _)| n.as_str()).collect())
+        .unwrap_or_default();
+    for name in &tracked {
+        let _ = write!(s, ",valid_{name}");
     }
     s.push('\n');
     for r in records {
@@ -58,13 +71,22 @@ pub fn write_csv(path: &Path, metric: &str, records: &[EpochRecord]) -> Result<(
                 .map_or(f64::NAN, |l| l.1);
             let _ = write!(s, ",{v:.6}");
         }
+        for name in &tracked {
+            let v = r
+                .tracked
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(f64::NAN, |t| t.1);
+            let _ = write!(s, ",{v:.6}");
+        }
         s.push('\n');
     }
     write_atomic(path, s.as_bytes())
 }
 
 /// Draws the training and validation loss (left; each player's training loss in a run of
-/// several) and the validation metric (right) against the epoch, as a self-contained SVG file.
+/// several) and the validation metric with any tracked figures (right) against the epoch, as a
+/// self-contained SVG file.
 ///
 /// # Errors
 /// I/O errors.
@@ -115,13 +137,26 @@ pub fn write_curves_svg(
     lines.push(("validation loss", "#ff7f0e", &valid));
     panel(&mut s, (60.0, 60.0, 370.0, 270.0), "loss", &epochs, &lines);
     let label = format!("validation {metric}");
-    panel(
-        &mut s,
-        (510.0, 60.0, 370.0, 270.0),
-        metric,
-        &epochs,
-        &[(&label, "#2ca02c", &metric_v)],
-    );
+    let tracked: Vec<(String, Vec<f64>)> = records
+        .first()
+        .map(|r| {
+            (0..r.tracked.len())
+                .map(|t| {
+                    let name = format!("validation {}", r.tracked[t].0.replace('_', " "));
+                    let v = records
+                        .iter()
+                        .map(|e| e.tracked.get(t).map_or(f64::NAN, |x| x.1))
+                        .collect();
+                    (name, v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut right: Vec<(&str, &str, &Vec<f64>)> = vec![(&label, "#2ca02c", &metric_v)];
+    for (i, (name, v)) in tracked.iter().enumerate() {
+        right.push((name, MORE[i % MORE.len()], v));
+    }
+    panel(&mut s, (510.0, 60.0, 370.0, 270.0), metric, &epochs, &right);
     s.push_str("</svg>\n");
     write_atomic(path, s.as_bytes())
 }
@@ -263,6 +298,7 @@ mod tests {
                 lr: 1e-3,
                 seconds: 0.5,
                 losses: Vec::new(),
+                tracked: Vec::new(),
             })
             .collect()
     }
@@ -288,6 +324,33 @@ mod tests {
         let text = std::fs::read_to_string(&svg).unwrap();
         assert_eq!(text.matches("<polyline").count(), 4);
         assert!(text.contains("generator loss"));
+    }
+
+    #[test]
+    fn tracked_figures_get_a_column_and_a_curve_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = records();
+        for r in &mut records {
+            r.tracked = vec![("robust_acc".into(), 0.25 * r.epoch as f64)];
+        }
+        let p = dir.path().join("history.csv");
+        write_csv(&p, "accuracy", &records).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "epoch,train_loss,valid_loss,valid_accuracy,lr,seconds,valid_robust_acc"
+        );
+        assert!(lines[2].ends_with(",0.500000"), "{}", lines[2]);
+        let svg = dir.path().join("curves.svg");
+        write_curves_svg(&svg, "cnn", "accuracy", &records).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert_eq!(text.matches("<polyline").count(), 4);
+        assert!(text.contains("validation robust acc"));
+        // A checkpoint's history from before tracking reads back with none.
+        let old = r#"{"epoch":1,"train_loss":1.0,"valid_loss":1.0,"valid_metric":0.5,"lr":0.1,"seconds":1.0}"#;
+        let r: EpochRecord = serde_json::from_str(old).unwrap();
+        assert!(r.tracked.is_empty() && r.losses.is_empty());
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
 pub use config::{EarlyStopping, FitConfig, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
-pub use explain::{Integrated, gauss_legendre, integrated_gradients, saliency, smoothgrad};
+pub use explain::{
+    Integrated, gauss_legendre, grad_cam, integrated_gradients, saliency, smoothgrad,
+};
 pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use objective::{Objective, Run};
 pub use players::{Players, fit_players};
@@ -82,7 +84,7 @@ pub use runner::{FitOutcome, fit_objective};
 pub use strata_data::{Augment, Dataset};
 pub use strata_loss::{Loss, LossConfig};
 pub use strata_optim::{OptimizerConfig, ScheduleConfig};
-pub use supervised::{Fit, fit, fit_with_loss};
+pub use supervised::{Fit, fit, fit_tracked, fit_with_loss};
 pub use tbptt::{EVAL_CHUNK, EVAL_STREAMS, Tbptt, evaluate_tokens, fit_tbptt};
 pub use transfer::{FineTune, Layout, LoadReport, Pretrained, Skipped, load_pretrained};
 

@@ -41,6 +41,17 @@ pub trait Objective<M> {
     /// When they cannot be computed.
     fn validate(&self, model: &M) -> Result<(f64, f64)>;
 
+    /// Figures of `model` (in evaluation mode) tracked after each epoch's validation besides
+    /// the metric, by name: they join the epoch's [`EpochRecord::tracked`](crate::EpochRecord)
+    /// (a `valid_NAME` column of the history, the progress line) but no early stopping or
+    /// checkpoint choice. None by default.
+    ///
+    /// # Errors
+    /// When they cannot be computed.
+    fn tracked(&self, _model: &M) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+
     /// Called before each epoch's first batch with the epoch's 0-based index (objectives that
     /// draw random numbers per batch seed them from it, so a resumed run repeats).
     fn begin_epoch(&self, _epoch: usize) {}

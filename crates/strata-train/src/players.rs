@@ -142,6 +142,15 @@ pub trait Players<M> {
     /// When they cannot be computed.
     fn validate(&self, model: &M) -> Result<(f64, f64)>;
 
+    /// Figures tracked after validation besides the metric ([`Objective::tracked`]); none by
+    /// default.
+    ///
+    /// # Errors
+    /// When they cannot be computed.
+    fn tracked(&self, _model: &M) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+
     /// Warnings about the epoch just validated (a GAN's collapsing sample diversity), shown
     /// even when the progress is not.
     fn warnings(&self) -> Vec<String> {
@@ -179,6 +188,9 @@ impl<M, O: Objective<M> + ?Sized> Players<M> for Single<'_, O> {
     }
     fn validate(&self, model: &M) -> Result<(f64, f64)> {
         self.0.validate(model)
+    }
+    fn tracked(&self, model: &M) -> Result<Vec<(String, f64)>> {
+        self.0.tracked(model)
     }
     fn metric_name(&self) -> &str {
         self.0.metric_name()
@@ -292,7 +304,10 @@ where
             }
         }
 
-        let (valid_loss, metric) = players.validate(&model.valid())?;
+        let evaluated = model.valid();
+        let (valid_loss, metric) = players.validate(&evaluated)?;
+        let tracked = players.tracked(&evaluated)?;
+        drop(evaluated);
         for w in players.warnings() {
             progress.warning(&w);
         }
@@ -307,6 +322,7 @@ where
             lr: lrs[0],
             seconds,
             losses: if several { losses } else { Vec::new() },
+            tracked,
         };
         end_epoch(
             &mut state,

@@ -19,7 +19,7 @@
 //!     }
 //! }
 //! let tally = Tally::default();
-//! let record = EpochRecord { epoch: 1, train_loss: 0.9, valid_loss: 0.7, valid_metric: 0.8, lr: 0.01, seconds: 1.0, losses: vec![] };
+//! let record = EpochRecord { epoch: 1, train_loss: 0.9, valid_loss: 0.7, valid_metric: 0.8, lr: 0.01, seconds: 1.0, losses: vec![], tracked: vec![] };
 //! tally.epoch_done(&record, 10, "acc", true);
 //! assert_eq!((tally.epochs.get(), tally.best.get()), (1, 0.7));
 //! ```
@@ -120,14 +120,20 @@ impl Progress for Console {
         } else {
             players_line(&record.losses)
         };
+        let tracked: String = record
+            .tracked
+            .iter()
+            .map(|(name, v)| format!("  valid {} {v:.4}", name.replace('_', " ")))
+            .collect();
         eprintln!(
-            "epoch {:>3}/{}  {}  valid loss {:.4}  valid {} {:.4}  lr {:.2e}  {:.1}s{}",
+            "epoch {:>3}/{}  {}  valid loss {:.4}  valid {} {:.4}{}  lr {:.2e}  {:.1}s{}",
             record.epoch,
             epochs,
             train,
             record.valid_loss,
             metric,
             record.valid_metric,
+            tracked,
             record.lr,
             record.seconds,
             if best { "  *" } else { "" }

@@ -34,6 +34,9 @@ pub struct Fit<'a, F> {
 /// [`fit_with_loss`]).
 type TrainLoss<'a, M> = &'a dyn Fn(&M, Tensor<2>, &TargetBatch) -> Result<Tensor<1>>;
 
+/// Figures of the model in evaluation mode tracked after each epoch (see [`fit_tracked`]).
+type Track<'a, M> = &'a dyn Fn(&M) -> Result<Vec<(String, f64)>>;
+
 /// Supervised learning on rows of a [`Dataset`]: the objective behind [`fit`].
 struct Supervised<'a, M, F> {
     train: &'a Dataset,
@@ -42,6 +45,8 @@ struct Supervised<'a, M, F> {
     loss: &'a dyn Loss,
     /// In place of `loss(forward(inputs))` on training batches.
     train_loss: Option<TrainLoss<'a, M>>,
+    /// Figures tracked after each epoch's validation.
+    track: Option<Track<'a, M>>,
     batcher: Batcher,
     plain: Device,
     sampler: Option<BalancedSampler>,
@@ -128,6 +133,10 @@ where
         Ok((ev.loss, ev.report.headline()))
     }
 
+    fn tracked(&self, model: &M) -> Result<Vec<(String, f64)>> {
+        self.track.map_or(Ok(Vec::new()), |t| t(model))
+    }
+
     fn metric_name(&self) -> &str {
         if self.train.task() == Task::Regression {
             "rmse"
@@ -159,7 +168,7 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
-    fit_inner(model, train, valid, f, None)
+    fit_inner(model, train, valid, f, None, None)
 }
 
 /// [`fit`] with a training loss of the model's own: `train_loss(model, inputs, targets)`
@@ -183,12 +192,37 @@ where
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
     L: Fn(&M, Tensor<2>, &TargetBatch) -> Result<Tensor<1>>,
 {
+    fit_tracked(model, train, valid, f, train_loss, |_: &M| Ok(Vec::new()))
+}
+
+/// [`fit_with_loss`], and after each epoch's validation the named figures of
+/// `track(model in evaluation mode)` join the epoch's record
+/// ([`EpochRecord::tracked`](crate::EpochRecord): a `valid_NAME` column of `history.csv` and
+/// the progress line); they do not steer early stopping. `strata train --adversarial` tracks
+/// the robust validation accuracy under its attack so.
+///
+/// # Errors
+/// As [`fit_with_loss`], and `track`'s errors.
+pub fn fit_tracked<M, F, L, T>(
+    model: M,
+    train: &Dataset,
+    valid: &Dataset,
+    f: &Fit<'_, F>,
+    train_loss: L,
+    track: T,
+) -> Result<FitOutcome<M>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+    L: Fn(&M, Tensor<2>, &TargetBatch) -> Result<Tensor<1>>,
+    T: Fn(&M) -> Result<Vec<(String, f64)>>,
+{
     if f.augment.is_some_and(|a| a.mixup.is_some()) {
         return Err(Error::Invalid(
             "mixup mixes two batches' targets, which a loss of the model's own cannot see".into(),
         ));
     }
-    fit_inner(model, train, valid, f, Some(&train_loss))
+    fit_inner(model, train, valid, f, Some(&train_loss), Some(&track))
 }
 
 fn fit_inner<M, F>(
@@ -197,6 +231,7 @@ fn fit_inner<M, F>(
     valid: &Dataset,
     f: &Fit<'_, F>,
     train_loss: Option<TrainLoss<'_, M>>,
+    track: Option<Track<'_, M>>,
 ) -> Result<FitOutcome<M>>
 where
     M: Module,
@@ -225,6 +260,7 @@ where
         forward: &f.forward,
         loss: f.loss,
         train_loss,
+        track,
         batcher: Batcher::new(run.device.clone()),
         plain: run.device.clone().without_autodiff(),
         sampler,
@@ -305,6 +341,35 @@ mod tests {
         assert_eq!(to_vec(out.model.output.weight.val()), before);
         // Validation is still fit's: the loss of the outputs, and an accuracy.
         assert!(out.history[0].valid_loss > 0.0);
+
+        // Tracked figures, of the model in evaluation mode, join each epoch's record.
+        let model: Mlp = MlpConfig::new(2, 2).init(&device).unwrap();
+        let out = fit_tracked(
+            model,
+            &data,
+            &data,
+            &fit,
+            |m: &Mlp, x, _: &TargetBatch| Ok(m.forward(x).sum() * 0.0),
+            |m: &Mlp| {
+                assert!(!m.output.weight.val().device().is_autodiff());
+                Ok(vec![("answer".to_string(), 42.0)])
+            },
+        )
+        .unwrap();
+        assert_eq!(out.history.len(), 2);
+        for r in &out.history {
+            assert_eq!(r.tracked, vec![("answer".to_string(), 42.0)]);
+        }
+        let model: Mlp = MlpConfig::new(2, 2).init(&device).unwrap();
+        assert!(
+            fit_with_loss(model, &data, &data, &fit, |m: &Mlp, x, _: &TargetBatch| Ok(
+                m.forward(x).sum() * 0.0
+            ),)
+            .unwrap()
+            .history
+            .iter()
+            .all(|r| r.tracked.is_empty())
+        );
 
         let mixup = strata_data::Augment::parse("mixup:0.2").unwrap();
         let fit = Fit {

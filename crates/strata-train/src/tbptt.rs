@@ -189,6 +189,7 @@ where
             lr,
             seconds: started.elapsed().as_secs_f64(),
             losses: Vec::new(),
+            tracked: Vec::new(),
         };
         end_epoch(
             &mut state,

@@ -10,7 +10,17 @@ use crate::args::ExplainArgs;
 /// An unknown method or class, a directory that is not a finished classifier run, an
 /// unreadable input, a row out of range.
 pub fn run(args: &ExplainArgs) -> Result<()> {
-    let method = ExplainMethod::parse(&args.method)?;
+    let method = match (ExplainMethod::parse(&args.method)?, &args.layer) {
+        (ExplainMethod::GradCam { .. }, layer) => ExplainMethod::GradCam {
+            layer: layer.clone(),
+        },
+        (_, Some(_)) => {
+            return Err(Error::Usage(
+                "--layer chooses Grad-CAM's layer: give --method gradcam".into(),
+            ));
+        }
+        (m, None) => m,
+    };
     let class = match &args.class {
         None => None,
         Some(c) => Some(class_index(args, c)?),

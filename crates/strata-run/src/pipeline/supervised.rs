@@ -12,10 +12,12 @@ use strata_data::{Dataset, Source, Task, balanced_class_weights, stratified_kfol
 use strata_loss::LossConfig;
 use strata_tensor::{TargetBatch, seed_device};
 use strata_train::{
-    Evaluation, Fit, FitOutcome, LoadReport, Report, evaluate, fit, fit_with_loss, write_atomic,
+    Evaluation, Fit, FitOutcome, LoadReport, Report, evaluate, fit, fit_tracked, fit_with_loss,
+    write_atomic,
 };
 
 use super::{Context, RunResult};
+use crate::attack::{input_bounds, raw_units, standardised_model};
 use crate::config::RunConfig;
 use crate::data::{Prepared, n_outputs, prepare, split_source};
 use crate::error::{Error, Result};
@@ -129,7 +131,8 @@ pub(crate) fn fit_rows(
             )));
         }
         let adversarial = adversarial_loss(attack, prepared, loss.as_ref())?;
-        return Ok(fit_with_loss(model, train, valid, &f, &adversarial)?);
+        let track = robust_validation(attack, prepared, &f.run.device.clone().without_autodiff())?;
+        return Ok(fit_tracked(model, train, valid, &f, &adversarial, &track)?);
     }
     Ok(match train_loss {
         Some(l) => fit_with_loss(model, train, valid, &f, l)?,
@@ -159,13 +162,7 @@ fn adversarial_loss<'a>(
         Some(s) => (s.mean.clone(), s.scale.clone()),
         None => (vec![0.0; d], vec![1.0; d]),
     };
-    let mut raw = train.clone();
-    for row in raw.features.chunks_mut(d) {
-        for ((v, m), s) in row.iter_mut().zip(&mean).zip(&scale) {
-            *v = *v * s + m;
-        }
-    }
-    let bounds = crate::attack::input_bounds(&raw);
+    let bounds = input_bounds(&raw_units(train, &prepared.preprocess)?);
     let batch_counter = std::cell::Cell::new(0u64);
     Ok(move |m: &Network, x: Tensor<2>, targets: &TargetBatch| {
         let TargetBatch::Classes(labels) = targets else {
@@ -198,6 +195,38 @@ fn adversarial_loss<'a>(
         let adv = strata_train::perturb(&forward, raw, &labels, None, &seeded, &bounds)?;
         let standardised = ((adv - mean_t.clone()) / scale_t.clone()).autodiff();
         Ok(loss.forward(m.forward_flat(standardised), targets)?)
+    })
+}
+
+/// Named figures of a model ([`strata_train::EpochRecord::tracked`]).
+type Figures = Vec<(String, f64)>;
+
+/// Validation rows whose robust accuracy adversarial training tracks each epoch: the first
+/// (at most) this many, the same every epoch.
+const TRACKED_ROWS: usize = 1000;
+
+/// What adversarial training tracks after each epoch: `robust_acc`, the accuracy of the model
+/// (in evaluation mode) on the first [`TRACKED_ROWS`] validation rows under the training
+/// attack (its seed unchanged, so every epoch meets the same random starts), clipped to the
+/// training data's range as in training.
+///
+/// # Errors
+/// Data of another width than the standardisation's.
+fn robust_validation<'a>(
+    attack: &'a strata_train::Attack,
+    prepared: &'a Prepared,
+    plain: &Device,
+) -> Result<impl Fn(&Network) -> strata_train::Result<Figures> + 'a> {
+    let pre = &prepared.preprocess;
+    let bounds = input_bounds(&raw_units(&prepared.train, pre)?);
+    let rows: Vec<usize> = (0..prepared.valid.len().min(TRACKED_ROWS)).collect();
+    let sample = raw_units(&prepared.valid.subset(&rows), pre)?;
+    let plain = plain.clone();
+    Ok(move |m: &Network| {
+        let forward = standardised_model(m, pre, &plain);
+        let r =
+            strata_train::robust_accuracy(&forward, &sample, None, attack, &bounds, 256, &plain)?;
+        Ok(vec![("robust_acc".to_string(), r.robust_accuracy)])
     })
 }
 
