@@ -10,7 +10,8 @@
 //!   `LayerGradCam(cnn, cnn.relu2).attribute(images, target=t, relu_attributions=r)` on a
 //!   small CNN (two 3x3 convolutions with ReLUs, a linear layer) within 1e-6, with and
 //!   without the ReLU, and on `gen_resnet.py`'s CIFAR-stem ResNet at `layer1` and `layer2`
-//!   (Strata's `ResNet::forward_to` and `forward_from`).
+//!   (Strata's `ResNet::forward_to` and `forward_from`); attention rollout against a PyTorch
+//!   reference (vit-explain's formula) on random attention weights, within 1e-6.
 
 use burn::backend::ops::ConvOptions;
 use burn::module::Module;
@@ -19,8 +20,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 use strata::train::{
-    Attack, AttackMethod, Bounds, Norm, grad_cam, integrated_gradients, perturb, perturb_from,
-    predicted_classes, saliency,
+    Attack, AttackMethod, Bounds, Norm, attention_rollout, grad_cam, integrated_gradients, perturb,
+    perturb_from, predicted_classes, saliency,
 };
 use strata_tests::{
     assert_close, close_to_json, fixture_json, flat, json_tensor, json_to_tensor, pytorch_resnet,
@@ -165,4 +166,20 @@ fn grad_cam_of_a_resnet_matches_captum() {
         // The maps reach about 0.006 (layer1) and 0.02 (layer2): 1e-6 is below a thousandth.
         close_to_json(layer, flat(cam), &e["resnet_gradcam"][layer], 1e-6);
     }
+}
+
+#[test]
+fn attention_rollout_matches_a_pytorch_reference() {
+    let e = fixture_json("explain");
+    let d = Device::flex();
+    let layers: Vec<Tensor<4>> = e["attentions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| json_to_tensor::<4>(a, &d))
+        .collect();
+    assert_eq!(layers.len(), 3);
+    let r = attention_rollout(&layers).unwrap();
+    assert_eq!(r.dims(), [2, 5, 5]);
+    close_to_json("rollout", flat(r), &e["rollout"], 1e-6);
 }

@@ -355,7 +355,8 @@ pub struct ExplainArgs {
     /// The class to explain, by name or index [default: the predicted one].
     #[arg(long)]
     pub class: Option<String>,
-    /// saliency, smoothgrad, ig (integrated gradients, with its completeness check) or gradcam.
+    /// saliency, smoothgrad, ig (integrated gradients, with its completeness check), gradcam or
+    /// rollout (a ViT's attention rollout, the same for every class).
     #[arg(long, default_value = "saliency")]
     pub method: String,
     /// Grad-CAM's convolutional layer, e.g. features.1 (CNN), layer3 (ResNet), features.28

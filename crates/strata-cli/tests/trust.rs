@@ -340,6 +340,48 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
         std::fs::remove_file(&png).unwrap();
     }
 
+    // A ViT's attention rollout, the same for every class; refused for the CNN.
+    let vit = dir.path().join("vit");
+    let o = strata(&[
+        "train",
+        "--model",
+        "vit",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        vit.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = dir.path().join("rollout.png");
+    let o = strata(&[
+        "explain",
+        "--run",
+        vit.to_str().unwrap(),
+        "--input",
+        i,
+        "--method",
+        "rollout",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_png(&png));
+    assert!(
+        stdout(&o).contains("attention rollout, the same for every class"),
+        "{}",
+        stdout(&o)
+    );
+    let o = png.to_str().unwrap();
+    assert_clean_failure(
+        &[
+            "explain", "--run", r, "--input", i, "--method", "rollout", "--out", o,
+        ],
+        "explains a ViT",
+    );
+
     // A class by name.
     let png = dir.path().join("class.png");
     let o = strata(&[
@@ -410,7 +452,7 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
         &[
             "explain", "--run", r, "--input", i, "--method", "lime", "--out", o,
         ],
-        "saliency, smoothgrad, ig or gradcam",
+        "saliency, smoothgrad, ig, gradcam or rollout",
     );
     assert_clean_failure(
         &[

@@ -1,7 +1,7 @@
 //! Explanations of a finished classifier run's prediction for one input row ([`explain`]):
 //! gradient saliency, SmoothGrad or integrated gradients of the chosen class's output with
-//! respect to the raw features, or Grad-CAM at a convolutional layer (upsampled to the
-//! image), as a heat map over the image (PNG) or, for rows of a table, a CSV of each column's
+//! respect to the raw features, Grad-CAM at a convolutional layer or a ViT's attention
+//! rollout (upsampled to the image), as a heat map over the image (PNG) or, for rows of a table, a CSV of each column's
 //! attribution and a bar chart. What `strata explain` runs.
 
 use std::fmt::Write as _;
@@ -12,9 +12,12 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
+use strata_arch::{Network, TokenInput};
 use strata_data::Encoding;
 use strata_tensor::convert::to_vec;
-use strata_train::{grad_cam, integrated_gradients, predicted_classes, saliency, smoothgrad};
+use strata_train::{
+    attention_rollout, grad_cam, integrated_gradients, predicted_classes, saliency, smoothgrad,
+};
 
 use crate::attack::{standardised_model, standardiser};
 use crate::error::{Error, Result};
@@ -45,12 +48,15 @@ pub enum ExplainMethod {
         /// The layer, one of the network's `conv_layers()`.
         layer: Option<String>,
     },
+    /// Attention rollout of a ViT: the class token's rolled-out attention over the patches,
+    /// upsampled bilinearly to the image. The same for every class.
+    Rollout,
 }
 
 impl ExplainMethod {
-    /// Reads `saliency`, `smoothgrad`, `ig` or `gradcam`, with their defaults (SmoothGrad: 50
-    /// samples, noise 0.15 of the range; integrated gradients: 50 steps; Grad-CAM: the last
-    /// convolutional layer).
+    /// Reads `saliency`, `smoothgrad`, `ig`, `gradcam` or `rollout`, with their defaults
+    /// (SmoothGrad: 50 samples, noise 0.15 of the range; integrated gradients: 50 steps;
+    /// Grad-CAM: the last convolutional layer).
     ///
     /// # Errors
     /// Another name.
@@ -63,9 +69,10 @@ impl ExplainMethod {
             },
             "ig" | "integrated-gradients" => Self::IntegratedGradients { steps: 50 },
             "gradcam" | "grad-cam" => Self::GradCam { layer: None },
+            "rollout" => Self::Rollout,
             other => {
                 return Err(Error::Usage(format!(
-                    "--method must be saliency, smoothgrad, ig or gradcam, got `{other}` (rollout is not built yet)"
+                    "--method must be saliency, smoothgrad, ig, gradcam or rollout, got `{other}`"
                 )));
             }
         })
@@ -77,6 +84,7 @@ impl ExplainMethod {
             Self::SmoothGrad { .. } => "smoothgrad",
             Self::IntegratedGradients { .. } => "integrated gradients",
             Self::GradCam { .. } => "Grad-CAM",
+            Self::Rollout => "attention rollout",
         }
     }
 }
@@ -206,16 +214,28 @@ pub fn explain(
                 .map_err(|e| Error::Usage(format!("{}: {e}", run.config.model)))?;
             let standardise = standardiser(&run.preprocess, &run.device);
             let from_raw = |r: Tensor<2>| head(standardise(r));
-            let cam = grad_cam(&from_raw, &tail, x, &target, true)?;
-            // Half-pixel centres, as Captum's LayerAttribution.interpolate (PyTorch's default).
-            let up = to_vec(interpolate(
-                cam,
-                InterpolateOptions::new(InterpolateMode::Bilinear)
-                    .with_align_corners(false)
-                    .with_output_size([shape[1], shape[2]]),
-            ));
-            // One map for every channel of the image.
-            (0..shape[0]).flat_map(|_| up.iter().copied()).collect()
+            upsampled(grad_cam(&from_raw, &tail, x, &target, true)?, shape)
+        }
+        ExplainMethod::Rollout => {
+            let (Network::Transformer(vit), Some(shape)) = (&model, run.preprocess.image_shape)
+            else {
+                return Err(Error::Usage(format!(
+                    "attention rollout explains a ViT (a transformer on images); this is a {} run",
+                    run.config.model
+                )));
+            };
+            let TokenInput::Patches { patch_size, .. } = vit.input else {
+                return Err(Error::Usage(format!(
+                    "attention rollout explains a ViT; this {} run does not cut images into patches",
+                    run.config.model
+                )));
+            };
+            let (gh, gw) = (shape[1] / patch_size, shape[2] / patch_size);
+            let standardise = standardiser(&run.preprocess, &run.device);
+            let rolled = attention_rollout(&vit.attention_weights(standardise(x)))?;
+            // The class token's row, over the patches (token 0 is the class token itself).
+            let cls = rolled.narrow(1, 0, 1).narrow(2, 1, gh * gw);
+            upsampled(cls.reshape([1, 1, gh, gw]), shape)
         }
         ExplainMethod::Saliency => to_vec(saliency(&forward, x, &target)?),
         ExplainMethod::SmoothGrad { samples, sigma } => to_vec(smoothgrad(
@@ -251,7 +271,13 @@ pub fn explain(
     }
     match run.preprocess.image_shape {
         Some(shape) => {
-            save_png(&heat_map(&x_row, &attributions, shape)?, out)?;
+            // Maps of where a layer looks (Grad-CAM, rollout) rarely reach zero: stretched
+            // from their least value, as pytorch-grad-cam shows them.
+            let stretch = matches!(
+                method,
+                ExplainMethod::GradCam { .. } | ExplainMethod::Rollout
+            );
+            save_png(&heat_map(&x_row, &attributions, shape, stretch)?, out)?;
             written.push(out.to_path_buf());
         }
         None => {
@@ -280,11 +306,14 @@ pub fn explain(
             100.0 * e
         )
     });
+    let of_class = match method {
+        ExplainMethod::Rollout => ", the same for every class".to_string(),
+        _ => format!(" of class {}", names.get(class).map_or("?", String::as_str)),
+    };
     let summary = format!(
-        "row {row} of {}: {} of class {} (predicted {}){check}",
+        "row {row} of {}: {}{of_class} (predicted {}){check}",
         input.display(),
         method.name(),
-        names.get(class).map_or("?", String::as_str),
         names.get(predicted).map_or("?", String::as_str),
     );
     Ok(Explained {
@@ -295,6 +324,19 @@ pub fn explain(
         metrics,
         written,
     })
+}
+
+/// A `[1, 1, h, w]` map resized to an image of `shape` (`[c, h, w]`) by bilinear interpolation
+/// with half-pixel centres (Captum's `LayerAttribution.interpolate`, PyTorch's default), the
+/// same map for every channel.
+fn upsampled(map: Tensor<4>, shape: [usize; 3]) -> Vec<f32> {
+    let up = to_vec(interpolate(
+        map,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([shape[1], shape[2]]),
+    ));
+    (0..shape[0]).flat_map(|_| up.iter().copied()).collect()
 }
 
 /// Attributions summed per table column (one-hot `column=category` features added into their
@@ -313,8 +355,14 @@ fn per_column(names: &[String], attributions: &[f32]) -> Vec<(String, f32)> {
 }
 
 /// The image in grey with the attributions' magnitude (summed over channels, scaled to the
-/// largest) over it in red, beside the heat map alone; each pixel 8 screen pixels wide.
-fn heat_map(image: &[f32], attributions: &[f32], shape: [usize; 3]) -> Result<RgbImage> {
+/// largest, or from the least to the largest when `stretch`) over it in red, beside the heat
+/// map alone; each pixel 8 screen pixels wide.
+fn heat_map(
+    image: &[f32],
+    attributions: &[f32],
+    shape: [usize; 3],
+    stretch: bool,
+) -> Result<RgbImage> {
     let [c, h, w] = shape;
     let plane = h * w;
     if image.len() != c * plane || attributions.len() != c * plane || plane == 0 {
@@ -327,11 +375,12 @@ fn heat_map(image: &[f32], attributions: &[f32], shape: [usize; 3]) -> Result<Rg
     let heat: Vec<f32> = (0..plane)
         .map(|p| (0..c).map(|ch| attributions[ch * plane + p].abs()).sum())
         .collect();
-    let top = heat
-        .iter()
-        .copied()
-        .fold(0.0f32, f32::max)
-        .max(f32::MIN_POSITIVE);
+    let floor = if stretch {
+        heat.iter().copied().fold(f32::INFINITY, f32::min)
+    } else {
+        0.0
+    };
+    let top = (heat.iter().copied().fold(0.0f32, f32::max) - floor).max(f32::MIN_POSITIVE);
     let grey: Vec<f32> = (0..plane)
         .map(|p| (0..c).map(|ch| image[ch * plane + p]).sum::<f32>() / c as f32)
         .collect();
@@ -350,7 +399,7 @@ fn heat_map(image: &[f32], attributions: &[f32], shape: [usize; 3]) -> Result<Rg
         for x in 0..w * scale {
             let p = (y / scale) * w + x / scale;
             let g = (grey[p] - lo) / span * 0.6;
-            let t = heat[p] / top;
+            let t = (heat[p] - floor) / top;
             let blend =
                 |base: f32, over: f32| ((base * (1.0 - t) + over * t) * 255.0).round() as u8;
             let over = Rgb([blend(g, 1.0), blend(g, 0.1), blend(g, 0.0)]);

@@ -1,9 +1,11 @@
 //! Gradient explanations of any differentiable model's outputs, per input feature: gradient
 //! saliency (Simonyan et al. 2014), SmoothGrad (Smilkov et al. 2017) and integrated gradients
-//! (Sundararajan et al. 2017) with its completeness check. As Captum computes them, on the
+//! (Sundararajan et al. 2017) with its completeness check; per location of a convolutional
+//! layer, Grad-CAM (Selvaraju et al. 2017, [`grad_cam`]). As Captum computes them, on the
 //! same conventions: the explained output is the model's raw output (a logit) for a chosen
 //! class, saliency is the gradient's absolute value, integrated gradients integrate by
-//! Gauss-Legendre quadrature.
+//! Gauss-Legendre quadrature. And for transformers, attention rollout (Abnar & Zuidema 2020,
+//! [`attention_rollout`]) from the attention weights alone.
 //!
 //! As the attacks ([`crate::perturb`]), they take the model as a closure of the inputs to
 //! explain (put the standardisation inside it to explain raw features) and need no gradient
@@ -263,6 +265,45 @@ where
     Ok(if relu { map.clamp_min(0.0) } else { map })
 }
 
+/// Attention rollout (Abnar & Zuidema 2020) of a transformer's attention weights, one
+/// `[n, heads, t, t]` tensor per layer, first layer first: each layer's weights averaged over
+/// the heads, the residual path added as `0.5 A + 0.5 I` (rows still sum to 1), and the layers
+/// multiplied, `R = Â_L ... Â_1`. Row `i` of `R` (`[n, t, t]`) says how much of each input
+/// token reaches token `i` at the top; a ViT's class-token row (0) over the patches is its
+/// heat map. The same as jacobgil/vit-explain's `rollout` with mean head fusion and nothing
+/// discarded. Not specific to a class.
+///
+/// # Errors
+/// [`Error::Invalid`] for no layers, or layers of different shapes or non-square weights.
+pub fn attention_rollout(weights: &[Tensor<4>]) -> Result<Tensor<3>> {
+    let Some(first) = weights.first() else {
+        return Err(Error::Invalid(
+            "attention rollout needs at least one layer's weights".into(),
+        ));
+    };
+    let [n, _, t, t2] = first.dims();
+    if t != t2
+        || weights
+            .iter()
+            .any(|w| w.dims()[0] != n || w.dims()[2..] != [t, t])
+    {
+        return Err(Error::Invalid(format!(
+            "attention rollout needs square weights of one shape, got {:?}",
+            weights.iter().map(Tensor::dims).collect::<Vec<_>>()
+        )));
+    }
+    let eye = Tensor::<2>::eye(t, &first.device())
+        .unsqueeze_dim::<3>(0)
+        .expand([n, t, t]);
+    let fused = |w: &Tensor<4>| {
+        let [_, h, _, _] = w.dims();
+        w.clone().sum_dim(1).reshape([n, t, t]) * (0.5 / h as f64) + eye.clone() * 0.5
+    };
+    Ok(weights[1..]
+        .iter()
+        .fold(fused(first), |r, w| fused(w).matmul(r)))
+}
+
 /// [`target_gradient`] for a model of `[n, c, h, w]` inputs.
 fn target_gradient4<T>(tail: &T, a: Tensor<4>, target: &[usize]) -> Result<Tensor<4>>
 where
@@ -391,5 +432,81 @@ mod tests {
         assert!(integrated_gradients(&f, x.clone(), x.zeros_like(), &[0], 0).is_err());
         let wrong = Tensor::<2>::zeros([1, 3], &device);
         assert!(integrated_gradients(&f, x, wrong, &[0], 10).is_err());
+    }
+
+    fn weights(v: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    #[test]
+    fn rollout_of_uniform_attention_has_a_closed_form() {
+        // Two layers of uniform attention U (each entry 1/t), two heads: (U/2 + I/2)^2 =
+        // 3U/4 + I/4, as U^2 = U.
+        let device = Device::flex();
+        let t = 4;
+        let u = weights(vec![0.25; 2 * t * t], [1, 2, t, t], &device);
+        let r = to_vec(attention_rollout(&[u.clone(), u]).unwrap());
+        for i in 0..t {
+            for j in 0..t {
+                let want = 0.75 / t as f32 + if i == j { 0.25 } else { 0.0 };
+                assert!(
+                    (r[i * t + j] - want).abs() < 1e-6,
+                    "{i},{j}: {}",
+                    r[i * t + j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rollout_multiplies_later_layers_on_the_left() {
+        // One head; A1 sends everything to token 0, A2 to token 1. R = Â2 Â1, not Â1 Â2.
+        let device = Device::flex();
+        let a1 = weights(vec![1.0, 0.0, 1.0, 0.0], [1, 1, 2, 2], &device);
+        let a2 = weights(vec![0.0, 1.0, 0.0, 1.0], [1, 1, 2, 2], &device);
+        let r = to_vec(attention_rollout(&[a1, a2]).unwrap());
+        // Â1 = [[1, 0], [0.5, 0.5]], Â2 = [[0.5, 0.5], [0, 1]]; Â2 Â1 = [[0.75, 0.25], [0.5, 0.5]].
+        let want = [0.75, 0.25, 0.5, 0.5];
+        for (g, w) in r.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn rollout_refuses_no_layers_and_mixed_shapes() {
+        let device = Device::flex();
+        assert!(attention_rollout(&[]).is_err());
+        let a = Tensor::<4>::zeros([1, 2, 3, 3], &device);
+        let b = Tensor::<4>::zeros([1, 2, 4, 4], &device);
+        assert!(attention_rollout(&[a, b]).is_err());
+        assert!(attention_rollout(&[Tensor::<4>::zeros([1, 2, 3, 4], &device)]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Rolled-out attention of any softmax weights is a distribution per row.
+        #[test]
+        fn rollout_rows_are_distributions(
+            layers in 1usize..4,
+            heads in 1usize..3,
+            t in 1usize..6,
+            seed in 0u64..1000,
+        ) {
+            let device = Device::flex();
+            device.seed(seed);
+            let ws: Vec<Tensor<4>> = (0..layers)
+                .map(|_| {
+                    let scores = Tensor::<4>::random([2, heads, t, t], Distribution::Normal(0.0, 2.0), &device);
+                    burn::tensor::activation::softmax(scores, 3)
+                })
+                .collect();
+            let r = to_vec(attention_rollout(&ws).unwrap());
+            proptest::prop_assert_eq!(r.len(), 2 * t * t);
+            for row in r.chunks(t) {
+                proptest::prop_assert!(row.iter().all(|v| v.is_finite() && *v >= 0.0));
+                let sum: f32 = row.iter().sum();
+                proptest::prop_assert!((sum - 1.0).abs() < 1e-5, "{}", sum);
+            }
+        }
     }
 }

@@ -72,7 +72,8 @@ pub use config::{EarlyStopping, FitConfig, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
 pub use explain::{
-    Integrated, gauss_legendre, grad_cam, integrated_gradients, saliency, smoothgrad,
+    Integrated, attention_rollout, gauss_legendre, grad_cam, integrated_gradients, saliency,
+    smoothgrad,
 };
 pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use objective::{Objective, Run};
