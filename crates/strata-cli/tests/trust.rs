@@ -7,20 +7,30 @@ use common::{assert_clean_failure, json, stderr, stdout, strata};
 
 use std::path::Path;
 
-fn train_cnn(out: &Path) {
-    let o = strata(&[
-        "train",
-        "--model",
-        "cnn",
-        "--dataset",
-        "digits",
-        "--epochs",
-        "15",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+/// Trains `model` on `dataset` for `epochs` into `out`, quietly, with `extra` flags.
+fn train(model: &str, dataset: &str, epochs: &str, out: &Path, extra: &[&str]) {
+    let args = [
+        &[
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            dataset,
+            "--epochs",
+            epochs,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        extra,
+    ]
+    .concat();
+    let o = strata(&args);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn train_cnn(out: &Path) {
+    train("cnn", "digits", "15", out, &[]);
 }
 
 fn is_png(path: &Path) -> bool {
@@ -120,19 +130,7 @@ fn attacks_lower_a_digits_cnn_s_accuracy() {
 fn a_run_that_is_not_a_classifier_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("forecaster");
-    let o = strata(&[
-        "train",
-        "--model",
-        "mlp",
-        "--dataset",
-        "airline",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train("mlp", "airline", "2", &run, &[]);
     assert_clean_failure(
         &["attack", "--run", run.to_str().unwrap(), "--eps", "0.1"],
         "not a classifier",
@@ -147,28 +145,9 @@ fn a_run_that_is_not_a_classifier_is_refused() {
 fn adversarial_training_makes_a_digits_cnn_more_robust() {
     let dir = tempfile::tempdir().unwrap();
     let (plain, robust) = (dir.path().join("plain"), dir.path().join("robust"));
-    let train = |out: &Path, extra: &[&str]| {
-        let args = [
-            &[
-                "train",
-                "--model",
-                "cnn",
-                "--dataset",
-                "digits",
-                "--epochs",
-                "10",
-                "--quiet",
-                "--out",
-            ][..],
-            &[out.to_str().unwrap()],
-            extra,
-        ]
-        .concat();
-        let o = strata(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-    };
-    train(&plain, &[]);
-    train(&robust, &["--adversarial", "pgd:eps=0.1,steps=3"]);
+    let cnn = |out: &Path, extra: &[&str]| train("cnn", "digits", "10", out, extra);
+    cnn(&plain, &[]);
+    cnn(&robust, &["--adversarial", "pgd:eps=0.1,steps=3"]);
     let m = json(&robust.join("metrics.json"));
     let block = &m["adversarial"];
     assert_eq!(block["attack"]["method"], "pgd");
@@ -273,6 +252,24 @@ fn digit_rows(path: &Path, n: usize) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `strata explain --run RUN --input INPUT --out OUT` with `extra` flags.
+fn explain(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let args = [
+        &[
+            "explain",
+            "--run",
+            run.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        extra,
+    ]
+    .concat();
+    strata(&args)
+}
+
 /// The percentage in "... within X%" of `explain`'s summary.
 fn completeness(summary: &str) -> f64 {
     let tail = summary
@@ -293,19 +290,7 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
     let i = input.to_str().unwrap();
     for method in ["saliency", "smoothgrad", "ig"] {
         let png = dir.path().join(format!("{method}.png"));
-        let o = strata(&[
-            "explain",
-            "--run",
-            r,
-            "--input",
-            i,
-            "--row",
-            "2",
-            "--method",
-            method,
-            "--out",
-            png.to_str().unwrap(),
-        ]);
+        let o = explain(&run, &input, &png, &["--row", "2", "--method", method]);
         assert!(o.status.success(), "{method}: {}", stderr(&o));
         assert!(is_png(&png), "{method}");
         let text = stdout(&o);
@@ -319,21 +304,11 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
     // Grad-CAM at the last convolutional stage (the default) and at the first.
     for layer in [None, Some("features.0")] {
         let png = dir.path().join("gradcam.png");
-        let mut args = vec![
-            "explain",
-            "--run",
-            r,
-            "--input",
-            i,
-            "--method",
-            "gradcam",
-            "--out",
-            png.to_str().unwrap(),
-        ];
+        let mut args = vec!["--method", "gradcam"];
         if let Some(l) = layer {
             args.extend(["--layer", l]);
         }
-        let o = strata(&args);
+        let o = explain(&run, &input, &png, &args);
         assert!(o.status.success(), "{layer:?}: {}", stderr(&o));
         assert!(is_png(&png));
         assert!(stdout(&o).contains("Grad-CAM"), "{}", stdout(&o));
@@ -342,31 +317,9 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
 
     // A ViT's attention rollout, the same for every class; refused for the CNN.
     let vit = dir.path().join("vit");
-    let o = strata(&[
-        "train",
-        "--model",
-        "vit",
-        "--dataset",
-        "digits",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        vit.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train("vit", "digits", "2", &vit, &[]);
     let png = dir.path().join("rollout.png");
-    let o = strata(&[
-        "explain",
-        "--run",
-        vit.to_str().unwrap(),
-        "--input",
-        i,
-        "--method",
-        "rollout",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let o = explain(&vit, &input, &png, &["--method", "rollout"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(is_png(&png));
     assert!(
@@ -384,35 +337,13 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
 
     // A class by name.
     let png = dir.path().join("class.png");
-    let o = strata(&[
-        "explain",
-        "--run",
-        r,
-        "--input",
-        i,
-        "--class",
-        "3",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let o = explain(&run, &input, &png, &["--class", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("of class 3"), "{}", stdout(&o));
 
     // Adult: each column's attribution, one-hot categories summed into their column.
     let adult = dir.path().join("adult");
-    let o = strata(&[
-        "train",
-        "--model",
-        "mlp",
-        "--dataset",
-        "adult",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        adult.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train("mlp", "adult", "2", &adult, &[]);
     let rows = dir.path().join("adult.csv");
     std::fs::write(
         &rows,
@@ -421,17 +352,7 @@ fn explanations_of_a_digits_cnn_and_an_adult_mlp() {
     )
     .unwrap();
     let png = dir.path().join("adult.png");
-    let o = strata(&[
-        "explain",
-        "--run",
-        adult.to_str().unwrap(),
-        "--input",
-        rows.to_str().unwrap(),
-        "--method",
-        "ig",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let o = explain(&adult, &rows, &png, &["--method", "ig"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(completeness(stdout(&o).lines().next().unwrap()) < 1.0);
     let csv = std::fs::read_to_string(dir.path().join("adult_attributions.csv")).unwrap();

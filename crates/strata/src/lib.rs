@@ -75,4 +75,6 @@ pub mod guides {
     pub struct Gan;
     #[doc = include_str!("../../../docs/capsules.md")]
     pub struct Capsules;
+    #[doc = include_str!("../../../docs/robustness.md")]
+    pub struct Robustness;
 }
