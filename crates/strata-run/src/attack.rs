@@ -186,18 +186,7 @@ pub fn attack(
     let csv_path = out.join("robustness.csv");
     strata_train::write_atomic(&csv_path, csv.as_bytes())?;
     written.push(csv_path);
-    if curve.len() >= 2 {
-        let png = out.join("robustness.png");
-        save_png(
-            &LineChart {
-                width: 480,
-                height: 320,
-            }
-            .draw(&curve)?,
-            &png,
-        )?;
-        written.push(png);
-    }
+
     if let Some(shape) = data.image_shape {
         let png = out.join("adversarial.png");
         save_png(&examples(&data, &headline, shape, 8)?, &png)?;
@@ -211,6 +200,17 @@ pub fn attack(
         AttackMethod::Fgsm => "FGSM".to_string(),
         AttackMethod::Pgd => format!("PGD-{}", a.steps),
     };
+    if curve.len() >= 2 {
+        let png = out.join("robustness.png");
+        let chart = LineChart {
+            width: 480,
+            height: 320,
+            title: format!("{}: robust accuracy, {method} {norm}", run.config.model),
+            x_label: "epsilon".into(),
+        };
+        save_png(&chart.draw(&curve)?, &png)?;
+        written.push(png);
+    }
     let summary = format!(
         "{name}, {} samples: clean accuracy {:.4}, robust accuracy {:.4} under {method} {norm} eps {}",
         data.len(),

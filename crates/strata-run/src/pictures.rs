@@ -221,15 +221,56 @@ pub fn plane(values: Vec<f32>, width: usize) -> Result<Vec<[f32; 2]>> {
 }
 
 /// A line chart of one series of `(x, y)` points with `y` in `[0, 1]` (an accuracy against
-/// epsilon): on white, a grey frame, light grid lines at every quarter of `y` and at every
-/// point's `x`, the points joined by straight lines and marked by discs. No text: the CSV beside
-/// it holds the numbers.
-#[derive(Debug, Clone, Copy)]
+/// epsilon): on white, a title above, `y` ticks at every quarter and an `x` tick at every
+/// point (as many as fit), labelled in font8x8's 8x8 bitmap glyphs, light grid lines through
+/// the ticks, the points joined by straight lines and marked by discs, `x_label` below.
+#[derive(Debug, Clone)]
 pub struct LineChart {
     /// Width in pixels.
     pub width: usize,
     /// Height in pixels.
     pub height: usize,
+    /// The line above the chart (ASCII; other characters are drawn as blanks).
+    pub title: String,
+    /// The line below the `x` ticks.
+    pub x_label: String,
+}
+
+/// Side of a glyph of [`draw_text`], in pixels.
+const GLYPH: i64 = 8;
+
+/// `text` in font8x8's basic glyphs with its top-left corner at `(x, y)`; characters outside
+/// ASCII are blanks. Pixels outside the image are skipped.
+fn draw_text(img: &mut RgbImage, text: &str, x: i64, y: i64, colour: [u8; 3]) {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    for (k, ch) in text.chars().enumerate() {
+        let glyph = font8x8::legacy::BASIC_LEGACY
+            .get(ch as usize)
+            .copied()
+            .unwrap_or(font8x8::legacy::NOTHING_TO_DISPLAY);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits >> col & 1 == 1 {
+                    let (px, py) = (x + k as i64 * GLYPH + col, y + row as i64);
+                    if (0..w).contains(&px) && (0..h).contains(&py) {
+                        img.put_pixel(px as u32, py as u32, Rgb(colour));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Width of `text` drawn by [`draw_text`], in pixels.
+fn text_width(text: &str) -> i64 {
+    text.chars().count() as i64 * GLYPH
+}
+
+/// `v` with at most 4 decimals and no trailing zeros: `0.075`, `0.1`, `2`.
+fn tick(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
 }
 
 impl LineChart {
@@ -237,11 +278,11 @@ impl LineChart {
     /// at the top (clipped).
     ///
     /// # Errors
-    /// No points, a non-finite coordinate, `x` not increasing, or a chart under 20 pixels a
-    /// side.
+    /// No points, a non-finite coordinate, `x` not increasing, or a chart under 160x120
+    /// pixels or over 16384 a side.
     pub fn draw(&self, points: &[(f64, f64)]) -> Result<RgbImage> {
         let (w, h) = (self.width, self.height);
-        if points.is_empty() || w < 20 || h < 20 || w > 16384 || h > 16384 {
+        if points.is_empty() || w < 160 || h < 120 || w > 16384 || h > 16384 {
             return Err(Error::Usage(format!(
                 "cannot draw {} points on a {w}x{h} chart",
                 points.len()
@@ -255,11 +296,15 @@ impl LineChart {
             ));
         }
         let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
-        let margin = 10.0;
+        let ink = [40, 40, 40];
+        // The plot's frame: room for the title above, the y ticks left, the x ticks and
+        // label below; the points sit 8 pixels inside it.
+        let (fl, fr) = (5 * GLYPH + 8, w as i64 - 12);
+        let (ft, fb) = (2 * GLYPH + 12, h as i64 - 3 * GLYPH - 14);
         let (x0, x1) = (points[0].0, points[points.len() - 1].0);
         let span = if x1 > x0 { x1 - x0 } else { 1.0 };
-        let px = |x: f64| margin + (x - x0) / span * (w as f64 - 2.0 * margin);
-        let py = |y: f64| margin + (1.0 - y.clamp(0.0, 1.0)) * (h as f64 - 2.0 * margin);
+        let px = |x: f64| (fl + 8) as f64 + (x - x0) / span * (fr - fl - 16) as f64;
+        let py = |y: f64| (ft + 8) as f64 + (1.0 - y.clamp(0.0, 1.0)) * (fb - ft - 16) as f64;
         let put = |img: &mut RgbImage, x: f64, y: f64, c: [u8; 3]| {
             let (x, y) = (x.round() as i64, y.round() as i64);
             if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
@@ -268,25 +313,46 @@ impl LineChart {
         };
         let grid = [225, 225, 225];
         for q in 0..=4 {
-            let y = py(q as f64 / 4.0);
-            for x in 0..w {
+            let v = q as f64 / 4.0;
+            let y = py(v);
+            for x in fl..=fr {
                 put(&mut img, x as f64, y, grid);
             }
+            let label = tick(v);
+            let y = y.round() as i64 - GLYPH / 2;
+            draw_text(&mut img, &label, fl - 6 - text_width(&label), y, ink);
         }
+        // An x tick at every point whose label clears the one before it.
+        let mut free_from = i64::MIN;
         for &(x, _) in points {
-            for y in 0..h {
+            for y in ft..=fb {
                 put(&mut img, px(x), y as f64, grid);
+            }
+            let label = tick(x);
+            let start = px(x).round() as i64 - text_width(&label) / 2;
+            if start >= free_from {
+                draw_text(&mut img, &label, start, fb + 6, ink);
+                free_from = start + text_width(&label) + GLYPH;
             }
         }
         let frame = [128, 128, 128];
-        for x in 0..w {
-            put(&mut img, x as f64, 0.0, frame);
-            put(&mut img, x as f64, (h - 1) as f64, frame);
+        for x in fl..=fr {
+            put(&mut img, x as f64, ft as f64, frame);
+            put(&mut img, x as f64, fb as f64, frame);
         }
-        for y in 0..h {
-            put(&mut img, 0.0, y as f64, frame);
-            put(&mut img, (w - 1) as f64, y as f64, frame);
+        for y in ft..=fb {
+            put(&mut img, fl as f64, y as f64, frame);
+            put(&mut img, fr as f64, y as f64, frame);
         }
+        let centre = |text: &str| (fl + fr) / 2 - text_width(text) / 2;
+        draw_text(&mut img, &self.title, centre(&self.title), 8, ink);
+        draw_text(
+            &mut img,
+            &self.x_label,
+            centre(&self.x_label),
+            h as i64 - GLYPH - 8,
+            ink,
+        );
         let colour = PALETTE[0];
         for p in points.windows(2) {
             let (a, b) = ((px(p[0].0), py(p[0].1)), (px(p[1].0), py(p[1].1)));
@@ -379,5 +445,55 @@ mod tests {
             let img = Scatter::new(size).draw(&pts, &classes).unwrap();
             prop_assert_eq!(img.dimensions(), (size as u32, size as u32));
         }
+    }
+
+    #[test]
+    fn text_is_font8x8_s_glyphs() {
+        let mut img = RgbImage::from_pixel(20, 10, Rgb([255, 255, 255]));
+        draw_text(&mut img, "1é", 1, 1, [0, 0, 0]);
+        let glyph = font8x8::legacy::BASIC_LEGACY['1' as usize];
+        for y in 0..10u32 {
+            for x in 0..20u32 {
+                let inked = img.get_pixel(x, y).0 == [0, 0, 0];
+                let want = (1..9).contains(&x)
+                    && (1..9).contains(&y)
+                    && glyph[(y - 1) as usize] >> (x - 1) & 1 == 1;
+                assert_eq!(inked, want, "({x}, {y})");
+            }
+        }
+        assert_eq!(text_width("0.25"), 32);
+        assert_eq!(
+            [tick(0.0), tick(0.075), tick(0.1), tick(2.0), tick(0.33333)],
+            ["0", "0.075", "0.1", "2", "0.3333"]
+        );
+    }
+
+    #[test]
+    fn a_line_chart_has_its_title_ticks_and_points() {
+        let chart = LineChart {
+            width: 480,
+            height: 320,
+            title: "robust accuracy".into(),
+            x_label: "epsilon".into(),
+        };
+        let img = chart.draw(&[(0.0, 0.9), (0.1, 0.5), (0.2, 0.1)]).unwrap();
+        let inked = |x0: u32, x1: u32, y0: u32, y1: u32| {
+            (y0..y1).any(|y| (x0..x1).any(|x| img.get_pixel(x, y).0 == [40, 40, 40]))
+        };
+        assert!(inked(0, 480, 0, 20), "the title");
+        assert!(inked(0, 46, 20, 300), "the y ticks");
+        assert!(inked(40, 480, 275, 300), "the x ticks");
+        assert!(inked(0, 480, 300, 320), "the x label");
+        // The first point's disc, 90% of the way up the plot.
+        let colour = Rgb(PALETTE[0]);
+        assert!(img.pixels().filter(|p| **p == colour).count() > 3 * 29);
+        assert!(chart.draw(&[]).is_err());
+        assert!(chart.draw(&[(0.1, 0.5), (0.0, 0.4)]).is_err());
+        assert!(chart.draw(&[(0.0, f64::NAN)]).is_err());
+        let small = LineChart {
+            width: 100,
+            ..chart
+        };
+        assert!(small.draw(&[(0.0, 0.5)]).is_err());
     }
 }
