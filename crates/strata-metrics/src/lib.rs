@@ -2,9 +2,10 @@
 //!
 //! Classification metrics (accuracy, top-k, confusion matrix, per-class and macro/micro
 //! precision, recall and F1, log-loss), regression metrics (MSE, MAE, RMSE, R²), ranking
-//! metrics (ROC AUC, average precision) and measures of generated samples (Frechet distance,
-//! KID, precision and recall of distributions, mode coverage), on plain slices, checked against
-//! scikit-learn's and numpy's values.
+//! metrics (ROC AUC, average precision), measures of generated samples (Frechet distance,
+//! KID, precision and recall of distributions, mode coverage) and group fairness (rates by
+//! group, demographic parity, equalised odds, equal opportunity), on plain slices, checked
+//! against scikit-learn's, numpy's and fairlearn's values.
 //!
 //! ```
 //! use strata_metrics::{accuracy, ConfusionMatrix};
@@ -19,6 +20,7 @@
 
 mod classification;
 mod error;
+mod fairness;
 mod generative;
 mod ranking;
 mod regression;
@@ -28,6 +30,7 @@ pub use classification::{
     top_k_accuracy,
 };
 pub use error::{Error, Result};
+pub use fairness::{CALIBRATION_BINS, Fairness, GroupRates, group_fairness};
 pub use generative::{
     ModeCoverage, frechet_distance, kernel_distance, mmd2_polynomial, mode_coverage,
     precision_recall,
