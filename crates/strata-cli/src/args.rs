@@ -144,6 +144,10 @@ pub struct TrainArgs {
     /// (e.g. pgd:eps=0.1,steps=7); `none` clears it.
     #[arg(long)]
     pub adversarial: Option<String>,
+    /// Categorical columns of a table (e.g. sex,race) by whose groups the test decisions are
+    /// compared: metrics.json's `fairness`, fairness_COLUMN.csv and .png; `none` clears it.
+    #[arg(long)]
+    pub sensitive: Option<String>,
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,

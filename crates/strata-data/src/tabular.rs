@@ -281,6 +281,70 @@ impl TableSchema {
         names
     }
 
+    /// The categorical column `name`'s categories, and each row's category (an index into
+    /// them) read back from `features`: rows encoded by this schema, row-major, raw or
+    /// standardised alike (a one-hot row's category is its largest value, a category index is
+    /// rounded). What fairness measures by group read.
+    ///
+    /// # Errors
+    /// A column the schema lacks or a numeric one (the message lists the categorical
+    /// columns), or features that are not whole rows of this schema.
+    pub fn categories_of(&self, features: &[f32], name: &str) -> Result<(Vec<String>, Vec<usize>)> {
+        let categorical: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| c.categories.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        let listed = || categorical.join(", ");
+        let Some(column) = self.columns.iter().find(|c| c.name == name) else {
+            return Err(Error::Invalid(format!(
+                "no column `{name}`; the categorical columns are {}",
+                listed()
+            )));
+        };
+        let Some(cats) = &column.categories else {
+            return Err(Error::Invalid(format!(
+                "column `{name}` is numeric; groups come from a categorical column: {}",
+                listed()
+            )));
+        };
+        let d = self.n_features();
+        if d == 0 || !features.len().is_multiple_of(d) {
+            return Err(Error::Invalid(format!(
+                "{} values are not rows of {d} features",
+                features.len()
+            )));
+        }
+        // The column's first encoded value: numeric columns first, then the categorical ones
+        // in file order, one value (indices) or one per category (one-hot) each.
+        let mut start = self.n_numeric();
+        for c in self.columns.iter().take_while(|c| c.name != name) {
+            if let Some(k) = &c.categories {
+                start += match self.encoding {
+                    Encoding::Indices => 1,
+                    Encoding::OneHot => k.len(),
+                };
+            }
+        }
+        let index = features
+            .chunks(d)
+            .map(|row| match self.encoding {
+                Encoding::Indices => (row[start].round().max(0.0) as usize).min(cats.len() - 1),
+                Encoding::OneHot => {
+                    row[start..start + cats.len()]
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                            if v > best.1 { (i, v) } else { best }
+                        })
+                        .0
+                }
+            })
+            .collect();
+        Ok((cats.clone(), index))
+    }
+
     /// Encodes the feature cells of one row (label excluded, file order).
     fn encode_row(
         &self,
@@ -478,6 +542,30 @@ mod tests {
         );
         let hot: f32 = one_hot.row(0)[6..].iter().sum();
         assert_eq!(hot, 8.0);
+    }
+
+    #[test]
+    fn categories_read_back_from_either_encoding() {
+        let (tables, _) = adult_tables();
+        for encoding in [Encoding::Indices, Encoding::OneHot] {
+            let (train, _, schema) = adult(encoding).unwrap();
+            let (cats, index) = schema.categories_of(&train.features, "sex").unwrap();
+            assert_eq!(cats, ["Female", "Male"]);
+            assert_eq!(index.len(), train.len());
+            // The file's own cells, row by row.
+            let j = tables.header.iter().position(|h| h == "sex").unwrap();
+            for (i, (_, cells)) in tables.rows.iter().enumerate().take(500) {
+                assert_eq!(cats[index[i]], cells[j], "row {i}");
+            }
+            let (race, _) = schema.categories_of(&train.features, "race").unwrap();
+            assert_eq!(race.len(), 5);
+            let e = schema.categories_of(&train.features, "gender").unwrap_err();
+            assert!(e.to_string().contains("no column `gender`"), "{e}");
+            assert!(e.to_string().contains("sex"), "{e}");
+            let e = schema.categories_of(&train.features, "age").unwrap_err();
+            assert!(e.to_string().contains("numeric"), "{e}");
+            assert!(schema.categories_of(&train.features[1..], "sex").is_err());
+        }
     }
 
     #[test]

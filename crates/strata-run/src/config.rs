@@ -162,6 +162,11 @@ pub struct RunConfig {
     /// mode), in the data's own units (`--adversarial pgd:eps=0.1,steps=7`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adversarial: Option<strata_train::Attack>,
+    /// Categorical columns of a table by whose groups the finished classifier's test
+    /// decisions are compared (`--sensitive sex,race`): a `fairness` block in `metrics.json`,
+    /// `fairness_COLUMN.csv` and `fairness_COLUMN.png`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
@@ -598,6 +603,7 @@ impl RunConfig {
             loss: LossConfig::default(),
             steps_per_epoch: None,
             adversarial: None,
+            sensitive: Vec::new(),
             augment: Augment::default(),
             image_shape: None,
             resize: None,

@@ -38,6 +38,7 @@ mod data;
 mod error;
 mod evaluate;
 mod explain;
+mod fairness;
 mod family;
 mod forecast;
 mod generate;

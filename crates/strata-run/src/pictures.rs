@@ -241,7 +241,7 @@ const GLYPH: i64 = 8;
 
 /// `text` in font8x8's basic glyphs with its top-left corner at `(x, y)`; characters outside
 /// ASCII are blanks. Pixels outside the image are skipped.
-fn draw_text(img: &mut RgbImage, text: &str, x: i64, y: i64, colour: [u8; 3]) {
+pub(crate) fn draw_text(img: &mut RgbImage, text: &str, x: i64, y: i64, colour: [u8; 3]) {
     let (w, h) = (i64::from(img.width()), i64::from(img.height()));
     for (k, ch) in text.chars().enumerate() {
         let glyph = font8x8::legacy::BASIC_LEGACY
@@ -262,7 +262,7 @@ fn draw_text(img: &mut RgbImage, text: &str, x: i64, y: i64, colour: [u8; 3]) {
 }
 
 /// Width of `text` drawn by [`draw_text`], in pixels.
-fn text_width(text: &str) -> i64 {
+pub(crate) fn text_width(text: &str) -> i64 {
     text.chars().count() as i64 * GLYPH
 }
 

@@ -56,6 +56,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             a => Some(strata::train::Attack::parse(a)?),
         };
     }
+    if let Some(s) = &args.sensitive {
+        c.sensitive = match s.trim() {
+            "none" => Vec::new(),
+            s => s.split(',').map(|c| c.trim().to_string()).collect(),
+        };
+    }
     if let Some(n) = &args.noise {
         c.autoencoder.noise = match n.trim() {
             "none" => None,

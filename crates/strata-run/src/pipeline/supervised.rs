@@ -321,6 +321,9 @@ pub(crate) fn train<F: Family + ?Sized>(
     // initialised lazily, so building it here costs little), the starting weights' file.
     let net = network_config(&config, &prepared.preprocess, n_out)?;
     check_transfer(&net.init(device)?, &config)?;
+    if !config.sensitive.is_empty() {
+        crate::fairness::check(&config.sensitive, &prepared.test, &prepared.preprocess)?;
+    }
     if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
         return Err(Error::Usage(format!(
             "augmentation works on images; `{}` is not image data (mixup alone works on any data)",
@@ -380,6 +383,11 @@ pub(crate) fn train<F: Family + ?Sized>(
         let pre = &prepared.preprocess;
         metrics["adversarial"] =
             crate::attack::robust_metrics(&model, pre, &prepared.test, a, device)?;
+    }
+    if !config.sensitive.is_empty() {
+        let pre = &prepared.preprocess;
+        metrics["fairness"] =
+            crate::fairness::report(&config.sensitive, &prepared.test, pre, &test.outputs, out)?;
     }
     if let Some(k) = kfold {
         metrics["kfold"] = k;

@@ -1,0 +1,114 @@
+//! `strata train --sensitive`: the fairness of an Adult classifier's test decisions by sex and
+//! race, checked against the run's own `test_predictions.csv` and the test file's cells, and
+//! bad columns as one line with exit code 1.
+
+mod common;
+use common::{assert_clean_failure, json, stderr, strata};
+
+#[test]
+fn adult_decisions_by_sex_and_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("adult");
+    let r = run.to_str().unwrap();
+    let o = strata(&[
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "adult",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--sensitive",
+        "sex,race",
+        "--out",
+        r,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&run.join("metrics.json"));
+    let block = &m["fairness"];
+    assert_eq!(block["positive_class"], ">50K");
+    let sex = &block["columns"]["sex"];
+    let groups: Vec<&str> = sex["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["Female", "Male"]);
+    assert_eq!(
+        block["columns"]["race"]["groups"].as_array().unwrap().len(),
+        5
+    );
+    for key in [
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+        "equal_opportunity_difference",
+    ] {
+        let v = sex[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    assert_eq!(
+        sex["overall"]["accuracy"].as_f64(),
+        m["test"]["accuracy"].as_f64(),
+        "the overall accuracy is the test accuracy"
+    );
+
+    // Each sex's selection rate, counted from test_predictions.csv and the test file's cells.
+    let (_, test) = strata::data::adult_tables();
+    let col = test.header.iter().position(|h| h == "sex").unwrap();
+    let predictions = std::fs::read_to_string(run.join("test_predictions.csv")).unwrap();
+    let mut counts = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for line in predictions.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let row: usize = cells[0].parse().unwrap();
+        let e = counts.entry(test.rows[row].1[col].clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(cells[2] == ">50K");
+    }
+    let csv = std::fs::read_to_string(run.join("fairness_sex.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("group,count,accuracy,selection_rate,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    for line in &lines[1..3] {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (n, selected) = counts[cells[0]];
+        assert_eq!(cells[1].parse::<usize>().unwrap(), n, "{line}");
+        let rate: f64 = cells[3].parse().unwrap();
+        assert!((rate - selected as f64 / n as f64).abs() < 1e-6, "{line}");
+    }
+    assert!(lines[3].starts_with("overall,16281,"), "{}", lines[3]);
+    for c in ["sex", "race"] {
+        let png = std::fs::read(run.join(format!("fairness_{c}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+
+    // Bad columns, before any training: one line, exit code 1.
+    let out = dir.path().join("bad");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--model", "mlp", "--dataset", "adult", "--out", o];
+    assert_clean_failure(
+        &[&base[..], &["--sensitive", "gender"]].concat(),
+        "no column `gender`; the categorical columns are workclass",
+    );
+    assert_clean_failure(&[&base[..], &["--sensitive", "age"]].concat(), "numeric");
+    assert_clean_failure(&[&base[..], &["--sensitive", "sex,sex"]].concat(), "twice");
+    assert_clean_failure(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "iris",
+            "--out",
+            o,
+            "--sensitive",
+            "sex",
+        ],
+        "is not one",
+    );
+    assert!(!out.exists(), "nothing written for a refused run");
+}

@@ -1,0 +1,220 @@
+//! Fairness of a classifier run's test decisions by group (`--sensitive COL[,COL]`): for each
+//! categorical column of a table, [`strata_metrics::group_fairness`] of the test split, as a
+//! `fairness` block of `metrics.json`, `fairness_COL.csv` (a row per group) and
+//! `fairness_COL.png` (each group's selection rate, true and false positive rates as bars).
+//!
+//! The decisions are the predicted classes; the positive ("good") outcome is the second class
+//! in sorted order (Adult's `>50K`), and its probability is the softmax of the outputs (the
+//! sigmoid of a single output).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+use serde_json::{Map, Value, json};
+use strata_data::{Dataset, TableSchema};
+use strata_metrics::{Fairness, group_fairness};
+
+use crate::attack::raw_units;
+use crate::data::Preprocess;
+use crate::error::{Error, Result};
+use crate::pictures::{PALETTE, draw_text, save_png, text_width};
+
+/// The table schema and the two classes a `--sensitive` run needs, checked before training:
+/// a classifier of two classes on a table whose categorical columns include every one named.
+///
+/// # Errors
+/// Data that are not a table, more or fewer than two classes, a column the table lacks or a
+/// numeric one (the message lists the categorical columns), a column named twice.
+pub(crate) fn check<'a>(
+    columns: &[String],
+    data: &Dataset,
+    pre: &'a Preprocess,
+) -> Result<&'a TableSchema> {
+    let Some(schema) = &pre.table else {
+        return Err(Error::Usage(format!(
+            "--sensitive names columns of a table (adult, table:PATH); `{}` is not one",
+            data.name
+        )));
+    };
+    let classes = schema.classes.len();
+    if classes != 2 {
+        return Err(Error::Usage(format!(
+            "--sensitive compares binary decisions; this table has {classes} classes"
+        )));
+    }
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].contains(c) {
+            return Err(Error::Usage(format!("--sensitive names `{c}` twice")));
+        }
+        // Reading the column from no rows checks it exists and is categorical.
+        schema
+            .categories_of(&[], c)
+            .map_err(|e| Error::Usage(format!("--sensitive: {e}")))?;
+    }
+    Ok(schema)
+}
+
+/// The `fairness` block of `outputs` (the model's raw outputs on `test`, row-major) by each
+/// of `columns`, their tables and charts written into `out`.
+///
+/// # Errors
+/// As [`check`]; a column whose test rows hold a single group; I/O errors.
+pub(crate) fn report(
+    columns: &[String],
+    test: &Dataset,
+    pre: &Preprocess,
+    outputs: &[f32],
+    out: &Path,
+) -> Result<Value> {
+    let schema = check(columns, test, pre)?;
+    let labels = test
+        .labels()
+        .ok_or_else(|| Error::Usage("--sensitive needs class labels".into()))?;
+    let k = outputs.len() / test.len().max(1);
+    if k == 0 || outputs.len() != k * test.len() {
+        return Err(Error::Usage(format!(
+            "{} outputs for {} test rows",
+            outputs.len(),
+            test.len()
+        )));
+    }
+    // The positive class's probability: softmax over two outputs, sigmoid of one.
+    let scores: Vec<f64> = outputs
+        .chunks(k)
+        .map(|o| match o {
+            [z] => 1.0 / (1.0 + (-f64::from(*z)).exp()),
+            _ => {
+                let top = o.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f64> = o.iter().map(|&z| f64::from(z - top).exp()).collect();
+                e[1] / e.iter().sum::<f64>()
+            }
+        })
+        .collect();
+    let y_pred: Vec<bool> = match k {
+        1 => scores.iter().map(|&p| p > 0.5).collect(),
+        _ => strata_metrics::argmax_rows(outputs, k)
+            .iter()
+            .map(|&c| c == 1)
+            .collect(),
+    };
+    let y_true: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
+    let raw = raw_units(test, pre)?;
+    let mut block = Map::new();
+    for column in columns {
+        let (names, group) = schema.categories_of(&raw.features, column)?;
+        let f = group_fairness(&y_true, &y_pred, &group, &names, Some(&scores))
+            .map_err(|e| Error::Usage(format!("--sensitive {column}: {e}")))?;
+        let csv = out.join(format!("fairness_{column}.csv"));
+        strata_train::write_atomic(&csv, table(&f).as_bytes())?;
+        let png = out.join(format!("fairness_{column}.png"));
+        save_png(&chart(column, &schema.classes[1], &f)?, &png)?;
+        block.insert(
+            column.clone(),
+            serde_json::to_value(&f).map_err(|e| Error::Usage(e.to_string()))?,
+        );
+    }
+    Ok(json!({
+        "positive_class": schema.classes[1],
+        "columns": block,
+    }))
+}
+
+/// A row per group, then the overall figures.
+fn table(f: &Fairness) -> String {
+    let mut s = String::from(
+        "group,count,accuracy,selection_rate,true_positive_rate,false_positive_rate,precision,calibration_error\n",
+    );
+    for g in f.groups.iter().chain([&f.overall]) {
+        let _ = writeln!(
+            s,
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            g.group.replace(',', ";"),
+            g.count,
+            g.accuracy,
+            g.selection_rate,
+            g.true_positive_rate,
+            g.false_positive_rate,
+            g.precision,
+            g.calibration_error.unwrap_or(f64::NAN)
+        );
+    }
+    s
+}
+
+/// Each group's selection rate, true positive rate and false positive rate as three bars
+/// (0 to 1), the group's name below, a legend and the column's gaps above.
+fn chart(column: &str, positive: &str, f: &Fairness) -> Result<RgbImage> {
+    let groups = &f.groups;
+    let slot = 3 * 18 + 24;
+    let (left, top, plot_h) = (48i64, 56i64, 200i64);
+    let w = (left + slot * groups.len() as i64 + 16).max(420);
+    let h = top + plot_h + 40;
+    let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
+    let ink = [40, 40, 40];
+    draw_text(
+        &mut img,
+        &format!("{column}: decisions for {positive} by group"),
+        8,
+        6,
+        ink,
+    );
+    draw_text(
+        &mut img,
+        &format!(
+            "parity gap {:.3}  odds gap {:.3}",
+            f.demographic_parity_difference, f.equalized_odds_difference
+        ),
+        8,
+        20,
+        ink,
+    );
+    let legend = ["selection", "TPR", "FPR"];
+    let mut x = 8;
+    for (i, name) in legend.iter().enumerate() {
+        fill(&mut img, x, 36, x + 8, 44, PALETTE[i]);
+        draw_text(&mut img, name, x + 12, 36, ink);
+        x += 12 + text_width(name) + 16;
+    }
+    let y_of = |v: f64| top + plot_h - (v.clamp(0.0, 1.0) * plot_h as f64).round() as i64;
+    for q in 0..=4 {
+        let v = q as f64 / 4.0;
+        let y = y_of(v);
+        fill(&mut img, left, y, w - 8, y, [225, 225, 225]);
+        let label = match q {
+            0 => "0".to_string(),
+            4 => "1".to_string(),
+            _ => format!("{v}"),
+        };
+        draw_text(&mut img, &label, left - 6 - text_width(&label), y - 4, ink);
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let x0 = left + 12 + slot * i as i64;
+        for (b, v) in [
+            g.selection_rate,
+            g.true_positive_rate,
+            g.false_positive_rate,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let x = x0 + 18 * b as i64;
+            fill(&mut img, x, y_of(v), x + 14, top + plot_h, PALETTE[b]);
+        }
+        // The name, cut to the slot.
+        let room = ((slot - 4) / 8) as usize;
+        let name: String = g.group.chars().take(room).collect();
+        draw_text(&mut img, &name, x0, top + plot_h + 8, ink);
+    }
+    Ok(img)
+}
+
+/// Fills the rectangle `[x0, x1] x [y0, y1]` (clipped to the image).
+fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, colour: [u8; 3]) {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    for y in y0.max(0)..=y1.min(h - 1) {
+        for x in x0.max(0)..=x1.min(w - 1) {
+            img.put_pixel(x as u32, y as u32, Rgb(colour));
+        }
+    }
+}
