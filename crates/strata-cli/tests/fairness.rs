@@ -86,6 +86,34 @@ fn adult_decisions_by_sex_and_race() {
         assert!(png.starts_with(b"\x89PNG"));
     }
 
+    // German credit by sex and age group (derived columns of the embedded data).
+    let german = dir.path().join("german");
+    let o = strata(&[
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "german-credit",
+        "--quiet",
+        "--sensitive",
+        "sex,age-group",
+        "--out",
+        german.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&german.join("metrics.json"));
+    assert_eq!(m["fairness"]["positive_class"], "good");
+    let names = |c: &str| -> Vec<String> {
+        m["fairness"]["columns"][c]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("sex"), ["female", "male"]);
+    assert_eq!(names("age-group"), ["<= 25", "> 25"]);
+
     // Bad columns, before any training: one line, exit code 1.
     let out = dir.path().join("bad");
     let o = out.to_str().unwrap();

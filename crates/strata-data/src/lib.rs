@@ -80,7 +80,8 @@ pub use spec::{DATASETS, SERIES, SeriesSource, Source, load_series, load_source}
 pub use split::{Fold, Split, stratified_kfold, stratified_split};
 pub use standardize::Standardizer;
 pub use tabular::{
-    ADULT_COLUMNS, Column, Encoding, MISSING, Table, TableSchema, adult, adult_tables,
+    ADULT_COLUMNS, Column, Encoding, GERMAN_COLUMNS, MISSING, Table, TableSchema, adult,
+    adult_tables, german_credit, german_credit_table,
 };
 pub use text::{CharVocab, TextSplit, TokenChunk, TokenStreams, contiguous_split, shakespeare};
 pub use transduction::{Pair, TransductionConfig, TransductionTask};

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::{
     CsvOptions, Dataset, Encoding, LabelColumn, Series, Table, TableSchema, TransductionTask,
-    adult, airline, co2, embedded, fashion_mnist, load_csv, parse_series, shakespeare, sunspots,
+    adult, airline, co2, embedded, fashion_mnist, german_credit, load_csv, parse_series,
+    shakespeare, sunspots,
 };
 
 /// The data-set specs [`load_source`] reads, with what each is (what `strata list` shows).
-pub const DATASETS: [(&str, &str); 15] = [
+pub const DATASETS: [(&str, &str); 16] = [
     (
         "digits",
         "UCI handwritten digits, 1797 8x8 images, 10 classes (embedded)",
@@ -48,6 +49,10 @@ pub const DATASETS: [(&str, &str); 15] = [
     (
         "adult",
         "UCI Adult census income, 32561/16281 rows, 6 numeric + 8 categorical columns, 2 classes (embedded)",
+    ),
+    (
+        "german-credit",
+        "UCI Statlog German credit, 1000 applicants, 7 numeric + 13 categorical columns (codes decoded) and derived sex and age-group, 2 classes (embedded)",
     ),
     (
         "table:PATH",
@@ -167,6 +172,9 @@ pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Resul
         let (train, test, _) = adult(encoding)?;
         return Ok(Source::TrainTest(train, test));
     }
+    if spec == "german-credit" {
+        return Ok(Source::Single(german_credit(encoding)?.0));
+    }
     if let Some(path) = spec.strip_prefix("table:") {
         let table = Table::load(path)?;
         let schema = TableSchema::fit(&table, label, encoding)?;
@@ -205,7 +213,7 @@ pub fn load_source(spec: &str, label: &LabelColumn, encoding: Encoding) -> Resul
         }),
         "reverse" | "sort" | "copy" => Ok(Source::Transduction(TransductionTask::by_name(spec)?)),
         other => Err(Error::Spec(format!(
-            "unknown data set `{other}`: expected digits, iris, ring8, adult, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, karate, cora, mutag, csv:PATH, text:PATH, graph:DIR or tu:DIR (see `strata list`)"
+            "unknown data set `{other}`: expected digits, iris, ring8, adult, german-credit, fashion-mnist[-rows][:DIR], table:PATH, airline, sunspots, co2, shakespeare, reverse, sort, copy, karate, cora, mutag, csv:PATH, text:PATH, graph:DIR or tu:DIR (see `strata list`)"
         ))),
     }
 }

@@ -498,6 +498,153 @@ pub fn adult_tables() -> (Table, Table) {
     (train, test)
 }
 
+static GERMAN_DATA: &str = include_str!("../data/german.data");
+
+/// The columns of [`german_credit_table`], in order: the 20 attributes of the Statlog German
+/// credit data (`german.doc`) with their codes decoded, then the derived `sex` (from the
+/// personal status) and `age-group` (`<= 25` or `> 25`, the split of Kamiran & Calders), then
+/// the label `credit` (`good` or `bad`).
+pub const GERMAN_COLUMNS: [&str; 23] = [
+    "checking-account",
+    "duration-months",
+    "credit-history",
+    "purpose",
+    "amount",
+    "savings",
+    "employed-since",
+    "installment-rate",
+    "personal-status",
+    "other-debtors",
+    "residence-since",
+    "property",
+    "age",
+    "other-installments",
+    "housing",
+    "existing-credits",
+    "job",
+    "dependents",
+    "telephone",
+    "foreign-worker",
+    "sex",
+    "age-group",
+    "credit",
+];
+
+/// `german.doc`'s meaning of an attribute code (`A11` ...), or `None` for a numeric cell.
+fn german_code(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "A11" => "< 0 DM",
+        "A12" => "0 to 200 DM",
+        "A13" => ">= 200 DM or salary assigned",
+        "A14" => "no checking account",
+        "A30" => "no credits or all paid back duly",
+        "A31" => "all credits at this bank paid back duly",
+        "A32" => "existing credits paid back duly till now",
+        "A33" => "delay in paying off in the past",
+        "A34" => "critical account or credits elsewhere",
+        "A40" => "car (new)",
+        "A41" => "car (used)",
+        "A42" => "furniture or equipment",
+        "A43" => "radio or television",
+        "A44" => "domestic appliances",
+        "A45" => "repairs",
+        "A46" => "education",
+        "A47" => "vacation",
+        "A48" => "retraining",
+        "A49" => "business",
+        "A410" => "others",
+        "A61" => "< 100 DM",
+        "A62" => "100 to 500 DM",
+        "A63" => "500 to 1000 DM",
+        "A64" => ">= 1000 DM",
+        "A65" => "unknown or none",
+        "A71" => "unemployed",
+        "A72" => "< 1 year",
+        "A73" => "1 to 4 years",
+        "A74" => "4 to 7 years",
+        "A75" => ">= 7 years",
+        "A91" => "male, divorced or separated",
+        "A92" => "female, divorced, separated or married",
+        "A93" => "male, single",
+        "A94" => "male, married or widowed",
+        "A95" => "female, single",
+        "A101" => "none",
+        "A102" => "co-applicant",
+        "A103" => "guarantor",
+        "A121" => "real estate",
+        "A122" => "savings agreement or life insurance",
+        "A123" => "car or other",
+        "A124" => "unknown or none",
+        "A141" => "bank",
+        "A142" => "stores",
+        "A143" => "none",
+        "A151" => "rent",
+        "A152" => "own",
+        "A153" => "for free",
+        "A171" => "unemployed or unskilled, non-resident",
+        "A172" => "unskilled, resident",
+        "A173" => "skilled employee or official",
+        "A174" => "management, self-employed or highly qualified",
+        "A191" => "none",
+        "A192" => "yes, registered",
+        "A201" => "yes",
+        "A202" => "no",
+        _ => return None,
+    })
+}
+
+/// The embedded UCI Statlog German credit data as a table: 1,000 applicants, 20 attributes
+/// (7 numeric, 13 categorical, codes decoded as `german.doc` gives them), the derived `sex`
+/// and `age-group` columns ([`GERMAN_COLUMNS`]) and the label `credit`: 700 `good`, 300 `bad`.
+///
+/// # Panics
+/// Never for the embedded file (a test reads every row).
+pub fn german_credit_table() -> Table {
+    let rows = GERMAN_DATA
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cells.len(), 21, "german.data line {}", i + 1);
+            let mut row: Vec<String> = cells[..20]
+                .iter()
+                .map(|c| german_code(c).map_or_else(|| (*c).to_string(), str::to_string))
+                .collect();
+            let sex = if cells[8] == "A92" || cells[8] == "A95" {
+                "female"
+            } else {
+                "male"
+            };
+            let age: u32 = cells[12]
+                .parse()
+                .expect("german.data ages are whole numbers");
+            row.push(sex.into());
+            row.push(if age <= 25 { "<= 25" } else { "> 25" }.into());
+            row.push(if cells[20] == "1" { "good" } else { "bad" }.into());
+            (i + 1, row)
+        })
+        .collect();
+    Table {
+        source: "german.data".into(),
+        header: GERMAN_COLUMNS.iter().map(|c| (*c).to_string()).collect(),
+        rows,
+    }
+}
+
+/// German credit encoded for training: one data set of 1,000 rows (label `credit`, classes
+/// `bad`, `good`) for the pipeline to split, and its schema.
+///
+/// # Errors
+/// None for the embedded data in practice.
+pub fn german_credit(encoding: Encoding) -> Result<(Dataset, TableSchema)> {
+    let table = german_credit_table();
+    let schema = TableSchema::fit(&table, &LabelColumn::Last, encoding)?;
+    let mut d = schema.encode(&table)?;
+    d.name = "german-credit".into();
+    Ok((d, schema))
+}
+
 /// UCI Adult encoded for training: the schema fitted on the training file, the training and
 /// test sets (label `income`, classes `<=50K`, `>50K`).
 ///
@@ -566,6 +713,37 @@ mod tests {
             assert!(e.to_string().contains("numeric"), "{e}");
             assert!(schema.categories_of(&train.features[1..], "sex").is_err());
         }
+    }
+
+    #[test]
+    fn german_credit_has_its_documented_shape() {
+        let t = german_credit_table();
+        assert_eq!(t.rows.len(), 1000);
+        assert!(t.rows.iter().all(|(_, r)| r.len() == GERMAN_COLUMNS.len()));
+        // The first applicant: A11 6 A34 A43 1169 A65 A75 4 A93 ... age 67, good.
+        let first = &t.rows[0].1;
+        assert_eq!(first[0], "< 0 DM");
+        assert_eq!(first[1], "6");
+        assert_eq!(first[3], "radio or television");
+        assert_eq!(first[8], "male, single");
+        assert_eq!(&first[20..], ["male", "> 25", "good"]);
+        // No code is left undecoded.
+        assert!(
+            t.rows
+                .iter()
+                .all(|(_, r)| r.iter().all(|c| !c.starts_with('A')))
+        );
+        let (d, schema) = german_credit(Encoding::OneHot).unwrap();
+        assert_eq!(schema.classes, ["bad", "good"]);
+        let good = d.labels().unwrap().iter().filter(|&&l| l == 1).count();
+        assert_eq!(good, 700, "german.doc: 700 good, 300 bad");
+        assert_eq!(schema.n_numeric(), 7);
+        let (sexes, index) = schema.categories_of(&d.features, "sex").unwrap();
+        assert_eq!(sexes, ["female", "male"]);
+        // german.doc: A92 and A95 (female) hold 310 applicants.
+        assert_eq!(index.iter().filter(|&&i| i == 0).count(), 310);
+        let (ages, _) = schema.categories_of(&d.features, "age-group").unwrap();
+        assert_eq!(ages, ["<= 25", "> 25"]);
     }
 
     #[test]
