@@ -77,4 +77,6 @@ pub mod guides {
     pub struct Capsules;
     #[doc = include_str!("../../../docs/robustness.md")]
     pub struct Robustness;
+    #[doc = include_str!("../../../docs/fairness.md")]
+    pub struct Fairness;
 }
