@@ -148,6 +148,11 @@ pub struct TrainArgs {
     /// compared: metrics.json's `fairness`, fairness_COLUMN.csv and .png; `none` clears it.
     #[arg(long)]
     pub sensitive: Option<String>,
+    /// Reweighing (Kamiran & Calders) by a categorical column of a table: each training
+    /// sample's cross-entropy weighted so the column's groups and the labels are independent;
+    /// `none` clears it.
+    #[arg(long)]
+    pub reweigh: Option<String>,
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,

@@ -147,6 +147,54 @@ pub fn group_fairness(
     })
 }
 
+/// Reweighing (Kamiran & Calders 2012): each training sample's weight, so that in the weighted
+/// data the group and the label are independent. A sample of group `g` and class `y` weighs
+/// `n_g n_y / (n n_gy)` (`n_gy` samples share both): under-represented combinations (few
+/// women with high incomes) weigh more than 1, over-represented ones less. Each group that
+/// holds every class then has the overall class shares, weighted; when all groups do, the
+/// weights average to 1.
+///
+/// # Errors
+/// Lengths that differ, no samples, a group or class index out of range.
+pub fn reweighing(
+    group: &[usize],
+    labels: &[usize],
+    n_groups: usize,
+    n_classes: usize,
+) -> Result<Vec<f64>> {
+    let n = group.len();
+    if n == 0 {
+        return Err(Error::Empty("reweighing"));
+    }
+    same_len("labels", labels.len(), n)?;
+    let mut joint = vec![0usize; n_groups * n_classes];
+    for (&g, &y) in group.iter().zip(labels) {
+        if g >= n_groups {
+            return Err(Error::Invalid(format!(
+                "group index {g} out of range for {n_groups} groups"
+            )));
+        }
+        if y >= n_classes {
+            return Err(Error::ClassOutOfRange {
+                index: y,
+                n_classes,
+            });
+        }
+        joint[g * n_classes + y] += 1;
+    }
+    let per_group: Vec<usize> = joint.chunks(n_classes).map(|r| r.iter().sum()).collect();
+    let per_class: Vec<usize> = (0..n_classes)
+        .map(|y| (0..n_groups).map(|g| joint[g * n_classes + y]).sum())
+        .collect();
+    Ok(group
+        .iter()
+        .zip(labels)
+        .map(|(&g, &y)| {
+            (per_group[g] * per_class[y]) as f64 / (n * joint[g * n_classes + y]) as f64
+        })
+        .collect())
+}
+
 /// The figures of the samples `m`.
 fn rates(
     name: &str,
@@ -263,6 +311,32 @@ mod tests {
         assert!(bad.is_err());
     }
 
+    #[test]
+    fn reweighing_has_its_closed_form() {
+        // Group 0: labels 1 1 1 0; group 1: labels 1 0 0 0. n = 8, n_0 = n_1 = 4, n_y1 = 4.
+        let group = [0, 0, 0, 0, 1, 1, 1, 1];
+        let labels = [1, 1, 1, 0, 1, 0, 0, 0];
+        let w = reweighing(&group, &labels, 2, 2).unwrap();
+        // (0, 1): 4 * 4 / (8 * 3) = 2/3; (0, 0): 4 * 4 / (8 * 1) = 2; likewise mirrored.
+        let want = [
+            2.0 / 3.0,
+            2.0 / 3.0,
+            2.0 / 3.0,
+            2.0,
+            2.0,
+            2.0 / 3.0,
+            2.0 / 3.0,
+            2.0 / 3.0,
+        ];
+        for (a, b) in w.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{w:?}");
+        }
+        assert!(reweighing(&[], &[], 2, 2).is_err());
+        assert!(reweighing(&[0, 2], &[0, 1], 2, 2).is_err());
+        assert!(reweighing(&[0, 1], &[0, 3], 2, 2).is_err());
+        assert!(reweighing(&[0, 1], &[0], 2, 2).is_err());
+    }
+
     proptest::proptest! {
         /// Every rate is a share, every gap non-negative, and relabelling the groups changes
         /// no gap.
@@ -292,6 +366,37 @@ mod tests {
             let s = group_fairness(&y_true, &y_pred, &swapped, &names(3), Some(&scores)).unwrap();
             proptest::prop_assert_eq!(s.demographic_parity_difference, f.demographic_parity_difference);
             proptest::prop_assert_eq!(s.equalized_odds_difference, f.equalized_odds_difference);
+        }
+
+        /// Reweighed, every group holding both classes has the overall class shares, and when
+        /// all do, the weights sum to the number of samples.
+        #[test]
+        fn reweighing_makes_group_and_label_independent(
+            rows in proptest::collection::vec((0usize..3, 0usize..2), 1..120),
+        ) {
+            let group: Vec<usize> = rows.iter().map(|r| r.0).collect();
+            let labels: Vec<usize> = rows.iter().map(|r| r.1).collect();
+            let w = reweighing(&group, &labels, 3, 2).unwrap();
+            let n = rows.len() as f64;
+            let share = labels.iter().filter(|&&y| y == 1).count() as f64 / n;
+            let mut all_mixed = true;
+            for g in 0..3 {
+                let members: Vec<usize> = (0..rows.len()).filter(|&i| group[i] == g).collect();
+                let ones = members.iter().filter(|&&i| labels[i] == 1).count();
+                if members.is_empty() {
+                    continue;
+                }
+                if ones == 0 || ones == members.len() {
+                    all_mixed = false;
+                    continue;
+                }
+                let total: f64 = members.iter().map(|&i| w[i]).sum();
+                let ones: f64 = members.iter().filter(|&&i| labels[i] == 1).map(|&i| w[i]).sum();
+                proptest::prop_assert!((ones / total - share).abs() < 1e-9, "{} vs {}", ones / total, share);
+            }
+            if all_mixed {
+                proptest::prop_assert!((w.iter().sum::<f64>() - n).abs() < 1e-9 * n);
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ pub use classification::{
     top_k_accuracy,
 };
 pub use error::{Error, Result};
-pub use fairness::{CALIBRATION_BINS, Fairness, GroupRates, group_fairness};
+pub use fairness::{CALIBRATION_BINS, Fairness, GroupRates, group_fairness, reweighing};
 pub use generative::{
     ModeCoverage, frechet_distance, kernel_distance, mmd2_polynomial, mode_coverage,
     precision_recall,

@@ -167,6 +167,11 @@ pub struct RunConfig {
     /// `fairness_COLUMN.csv` and `fairness_COLUMN.png`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,
+    /// Reweighing (Kamiran & Calders 2012) by a categorical column of a table: each training
+    /// sample's cross-entropy weighted so that the column's groups and the labels are
+    /// independent (`--reweigh sex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reweigh: Option<String>,
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
@@ -604,6 +609,7 @@ impl RunConfig {
             steps_per_epoch: None,
             adversarial: None,
             sensitive: Vec::new(),
+            reweigh: None,
             augment: Augment::default(),
             image_shape: None,
             resize: None,
@@ -657,6 +663,11 @@ impl RunConfig {
         self.schedule.validate()?;
         self.loss.validate()?;
         self.augment.validate()?;
+        if self.adversarial.is_some() && self.reweigh.is_some() {
+            return Err(Error::Usage(
+                "--adversarial and --reweigh each replace the training loss: choose one".into(),
+            ));
+        }
         if let Some(a) = &self.adversarial {
             a.validate()?;
             if !family.adversarial_training() {

@@ -3,6 +3,9 @@
 //! `fairness` block of `metrics.json`, `fairness_COL.csv` (a row per group) and
 //! `fairness_COL.png` (each group's selection rate, true and false positive rates as bars).
 //!
+//! Reweighing (`--reweigh COL`, [`reweighed_loss`]) trains with each sample's cross-entropy
+//! weighted by [`strata_metrics::reweighing`] of its group and class.
+//!
 //! The decisions are the predicted classes; the positive ("good") outcome is the second class
 //! in sorted order (Adult's `>50K`), and its probability is the softmax of the outputs (the
 //! sigmoid of a single output).
@@ -10,13 +13,19 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use serde_json::{Map, Value, json};
+use strata_arch::Network;
 use strata_data::{Dataset, TableSchema};
-use strata_metrics::{Fairness, group_fairness};
+use strata_loss::LossConfig;
+use strata_metrics::{Fairness, group_fairness, reweighing};
+use strata_tensor::TargetBatch;
+use strata_tensor::convert::to_vec;
 
 use crate::attack::raw_units;
-use crate::data::Preprocess;
+use crate::data::{Prepared, Preprocess};
 use crate::error::{Error, Result};
 use crate::pictures::{PALETTE, draw_text, save_png, text_width};
 
@@ -217,4 +226,77 @@ fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, colour: [u8; 3])
             img.put_pixel(x as u32, y as u32, Rgb(colour));
         }
     }
+}
+
+/// The table schema of a `--reweigh COLUMN` run, checked before training: the column as
+/// [`check`] wants it, and plain cross-entropy.
+///
+/// # Errors
+/// As [`check`]; a loss other than plain cross-entropy (no class weights, no label
+/// smoothing), whose per-sample values reweighing cannot weigh.
+pub(crate) fn check_reweigh<'a>(
+    column: &str,
+    prepared: &'a Prepared,
+    loss: &LossConfig,
+) -> Result<&'a TableSchema> {
+    let schema = check(
+        std::slice::from_ref(&column.to_string()),
+        &prepared.train,
+        &prepared.preprocess,
+    )
+    .map_err(|e| Error::Usage(e.to_string().replace("--sensitive", "--reweigh")))?;
+    if !matches!(loss, LossConfig::CrossEntropy { weights: None, smoothing } if *smoothing == 0.0) {
+        return Err(Error::Usage(
+            "--reweigh weighs plain cross-entropy: drop --class-weights, label smoothing or another loss".into(),
+        ));
+    }
+    Ok(schema)
+}
+
+/// The training loss of `--reweigh COLUMN`: the mean over the batch of each sample's
+/// cross-entropy times its reweighing weight, from its group (read back from its standardised
+/// features) and its class; weights from the whole training split.
+///
+/// # Errors
+/// As [`check`] for the column; a loss other than plain cross-entropy (no class weights, no
+/// label smoothing), whose per-sample values this cannot weigh.
+pub(crate) fn reweighed_loss<'a>(
+    column: &'a str,
+    prepared: &'a Prepared,
+    loss: &LossConfig,
+) -> Result<impl Fn(&Network, Tensor<2>, &TargetBatch) -> strata_train::Result<Tensor<1>> + 'a> {
+    let train = &prepared.train;
+    let schema = check_reweigh(column, prepared, loss)?;
+    let labels = train
+        .labels()
+        .ok_or_else(|| Error::Usage("--reweigh needs class labels".into()))?;
+    let (names, group) = schema.categories_of(&train.features, column)?;
+    let w = reweighing(&group, labels, names.len(), schema.classes.len())?;
+    // One weight per (group, class), looked up per batch row.
+    let mut table = vec![0f32; names.len() * schema.classes.len()];
+    for ((&g, &y), &v) in group.iter().zip(labels).zip(&w) {
+        table[g * schema.classes.len() + y] = v as f32;
+    }
+    let k = schema.classes.len();
+    Ok(move |m: &Network, x: Tensor<2>, targets: &TargetBatch| {
+        let TargetBatch::Classes(y) = targets else {
+            return Err(strata_train::Error::Invalid(
+                "reweighing needs class labels".into(),
+            ));
+        };
+        let n = x.dims()[0];
+        let (_, g) = schema
+            .categories_of(&to_vec(x.clone().inner()), column)
+            .map_err(|e| strata_train::Error::Invalid(e.to_string()))?;
+        let classes: Vec<i64> = y.clone().into_data().iter::<i64>().collect();
+        let weights: Vec<f32> = g
+            .iter()
+            .zip(&classes)
+            .map(|(&g, &c)| table[g * k + (c.max(0) as usize).min(k - 1)])
+            .collect();
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [n, 1]), &x.device());
+        let log_p = log_softmax(m.forward_flat(x), 1);
+        let nll = log_p.gather(1, y.clone().reshape([n, 1])).neg();
+        Ok((nll * weights).mean())
+    })
 }

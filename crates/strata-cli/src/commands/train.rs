@@ -62,6 +62,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             s => s.split(',').map(|c| c.trim().to_string()).collect(),
         };
     }
+    if let Some(r) = &args.reweigh {
+        c.reweigh = match r.trim() {
+            "none" => None,
+            r => Some(r.to_string()),
+        };
+    }
     if let Some(n) = &args.noise {
         c.autoencoder.noise = match n.trim() {
             "none" => None,

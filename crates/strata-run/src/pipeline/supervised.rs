@@ -134,6 +134,16 @@ pub(crate) fn fit_rows(
         let track = robust_validation(attack, prepared, &f.run.device.clone().without_autodiff())?;
         return Ok(fit_tracked(model, train, valid, &f, &adversarial, &track)?);
     }
+    if let Some(column) = &config.reweigh {
+        if train_loss.is_some() {
+            return Err(Error::Usage(format!(
+                "--reweigh weighs the run's cross-entropy; the {} model trains on its own loss",
+                config.model
+            )));
+        }
+        let reweighed = crate::fairness::reweighed_loss(column, prepared, &config.loss)?;
+        return Ok(fit_with_loss(model, train, valid, &f, &reweighed)?);
+    }
     Ok(match train_loss {
         Some(l) => fit_with_loss(model, train, valid, &f, l)?,
         None => fit(model, train, valid, &f)?,
@@ -323,6 +333,9 @@ pub(crate) fn train<F: Family + ?Sized>(
     check_transfer(&net.init(device)?, &config)?;
     if !config.sensitive.is_empty() {
         crate::fairness::check(&config.sensitive, &prepared.test, &prepared.preprocess)?;
+    }
+    if let Some(column) = &config.reweigh {
+        crate::fairness::check_reweigh(column, &prepared, &config.loss)?;
     }
     if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
         return Err(Error::Usage(format!(
