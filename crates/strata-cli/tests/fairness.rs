@@ -5,6 +5,21 @@
 mod common;
 use common::{assert_clean_failure, json, stderr, strata};
 
+/// `strata train` of an MLP on iris (not a table) into `out` with `FLAG sex`.
+fn iris<'a>(out: &'a str, flag: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "iris",
+        "--out",
+        out,
+        flag,
+        "sex",
+    ]
+}
+
 #[test]
 fn adult_decisions_by_sex_and_race() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,19 +139,32 @@ fn adult_decisions_by_sex_and_race() {
     );
     assert_clean_failure(&[&base[..], &["--sensitive", "age"]].concat(), "numeric");
     assert_clean_failure(&[&base[..], &["--sensitive", "sex,sex"]].concat(), "twice");
+    assert_clean_failure(&iris(o, "--sensitive"), "is not one");
+    // A column whose rows hold one group: refused before training.
+    let table = dir.path().join("one-site.csv");
+    let mut text = String::from("x,site,label\n");
+    for i in 0..60 {
+        text.push_str(&format!(
+            "{},A,{}\n",
+            i % 7,
+            if i % 3 == 0 { "yes" } else { "no" }
+        ));
+    }
+    std::fs::write(&table, text).unwrap();
+    let spec = format!("table:{}", table.display());
     assert_clean_failure(
         &[
             "train",
             "--model",
             "mlp",
             "--dataset",
-            "iris",
+            &spec,
             "--out",
             o,
             "--sensitive",
-            "sex",
+            "site",
         ],
-        "is not one",
+        "is in one group, `A`",
     );
     assert!(!out.exists(), "nothing written for a refused run");
 }
@@ -197,18 +225,5 @@ fn reweighing_narrows_the_demographic_parity_gap() {
         &[&base[..], &["--reweigh", "sex", "--class-weights"]].concat(),
         "plain cross-entropy",
     );
-    assert_clean_failure(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--dataset",
-            "iris",
-            "--out",
-            o,
-            "--reweigh",
-            "sex",
-        ],
-        "--reweigh names columns of a table",
-    );
+    assert_clean_failure(&iris(o, "--reweigh"), "--reweigh names columns of a table");
 }

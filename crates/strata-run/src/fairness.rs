@@ -30,11 +30,14 @@ use crate::error::{Error, Result};
 use crate::pictures::{PALETTE, draw_text, save_png, text_width};
 
 /// The table schema and the two classes a `--sensitive` run needs, checked before training:
-/// a classifier of two classes on a table whose categorical columns include every one named.
+/// a classifier of two classes on a table whose categorical columns include every one named,
+/// each with at least two groups among `data`'s rows (encoded as `pre` says, standardised or
+/// not).
 ///
 /// # Errors
 /// Data that are not a table, more or fewer than two classes, a column the table lacks or a
-/// numeric one (the message lists the categorical columns), a column named twice.
+/// numeric one (the message lists the categorical columns), a column named twice, a column
+/// whose rows hold one group.
 pub(crate) fn check<'a>(
     columns: &[String],
     data: &Dataset,
@@ -56,10 +59,26 @@ pub(crate) fn check<'a>(
         if columns[..i].contains(c) {
             return Err(Error::Usage(format!("--sensitive names `{c}` twice")));
         }
-        // Reading the column from no rows checks it exists and is categorical.
-        schema
-            .categories_of(&[], c)
+        let (names, index) = schema
+            .categories_of(&data.features, c)
             .map_err(|e| Error::Usage(format!("--sensitive: {e}")))?;
+        let mut seen = vec![false; names.len()];
+        for &g in &index {
+            seen[g] = true;
+        }
+        if let [only] = names
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| **s)
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()[..]
+        {
+            return Err(Error::Usage(format!(
+                "--sensitive {c}: every {} row of `{}` is in one group, `{only}`: fairness compares groups",
+                data.len(),
+                data.name
+            )));
+        }
     }
     Ok(schema)
 }
