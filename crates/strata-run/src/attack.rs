@@ -186,7 +186,6 @@ pub fn attack(
     let csv_path = out.join("robustness.csv");
     strata_train::write_atomic(&csv_path, csv.as_bytes())?;
     written.push(csv_path);
-
     if let Some(shape) = data.image_shape {
         let png = out.join("adversarial.png");
         save_png(&examples(&data, &headline, shape, 8)?, &png)?;

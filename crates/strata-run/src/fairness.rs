@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use serde_json::{Map, Value, json};
 use strata_arch::Network;
@@ -23,13 +23,14 @@ use strata_loss::LossConfig;
 use strata_metrics::{Fairness, group_fairness, reweighing};
 use strata_tensor::TargetBatch;
 use strata_tensor::convert::to_vec;
+use strata_train::probabilities;
 
-use crate::attack::raw_units;
 use crate::data::{Prepared, Preprocess};
 use crate::error::{Error, Result};
 use crate::pictures::{PALETTE, draw_text, save_png, text_width};
 
-/// The table schema and the two classes a `--sensitive` run needs, checked before training:
+/// The table schema and the two classes a `--sensitive` (or `--reweigh`: `flag`) run needs,
+/// checked before training:
 /// a classifier of two classes on a table whose categorical columns include every one named,
 /// each with at least two groups among `data`'s rows (encoded as `pre` says, standardised or
 /// not).
@@ -39,29 +40,30 @@ use crate::pictures::{PALETTE, draw_text, save_png, text_width};
 /// numeric one (the message lists the categorical columns), a column named twice, a column
 /// whose rows hold one group.
 pub(crate) fn check<'a>(
+    flag: &str,
     columns: &[String],
     data: &Dataset,
     pre: &'a Preprocess,
 ) -> Result<&'a TableSchema> {
     let Some(schema) = &pre.table else {
         return Err(Error::Usage(format!(
-            "--sensitive names columns of a table (adult, table:PATH); `{}` is not one",
+            "{flag} names columns of a table (adult, table:PATH); `{}` is not one",
             data.name
         )));
     };
     let classes = schema.classes.len();
     if classes != 2 {
         return Err(Error::Usage(format!(
-            "--sensitive compares binary decisions; this table has {classes} classes"
+            "{flag} compares binary decisions; this table has {classes} classes"
         )));
     }
     for (i, c) in columns.iter().enumerate() {
         if columns[..i].contains(c) {
-            return Err(Error::Usage(format!("--sensitive names `{c}` twice")));
+            return Err(Error::Usage(format!("{flag} names `{c}` twice")));
         }
         let (names, index) = schema
             .categories_of(&data.features, c)
-            .map_err(|e| Error::Usage(format!("--sensitive: {e}")))?;
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))?;
         let mut seen = vec![false; names.len()];
         for &g in &index {
             seen[g] = true;
@@ -74,7 +76,7 @@ pub(crate) fn check<'a>(
             .collect::<Vec<_>>()[..]
         {
             return Err(Error::Usage(format!(
-                "--sensitive {c}: every {} row of `{}` is in one group, `{only}`: fairness compares groups",
+                "{flag} {c}: every {} row of `{}` is in one group, `{only}`: fairness compares groups",
                 data.len(),
                 data.name
             )));
@@ -84,7 +86,8 @@ pub(crate) fn check<'a>(
 }
 
 /// The `fairness` block of `outputs` (the model's raw outputs on `test`, row-major) by each
-/// of `columns`, their tables and charts written into `out`.
+/// of `columns`, their tables and charts written into `out`; `device` turns the outputs into
+/// probabilities.
 ///
 /// # Errors
 /// As [`check`]; a column whose test rows hold a single group; I/O errors.
@@ -94,8 +97,9 @@ pub(crate) fn report(
     pre: &Preprocess,
     outputs: &[f32],
     out: &Path,
+    device: &Device,
 ) -> Result<Value> {
-    let schema = check(columns, test, pre)?;
+    let schema = check("--sensitive", columns, test, pre)?;
     let labels = test
         .labels()
         .ok_or_else(|| Error::Usage("--sensitive needs class labels".into()))?;
@@ -108,16 +112,9 @@ pub(crate) fn report(
         )));
     }
     // The positive class's probability: softmax over two outputs, sigmoid of one.
-    let scores: Vec<f64> = outputs
-        .chunks(k)
-        .map(|o| match o {
-            [z] => 1.0 / (1.0 + (-f64::from(*z)).exp()),
-            _ => {
-                let top = o.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f64> = o.iter().map(|&z| f64::from(z - top).exp()).collect();
-                e[1] / e.iter().sum::<f64>()
-            }
-        })
+    let scores: Vec<f64> = probabilities(outputs, k, device)
+        .chunks(2)
+        .map(|p| f64::from(p[1]))
         .collect();
     let y_pred: Vec<bool> = match k {
         1 => scores.iter().map(|&p| p > 0.5).collect(),
@@ -127,10 +124,10 @@ pub(crate) fn report(
             .collect(),
     };
     let y_true: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
-    let raw = raw_units(test, pre)?;
     let mut block = Map::new();
     for column in columns {
-        let (names, group) = schema.categories_of(&raw.features, column)?;
+        // Category codes are not standardised: the test rows hold them as encoded.
+        let (names, group) = schema.categories_of(&test.features, column)?;
         let f = group_fairness(&y_true, &y_pred, &group, &names, Some(&scores))
             .map_err(|e| Error::Usage(format!("--sensitive {column}: {e}")))?;
         let csv = out.join(format!("fairness_{column}.csv"));
@@ -259,11 +256,11 @@ pub(crate) fn check_reweigh<'a>(
     loss: &LossConfig,
 ) -> Result<&'a TableSchema> {
     let schema = check(
+        "--reweigh",
         std::slice::from_ref(&column.to_string()),
         &prepared.train,
         &prepared.preprocess,
-    )
-    .map_err(|e| Error::Usage(e.to_string().replace("--sensitive", "--reweigh")))?;
+    )?;
     if !matches!(loss, LossConfig::CrossEntropy { weights: None, smoothing } if *smoothing == 0.0) {
         return Err(Error::Usage(
             "--reweigh weighs plain cross-entropy: drop --class-weights, label smoothing or another loss".into(),

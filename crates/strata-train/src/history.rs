@@ -42,46 +42,53 @@ pub struct EpochRecord {
 /// I/O errors.
 pub fn write_csv(path: &Path, metric: &str, records: &[EpochRecord]) -> Result<()> {
     let mut s = format!("epoch,train_loss,valid_loss,valid_{metric},lr,seconds");
-    let players: Vec<&str> = records
-        .first()
-        .map(|r| r.losses.iter().map(|(n, _)| n.as_str()).collect())
-        .unwrap_or_default();
-    for name in &players {
+    let players = named_series(records, |r| &r.losses);
+    let tracked = named_series(records, |r| &r.tracked);
+    for (name, _) in &players {
         let _ = write!(s, ",loss_{name}");
     }
-    let tracked: Vec<&str> = records
-        .first()
-        .map(|r| r.tracked.iter().map(|(n, _)| n.as_str()).collect())
-        .unwrap_or_default();
-    for name in &tracked {
+    for (name, _) in &tracked {
         let _ = write!(s, ",valid_{name}");
     }
     s.push('\n');
-    for r in records {
+    for (e, r) in records.iter().enumerate() {
         let _ = write!(
             s,
             "{},{:.6},{:.6},{:.6},{:.6e},{:.3}",
             r.epoch, r.train_loss, r.valid_loss, r.valid_metric, r.lr, r.seconds
         );
-        for name in &players {
-            let v = r
-                .losses
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(f64::NAN, |l| l.1);
-            let _ = write!(s, ",{v:.6}");
-        }
-        for name in &tracked {
-            let v = r
-                .tracked
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(f64::NAN, |t| t.1);
-            let _ = write!(s, ",{v:.6}");
+        for (_, v) in players.iter().chain(&tracked) {
+            let _ = write!(s, ",{:.6}", v[e]);
         }
         s.push('\n');
     }
     write_atomic(path, s.as_bytes())
+}
+
+/// The named figures `field` gives each record (a player's loss, a tracked figure), as one
+/// series per name of the first record, NaN where a record lacks the name.
+fn named_series(
+    records: &[EpochRecord],
+    field: impl Fn(&EpochRecord) -> &[(String, f64)],
+) -> Vec<(&str, Vec<f64>)> {
+    let Some(first) = records.first() else {
+        return Vec::new();
+    };
+    field(first)
+        .iter()
+        .map(|(name, _)| {
+            let v = records
+                .iter()
+                .map(|r| {
+                    field(r)
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(f64::NAN, |x| x.1)
+                })
+                .collect();
+            (name.as_str(), v)
+        })
+        .collect()
 }
 
 /// Draws the training and validation loss (left; each player's training loss in a run of
@@ -111,25 +118,16 @@ pub fn write_curves_svg(
     let train: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
     let valid: Vec<f64> = records.iter().map(|r| r.valid_loss).collect();
     let metric_v: Vec<f64> = records.iter().map(|r| r.valid_metric).collect();
-    let names: Vec<String> = records
-        .first()
-        .map(|r| r.losses.iter().map(|(n, _)| format!("{n} loss")).collect())
-        .unwrap_or_default();
-    let per_player: Vec<Vec<f64>> = (0..names.len())
-        .map(|p| {
-            records
-                .iter()
-                .map(|r| r.losses.get(p).map_or(f64::NAN, |l| l.1))
-                .collect()
-        })
+    let players: Vec<(String, Vec<f64>)> = named_series(records, |r| &r.losses)
+        .into_iter()
+        .map(|(n, v)| (format!("{n} loss"), v))
         .collect();
     const MORE: [&str; 4] = ["#9467bd", "#8c564b", "#e377c2", "#17becf"];
-    let mut lines: Vec<(&str, &str, &Vec<f64>)> = if names.is_empty() {
+    let mut lines: Vec<(&str, &str, &Vec<f64>)> = if players.is_empty() {
         vec![("train loss", "#1f77b4", &train)]
     } else {
-        names
+        players
             .iter()
-            .zip(&per_player)
             .enumerate()
             .map(|(i, (n, v))| (n.as_str(), MORE[i % MORE.len()], v))
             .collect()
@@ -137,21 +135,10 @@ pub fn write_curves_svg(
     lines.push(("validation loss", "#ff7f0e", &valid));
     panel(&mut s, (60.0, 60.0, 370.0, 270.0), "loss", &epochs, &lines);
     let label = format!("validation {metric}");
-    let tracked: Vec<(String, Vec<f64>)> = records
-        .first()
-        .map(|r| {
-            (0..r.tracked.len())
-                .map(|t| {
-                    let name = format!("validation {}", r.tracked[t].0.replace('_', " "));
-                    let v = records
-                        .iter()
-                        .map(|e| e.tracked.get(t).map_or(f64::NAN, |x| x.1))
-                        .collect();
-                    (name, v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tracked: Vec<(String, Vec<f64>)> = named_series(records, |r| &r.tracked)
+        .into_iter()
+        .map(|(n, v)| (format!("validation {}", n.replace('_', " ")), v))
+        .collect();
     let mut right: Vec<(&str, &str, &Vec<f64>)> = vec![(&label, "#2ca02c", &metric_v)];
     for (i, (name, v)) in tracked.iter().enumerate() {
         right.push((name, MORE[i % MORE.len()], v));

@@ -332,7 +332,8 @@ pub(crate) fn train<F: Family + ?Sized>(
     let net = network_config(&config, &prepared.preprocess, n_out)?;
     check_transfer(&net.init(device)?, &config)?;
     if !config.sensitive.is_empty() {
-        crate::fairness::check(&config.sensitive, &prepared.test, &prepared.preprocess)?;
+        let pre = &prepared.preprocess;
+        crate::fairness::check("--sensitive", &config.sensitive, &prepared.test, pre)?;
     }
     if let Some(column) = &config.reweigh {
         crate::fairness::check_reweigh(column, &prepared, &config.loss)?;
@@ -399,8 +400,14 @@ pub(crate) fn train<F: Family + ?Sized>(
     }
     if !config.sensitive.is_empty() {
         let pre = &prepared.preprocess;
-        metrics["fairness"] =
-            crate::fairness::report(&config.sensitive, &prepared.test, pre, &test.outputs, out)?;
+        metrics["fairness"] = crate::fairness::report(
+            &config.sensitive,
+            &prepared.test,
+            pre,
+            &test.outputs,
+            out,
+            device,
+        )?;
     }
     if let Some(k) = kfold {
         metrics["kfold"] = k;
