@@ -449,3 +449,38 @@ fn bars(columns: &[(String, f32)]) -> Result<RgbImage> {
     }
     Ok(img)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_by_name() {
+        assert_eq!(
+            ExplainMethod::parse("saliency").unwrap(),
+            ExplainMethod::Saliency
+        );
+        assert_eq!(
+            ExplainMethod::parse("gradcam").unwrap(),
+            ExplainMethod::GradCam { layer: None }
+        );
+        assert_eq!(
+            ExplainMethod::parse("rollout").unwrap(),
+            ExplainMethod::Rollout
+        );
+        assert!(matches!(
+            ExplainMethod::parse("ig").unwrap(),
+            ExplainMethod::IntegratedGradients { steps: 50 }
+        ));
+        let e = ExplainMethod::parse("lime").unwrap_err().to_string();
+        assert!(e.contains("`lime`") && e.contains("rollout"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any text gives a method or an error, never a panic.
+        #[test]
+        fn parsing_never_panics(text in ".{0,24}") {
+            let _ = ExplainMethod::parse(&text);
+        }
+    }
+}
