@@ -645,6 +645,8 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let device = Device::flex();
+            // The device's generator is shared: no other test may draw meanwhile.
+            let _serial = crate::serial();
             device.seed(seed);
             let f = linear(d, k, &device);
             let x = rows(n, d, &device);
@@ -686,6 +688,8 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let device = Device::flex();
+            // The device's generator is shared: no other test may draw meanwhile.
+            let _serial = crate::serial();
             device.seed(seed);
             let f = linear(d, k, &device);
             // Inside (0.3, 0.7), so a step of at most 0.3 is never clipped.
@@ -796,6 +800,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_errors() {
+        let _serial = crate::serial();
         let device = Device::flex();
         let (f, data) = margin_case(&device);
         let bounds = Bounds::uniform(2, 0.0, 1.0);

@@ -374,6 +374,8 @@ mod tests {
 
     #[test]
     fn smoothgrad_without_noise_is_saliency_and_with_noise_averages() {
+        // smoothgrad seeds the device's shared generator: no other test may draw meanwhile.
+        let _serial = crate::serial();
         let device = Device::flex();
         let f = quadratic(vec![1.0, 1.0], &device);
         let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device);
@@ -493,6 +495,7 @@ mod tests {
             seed in 0u64..1000,
         ) {
             let device = Device::flex();
+            let _serial = crate::serial();
             device.seed(seed);
             let ws: Vec<Tensor<4>> = (0..layers)
                 .map(|_| {
