@@ -303,9 +303,19 @@ pub struct EvaluateArgs {
     /// flip[:P], noise[:STD], erase[:P]; e.g. affine:30:0.1.
     #[arg(long)]
     pub perturb: Option<String>,
-    /// Seed of --perturb's random transforms.
-    #[arg(long, default_value_t = 0, requires = "perturb")]
+    /// Seed of --perturb's random transforms, or of --thresholds' randomised decisions.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Compare the decisions by group of these categorical columns of a two-class table
+    /// (e.g. sex,race): a `fairness` block in evaluation.json, tables and charts in
+    /// RUN/fairness/.
+    #[arg(long, value_delimiter = ',', conflicts_with = "perturb")]
+    pub sensitive: Vec<String>,
+    /// Then fit per-group thresholds on the run's validation split for the best accuracy
+    /// under demographic-parity or equalized-odds (Hardt et al.), and report the decisions
+    /// they give beside the model's own (one --sensitive column).
+    #[arg(long, requires = "sensitive")]
+    pub thresholds: Option<String>,
 }
 
 /// `strata attack`.

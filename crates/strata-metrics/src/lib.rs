@@ -24,6 +24,7 @@ mod fairness;
 mod generative;
 mod ranking;
 mod regression;
+mod thresholds;
 
 pub use classification::{
     Averages, ClassScores, ClassificationReport, ConfusionMatrix, accuracy, argmax_rows, log_loss,
@@ -37,6 +38,7 @@ pub use generative::{
 };
 pub use ranking::{average_precision, roc_auc};
 pub use regression::{RegressionReport, mae, mse, r2, rmse};
+pub use thresholds::{FairnessConstraint, GRID, GroupThresholds, ThresholdRule};
 
 #[cfg(test)]
 mod proptests {

@@ -274,29 +274,118 @@ fn evaluate_samples(
     mut data: Dataset,
     extra: Option<Value>,
 ) -> Result<Evaluated> {
-    let config = &run.config;
     run.preprocess.apply(&mut data)?;
+    let (summary, mut out, _) = score(run, &name, &data)?;
+    if let Some(Value::Object(extra)) = extra {
+        for (k, v) in extra {
+            out[k] = v;
+        }
+    }
+    write_evaluation(dir, summary, out)
+}
+
+/// `run`'s evaluation on the preprocessed samples `data` named `name`: its one line, the
+/// body of `evaluation.json`, and the evaluation (with the raw outputs).
+pub(crate) fn score(run: &Run, name: &str, data: &Dataset) -> Result<(String, Value, Evaluation)> {
+    let config = &run.config;
     let loss = config.loss.init(&run.device)?;
     let ev: Evaluation = evaluate_model(
         &run.model,
         &|m: &Network, x| m.forward_flat(x),
         loss.as_ref(),
-        &data,
+        data,
         256,
         &run.device,
     )?;
     let summary = format!("{name}: {}", summary_line(&ev));
-    let mut out = json!({
+    let out = json!({
         "model": config.model,
         "parameters": burn::module::Module::num_params(&run.model),
         "dataset": name,
         "backend": config.backend.name(),
         "test": metrics_json(&ev),
     });
-    if let Some(Value::Object(extra)) = extra {
-        for (k, v) in extra {
-            out[k] = v;
-        }
+    Ok((summary, out, ev))
+}
+
+/// Evaluates the finished two-class table classifier in `dir` (on its test split, or on
+/// `dataset`) as [`evaluate`] does, and its decisions by group of each of the `sensitive`
+/// columns: a `fairness` block in `evaluation.json`, and `DIR/fairness/fairness_COL.csv` and
+/// `.png`, as `strata train --sensitive` writes for the test split.
+///
+/// With `thresholds`, it then fits per-group thresholds on the run's validation split for the
+/// best accuracy under that constraint (Hardt et al. 2016, [`strata_metrics::GroupThresholds`];
+/// one sensitive column), draws the new decisions with `seed`, and reports them beside the
+/// model's own: a `thresholds` block (the rules, the accuracy and the fairness figures after)
+/// and `fairness_COL_thresholded.csv` and `.png`.
+///
+/// ```no_run
+/// use strata_metrics::FairnessConstraint;
+/// let ev = strata_run::evaluate_fairness(
+///     "runs/adult", None, None, &["sex".into()], Some(FairnessConstraint::EqualizedOdds), 0,
+/// )?;
+/// println!("{}", ev.summary);
+/// # Ok::<(), strata_run::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`evaluate`]; a run that is not a two-class table classifier, a column it lacks or whose
+/// rows hold one group, several columns with `thresholds`, a group of the validation split
+/// without both outcomes.
+pub fn evaluate_fairness(
+    dir: impl AsRef<Path>,
+    backend: Option<&str>,
+    dataset: Option<&str>,
+    sensitive: &[String],
+    thresholds: Option<strata_metrics::FairnessConstraint>,
+    seed: u64,
+) -> Result<Evaluated> {
+    let dir = dir.as_ref();
+    if sensitive.is_empty() {
+        return Err(Error::Usage(
+            "name the sensitive columns whose groups to compare, e.g. --sensitive sex".into(),
+        ));
+    }
+    if thresholds.is_some() && sensitive.len() != 1 {
+        return Err(Error::Usage(format!(
+            "--thresholds fits one column's groups; --sensitive names {}",
+            sensitive.len()
+        )));
+    }
+    let run = load_run(dir, backend)?;
+    let (name, mut data) = samples_to_evaluate(&run, dataset)?;
+    // Refused before any scoring: a run that is not a two-class table classifier.
+    crate::fairness::check("--sensitive", sensitive, &data, &run.preprocess)?;
+    run.preprocess.apply(&mut data)?;
+    let (mut summary, mut out, ev) = score(&run, &name, &data)?;
+    let folder = dir.join("fairness");
+    std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+    let pre = &run.preprocess;
+    out["fairness"] =
+        crate::fairness::report(sensitive, &data, pre, &ev.outputs, &folder, &run.device)?;
+    if let Some(constraint) = thresholds {
+        let column = &sensitive[0];
+        let encoding = family(&run.config.model)?.encoding(&run.config.model);
+        let source = load_source(&run.config.dataset, &run.config.label, encoding)?;
+        let (_, mut valid, _, _) = split_source(source, &run.config)?;
+        run.preprocess.apply(&mut valid)?;
+        let (_, _, fit) = score(&run, "validation split", &valid)?;
+        let after = crate::fairness::thresholded(
+            column,
+            constraint,
+            (&valid, &fit.outputs),
+            (&data, &ev.outputs),
+            pre,
+            seed,
+            &folder,
+            &run.device,
+        )?;
+        summary = format!(
+            "{summary}\n{column} thresholds for {}: accuracy {:.4}",
+            constraint.name(),
+            after["accuracy"].as_f64().unwrap_or(f64::NAN)
+        );
+        out["thresholds"] = after;
     }
     write_evaluation(dir, summary, out)
 }

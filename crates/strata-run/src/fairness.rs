@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use strata_arch::Network;
 use strata_data::{Dataset, TableSchema};
 use strata_loss::LossConfig;
-use strata_metrics::{Fairness, group_fairness, reweighing};
+use strata_metrics::{Fairness, FairnessConstraint, GroupThresholds, group_fairness, reweighing};
 use strata_tensor::TargetBatch;
 use strata_tensor::convert::to_vec;
 use strata_train::probabilities;
@@ -111,18 +111,7 @@ pub(crate) fn report(
             test.len()
         )));
     }
-    // The positive class's probability: softmax over two outputs, sigmoid of one.
-    let scores: Vec<f64> = probabilities(outputs, k, device)
-        .chunks(2)
-        .map(|p| f64::from(p[1]))
-        .collect();
-    let y_pred: Vec<bool> = match k {
-        1 => scores.iter().map(|&p| p > 0.5).collect(),
-        _ => strata_metrics::argmax_rows(outputs, k)
-            .iter()
-            .map(|&c| c == 1)
-            .collect(),
-    };
+    let (scores, y_pred) = decisions(outputs, k, device);
     let y_true: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
     let mut block = Map::new();
     for column in columns {
@@ -142,6 +131,118 @@ pub(crate) fn report(
     Ok(json!({
         "positive_class": schema.classes[1],
         "columns": block,
+    }))
+}
+
+/// The positive class's probability (softmax over two outputs, sigmoid of one) and the
+/// model's decision for each row of `outputs` (`k` per row).
+fn decisions(outputs: &[f32], k: usize, device: &Device) -> (Vec<f64>, Vec<bool>) {
+    let scores: Vec<f64> = probabilities(outputs, k, device)
+        .chunks(2)
+        .map(|p| f64::from(p[1]))
+        .collect();
+    let y_pred: Vec<bool> = match k {
+        1 => scores.iter().map(|&p| p > 0.5).collect(),
+        _ => strata_metrics::argmax_rows(outputs, k)
+            .iter()
+            .map(|&c| c == 1)
+            .collect(),
+    };
+    (scores, y_pred)
+}
+
+/// Per-group thresholds for `constraint` on `column`'s groups, fitted on `fit` (the
+/// validation rows and the model's outputs on them) and applied to `test` with decisions
+/// drawn from `seed`: the `thresholds` block (the rules by group name, the accuracy and the
+/// fairness figures of the new decisions), with `fairness_COL_thresholded.csv` and `.png`
+/// written into `out`.
+///
+/// # Errors
+/// A group of the fitting rows without both outcomes, or absent from them while the test
+/// rows hold it; as [`report`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn thresholded(
+    column: &str,
+    constraint: FairnessConstraint,
+    fit: (&Dataset, &[f32]),
+    test: (&Dataset, &[f32]),
+    pre: &Preprocess,
+    seed: u64,
+    out: &Path,
+    device: &Device,
+) -> Result<Value> {
+    let columns = [column.to_string()];
+    let schema = check("--sensitive", &columns, test.0, pre)?;
+    let side = |(data, outputs): (&Dataset, &[f32])| -> Result<_> {
+        let labels = data
+            .labels()
+            .ok_or_else(|| Error::Usage("--thresholds needs class labels".into()))?;
+        let k = outputs.len() / data.len().max(1);
+        let (scores, _) = decisions(outputs, k, device);
+        let y: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
+        let (names, group) = schema.categories_of(&data.features, column)?;
+        Ok((scores, y, names, group))
+    };
+    let (fit_scores, fit_y, names, fit_group) = side(fit)?;
+    let (scores, y_true, _, group) = side(test)?;
+    let rules = GroupThresholds::fit(&fit_y, &fit_scores, &fit_group, names.len(), constraint)
+        .map_err(|e| {
+            Error::Usage(format!(
+                "--thresholds on {column}'s groups in the validation split ({} rows): {e}",
+                fit.0.len()
+            ))
+        });
+    // A group absent from the validation split gets no rule; name it if the test rows hold it.
+    let rules = match rules {
+        Ok(r) => r,
+        Err(e) => {
+            let mut in_fit = vec![false; names.len()];
+            for &g in &fit_group {
+                in_fit[g] = true;
+            }
+            if let Some(g) = group.iter().find(|&&g| !in_fit[g]) {
+                return Err(Error::Usage(format!(
+                    "--thresholds: the validation split has no `{}` row of {column} to fit its threshold on",
+                    names[*g]
+                )));
+            }
+            return Err(e);
+        }
+    };
+    let y_pred = rules.decide(&scores, &group, seed)?;
+    let f = group_fairness(&y_true, &y_pred, &group, &names, None)
+        .map_err(|e| Error::Usage(format!("--thresholds {column}: {e}")))?;
+    strata_train::write_atomic(
+        &out.join(format!("fairness_{column}_thresholded.csv")),
+        table(&f).as_bytes(),
+    )?;
+    save_png(
+        &chart(
+            &format!("{column}, {} thresholds", constraint.name()),
+            &schema.classes[1],
+            &f,
+        )?,
+        &out.join(format!("fairness_{column}_thresholded.png")),
+    )?;
+    let by_group: Map<String, Value> = names
+        .iter()
+        .zip(&rules.rules)
+        .map(|(n, r)| {
+            Ok((
+                n.clone(),
+                serde_json::to_value(r).map_err(|e| Error::Usage(e.to_string()))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(json!({
+        "column": column,
+        "constraint": constraint.name(),
+        "fitted_on": format!("validation split ({} rows)", fit.0.len()),
+        "seed": seed,
+        "operating_point": { "x": rules.x, "y": rules.y },
+        "rules": by_group,
+        "accuracy": f.overall.accuracy,
+        "fairness": f,
     }))
 }
 

@@ -56,7 +56,9 @@ pub use config::{
 };
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
 pub use error::{Error, Result};
-pub use evaluate::{Evaluated, Run, evaluate, evaluate_perturbed, load_run_config};
+pub use evaluate::{
+    Evaluated, Run, evaluate, evaluate_fairness, evaluate_perturbed, load_run_config,
+};
 pub use explain::{ExplainMethod, Explained, explain};
 pub use family::{
     AutoencoderRun, Codes, FAMILIES, Family, GanRun, GnnRun, GraphMeta, IwBound, auto_patch,

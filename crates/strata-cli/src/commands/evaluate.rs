@@ -1,8 +1,9 @@
 //! `strata evaluate`: [`strata::run::evaluate`] (or [`strata::run::evaluate_perturbed`] with
-//! `--perturb`), printed.
+//! `--perturb`, [`strata::run::evaluate_fairness`] with `--sensitive`), printed.
 
 use strata::data::Augment;
-use strata::run::{Result, evaluate, evaluate_perturbed};
+use strata::metrics::FairnessConstraint;
+use strata::run::{Error, Result, evaluate, evaluate_fairness, evaluate_perturbed};
 
 use crate::args::EvaluateArgs;
 
@@ -16,6 +17,24 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
         Some(spec) => {
             let perturb = Augment::parse(spec)?;
             evaluate_perturbed(&args.run, backend, dataset, &perturb, args.seed)?
+        }
+        None if !args.sensitive.is_empty() => {
+            let thresholds = args
+                .thresholds
+                .as_deref()
+                .map(|t| {
+                    t.parse::<FairnessConstraint>()
+                        .map_err(|e| Error::Usage(format!("--thresholds: {e}")))
+                })
+                .transpose()?;
+            evaluate_fairness(
+                &args.run,
+                backend,
+                dataset,
+                &args.sensitive,
+                thresholds,
+                args.seed,
+            )?
         }
         None => evaluate(&args.run, backend, dataset)?,
     };
