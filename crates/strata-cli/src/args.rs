@@ -153,6 +153,12 @@ pub struct TrainArgs {
     /// `none` clears it.
     #[arg(long)]
     pub reweigh: Option<String>,
+    /// Adversarial debiasing (Zhang et al.) on a categorical column of a table:
+    /// COL[:alpha=A,constraint=equalized-odds|demographic-parity] (e.g. sex); an adversary
+    /// learns to predict the group from the model's output while the model learns to defeat
+    /// it; `none` clears it.
+    #[arg(long)]
+    pub debias: Option<String>,
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,

@@ -35,7 +35,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{Error, Result, same_len};
 
@@ -43,7 +43,7 @@ use crate::error::{Error, Result, same_len};
 pub const GRID: usize = 1000;
 
 /// What the per-group thresholds equalise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FairnessConstraint {
     /// Equal selection rates, `P(ŷ = 1 | group)`.
@@ -486,6 +486,13 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn constraint_parsing_never_panics(spec in ".{0,30}") {
+            let _ = spec.parse::<FairnessConstraint>();
         }
     }
 

@@ -172,6 +172,11 @@ pub struct RunConfig {
     /// independent (`--reweigh sex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reweigh: Option<String>,
+    /// Adversarial debiasing (Zhang et al. 2018) on a categorical column of a table: the
+    /// classifier trains beside an adversary that predicts the column's group from its output
+    /// (`--debias sex[:alpha=1,constraint=equalized-odds]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debias: Option<crate::debias::Debias>,
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
@@ -610,6 +615,7 @@ impl RunConfig {
             adversarial: None,
             sensitive: Vec::new(),
             reweigh: None,
+            debias: None,
             augment: Augment::default(),
             image_shape: None,
             resize: None,
@@ -663,10 +669,28 @@ impl RunConfig {
         self.schedule.validate()?;
         self.loss.validate()?;
         self.augment.validate()?;
-        if self.adversarial.is_some() && self.reweigh.is_some() {
-            return Err(Error::Usage(
-                "--adversarial and --reweigh each replace the training loss: choose one".into(),
-            ));
+        let replacing: Vec<&str> = [
+            ("--adversarial", self.adversarial.is_some()),
+            ("--reweigh", self.reweigh.is_some()),
+            ("--debias", self.debias.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if replacing.len() > 1 {
+            return Err(Error::Usage(format!(
+                "{} each replace the training loss: choose one",
+                replacing.join(" and ")
+            )));
+        }
+        if let Some(d) = &self.debias {
+            d.validate()?;
+            if !family.adversarial_training() {
+                return Err(Error::Usage(format!(
+                    "--debias trains classifiers on table rows; the {} model trains otherwise",
+                    self.model
+                )));
+            }
         }
         if let Some(a) = &self.adversarial {
             a.validate()?;

@@ -35,6 +35,7 @@
 mod attack;
 mod config;
 mod data;
+mod debias;
 mod error;
 mod evaluate;
 mod explain;
@@ -55,6 +56,7 @@ pub use config::{
     TransferSpec,
 };
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
+pub use debias::Debias;
 pub use error::{Error, Result};
 pub use evaluate::{
     Evaluated, Run, evaluate, evaluate_fairness, evaluate_perturbed, load_run_config,

@@ -68,6 +68,12 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             r => Some(r.to_string()),
         };
     }
+    if let Some(d) = &args.debias {
+        c.debias = match d.trim() {
+            "none" => None,
+            d => Some(strata::run::Debias::parse(d)?),
+        };
+    }
     if let Some(n) = &args.noise {
         c.autoencoder.noise = match n.trim() {
             "none" => None,

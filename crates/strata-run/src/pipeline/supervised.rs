@@ -116,6 +116,15 @@ pub(crate) fn fit_rows(
     train_loss: Option<&NetworkLoss>,
 ) -> Result<FitOutcome<Network>> {
     let loss = config.loss.init(&run.device)?;
+    if let Some(debias) = &config.debias {
+        if train_loss.is_some() {
+            return Err(Error::Usage(format!(
+                "--debias trains the run's loss beside an adversary; the {} model trains on its own",
+                config.model
+            )));
+        }
+        return crate::debias::fit(model, prepared, debias, loss.as_ref(), run);
+    }
     let f = Fit {
         forward: |m: &Network, x| m.forward_flat(x),
         loss: loss.as_ref(),
@@ -337,6 +346,15 @@ pub(crate) fn train<F: Family + ?Sized>(
     }
     if let Some(column) = &config.reweigh {
         crate::fairness::check_reweigh(column, &prepared, &config.loss)?;
+    }
+    if let Some(d) = &config.debias {
+        let pre = &prepared.preprocess;
+        crate::fairness::check(
+            "--debias",
+            std::slice::from_ref(&d.column),
+            &prepared.train,
+            pre,
+        )?;
     }
     if !config.augment.steps.is_empty() && prepared.train.image_shape.is_none() {
         return Err(Error::Usage(format!(
