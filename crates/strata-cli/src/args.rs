@@ -159,6 +159,16 @@ pub struct TrainArgs {
     /// it; `none` clears it.
     #[arg(long)]
     pub debias: Option<String>,
+    /// Knowledge distillation: train on this finished classifier run's (the teacher's)
+    /// softened outputs beside the labels; `none` clears it.
+    #[arg(long)]
+    pub distill_from: Option<PathBuf>,
+    /// Distillation's softmax temperature [default: 4].
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Distillation's weight of the teacher's part, in [0, 1] [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub distill_weight: Option<f64>,
     /// Read each CSV row as an image: CxHxW (e.g. 1x28x28), row-major.
     #[arg(long)]
     pub image_shape: Option<String>,

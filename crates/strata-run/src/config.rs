@@ -177,6 +177,10 @@ pub struct RunConfig {
     /// (`--debias sex[:alpha=1,constraint=equalized-odds]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debias: Option<crate::debias::Debias>,
+    /// Knowledge distillation (Hinton et al. 2015) from a finished classifier run, the teacher
+    /// (`--distill-from RUN --temperature 4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<crate::distill::Distill>,
     /// Augmentation of the training batches (images; mixup for any data).
     #[serde(default, skip_serializing_if = "Augment::is_empty")]
     pub augment: Augment,
@@ -616,6 +620,7 @@ impl RunConfig {
             sensitive: Vec::new(),
             reweigh: None,
             debias: None,
+            distill: None,
             augment: Augment::default(),
             image_shape: None,
             resize: None,
@@ -673,6 +678,7 @@ impl RunConfig {
             ("--adversarial", self.adversarial.is_some()),
             ("--reweigh", self.reweigh.is_some()),
             ("--debias", self.debias.is_some()),
+            ("--distill-from", self.distill.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
@@ -682,6 +688,15 @@ impl RunConfig {
                 "{} each replace the training loss: choose one",
                 replacing.join(" and ")
             )));
+        }
+        if let Some(d) = &self.distill {
+            d.validate()?;
+            if !family.adversarial_training() {
+                return Err(Error::Usage(format!(
+                    "--distill-from trains classifiers on samples; the {} model trains otherwise",
+                    self.model
+                )));
+            }
         }
         if let Some(d) = &self.debias {
             d.validate()?;

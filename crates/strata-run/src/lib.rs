@@ -36,6 +36,7 @@ mod attack;
 mod config;
 mod data;
 mod debias;
+mod distill;
 mod error;
 mod evaluate;
 mod explain;
@@ -57,6 +58,7 @@ pub use config::{
 };
 pub use data::{Prepared, Preprocess, SeriesPrep, n_outputs, prepare, split_source};
 pub use debias::Debias;
+pub use distill::Distill;
 pub use error::{Error, Result};
 pub use evaluate::{
     Evaluated, Run, evaluate, evaluate_fairness, evaluate_perturbed, load_run_config,

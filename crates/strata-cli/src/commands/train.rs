@@ -74,6 +74,19 @@ pub fn resolve(args: &TrainArgs, out: &Path) -> Result<RunConfig> {
             d => Some(strata::run::Debias::parse(d)?),
         };
     }
+    if let Some(from) = &args.distill_from {
+        c.distill = (from.as_os_str() != "none").then(|| strata::run::Distill::new(from));
+    }
+    if args.temperature.is_some() || args.distill_weight.is_some() {
+        let Some(d) = c.distill.as_mut() else {
+            return Err(strata::run::Error::Usage(
+                "--temperature and --distill-weight set distillation: give --distill-from RUN"
+                    .into(),
+            ));
+        };
+        d.temperature = args.temperature.unwrap_or(d.temperature);
+        d.weight = args.distill_weight.unwrap_or(d.weight);
+    }
     if let Some(n) = &args.noise {
         c.autoencoder.noise = match n.trim() {
             "none" => None,

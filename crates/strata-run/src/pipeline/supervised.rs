@@ -125,6 +125,29 @@ pub(crate) fn fit_rows(
         }
         return crate::debias::fit(model, prepared, debias, loss.as_ref(), run);
     }
+    if let Some(distill) = &config.distill {
+        if train_loss.is_some() {
+            return Err(Error::Usage(format!(
+                "--distill-from trains on the run's loss and the teacher's; the {} model trains on its own",
+                config.model
+            )));
+        }
+        let teacher = crate::distill::teacher(distill, prepared, config.backend.name())?;
+        let soft = crate::distill::distilled_loss(&teacher, distill, prepared, loss.as_ref());
+        let f = Fit {
+            forward: |m: &Network, x| m.forward_flat(x),
+            loss: loss.as_ref(),
+            augment: Some(&config.augment),
+            run,
+        };
+        return Ok(fit_with_loss(
+            model,
+            &prepared.train,
+            &prepared.valid,
+            &f,
+            &soft,
+        )?);
+    }
     let f = Fit {
         forward: |m: &Network, x| m.forward_flat(x),
         loss: loss.as_ref(),
@@ -346,6 +369,9 @@ pub(crate) fn train<F: Family + ?Sized>(
     }
     if let Some(column) = &config.reweigh {
         crate::fairness::check_reweigh(column, &prepared, &config.loss)?;
+    }
+    if let Some(d) = &config.distill {
+        crate::distill::teacher(d, &prepared, config.backend.name())?;
     }
     if let Some(d) = &config.debias {
         let pre = &prepared.preprocess;
