@@ -22,6 +22,9 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Attack a classifier run (FGSM or PGD) and report its robust accuracy.
     Attack(AttackArgs),
+    /// Make a run's model smaller: magnitude pruning (with fine-tuning) into a new run, or a
+    /// sparsity-against-accuracy curve.
+    Compress(CompressArgs),
     /// Explain a classifier run's prediction for one row: a heat map or column attributions.
     Explain(ExplainArgs),
     /// Write predictions (class and probabilities, or values) for a CSV of features.
@@ -332,6 +335,30 @@ pub struct EvaluateArgs {
     /// they give beside the model's own (one --sensitive column).
     #[arg(long, requires = "sensitive")]
     pub thresholds: Option<String>,
+}
+
+/// `strata compress`.
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// The run directory (a classifier's or regressor's, trained on samples).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Global magnitude pruning to this sparsity (share of weights set to zero), in [0, 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub prune: Option<f64>,
+    /// Epochs of fine-tuning after pruning, the pruned weights held at zero.
+    #[arg(long, default_value_t = 0)]
+    pub fine_tune: usize,
+    /// Sparsities at which to measure the test accuracy: sparsity.csv and sparsity.png in
+    /// --out (e.g. 0.5,0.8,0.9,0.95).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub curve: Vec<f64>,
+    /// Where to write the pruned run (or the curve).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress lines while fine-tuning.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `strata attack`.

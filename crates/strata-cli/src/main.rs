@@ -39,6 +39,7 @@ fn main() {
         Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
         Command::Evaluate(args) => commands::evaluate::run(&args),
         Command::Attack(args) => commands::attack::run(&args),
+        Command::Compress(args) => commands::compress::run(&args),
         Command::Explain(args) => commands::explain::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
         Command::Generate(args) => commands::generate::run(&args),

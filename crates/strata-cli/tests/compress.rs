@@ -1,5 +1,5 @@
-//! Smaller models: knowledge distillation (`--distill-from`) on digits, its settings and bad
-//! teachers as one line with exit code 1.
+//! Smaller models: knowledge distillation (`--distill-from`) and magnitude pruning (`strata
+//! compress`) on digits, their settings and bad input as one line with exit code 1.
 
 mod common;
 use common::{assert_clean_failure, json, stderr, strata};
@@ -12,7 +12,7 @@ fn train(out: &std::path::Path, args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-fn a_student_learns_from_its_teacher_alone() {
+fn distilling_and_pruning_a_digits_cnn() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = dir.path().join("teacher");
     let t = teacher.to_str().unwrap();
@@ -103,4 +103,92 @@ fn a_student_learns_from_its_teacher_alone() {
         "choose one",
     );
     assert!(!out.exists(), "nothing written for a refused run");
+
+    // Pruning the teacher to 80% zeros with 2 epochs of fine-tuning: a run of its own that
+    // evaluate loads, most weights at zero, accuracy kept (bar set before the first run: 0.9).
+    let pruned = dir.path().join("pruned");
+    let p = pruned.to_str().unwrap();
+    let o = strata(&[
+        "compress",
+        "--run",
+        t,
+        "--prune",
+        "0.8",
+        "--fine-tune",
+        "2",
+        "--quiet",
+        "--out",
+        p,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&pruned.join("metrics.json"));
+    let c = &m["compression"];
+    let (pruned_weights, covered) = (
+        c["weights_pruned"].as_u64().unwrap(),
+        c["weights_covered"].as_u64().unwrap(),
+    );
+    assert!(
+        (pruned_weights as f64 / covered as f64 - 0.8).abs() < 0.01,
+        "{pruned_weights} of {covered}"
+    );
+    assert!(
+        c["zero_parameters"].as_u64().unwrap() >= pruned_weights,
+        "{c}"
+    );
+    let accuracy = m["test"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9, "pruned test accuracy {accuracy}");
+    let o = strata(&["evaluate", "--run", p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = json(&pruned.join("evaluation.json"));
+    assert_eq!(e["test"]["accuracy"], m["test"]["accuracy"]);
+
+    // The curve: one row per sparsity, accuracy falling to chance by 99% zeros.
+    let curve = dir.path().join("curve");
+    let o = strata(&[
+        "compress",
+        "--run",
+        t,
+        "--curve",
+        "0.99,0.5",
+        "--out",
+        curve.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(curve.join("sparsity.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert_eq!((rows[0][0], rows[1][0]), (0.5, 0.99), "{csv}");
+    assert!(rows[0][1] > 0.9 && rows[1][1] < 0.3, "{csv}");
+    assert!(
+        std::fs::read(curve.join("sparsity.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+
+    let bad = dir.path().join("bad-prune");
+    let b = bad.to_str().unwrap();
+    for (args, why) in [
+        (vec!["--prune", "1"], "a sparsity must be in [0, 1)"),
+        (vec!["--prune", "-0.1"], "a sparsity must be in [0, 1)"),
+        (vec!["--curve", "0.5,1.5"], "a sparsity must be in [0, 1)"),
+        (vec![], "nothing to do"),
+    ] {
+        assert_clean_failure(
+            &[&["compress", "--run", t, "--out", b][..], &args].concat(),
+            why,
+        );
+    }
+    assert!(!bad.exists(), "nothing written for refused settings");
+    assert_clean_failure(
+        &["compress", "--run", t, "--prune", "0.5", "--out", t],
+        "is the run itself",
+    );
+    assert_clean_failure(
+        &["compress", "--run", b, "--prune", "0.5", "--out", p],
+        "not a run directory",
+    );
 }

@@ -33,6 +33,7 @@
 //! ```
 
 mod attack;
+mod compress;
 mod config;
 mod data;
 mod debias;
@@ -52,6 +53,7 @@ pub mod run_dir;
 mod transfer;
 
 pub use attack::{AttackRequest, Attacked, attack};
+pub use compress::{Compress, Compressed, compress};
 pub use config::{
     AutoencoderSpec, CapsSize, CapsSpec, Freeze, GanSpec, MAX_SIDE, NetworkSpec, RunConfig,
     TransferSpec,

@@ -57,6 +57,7 @@ mod history;
 mod objective;
 mod players;
 mod progress;
+mod prune;
 mod runner;
 mod supervised;
 mod tbptt;
@@ -79,6 +80,7 @@ pub use history::{EpochRecord, write_csv, write_curves_svg};
 pub use objective::{Objective, Run};
 pub use players::{Players, fit_players};
 pub use progress::{Console, Progress, Silent};
+pub use prune::{Masks, zeros};
 pub use runner::{FitOutcome, fit_objective};
 /// What [`Fit`] and [`Run`] take, from the crates that define them, so that a user of this
 /// crate alone finds them here.

@@ -79,4 +79,6 @@ pub mod guides {
     pub struct Robustness;
     #[doc = include_str!("../../../docs/fairness.md")]
     pub struct Fairness;
+    #[doc = include_str!("../../../docs/compression.md")]
+    pub struct Compression;
 }

@@ -1,6 +1,7 @@
 //! One module per command: each turns its flags into a call of `strata::run` and prints.
 
 pub mod attack;
+pub mod compress;
 pub mod encode;
 pub mod evaluate;
 pub mod explain;

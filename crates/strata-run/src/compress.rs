@@ -1,0 +1,306 @@
+//! Smaller models from finished runs ([`compress`], `strata compress`): global magnitude
+//! pruning ([`strata_train::Masks`]) to a target sparsity, optionally fine-tuned with the
+//! pruned weights held at zero, written as a run that `evaluate` and `predict` load as any
+//! other; and a sparsity-against-accuracy curve (`sparsity.csv`, `sparsity.png`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde_json::{Value, json};
+use strata_arch::Network;
+use strata_data::load_source;
+use strata_train::{Fit, Masks, Progress, fit_with_loss, zeros};
+
+use crate::data::{Prepared, split_source};
+use crate::error::{Error, Result};
+use crate::evaluate::{Run, load_run, score};
+use crate::family::{family, network_config};
+use crate::pictures::{LineChart, save_png};
+use crate::run_dir::{finished_weights, load_safetensors, save_safetensors, write_json};
+
+/// What [`compress`] does to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compress {
+    /// Global magnitude pruning to this share of zero weights, in `[0, 1)`.
+    pub prune: Option<f64>,
+    /// Epochs of fine-tuning after pruning (0: none), at a tenth of the run's learning rate.
+    pub fine_tune_epochs: usize,
+    /// Sparsities at which to measure the test accuracy for `sparsity.csv` and `.png`.
+    pub curve: Vec<f64>,
+}
+
+impl Compress {
+    /// Checks the sparsities.
+    ///
+    /// # Errors
+    /// A sparsity outside `[0, 1)`, nothing to do.
+    pub fn validate(&self) -> Result<()> {
+        for s in self.prune.iter().chain(&self.curve) {
+            if !(0.0..1.0).contains(s) {
+                return Err(Error::Usage(format!(
+                    "a sparsity must be in [0, 1) (the share of weights set to zero), got {s}"
+                )));
+            }
+        }
+        if self.prune.is_none() && self.curve.is_empty() {
+            return Err(Error::Usage(
+                "nothing to do: give --prune SPARSITY or --curve S1,S2,...".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`compress`] gave: one line, the pruned run's metrics, the files written.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    /// E.g. `pruned to 0.80 sparsity: test accuracy 0.9805 (was 0.9889)`.
+    pub summary: String,
+    /// The pruned run's `metrics.json` (or the curve alone).
+    pub metrics: Value,
+    /// The files written.
+    pub written: Vec<PathBuf>,
+}
+
+/// Prunes the finished run in `dir` as `request` says. With `prune`, writes the pruned (and
+/// fine-tuned) model into `out` as a run of its own (`config.toml`, `preprocess.json`,
+/// `model.safetensors`, `metrics.json` with a `compression` block); with `curve`, writes
+/// `sparsity.csv` and `sparsity.png` into `out`. Fine-tuning reports to `progress`.
+///
+/// ```no_run
+/// use strata_run::{Compress, compress, Silent};
+/// let request = Compress { prune: Some(0.8), fine_tune_epochs: 2, curve: vec![] };
+/// let done = compress("runs/cnn", "runs/cnn-pruned", &request, &Silent)?;
+/// println!("{}", done.summary);
+/// # Ok::<(), strata_run::Error>(())
+/// ```
+///
+/// # Errors
+/// A sparsity outside `[0, 1)`, a directory that is not a finished run of a classifier or
+/// regressor trained on samples, an `out` that is the run itself, training and I/O errors.
+pub fn compress(
+    dir: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    request: &Compress,
+    progress: &dyn Progress,
+) -> Result<Compressed> {
+    let (dir, out) = (dir.as_ref(), out.as_ref());
+    request.validate()?;
+    let run = load_run(dir, None)?;
+    if !family(&run.config.model)?.adversarial_training() || run.preprocess.series.is_some() {
+        return Err(Error::Usage(format!(
+            "compress prunes classifiers and regressors trained on samples; {} is a {} run",
+            dir.display(),
+            run.config.model
+        )));
+    }
+    if out.exists() && same_dir(dir, out) {
+        return Err(Error::Usage(format!(
+            "--out {} is the run itself: give a new directory",
+            out.display()
+        )));
+    }
+    let prepared = splits(&run)?;
+    let (_, _, original) = score(&run, "test split", &prepared.test)?;
+    let mut written = Vec::new();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut metrics = json!({});
+    let mut summary = String::new();
+    if !request.curve.is_empty() {
+        let mut csv = String::from("sparsity,test_accuracy");
+        if request.fine_tune_epochs > 0 {
+            csv.push_str(",test_accuracy_fine_tuned");
+        }
+        csv.push('\n');
+        let mut points = Vec::new();
+        let mut sorted = request.curve.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.dedup();
+        for &s in &sorted {
+            let (one_shot, _) = pruned(&run, &prepared, s, 0, progress)?;
+            let _ = write!(csv, "{s},{:.6}", headline(&run, &prepared, one_shot)?);
+            let last = if request.fine_tune_epochs > 0 {
+                let (tuned, _) = pruned(&run, &prepared, s, request.fine_tune_epochs, progress)?;
+                let a = headline(&run, &prepared, tuned)?;
+                let _ = write!(csv, ",{a:.6}");
+                a
+            } else {
+                headline(&run, &prepared, pruned(&run, &prepared, s, 0, progress)?.0)?
+            };
+            csv.push('\n');
+            points.push((s, last));
+        }
+        let path = out.join("sparsity.csv");
+        strata_train::write_atomic(&path, csv.as_bytes())?;
+        written.push(path);
+        if points.len() >= 2 {
+            let png = out.join("sparsity.png");
+            let tuned = if request.fine_tune_epochs > 0 {
+                format!(", {} epochs fine-tuned", request.fine_tune_epochs)
+            } else {
+                String::new()
+            };
+            let chart = LineChart {
+                width: 480,
+                height: 320,
+                title: format!("{}: test accuracy after pruning{tuned}", run.config.model),
+                x_label: "sparsity (share of weights at zero)".into(),
+            };
+            save_png(&chart.draw(&points)?, &png)?;
+            written.push(png);
+        }
+        metrics["curve"] = json!(
+            points
+                .iter()
+                .map(|(s, a)| json!({"sparsity": s, "test_accuracy": a}))
+                .collect::<Vec<_>>()
+        );
+        let _ = write!(summary, "sparsity curve over {} points", points.len());
+    }
+    if let Some(s) = request.prune {
+        let (model, masks) = pruned(&run, &prepared, s, request.fine_tune_epochs, progress)?;
+        let weights = out.join("model.safetensors");
+        save_safetensors(&model, &weights)?;
+        run.config.save(out)?;
+        run.preprocess.save(out)?;
+        let pruned_run = Run {
+            model,
+            ..run_copy(&run)?
+        };
+        let (_, mut m, ev) = score(&pruned_run, "test split", &prepared.test)?;
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        m["compression"] = json!({
+            "from": dir,
+            "method": "global magnitude pruning",
+            "sparsity": s,
+            "weights_pruned": masks.covered() - masks.kept(),
+            "weights_covered": masks.covered(),
+            "zero_parameters": zeros(&pruned_run.model),
+            "fine_tune_epochs": request.fine_tune_epochs,
+            "original_test": crate::pipeline::metrics_json(&original),
+            "size_bytes": size(&weights),
+            "original_size_bytes": size(&finished_weights(dir)?),
+        });
+        let path = out.join("metrics.json");
+        write_json(&path, &m)?;
+        written.extend([weights, path]);
+        if !summary.is_empty() {
+            summary.push_str("; ");
+        }
+        let _ = write!(
+            summary,
+            "pruned to {s} sparsity{}: test {} (was {})",
+            if request.fine_tune_epochs > 0 {
+                format!(" and fine-tuned {} epochs", request.fine_tune_epochs)
+            } else {
+                String::new()
+            },
+            crate::pipeline::summary_line(&ev),
+            crate::pipeline::summary_line(&original),
+        );
+        metrics = m;
+    }
+    Ok(Compressed {
+        summary,
+        metrics,
+        written,
+    })
+}
+
+/// Whether two existing paths name one directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The run's splits as it trained on them, preprocessed by its own preprocessing.
+fn splits(run: &Run) -> Result<Prepared> {
+    let config = &run.config;
+    let encoding = family(&config.model)?.encoding(&config.model);
+    let source = load_source(&config.dataset, &config.label, encoding)?;
+    let (mut train, mut valid, mut test, _) = split_source(source, config)?;
+    for d in [&mut train, &mut valid, &mut test] {
+        run.preprocess.apply(d)?;
+    }
+    Ok(Prepared {
+        train,
+        valid,
+        test,
+        preprocess: run.preprocess.clone(),
+    })
+}
+
+/// A copy of `run` (its model reloaded).
+fn run_copy(run: &Run) -> Result<Run> {
+    Ok(Run {
+        dir: run.dir.clone(),
+        config: run.config.clone(),
+        preprocess: run.preprocess.clone(),
+        model: run.model.clone(),
+        device: run.device.clone(),
+    })
+}
+
+/// The test split's headline figure (accuracy, or RMSE) of `model` in place of `run`'s.
+fn headline(run: &Run, prepared: &Prepared, model: Network) -> Result<f64> {
+    let r = Run {
+        model,
+        ..run_copy(run)?
+    };
+    Ok(score(&r, "test split", &prepared.test)?.2.report.headline())
+}
+
+/// `run`'s model pruned to `sparsity`, then fine-tuned `epochs` epochs on its training split
+/// at a tenth of its learning rate with the pruned weights held at zero; and the masks.
+fn pruned(
+    run: &Run,
+    prepared: &Prepared,
+    sparsity: f64,
+    epochs: usize,
+    progress: &dyn Progress,
+) -> Result<(Network, Masks)> {
+    if epochs == 0 {
+        let masks = Masks::magnitude(&run.model, sparsity)?;
+        return Ok((masks.prune(run.model.clone()), masks));
+    }
+    let config = &run.config;
+    let ad = run.device.clone().autodiff();
+    strata_tensor::seed_device(&ad, config.fit.seed);
+    let n_out = crate::data::n_outputs(prepared.train.task(), config);
+    let net = network_config(config, &run.preprocess, n_out)?;
+    // The same weights on the autodiff device; the masks name its parameters.
+    let model = load_safetensors(&net, &finished_weights(&run.dir)?, &ad)?;
+    let masks = Masks::magnitude(&model, sparsity)?;
+    let loss = config.loss.init(&ad)?;
+    let optimizer = strata_train::OptimizerConfig {
+        lr: config.optimizer.lr / 10.0,
+        ..config.optimizer.clone()
+    };
+    let fit = strata_train::FitConfig {
+        epochs,
+        ..config.fit.clone()
+    };
+    let f = Fit {
+        forward: |m: &Network, x| m.forward_flat(x),
+        loss: loss.as_ref(),
+        augment: Some(&config.augment),
+        run: strata_train::Run {
+            progress: Some(progress),
+            ..strata_train::Run::new(&optimizer, &config.schedule, &fit, ad)
+        },
+    };
+    let masked = |m: &Network, x, targets: &strata_tensor::TargetBatch| {
+        Ok(loss.forward(masks.apply(m.clone()).forward_flat(x), targets)?)
+    };
+    let out = fit_with_loss(
+        masks.prune(model),
+        &prepared.train,
+        &prepared.valid,
+        &f,
+        masked,
+    )?;
+    Ok((masks.prune(out.model.valid()), masks))
+}
