@@ -19,19 +19,6 @@
 //! and [`GroupThresholds::decide`] draws the decisions from a seed. The constraint holds on
 //! the data the rules were fitted on, in expectation; on new data it holds as well as those
 //! data resemble them.
-//!
-//! ```
-//! use strata_metrics::{FairnessConstraint, GroupThresholds};
-//! let scores = [0.9, 0.8, 0.3, 0.2, 0.7, 0.6, 0.4, 0.1];
-//! let y_true = [true, true, false, false, true, false, true, false];
-//! let group = [0, 0, 0, 0, 1, 1, 1, 1];
-//! let t = GroupThresholds::fit(&y_true, &scores, &group, 2, FairnessConstraint::DemographicParity)?;
-//! let p = t.probabilities(&scores, &group)?;
-//! // Both groups select the same share of their samples, in expectation.
-//! let rate = |g: usize| p[4 * g..4 * g + 4].iter().sum::<f64>() / 4.0;
-//! assert!((rate(0) - rate(1)).abs() < 1e-9);
-//! # Ok::<(), strata_metrics::Error>(())
-//! ```
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -122,6 +109,19 @@ fn finite_or_text<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S:
 }
 
 /// Rules fitted by [`GroupThresholds::fit`]: one per group.
+///
+/// ```
+/// use strata_metrics::{FairnessConstraint, GroupThresholds};
+/// let scores = [0.9, 0.8, 0.3, 0.2, 0.7, 0.6, 0.4, 0.1];
+/// let y_true = [true, true, false, false, true, false, true, false];
+/// let group = [0, 0, 0, 0, 1, 1, 1, 1];
+/// let t = GroupThresholds::fit(&y_true, &scores, &group, 2, FairnessConstraint::DemographicParity)?;
+/// let p = t.probabilities(&scores, &group)?;
+/// // Both groups select the same share of their samples, in expectation.
+/// let rate = |g: usize| p[4 * g..4 * g + 4].iter().sum::<f64>() / 4.0;
+/// assert!((rate(0) - rate(1)).abs() < 1e-9);
+/// # Ok::<(), strata_metrics::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupThresholds {
     /// The constraint they meet.

@@ -7,19 +7,6 @@
 //! fine-tune a pruned model, train `masks.prune(model)` on the forward pass of
 //! `masks.apply(model)`: the pruned weights then get no gradient and stay at zero (with SGD,
 //! Adam or decoupled weight decay), and a last [`Masks::prune`] makes sure of it.
-//!
-//! ```
-//! use burn::nn::LinearConfig;
-//! use burn::tensor::Device;
-//! use strata_train::Masks;
-//! let device = Device::flex();
-//! let layer = LinearConfig::new(8, 4).init(&device);
-//! let masks = Masks::magnitude(&layer, 0.75)?;
-//! let pruned = masks.prune(layer);
-//! assert_eq!(masks.kept(), 8);
-//! assert_eq!(strata_train::zeros(&pruned), 24);
-//! # Ok::<(), strata_train::Error>(())
-//! ```
 
 use std::collections::HashMap;
 
@@ -30,6 +17,19 @@ use strata_tensor::convert::to_vec;
 use crate::error::{Error, Result};
 
 /// Which weights of each pruned parameter are kept, by parameter.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use strata_train::Masks;
+/// let device = Device::flex();
+/// let layer = LinearConfig::new(8, 4).init(&device);
+/// let masks = Masks::magnitude(&layer, 0.75)?;
+/// let pruned = masks.prune(layer);
+/// assert_eq!(masks.kept(), 8);
+/// assert_eq!(strata_train::zeros(&pruned), 24);
+/// # Ok::<(), strata_train::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Masks {
     keep: HashMap<ParamId, Vec<bool>>,
