@@ -689,32 +689,28 @@ impl RunConfig {
                 replacing.join(" and ")
             )));
         }
+        // Each of these trains a classifier on samples through the supervised pipeline.
+        let on_samples = |flag: &str| {
+            if family.adversarial_training() {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!(
+                    "{flag} trains classifiers on samples; the {} model trains otherwise",
+                    self.model
+                )))
+            }
+        };
         if let Some(d) = &self.distill {
             d.validate()?;
-            if !family.adversarial_training() {
-                return Err(Error::Usage(format!(
-                    "--distill-from trains classifiers on samples; the {} model trains otherwise",
-                    self.model
-                )));
-            }
+            on_samples("--distill-from")?;
         }
         if let Some(d) = &self.debias {
             d.validate()?;
-            if !family.adversarial_training() {
-                return Err(Error::Usage(format!(
-                    "--debias trains classifiers on table rows; the {} model trains otherwise",
-                    self.model
-                )));
-            }
+            on_samples("--debias")?;
         }
         if let Some(a) = &self.adversarial {
             a.validate()?;
-            if !family.adversarial_training() {
-                return Err(Error::Usage(format!(
-                    "--adversarial trains classifiers on samples; the {} model trains otherwise",
-                    self.model
-                )));
-            }
+            on_samples("--adversarial")?;
         }
         self.autoencoder.validate()?;
         self.gan.validate()?;
