@@ -353,7 +353,13 @@ pub struct CompressArgs {
     /// --out (e.g. 0.5,0.8,0.9,0.95).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub curve: Vec<f64>,
-    /// Where to write the pruned run (or the curve).
+    /// Store the weights in int8 on disk (after any pruning): int8.
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// With --quantize: one scale per output channel instead of per tensor.
+    #[arg(long, requires = "quantize")]
+    pub per_channel: bool,
+    /// Where to write the compressed run (or the curve).
     #[arg(long)]
     pub out: PathBuf,
     /// No progress lines while fine-tuning.

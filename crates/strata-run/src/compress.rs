@@ -1,7 +1,8 @@
 //! Smaller models from finished runs ([`compress`], `strata compress`): global magnitude
 //! pruning ([`strata_train::Masks`]) to a target sparsity, optionally fine-tuned with the
 //! pruned weights held at zero, written as a run that `evaluate` and `predict` load as any
-//! other; and a sparsity-against-accuracy curve (`sparsity.csv`, `sparsity.png`).
+//! other; int8 weights on disk ([`crate::quantize_file`]), pruned or not; and a
+//! sparsity-against-accuracy curve (`sparsity.csv`, `sparsity.png`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{Run, load_run, score};
 use crate::family::{family, network_config};
 use crate::pictures::{LineChart, save_png};
+use crate::quantize::{Granularity, INT8_WEIGHTS, quantize_file};
 use crate::run_dir::{finished_weights, load_safetensors, save_safetensors, write_json};
 
 /// What [`compress`] does to a run.
@@ -28,6 +30,9 @@ pub struct Compress {
     pub fine_tune_epochs: usize,
     /// Sparsities at which to measure the test accuracy for `sparsity.csv` and `.png`.
     pub curve: Vec<f64>,
+    /// Store the (pruned) weights in int8 ([`crate::quantize_file`]) with one scale per tensor
+    /// or per output channel.
+    pub quantize: Option<Granularity>,
 }
 
 impl Compress {
@@ -43,9 +48,9 @@ impl Compress {
                 )));
             }
         }
-        if self.prune.is_none() && self.curve.is_empty() {
+        if self.prune.is_none() && self.curve.is_empty() && self.quantize.is_none() {
             return Err(Error::Usage(
-                "nothing to do: give --prune SPARSITY or --curve S1,S2,...".into(),
+                "nothing to do: give --prune SPARSITY, --quantize int8 or --curve S1,S2,...".into(),
             ));
         }
         Ok(())
@@ -63,14 +68,20 @@ pub struct Compressed {
     pub written: Vec<PathBuf>,
 }
 
-/// Prunes the finished run in `dir` as `request` says. With `prune`, writes the pruned (and
-/// fine-tuned) model into `out` as a run of its own (`config.toml`, `preprocess.json`,
-/// `model.safetensors`, `metrics.json` with a `compression` block); with `curve`, writes
+/// Compresses the finished run in `dir` as `request` says. With `prune` or `quantize`, writes
+/// the pruned (and fine-tuned) and/or int8 model into `out` as a run of its own
+/// (`config.toml`, `preprocess.json`, `model.safetensors` or `model.int8.safetensors`,
+/// `metrics.json` with a `compression` block), scored as loaded back; with `curve`, writes
 /// `sparsity.csv` and `sparsity.png` into `out`. Fine-tuning reports to `progress`.
 ///
 /// ```no_run
 /// use strata_run::{Compress, compress, Silent};
-/// let request = Compress { prune: Some(0.8), fine_tune_epochs: 2, curve: vec![] };
+/// let request = Compress {
+///     prune: Some(0.8),
+///     fine_tune_epochs: 2,
+///     curve: vec![],
+///     quantize: Some(strata_run::Granularity::PerChannel),
+/// };
 /// let done = compress("runs/cnn", "runs/cnn-pruned", &request, &Silent)?;
 /// println!("{}", done.summary);
 /// # Ok::<(), strata_run::Error>(())
@@ -158,46 +169,72 @@ pub fn compress(
         );
         let _ = write!(summary, "sparsity curve over {} points", points.len());
     }
-    if let Some(s) = request.prune {
+    if request.prune.is_some() || request.quantize.is_some() {
+        let s = request.prune.unwrap_or(0.0);
         let (model, masks) = pruned(&run, &prepared, s, request.fine_tune_epochs, progress)?;
-        let weights = out.join("model.safetensors");
-        save_safetensors(&model, &weights)?;
+        let float = out.join("model.safetensors");
+        save_safetensors(&model, &float)?;
+        let quantized = match request.quantize {
+            Some(g) => {
+                let int8 = out.join(INT8_WEIGHTS);
+                let report = quantize_file(&float, &int8, g)?;
+                std::fs::remove_file(&float).map_err(|e| Error::io(&float, e))?;
+                Some((int8, report))
+            }
+            None => None,
+        };
         run.config.save(out)?;
         run.preprocess.save(out)?;
-        let pruned_run = Run {
-            model,
-            ..run_copy(&run)?
-        };
-        let (_, mut m, ev) = score(&pruned_run, "test split", &prepared.test)?;
+        // The written run, loaded back as `evaluate` loads it.
+        let written_run = load_run(out, None)?;
+        let weights = finished_weights(out)?;
+        let (_, mut m, ev) = score(&written_run, "test split", &prepared.test)?;
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         m["compression"] = json!({
             "from": dir,
-            "method": "global magnitude pruning",
-            "sparsity": s,
-            "weights_pruned": masks.covered() - masks.kept(),
-            "weights_covered": masks.covered(),
-            "zero_parameters": zeros(&pruned_run.model),
-            "fine_tune_epochs": request.fine_tune_epochs,
+            "pruning": request.prune.map(|_| json!({
+                "method": "global magnitude pruning",
+                "sparsity": s,
+                "weights_pruned": masks.covered() - masks.kept(),
+                "weights_covered": masks.covered(),
+                "fine_tune_epochs": request.fine_tune_epochs,
+            })),
+            "quantization": quantized.as_ref().map(|(_, r)| r),
+            "zero_parameters": zeros(&written_run.model),
             "original_test": crate::pipeline::metrics_json(&original),
             "size_bytes": size(&weights),
             "original_size_bytes": size(&finished_weights(dir)?),
         });
         let path = out.join("metrics.json");
         write_json(&path, &m)?;
-        written.extend([weights, path]);
+        written.extend([weights.clone(), path]);
         if !summary.is_empty() {
             summary.push_str("; ");
         }
+        let mut what = Vec::new();
+        if request.prune.is_some() {
+            what.push(format!("pruned to {s} sparsity"));
+        }
+        if request.fine_tune_epochs > 0 && request.prune.is_some() {
+            what.push(format!("fine-tuned {} epochs", request.fine_tune_epochs));
+        }
+        if let Some((_, r)) = &quantized {
+            what.push(format!(
+                "int8 {}",
+                match r.granularity {
+                    Granularity::PerTensor => "per tensor",
+                    Granularity::PerChannel => "per channel",
+                }
+            ));
+        }
         let _ = write!(
             summary,
-            "pruned to {s} sparsity{}: test {} (was {})",
-            if request.fine_tune_epochs > 0 {
-                format!(" and fine-tuned {} epochs", request.fine_tune_epochs)
-            } else {
-                String::new()
-            },
+            "{}: test {} (was {}); {} bytes on disk (was {})",
+            what.join(", "),
             crate::pipeline::summary_line(&ev),
             crate::pipeline::summary_line(&original),
+            size(&weights),
+            size(&finished_weights(dir)?),
         );
         metrics = m;
     }

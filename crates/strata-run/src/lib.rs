@@ -49,6 +49,7 @@ mod language;
 pub mod pictures;
 mod pipeline;
 mod predict;
+mod quantize;
 pub mod run_dir;
 mod transfer;
 
@@ -78,5 +79,6 @@ pub use pipeline::{
     Context, RunResult, TrainOptions, metrics_json, summary_line, train, train_default, train_with,
 };
 pub use predict::{Predictions, TorchWeights, predict_file, torch_logits};
+pub use quantize::{Granularity, INT8_WEIGHTS, Int8Report, dequantize_file, quantize_file};
 pub use strata_train::{Console, Progress, Silent};
 pub use transfer::{check_transfer, fine_tune, init_weights, load_torch, run_weights};

@@ -60,12 +60,17 @@ pub fn run_line<M>(config: &RunConfig, outcome: &FitOutcome<M>) -> String {
     )
 }
 
-/// The weights of the finished run in `dir`.
+/// The weights of the finished run in `dir`: `model.safetensors`, or the int8
+/// `model.int8.safetensors` of a quantised run.
 ///
 /// # Errors
-/// A run that has not finished (no `model.safetensors`).
+/// A run that has not finished (neither file).
 pub fn finished_weights(dir: &Path) -> Result<std::path::PathBuf> {
     let weights = dir.join("model.safetensors");
+    let int8 = dir.join(crate::quantize::INT8_WEIGHTS);
+    if !weights.exists() && int8.exists() {
+        return Ok(int8);
+    }
     if !weights.exists() {
         return Err(Error::Usage(format!(
             "{} has no model.safetensors: the run did not finish (resume it with --resume)",
@@ -130,9 +135,16 @@ pub fn load_weights<M: Module>(mut model: M, name: &str, path: &Path) -> Result<
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    let mut store = SafetensorsStore::from_file(path)
-        .validate(true)
-        .allow_partial(false);
+    // Int8 weights (`strata compress --quantize int8`) are read back as f32.
+    let store = if path
+        .file_name()
+        .is_some_and(|n| n == crate::quantize::INT8_WEIGHTS)
+    {
+        SafetensorsStore::from_bytes(Some(crate::quantize::dequantize_file(path)?))
+    } else {
+        SafetensorsStore::from_file(path)
+    };
+    let mut store = store.validate(true).allow_partial(false);
     let result = model.load_from(&mut store).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         message: format!("cannot read weights: {e}"),
