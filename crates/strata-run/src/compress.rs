@@ -30,6 +30,9 @@ pub struct Compress {
     pub fine_tune_epochs: usize,
     /// Sparsities at which to measure the test accuracy for `sparsity.csv` and `.png`.
     pub curve: Vec<f64>,
+    /// Structured pruning: remove this share of each convolution block's channels (CNN) or
+    /// each hidden layer's units (MLP), smallest L1 norm first, rebuilding the layers smaller.
+    pub channels: Option<f64>,
     /// Store the (pruned) weights in int8 ([`crate::quantize_file`]) with one scale per tensor
     /// or per output channel.
     pub quantize: Option<Granularity>,
@@ -41,6 +44,13 @@ impl Compress {
     /// # Errors
     /// A sparsity outside `[0, 1)`, nothing to do.
     pub fn validate(&self) -> Result<()> {
+        if let Some(c) = self.channels
+            && !(0.0..1.0).contains(&c)
+        {
+            return Err(Error::Usage(format!(
+                "--prune-channels must be in [0, 1) (the share of channels removed), got {c}"
+            )));
+        }
         for s in self.prune.iter().chain(&self.curve) {
             if !(0.0..1.0).contains(s) {
                 return Err(Error::Usage(format!(
@@ -48,9 +58,13 @@ impl Compress {
                 )));
             }
         }
-        if self.prune.is_none() && self.curve.is_empty() && self.quantize.is_none() {
+        if self.prune.is_none()
+            && self.curve.is_empty()
+            && self.quantize.is_none()
+            && self.channels.is_none()
+        {
             return Err(Error::Usage(
-                "nothing to do: give --prune SPARSITY, --quantize int8 or --curve S1,S2,...".into(),
+                "nothing to do: give --prune SPARSITY, --prune-channels SHARE, --quantize int8 or --curve S1,S2,...".into(),
             ));
         }
         Ok(())
@@ -81,6 +95,7 @@ pub struct Compressed {
 ///     fine_tune_epochs: 2,
 ///     curve: vec![],
 ///     quantize: Some(strata_run::Granularity::PerChannel),
+///     channels: None,
 /// };
 /// let done = compress("runs/cnn", "runs/cnn-pruned", &request, &Silent)?;
 /// println!("{}", done.summary);
@@ -114,6 +129,7 @@ pub fn compress(
     }
     let prepared = splits(&run)?;
     let (_, _, original) = score(&run, "test split", &prepared.test)?;
+    let original_parameters = run.model.num_params();
     let mut written = Vec::new();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut metrics = json!({});
@@ -169,9 +185,23 @@ pub fn compress(
         );
         let _ = write!(summary, "sparsity curve over {} points", points.len());
     }
-    if request.prune.is_some() || request.quantize.is_some() {
+    if request.prune.is_some() || request.quantize.is_some() || request.channels.is_some() {
         let s = request.prune.unwrap_or(0.0);
-        let (model, masks) = pruned(&run, &prepared, s, request.fine_tune_epochs, progress)?;
+        // Structured pruning first: a smaller run in `out`, the base of what follows.
+        let base = match request.channels {
+            Some(share) => {
+                let (bytes, smaller) =
+                    crate::shrink::shrink(&finished_weights(dir)?, &run.config, share)?;
+                let weights = out.join("model.safetensors");
+                strata_train::write_atomic(&weights, &bytes)?;
+                smaller.save(out)?;
+                run.preprocess.save(out)?;
+                load_run(out, None)?
+            }
+            None => run_copy(&run)?,
+        };
+        let run = &base;
+        let (model, masks) = pruned(run, &prepared, s, request.fine_tune_epochs, progress)?;
         let float = out.join("model.safetensors");
         save_safetensors(&model, &float)?;
         let quantized = match request.quantize {
@@ -192,6 +222,14 @@ pub fn compress(
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         m["compression"] = json!({
             "from": dir,
+            "channels": request.channels.map(|share| json!({
+                "method": "structured: smallest L1 norm of incoming weights",
+                "share_removed": share,
+                "channels": run.config.network.channels,
+                "hidden": run.config.network.hidden,
+                "parameters": written_run.model.num_params(),
+                "original_parameters": original_parameters,
+            })),
             "pruning": request.prune.map(|_| json!({
                 "method": "global magnitude pruning",
                 "sparsity": s,
@@ -212,10 +250,16 @@ pub fn compress(
             summary.push_str("; ");
         }
         let mut what = Vec::new();
+        if let Some(share) = request.channels {
+            what.push(format!(
+                "{share} of the channels removed ({} parameters, was {original_parameters})",
+                written_run.model.num_params()
+            ));
+        }
         if request.prune.is_some() {
             what.push(format!("pruned to {s} sparsity"));
         }
-        if request.fine_tune_epochs > 0 && request.prune.is_some() {
+        if request.fine_tune_epochs > 0 && (request.prune.is_some() || request.channels.is_some()) {
             what.push(format!("fine-tuned {} epochs", request.fine_tune_epochs));
         }
         if let Some((_, r)) = &quantized {

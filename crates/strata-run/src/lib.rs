@@ -51,6 +51,7 @@ mod pipeline;
 mod predict;
 mod quantize;
 pub mod run_dir;
+mod shrink;
 mod transfer;
 
 pub use attack::{AttackRequest, Attacked, attack};

@@ -25,6 +25,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         fine_tune_epochs: args.fine_tune,
         curve: args.curve.clone(),
         quantize,
+        channels: args.prune_channels,
     };
     let (console, silent) = (Console::default(), Silent);
     let progress: &dyn strata::run::Progress = if args.quiet { &silent } else { &console };

@@ -1,0 +1,310 @@
+//! Structured pruning (Li et al. 2017): whole convolution channels of a CNN, or hidden units
+//! of an MLP, with the smallest L1 norm of their incoming weights removed, and the layers
+//! rebuilt smaller. The network's config shrinks with them (`channels`, `hidden`), so the
+//! result is a plain run of a smaller model: less to store and less to compute.
+//!
+//! Works on the weights as saved (safetensors), by the parameter names of Strata's CNN
+//! (`Cnn.features.I.conv`, `.norm`, then `Cnn.hidden.linear` or `Cnn.classifier`) and MLP
+//! (`Mlp.hidden.I.linear`, `.norm`, then `Mlp.output`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+
+/// A float tensor: its shape and values.
+#[derive(Debug, Clone, PartialEq)]
+struct Values {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl View for &Values {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+impl Values {
+    /// The entries whose index along `axis` is in `keep` (in that order).
+    fn select(&self, axis: usize, keep: &[usize]) -> Self {
+        let outer: usize = self.shape[..axis].iter().product();
+        let len = self.shape[axis];
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let mut data = Vec::with_capacity(outer * keep.len() * inner);
+        for o in 0..outer {
+            for &k in keep {
+                let start = (o * len + k) * inner;
+                data.extend_from_slice(&self.data[start..start + inner]);
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape[axis] = keep.len();
+        Self { shape, data }
+    }
+
+    /// The L1 norm of each slice along `axis`.
+    fn norms(&self, axis: usize) -> Vec<f32> {
+        let len = self.shape[axis];
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let mut n = vec![0f32; len];
+        for (i, v) in self.data.iter().enumerate() {
+            n[(i / inner) % len] += v.abs();
+        }
+        n
+    }
+}
+
+/// The indices (ascending) of the `1 - fraction` share of `norms` with the largest values, at
+/// least one.
+fn keep_largest(norms: &[f32], fraction: f64) -> Vec<usize> {
+    let n = norms.len();
+    let kept = ((n as f64 * (1.0 - fraction)).round() as usize).clamp(1, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
+    let mut keep = order[..kept].to_vec();
+    keep.sort_unstable();
+    keep
+}
+
+/// The weights in `src` with the share `fraction` of each convolution block's channels (CNN)
+/// or each hidden layer's units (MLP) removed, as safetensors bytes, and `config` with the
+/// widths that remain.
+///
+/// # Errors
+/// A model other than `cnn` or `mlp`, a fraction outside `[0, 1)`, weights that are not the
+/// model's (a missing or misshapen tensor).
+pub(crate) fn shrink(
+    src: &Path,
+    config: &RunConfig,
+    fraction: f64,
+) -> Result<(Vec<u8>, RunConfig)> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::Usage(format!(
+            "--prune-channels must be in [0, 1) (the share of channels removed), got {fraction}"
+        )));
+    }
+    let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
+    let bad = |why: String| Error::Config {
+        path: src.to_path_buf(),
+        message: format!("cannot shrink these weights: {why}"),
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut t: HashMap<String, Values> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!("{name} is {:?}, not f32", view.dtype())));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        t.insert(
+            name,
+            Values {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    let get = |t: &HashMap<String, Values>, k: &str| {
+        t.get(k)
+            .cloned()
+            .ok_or_else(|| bad(format!("no tensor `{k}`")))
+    };
+    let mut config = config.clone();
+    // Each layer: (its weight, the axis of its outputs, the axis of its inputs, the tensors
+    // of one entry per output: bias and norm).
+    let layers: Vec<(String, usize, usize, String)> = match config.model.as_str() {
+        "cnn" => (0..config.network.channels.len())
+            .map(|i| {
+                (
+                    format!("Cnn.features.{i}.conv.weight"),
+                    0,
+                    1,
+                    format!("Cnn.features.{i}"),
+                )
+            })
+            .collect(),
+        "mlp" => (0..config.network.hidden.len())
+            .map(|i| {
+                (
+                    format!("Mlp.hidden.{i}.linear.weight"),
+                    1,
+                    0,
+                    format!("Mlp.hidden.{i}"),
+                )
+            })
+            .collect(),
+        other => {
+            return Err(Error::Usage(format!(
+                "--prune-channels removes the channels of a cnn or the hidden units of an mlp; this is a {other} run"
+            )));
+        }
+    };
+    let next_after = |i: usize| -> (String, usize) {
+        match config.model.as_str() {
+            "cnn" if i + 1 < layers.len() => (layers[i + 1].0.clone(), 1),
+            "cnn" if config.network.d_hidden > 0 => ("Cnn.hidden.linear.weight".into(), 0),
+            "cnn" => ("Cnn.classifier.weight".into(), 0),
+            _ if i + 1 < layers.len() => (layers[i + 1].0.clone(), 0),
+            _ => ("Mlp.output.weight".into(), 0),
+        }
+    };
+    for (i, (weight, out_axis, _, prefix)) in layers.iter().enumerate() {
+        let w = get(&t, weight)?;
+        if w.shape.len() <= *out_axis {
+            return Err(bad(format!("{weight} has shape {:?}", w.shape)));
+        }
+        let width = w.shape[*out_axis];
+        let keep = keep_largest(&w.norms(*out_axis), fraction);
+        t.insert(weight.clone(), w.select(*out_axis, &keep));
+        let per_output: Vec<String> = t
+            .keys()
+            .filter(|k| {
+                k.starts_with(&format!("{prefix}."))
+                    && *k != weight
+                    && t[*k].shape.len() == 1
+                    && t[*k].shape[0] == width
+            })
+            .cloned()
+            .collect();
+        for k in per_output {
+            let v = t[&k].select(0, &keep);
+            t.insert(k, v);
+        }
+        // The next layer reads the kept outputs only: for a flattened feature map, each kept
+        // channel's block of positions.
+        let (next, in_axis) = next_after(i);
+        let n = get(&t, &next)?;
+        let rows = n.shape[in_axis];
+        let per = rows / width.max(1);
+        if per == 0 || per * width != rows {
+            return Err(bad(format!(
+                "{next} reads {rows} inputs, not a multiple of {weight}'s {width} outputs"
+            )));
+        }
+        let inputs: Vec<usize> = keep.iter().flat_map(|&c| c * per..(c + 1) * per).collect();
+        t.insert(next, n.select(in_axis, &inputs));
+        match config.model.as_str() {
+            "cnn" => config.network.channels[i] = keep.len(),
+            _ => config.network.hidden[i] = keep.len(),
+        }
+    }
+    let mut names: Vec<&String> = t.keys().collect();
+    names.sort();
+    let data = safetensors::serialize(
+        names.into_iter().map(|n| (n.as_str(), &t[n])),
+        header.metadata().clone(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok((data, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hidden unit whose incoming weights and bias are zero outputs relu(0) = 0: removing it
+    /// (the smallest norm) must leave the MLP's outputs unchanged, so the next layer has to
+    /// lose exactly that unit's row.
+    #[test]
+    fn removing_a_dead_unit_leaves_the_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.safetensors");
+        // 3 inputs, hidden [4] (unit 2 dead), 2 outputs; burn's [inputs, outputs] layout.
+        let w1: Vec<f32> = (0..12)
+            .map(|i| {
+                if i % 4 == 2 {
+                    0.0
+                } else {
+                    (i as f32 * 0.37).sin()
+                }
+            })
+            .collect();
+        let b1 = vec![0.1, -0.2, 0.0, 0.3];
+        let w2: Vec<f32> = (0..8).map(|i| (i as f32 * 0.91).cos()).collect();
+        let b2 = vec![0.05, -0.05];
+        let t = |shape: Vec<usize>, data: &Vec<f32>| Values {
+            shape,
+            data: data.clone(),
+        };
+        let tensors = [
+            ("Mlp.hidden.0.linear.weight", t(vec![3, 4], &w1)),
+            ("Mlp.hidden.0.linear.bias", t(vec![4], &b1)),
+            ("Mlp.output.weight", t(vec![4, 2], &w2)),
+            ("Mlp.output.bias", t(vec![2], &b2)),
+        ];
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, v)| (*n, v)), None).unwrap();
+        std::fs::write(&src, bytes).unwrap();
+        let mut config = RunConfig::defaults_for("mlp", "iris");
+        config.network.hidden = vec![4];
+        let (out, smaller) = shrink(&src, &config, 0.25).unwrap();
+        assert_eq!(smaller.network.hidden, vec![3]);
+        let st = SafeTensors::deserialize(&out).unwrap();
+        let read = |k: &str| -> (Vec<usize>, Vec<f32>) {
+            let v = st.tensor(k).unwrap();
+            let d = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (v.shape().to_vec(), d)
+        };
+        let forward = |w1: &[f32], b1: &[f32], w2: &[f32], h: usize, x: &[f32]| -> Vec<f32> {
+            let hidden: Vec<f32> = (0..h)
+                .map(|j| (b1[j] + (0..3).map(|i| x[i] * w1[i * h + j]).sum::<f32>()).max(0.0))
+                .collect();
+            (0..2)
+                .map(|k| b2[k] + (0..h).map(|j| hidden[j] * w2[j * 2 + k]).sum::<f32>())
+                .collect()
+        };
+        let (s1, nw1) = read("Mlp.hidden.0.linear.weight");
+        let (_, nb1) = read("Mlp.hidden.0.linear.bias");
+        let (s2, nw2) = read("Mlp.output.weight");
+        assert_eq!((s1, s2), (vec![3, 3], vec![3, 2]));
+        for x in [[1.0, -2.0, 0.5], [0.3, 0.3, 0.3], [-1.0, 2.0, 4.0]] {
+            let (a, b) = (
+                forward(&w1, &b1, &w2, 4, &x),
+                forward(&nw1, &nb1, &nw2, 3, &x),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-6),
+                "{a:?} vs {b:?}"
+            );
+        }
+        let e = shrink(&src, &config, 1.0).unwrap_err().to_string();
+        assert!(e.contains("must be in [0, 1)"), "{e}");
+        config.model = "lstm".into();
+        assert!(shrink(&src, &config, 0.5).is_err());
+    }
+
+    #[test]
+    fn selecting_along_an_axis() {
+        let v = Values {
+            shape: vec![2, 3, 2],
+            data: (0..12).map(|i| i as f32).collect(),
+        };
+        let s = v.select(1, &[0, 2]);
+        assert_eq!(s.shape, vec![2, 2, 2]);
+        assert_eq!(s.data, vec![0., 1., 4., 5., 6., 7., 10., 11.]);
+        assert_eq!(v.norms(0), vec![15.0, 51.0]);
+        assert_eq!(keep_largest(&[3.0, 1.0, 2.0, 5.0], 0.5), vec![0, 3]);
+        assert_eq!(keep_largest(&[3.0, 1.0], 0.99), vec![0]);
+    }
+}
