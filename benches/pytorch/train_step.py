@@ -40,14 +40,15 @@ class Cnn(nn.Module):
     """Strata's CnnConfig::new(1, 28, 28, 10): two conv3x3(same)-BN-ReLU-maxpool2 stages
     (32, 64 channels), dropout 0.25, Linear(3136, 128)-ReLU-dropout, Linear(128, 10)."""
 
-    def __init__(self):
+    def __init__(self, channels=(32, 64)):
         super().__init__()
+        a, b = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
-            nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
+            nn.Dropout(0.25), nn.Linear(b * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
             nn.Linear(128, 10),
         )
 
@@ -316,7 +317,13 @@ def bench_inference(model_name, batch, steps, warmup=3):
         model = resnet(model_name)
         x = torch.rand(batch, 3, 32, 32)
     else:
-        model = mlp() if model_name == "mlp" else Cnn()
+        if model_name == "mlp":
+            model = mlp()
+        elif model_name == "cnn-slim":
+            # Half the channels removed (`strata compress --prune-channels 0.5`).
+            model = Cnn((16, 32))
+        else:
+            model = Cnn()
         x = torch.rand(batch, 784)
     model.eval()
 

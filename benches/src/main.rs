@@ -54,6 +54,11 @@ fn network(model: &str) -> (NetworkConfig, usize) {
             },
             32,
         ),
+        // The CNN with half its channels removed (`strata compress --prune-channels 0.5`).
+        "cnn-slim" => (
+            NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10).with_channels(vec![16, 32])),
+            64,
+        ),
         _ => (NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10)), 64),
     }
 }
