@@ -22,8 +22,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Attack a classifier run (FGSM or PGD) and report its robust accuracy.
     Attack(AttackArgs),
-    /// Make a run's model smaller: magnitude pruning (with fine-tuning) into a new run, or a
-    /// sparsity-against-accuracy curve.
+    /// Make a run's model smaller: magnitude or channel pruning (with fine-tuning) and int8
+    /// weights into a new run, or a sparsity-against-accuracy curve.
     Compress(CompressArgs),
     /// Explain a classifier run's prediction for one row: a heat map or column attributions.
     Explain(ExplainArgs),

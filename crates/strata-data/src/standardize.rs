@@ -16,6 +16,16 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
+    /// The standardisation that leaves `n_features` features as they are: mean 0, scale 1
+    /// (what data that were not standardised amount to).
+    #[must_use]
+    pub fn identity(n_features: usize) -> Self {
+        Self {
+            mean: vec![0.0; n_features],
+            scale: vec![1.0; n_features],
+        }
+    }
+
     /// Fits on `data` (the training split).
     ///
     /// # Errors

@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use serde_json::{Value, json};
 use strata_arch::Network;
-use strata_data::load_source;
 use strata_train::{Fit, Masks, Progress, fit_with_loss, zeros};
 
-use crate::data::{Prepared, split_source};
+use crate::data::Prepared;
 use crate::error::{Error, Result};
 use crate::evaluate::{Run, load_run, score};
 use crate::family::{family, network_config};
@@ -127,9 +126,10 @@ pub fn compress(
             out.display()
         )));
     }
-    let prepared = splits(&run)?;
+    let prepared = run.splits()?;
     let (_, _, original) = score(&run, "test split", &prepared.test)?;
     let original_parameters = run.model.num_params();
+    let original_weights = finished_weights(dir)?;
     let mut written = Vec::new();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut metrics = json!({});
@@ -146,15 +146,13 @@ pub fn compress(
         sorted.dedup();
         for &s in &sorted {
             let (one_shot, _) = pruned(&run, &prepared, s, 0, progress)?;
-            let _ = write!(csv, "{s},{:.6}", headline(&run, &prepared, one_shot)?);
-            let last = if request.fine_tune_epochs > 0 {
+            let mut last = headline(&run, &prepared, one_shot)?;
+            let _ = write!(csv, "{s},{last:.6}");
+            if request.fine_tune_epochs > 0 {
                 let (tuned, _) = pruned(&run, &prepared, s, request.fine_tune_epochs, progress)?;
-                let a = headline(&run, &prepared, tuned)?;
-                let _ = write!(csv, ",{a:.6}");
-                a
-            } else {
-                headline(&run, &prepared, pruned(&run, &prepared, s, 0, progress)?.0)?
-            };
+                last = headline(&run, &prepared, tuned)?;
+                let _ = write!(csv, ",{last:.6}");
+            }
             csv.push('\n');
             points.push((s, last));
         }
@@ -188,17 +186,20 @@ pub fn compress(
     if request.prune.is_some() || request.quantize.is_some() || request.channels.is_some() {
         let s = request.prune.unwrap_or(0.0);
         // Structured pruning first: a smaller run in `out`, the base of what follows.
-        let base = match request.channels {
+        let config = match request.channels {
             Some(share) => {
                 let (bytes, smaller) =
-                    crate::shrink::shrink(&finished_weights(dir)?, &run.config, share)?;
-                let weights = out.join("model.safetensors");
-                strata_train::write_atomic(&weights, &bytes)?;
-                smaller.save(out)?;
-                run.preprocess.save(out)?;
-                load_run(out, None)?
+                    crate::shrink::shrink(&original_weights, &run.config, share)?;
+                strata_train::write_atomic(&out.join("model.safetensors"), &bytes)?;
+                smaller
             }
-            None => run_copy(&run)?,
+            None => run.config.clone(),
+        };
+        config.save(out)?;
+        run.preprocess.save(out)?;
+        let base = match request.channels {
+            Some(_) => load_run(out, None)?,
+            None => run.clone(),
         };
         let run = &base;
         let (model, masks) = pruned(run, &prepared, s, request.fine_tune_epochs, progress)?;
@@ -213,8 +214,6 @@ pub fn compress(
             }
             None => None,
         };
-        run.config.save(out)?;
-        run.preprocess.save(out)?;
         // The written run, loaded back as `evaluate` loads it.
         let written_run = load_run(out, None)?;
         let weights = finished_weights(out)?;
@@ -241,7 +240,7 @@ pub fn compress(
             "zero_parameters": zeros(&written_run.model),
             "original_test": crate::pipeline::metrics_json(&original),
             "size_bytes": size(&weights),
-            "original_size_bytes": size(&finished_weights(dir)?),
+            "original_size_bytes": size(&original_weights),
         });
         let path = out.join("metrics.json");
         write_json(&path, &m)?;
@@ -278,7 +277,7 @@ pub fn compress(
             crate::pipeline::summary_line(&ev),
             crate::pipeline::summary_line(&original),
             size(&weights),
-            size(&finished_weights(dir)?),
+            size(&original_weights),
         );
         metrics = m;
     }
@@ -297,39 +296,11 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The run's splits as it trained on them, preprocessed by its own preprocessing.
-fn splits(run: &Run) -> Result<Prepared> {
-    let config = &run.config;
-    let encoding = family(&config.model)?.encoding(&config.model);
-    let source = load_source(&config.dataset, &config.label, encoding)?;
-    let (mut train, mut valid, mut test, _) = split_source(source, config)?;
-    for d in [&mut train, &mut valid, &mut test] {
-        run.preprocess.apply(d)?;
-    }
-    Ok(Prepared {
-        train,
-        valid,
-        test,
-        preprocess: run.preprocess.clone(),
-    })
-}
-
-/// A copy of `run` (its model reloaded).
-fn run_copy(run: &Run) -> Result<Run> {
-    Ok(Run {
-        dir: run.dir.clone(),
-        config: run.config.clone(),
-        preprocess: run.preprocess.clone(),
-        model: run.model.clone(),
-        device: run.device.clone(),
-    })
-}
-
 /// The test split's headline figure (accuracy, or RMSE) of `model` in place of `run`'s.
 fn headline(run: &Run, prepared: &Prepared, model: Network) -> Result<f64> {
     let r = Run {
         model,
-        ..run_copy(run)?
+        ..run.clone()
     };
     Ok(score(&r, "test split", &prepared.test)?.2.report.headline())
 }

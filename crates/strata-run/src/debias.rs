@@ -24,14 +24,14 @@ use std::cell::RefCell;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use strata_arch::Network;
 use strata_data::{Batcher, Dataset};
+use strata_loss::LossConfig;
 use strata_metrics::{FairnessConstraint, group_fairness};
 use strata_tensor::TargetBatch;
-use strata_tensor::convert::to_vec;
+use strata_tensor::convert::{classes, to_vec};
 use strata_train::{FitOutcome, Loss, Players, evaluate, fit_players};
 
 use crate::data::Prepared;
@@ -165,6 +165,11 @@ pub(crate) fn fit(
         names,
         debias,
         loss,
+        group_loss: LossConfig::CrossEntropy {
+            weights: None,
+            smoothing: 0.0,
+        }
+        .init(&run.device)?,
         batcher: Batcher::new(run.device.clone()),
         plain,
         last: RefCell::new(Vec::new()),
@@ -189,16 +194,7 @@ pub(crate) fn fit(
         &game,
         &run,
     )?;
-    Ok(FitOutcome {
-        model: out.model.predictor,
-        history: out.history,
-        epochs_run: out.epochs_run,
-        train_seconds: out.train_seconds,
-        best: out.best,
-        stop_reason: out.stop_reason,
-        resumed_from: out.resumed_from,
-        finished: out.finished,
-    })
+    Ok(out.map(|m| m.predictor))
 }
 
 /// The two players' game on a table's training split.
@@ -210,6 +206,8 @@ struct Game<'a> {
     names: Vec<String>,
     debias: &'a Debias,
     loss: &'a dyn Loss,
+    /// The adversary's loss: plain cross-entropy over the groups.
+    group_loss: Box<dyn Loss>,
     batcher: Batcher,
     plain: Device,
     /// The predictor's last batch, for the adversary's gradient in [`Players::gradients`].
@@ -234,17 +232,6 @@ impl Game<'_> {
         let y = y.clone().float().reshape([n, 1]);
         let not_y = y.clone().neg() + 1.0;
         Tensor::cat(vec![s.clone() * y.clone(), s * not_y, y], 1)
-    }
-
-    /// The adversary's mean cross-entropy at predicting the groups `groups` from `out`.
-    fn adversary_loss(adversary: &Linear, input: Tensor<2>, groups: &[usize]) -> Tensor<1> {
-        let n = groups.len();
-        let g: Vec<i64> = groups.iter().map(|&g| g as i64).collect();
-        let g = Tensor::<1, Int>::from_data(TensorData::new(g, [n]), &input.device());
-        log_softmax(adversary.forward(input), 1)
-            .gather(1, g.reshape([n, 1]))
-            .neg()
-            .mean()
     }
 
     /// The batch `indices`: inputs, classes, groups.
@@ -273,11 +260,9 @@ impl Game<'_> {
         if detach {
             out = out.detach();
         }
-        Ok(Self::adversary_loss(
-            &m.adversary,
-            self.adversary_input(out, &y),
-            &groups,
-        ))
+        let guess = m.adversary.forward(self.adversary_input(out, &y));
+        let groups = TargetBatch::Classes(classes(&groups, &guess.device()));
+        Ok(self.group_loss.forward(guess, &groups)?)
     }
 }
 
@@ -374,15 +359,7 @@ impl Players<Debiased> for Game<'_> {
             .iter::<i64>()
             .map(|l| l == 1)
             .collect();
-        let outputs = to_vec(out);
-        let pred: Vec<bool> = if k >= 2 {
-            strata_metrics::argmax_rows(&outputs, k)
-                .iter()
-                .map(|&c| c == 1)
-                .collect()
-        } else {
-            outputs.iter().map(|&o| o > 0.0).collect()
-        };
+        let (_, pred) = crate::fairness::decisions(&to_vec(out), k, &self.plain);
         let mut figures = vec![(
             "adversary_acc".to_string(),
             hits as f64 / self.valid.len().max(1) as f64,

@@ -126,19 +126,18 @@ pub(crate) fn distilled_loss<'a>(
         teacher.preprocess.standardizer.as_ref(),
         d,
     );
-    let identity = a.iter().all(|&v| v == 1.0) && b.iter().all(|&v| v == 0.0);
+    // Built once, on the teacher's device; `None` when the two standardise alike.
+    let rows = (a.iter().any(|&v| v != 1.0) || b.iter().any(|&v| v != 0.0)).then(|| {
+        let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, d]), &teacher.device);
+        (row(a), row(b))
+    });
     let (t, w) = (distill.temperature, distill.weight);
     move |student: &Network, x: Tensor<2>, targets: &TargetBatch| {
         let [n, _] = x.dims();
         let plain = x.clone().inner();
-        let device = plain.device();
-        let xt = if identity {
-            plain
-        } else {
-            let row = |v: &[f32]| {
-                Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, d]), &device).expand([n, d])
-            };
-            plain * row(&a) + row(&b)
+        let xt = match &rows {
+            Some((a, b)) => plain * a.clone().expand([n, d]) + b.clone().expand([n, d]),
+            None => plain,
         };
         let soft_teacher = softmax(teacher.model.forward_flat(xt) / t, 1);
         let log_teacher = soft_teacher.clone().clamp_min(1e-12).log();
@@ -159,16 +158,14 @@ fn rescale(
     teacher: Option<&Standardizer>,
     d: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let parts = |s: Option<&Standardizer>| match s {
-        Some(s) => (s.mean.clone(), s.scale.clone()),
-        None => (vec![0.0; d], vec![1.0; d]),
-    };
-    let ((ms, ss), (mt, st)) = (parts(student), parts(teacher));
-    let a = ss.iter().zip(&st).map(|(s, t)| s / t).collect();
-    let b = ms
+    let identity = Standardizer::identity(d);
+    let (s, t) = (student.unwrap_or(&identity), teacher.unwrap_or(&identity));
+    let a = s.scale.iter().zip(&t.scale).map(|(s, t)| s / t).collect();
+    let b = s
+        .mean
         .iter()
-        .zip(&mt)
-        .zip(&st)
+        .zip(&t.mean)
+        .zip(&t.scale)
         .map(|((ms, mt), st)| (ms - mt) / st)
         .collect();
     (a, b)

@@ -28,6 +28,7 @@ use crate::run_dir::{finished_weights, load_safetensors, write_json};
 /// println!("{}", predictions.to_csv());
 /// # Ok::<(), strata_run::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct Run {
     /// The run directory.
     pub dir: PathBuf,
@@ -57,6 +58,24 @@ impl Run {
     /// As [`Run::open`], and an unknown or unusable backend.
     pub fn open_on(dir: impl AsRef<Path>, backend: Option<&str>) -> Result<Self> {
         load_run(dir.as_ref(), backend)
+    }
+
+    /// The run's training, validation and test splits as it trained on them (the same seed
+    /// and fractions), preprocessed by its own preprocessing.
+    pub(crate) fn splits(&self) -> Result<crate::data::Prepared> {
+        let config = &self.config;
+        let encoding = family(&config.model)?.encoding(&config.model);
+        let source = load_source(&config.dataset, &config.label, encoding)?;
+        let (mut train, mut valid, mut test, _) = split_source(source, config)?;
+        for d in [&mut train, &mut valid, &mut test] {
+            self.preprocess.apply(d)?;
+        }
+        Ok(crate::data::Prepared {
+            train,
+            valid,
+            test,
+            preprocess: self.preprocess.clone(),
+        })
     }
 }
 
@@ -365,10 +384,7 @@ pub fn evaluate_fairness(
         crate::fairness::report(sensitive, &data, pre, &ev.outputs, &folder, &run.device)?;
     if let Some(constraint) = thresholds {
         let column = &sensitive[0];
-        let encoding = family(&run.config.model)?.encoding(&run.config.model);
-        let source = load_source(&run.config.dataset, &run.config.label, encoding)?;
-        let (_, mut valid, _, _) = split_source(source, &run.config)?;
-        run.preprocess.apply(&mut valid)?;
+        let valid = run.splits()?.valid;
         let (_, _, fit) = score(&run, "validation split", &valid)?;
         let after = crate::fairness::thresholded(
             column,

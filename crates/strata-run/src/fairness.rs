@@ -136,7 +136,7 @@ pub(crate) fn report(
 
 /// The positive class's probability (softmax over two outputs, sigmoid of one) and the
 /// model's decision for each row of `outputs` (`k` per row).
-fn decisions(outputs: &[f32], k: usize, device: &Device) -> (Vec<f64>, Vec<bool>) {
+pub(crate) fn decisions(outputs: &[f32], k: usize, device: &Device) -> (Vec<f64>, Vec<bool>) {
     let scores: Vec<f64> = probabilities(outputs, k, device)
         .chunks(2)
         .map(|p| f64::from(p[1]))
@@ -185,30 +185,24 @@ pub(crate) fn thresholded(
     };
     let (fit_scores, fit_y, names, fit_group) = side(fit)?;
     let (scores, y_true, _, group) = side(test)?;
+    // A group absent from the validation split gets no rule: named if the test rows hold it.
+    let mut in_fit = vec![false; names.len()];
+    for &g in &fit_group {
+        in_fit[g] = true;
+    }
+    if let Some(&g) = group.iter().find(|&&g| !in_fit[g]) {
+        return Err(Error::Usage(format!(
+            "--thresholds: the validation split has no `{}` row of {column} to fit its threshold on",
+            names[g]
+        )));
+    }
     let rules = GroupThresholds::fit(&fit_y, &fit_scores, &fit_group, names.len(), constraint)
         .map_err(|e| {
             Error::Usage(format!(
                 "--thresholds on {column}'s groups in the validation split ({} rows): {e}",
                 fit.0.len()
             ))
-        });
-    // A group absent from the validation split gets no rule; name it if the test rows hold it.
-    let rules = match rules {
-        Ok(r) => r,
-        Err(e) => {
-            let mut in_fit = vec![false; names.len()];
-            for &g in &fit_group {
-                in_fit[g] = true;
-            }
-            if let Some(g) = group.iter().find(|&&g| !in_fit[g]) {
-                return Err(Error::Usage(format!(
-                    "--thresholds: the validation split has no `{}` row of {column} to fit its threshold on",
-                    names[*g]
-                )));
-            }
-            return Err(e);
-        }
-    };
+        })?;
     let y_pred = rules.decide(&scores, &group, seed)?;
     let f = group_fairness(&y_true, &y_pred, &group, &names, None)
         .map_err(|e| Error::Usage(format!("--thresholds {column}: {e}")))?;

@@ -250,35 +250,8 @@ impl LmRun<'_> {
                 steps_per_epoch: c.steps_per_epoch,
             },
         )?;
-        Ok(split_outcome(o))
+        Ok(o.split())
     }
-}
-
-/// The trained model, and the rest of the outcome without it (the two model types share it).
-fn split_outcome<M>(o: FitOutcome<M>) -> (M, FitOutcome<()>) {
-    let FitOutcome {
-        model,
-        history,
-        epochs_run,
-        train_seconds,
-        best,
-        stop_reason,
-        resumed_from,
-        finished,
-    } = o;
-    (
-        model,
-        FitOutcome {
-            model: (),
-            history,
-            epochs_run,
-            train_seconds,
-            best,
-            stop_reason,
-            resumed_from,
-            finished,
-        },
-    )
 }
 
 /// A language-model run loaded back.

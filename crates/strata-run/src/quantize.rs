@@ -46,10 +46,10 @@ pub struct Int8Report {
 }
 
 /// An owned tensor for [`safetensors::serialize`].
-struct Owned {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
+pub(crate) struct Owned {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<u8>,
 }
 
 impl View for &Owned {
@@ -74,14 +74,16 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
     }
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
+/// Little-endian f32 bytes as values.
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
 
-fn bytes_of(v: &[f32]) -> Vec<u8> {
+/// Values as little-endian f32 bytes.
+pub(crate) fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 

@@ -68,16 +68,16 @@ pub fn run_line<M>(config: &RunConfig, outcome: &FitOutcome<M>) -> String {
 pub fn finished_weights(dir: &Path) -> Result<std::path::PathBuf> {
     let weights = dir.join("model.safetensors");
     let int8 = dir.join(crate::quantize::INT8_WEIGHTS);
-    if !weights.exists() && int8.exists() {
-        return Ok(int8);
-    }
-    if !weights.exists() {
-        return Err(Error::Usage(format!(
+    if weights.exists() {
+        Ok(weights)
+    } else if int8.exists() {
+        Ok(int8)
+    } else {
+        Err(Error::Usage(format!(
             "{} has no model.safetensors: the run did not finish (resume it with --resume)",
             dir.display()
-        )));
+        )))
     }
-    Ok(weights)
 }
 
 /// Writes `metrics.json` atomically.

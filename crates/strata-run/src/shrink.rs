@@ -7,35 +7,20 @@
 //! (`Cnn.features.I.conv`, `.norm`, then `Cnn.hidden.linear` or `Cnn.classifier`) and MLP
 //! (`Mlp.hidden.I.linear`, `.norm`, then `Mlp.output`).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::quantize::{Owned, bytes_of, f32s};
 
 /// A float tensor: its shape and values.
 #[derive(Debug, Clone, PartialEq)]
 struct Values {
     shape: Vec<usize>,
     data: Vec<f32>,
-}
-
-impl View for &Values {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-    fn data_len(&self) -> usize {
-        self.data.len() * 4
-    }
 }
 
 impl Values {
@@ -109,16 +94,11 @@ pub(crate) fn shrink(
         if view.dtype() != Dtype::F32 {
             return Err(bad(format!("{name} is {:?}, not f32", view.dtype())));
         }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
         t.insert(
             name,
             Values {
                 shape: view.shape().to_vec(),
-                data,
+                data: f32s(view.data()),
             },
         );
     }
@@ -206,10 +186,22 @@ pub(crate) fn shrink(
             _ => config.network.hidden[i] = keep.len(),
         }
     }
-    let mut names: Vec<&String> = t.keys().collect();
-    names.sort();
+    let owned: Vec<(String, Owned)> = t
+        .into_iter()
+        .map(|(name, v)| {
+            let data = bytes_of(&v.data);
+            (
+                name,
+                Owned {
+                    dtype: Dtype::F32,
+                    shape: v.shape,
+                    data,
+                },
+            )
+        })
+        .collect();
     let data = safetensors::serialize(
-        names.into_iter().map(|n| (n.as_str(), &t[n])),
+        owned.iter().map(|(n, o)| (n.as_str(), o)),
         header.metadata().clone(),
     )
     .map_err(|e| bad(e.to_string()))?;
@@ -240,9 +232,10 @@ mod tests {
         let b1 = vec![0.1, -0.2, 0.0, 0.3];
         let w2: Vec<f32> = (0..8).map(|i| (i as f32 * 0.91).cos()).collect();
         let b2 = vec![0.05, -0.05];
-        let t = |shape: Vec<usize>, data: &Vec<f32>| Values {
+        let t = |shape: Vec<usize>, data: &Vec<f32>| Owned {
+            dtype: Dtype::F32,
             shape,
-            data: data.clone(),
+            data: bytes_of(data),
         };
         let tensors = [
             ("Mlp.hidden.0.linear.weight", t(vec![3, 4], &w1)),
@@ -259,12 +252,7 @@ mod tests {
         let st = SafeTensors::deserialize(&out).unwrap();
         let read = |k: &str| -> (Vec<usize>, Vec<f32>) {
             let v = st.tensor(k).unwrap();
-            let d = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (v.shape().to_vec(), d)
+            (v.shape().to_vec(), f32s(v.data()))
         };
         let forward = |w1: &[f32], b1: &[f32], w2: &[f32], h: usize, x: &[f32]| -> Vec<f32> {
             let hidden: Vec<f32> = (0..h)

@@ -36,6 +36,50 @@ pub struct FitOutcome<M> {
     pub finished: bool,
 }
 
+impl<M> FitOutcome<M> {
+    /// The trained model, and the rest of the outcome without it.
+    pub fn split(self) -> (M, FitOutcome<()>) {
+        let FitOutcome {
+            model,
+            history,
+            epochs_run,
+            train_seconds,
+            best,
+            stop_reason,
+            resumed_from,
+            finished,
+        } = self;
+        (
+            model,
+            FitOutcome {
+                model: (),
+                history,
+                epochs_run,
+                train_seconds,
+                best,
+                stop_reason,
+                resumed_from,
+                finished,
+            },
+        )
+    }
+
+    /// The same outcome with its model turned into `f(model)` (a part of it, say).
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> FitOutcome<N> {
+        let (model, rest) = self.split();
+        FitOutcome {
+            model: f(model),
+            history: rest.history,
+            epochs_run: rest.epochs_run,
+            train_seconds: rest.train_seconds,
+            best: rest.best,
+            stop_reason: rest.stop_reason,
+            resumed_from: rest.resumed_from,
+            finished: rest.finished,
+        }
+    }
+}
+
 /// Trains `model` on an [`Objective`]: mini-batches of its training examples, validation
 /// after each epoch, and the rest of [`fit`](crate::fit)'s machinery. It is
 /// [`fit_players`](crate::fit_players) with one player.

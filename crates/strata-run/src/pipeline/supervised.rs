@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Map, Value, json};
 use strata_arch::{Network, check_input};
-use strata_data::{Dataset, Source, Task, balanced_class_weights, stratified_kfold};
+use strata_data::{Dataset, Source, Standardizer, Task, balanced_class_weights, stratified_kfold};
 use strata_loss::LossConfig;
 use strata_tensor::{TargetBatch, seed_device};
 use strata_train::{
@@ -116,37 +116,24 @@ pub(crate) fn fit_rows(
     train_loss: Option<&NetworkLoss>,
 ) -> Result<FitOutcome<Network>> {
     let loss = config.loss.init(&run.device)?;
-    if let Some(debias) = &config.debias {
-        if train_loss.is_some() {
-            return Err(Error::Usage(format!(
-                "--debias trains the run's loss beside an adversary; the {} model trains on its own",
-                config.model
-            )));
-        }
-        return crate::debias::fit(model, prepared, debias, loss.as_ref(), run);
+    // Each of these replaces the training loss, which a family with a loss of its own keeps.
+    if train_loss.is_some()
+        && let Some(flag) = [
+            ("--adversarial", config.adversarial.is_some()),
+            ("--reweigh", config.reweigh.is_some()),
+            ("--debias", config.debias.is_some()),
+            ("--distill-from", config.distill.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, set)| set.then_some(flag))
+    {
+        return Err(Error::Usage(format!(
+            "{flag} replaces the run's training loss; the {} model trains on its own",
+            config.model
+        )));
     }
-    if let Some(distill) = &config.distill {
-        if train_loss.is_some() {
-            return Err(Error::Usage(format!(
-                "--distill-from trains on the run's loss and the teacher's; the {} model trains on its own",
-                config.model
-            )));
-        }
-        let teacher = crate::distill::teacher(distill, prepared, config.backend.name())?;
-        let soft = crate::distill::distilled_loss(&teacher, distill, prepared, loss.as_ref());
-        let f = Fit {
-            forward: |m: &Network, x| m.forward_flat(x),
-            loss: loss.as_ref(),
-            augment: Some(&config.augment),
-            run,
-        };
-        return Ok(fit_with_loss(
-            model,
-            &prepared.train,
-            &prepared.valid,
-            &f,
-            &soft,
-        )?);
+    if let Some(debias) = &config.debias {
+        return crate::debias::fit(model, prepared, debias, loss.as_ref(), run);
     }
     let f = Fit {
         forward: |m: &Network, x| m.forward_flat(x),
@@ -156,25 +143,18 @@ pub(crate) fn fit_rows(
     };
     let (train, valid) = (&prepared.train, &prepared.valid);
     if let Some(attack) = &config.adversarial {
-        if train_loss.is_some() {
-            return Err(Error::Usage(format!(
-                "--adversarial trains on the run's loss; the {} model trains on its own",
-                config.model
-            )));
-        }
         let adversarial = adversarial_loss(attack, prepared, loss.as_ref())?;
         let track = robust_validation(attack, prepared, &f.run.device.clone().without_autodiff())?;
         return Ok(fit_tracked(model, train, valid, &f, &adversarial, &track)?);
     }
     if let Some(column) = &config.reweigh {
-        if train_loss.is_some() {
-            return Err(Error::Usage(format!(
-                "--reweigh weighs the run's cross-entropy; the {} model trains on its own loss",
-                config.model
-            )));
-        }
         let reweighed = crate::fairness::reweighed_loss(column, prepared, &config.loss)?;
         return Ok(fit_with_loss(model, train, valid, &f, &reweighed)?);
+    }
+    if let Some(distill) = &config.distill {
+        let teacher = crate::distill::teacher(distill, prepared, config.backend.name())?;
+        let soft = crate::distill::distilled_loss(&teacher, distill, prepared, loss.as_ref());
+        return Ok(fit_with_loss(model, train, valid, &f, &soft)?);
     }
     Ok(match train_loss {
         Some(l) => fit_with_loss(model, train, valid, &f, l)?,
@@ -200,10 +180,11 @@ fn adversarial_loss<'a>(
         )));
     }
     let d = train.n_features;
-    let (mean, scale) = match &prepared.preprocess.standardizer {
-        Some(s) => (s.mean.clone(), s.scale.clone()),
-        None => (vec![0.0; d], vec![1.0; d]),
-    };
+    let Standardizer { mean, scale } = prepared
+        .preprocess
+        .standardizer
+        .clone()
+        .unwrap_or_else(|| Standardizer::identity(d));
     let bounds = input_bounds(&raw_units(train, &prepared.preprocess)?);
     let batch_counter = std::cell::Cell::new(0u64);
     Ok(move |m: &Network, x: Tensor<2>, targets: &TargetBatch| {
