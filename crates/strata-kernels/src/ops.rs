@@ -1388,7 +1388,7 @@ fn flex_recurrent(
     };
     let (x, h0, c0, mask) = (slice(&x), slice(&h0), slice(&c0), mask.as_ref().map(slice));
     let (packed, workspace) = if keep {
-        let mut workspace = vec![0.0f32; g.workspace_len()];
+        let mut workspace = crate::memory::zeroed(g.workspace_len());
         let packed = recurrent::forward(&g, x, &weights, h0, c0, mask, &mut workspace);
         let workspace = shaped(workspace, Shape::new([g.batch, g.time, g.width()]));
         (packed, Some(workspace))

@@ -19,6 +19,7 @@
 
 use crate::gemm::{View, matmul, transpose, with_scratch};
 use crate::math::{sigmoid, simd, tanh};
+use crate::memory::zeroed;
 
 /// Sequences of at least this many steps transpose `w_hh` once for their per-step products.
 const TRANSPOSE_FROM: usize = 8;
@@ -225,17 +226,13 @@ pub fn forward(
     if lstm {
         assert_eq!(c0.len(), batch * hd, "c0 length");
     }
-    let mut packed = vec![0.0f32; g.packed_len()];
+    let mut packed = zeroed(g.packed_len());
     if batch == 0 || time == 0 || hd == 0 {
         return packed;
     }
-    // Every step's input projection at once, into the gate columns of the workspace (copied
-    // when the caller projected it).
-    if g.projected {
-        for (row, xr) in workspace.chunks_exact_mut(width).zip(x.chunks_exact(gates)) {
-            row[..gates].copy_from_slice(xr);
-        }
-    } else {
+    // Every step's input projection at once, into the gate columns of the workspace (when the
+    // caller projected it, each chunk's thread copies its rows below).
+    if !g.projected {
         matmul(
             workspace,
             View {
@@ -258,7 +255,6 @@ pub fn forward(
     } else {
         w.b_ih.iter().zip(w.b_hh).map(|(a, b)| a + b).collect()
     };
-    add_bias(workspace, width, &bias);
     // `w_hh` transposed once per sequence (`[H, G]`), so that each step's product reads it as
     // gemm's column-major left operand, without packing it again at every step; not worth its
     // copy for a few steps (generation runs one step per call).
@@ -284,6 +280,14 @@ pub fn forward(
             batch: b1 - b0,
             ..*g
         };
+        // The chunk's input products plus the bias, on its own thread (copied first when the
+        // caller projected them).
+        if g.projected {
+            let xs = &x[b0 * time * gates..b1 * time * gates];
+            set_biased(ws, width, xs, &bias);
+        } else {
+            add_bias(ws, width, &bias);
+        }
         let c0 = if lstm { &c0[b0 * hd..b1 * hd] } else { &[][..] };
         let mask = mask.map(|m| &m[b0 * time..b1 * time]);
         recur(
@@ -453,11 +457,8 @@ pub fn backward(
     let rows = g.packed_rows();
     let n = batch * time * gates;
     let mut out = Gradients {
-        x: if g.projected {
-            Vec::new()
-        } else {
-            vec![0.0; batch * time * d_in]
-        },
+        // A projected input's gradient is the pre-activation gradient: written in place below.
+        x: zeroed(if g.projected { n } else { batch * time * d_in }),
         w_ih: if g.projected {
             Vec::new()
         } else {
@@ -471,8 +472,20 @@ pub fn backward(
     };
     // The pre-activation gradients of every step, `[batch * time, G]` (for the GRU a second
     // matrix for the recurrent side, whose candidate block is scaled by `r`).
-    with_scratch(if gru { 2 * n } else { n }, |buffer| {
-        let (dgx, dgh) = buffer.split_at_mut(n);
+    // A projected input's gradient is `dgx` itself, so there it is `out.x` rather than scratch.
+    let scratch = match (g.projected, gru) {
+        (false, true) => 2 * n,
+        (false, false) | (true, true) => n,
+        (true, false) => 0,
+    };
+    let mut x_grad = std::mem::take(&mut out.x);
+    with_scratch(scratch, |buffer| {
+        let (dgx, dgh, x_grad) = if g.projected {
+            (&mut x_grad[..], buffer, None)
+        } else {
+            let (dgx, dgh) = buffer.split_at_mut(n);
+            (dgx, dgh, Some(&mut x_grad[..]))
+        };
         // Each chunk of sequences runs its steps back on one thread, as forward.
         let chunks = split_batch(batch);
         let dgx_parts = split_rows(dgx, &chunks, time * gates);
@@ -502,10 +515,7 @@ pub fn backward(
         run_jobs(jobs, run);
         let dgh: &[f32] = if gru { &*dgh } else { &*dgx };
         let all = View::row_major(0, batch * time, gates);
-        if g.projected {
-            // The input products' gradient is the pre-activation gradient itself.
-            out.x = dgx.to_vec();
-        } else {
+        if let Some(x_grad) = x_grad {
             matmul(
                 &mut out.w_ih,
                 View::row_major(0, gates, d_in),
@@ -516,7 +526,7 @@ pub fn backward(
                 false,
             );
             matmul(
-                &mut out.x,
+                x_grad,
                 View::row_major(0, batch * time, d_in),
                 dgx,
                 all,
@@ -548,6 +558,7 @@ pub fn backward(
             out.b_hh.copy_from_slice(&out.b_ih);
         }
     });
+    out.x = x_grad;
     out
 }
 
@@ -621,13 +632,49 @@ simd! {
     }
 }
 
+/// Columns per task of [`column_sums`].
+const SUM_COLUMNS: usize = 256;
+
+/// Sums the columns of a row-major matrix with `sums.len()` columns into `sums`, blocks of
+/// columns on rayon's threads; each column's sum runs down its rows in order, so the result
+/// does not depend on the number of threads.
+fn column_sums(matrix: &[f32], sums: &mut [f32]) {
+    use rayon::prelude::*;
+    let cols = sums.len();
+    if cols == 0 {
+        return;
+    }
+    let block = |(k, part): (usize, &mut [f32])| {
+        let at = k * SUM_COLUMNS;
+        sum_columns(matrix, cols, at, part);
+    };
+    if cols > SUM_COLUMNS && !crate::gemm::on_worker() {
+        sums.par_chunks_mut(SUM_COLUMNS).enumerate().for_each(block);
+    } else {
+        sums.chunks_mut(SUM_COLUMNS).enumerate().for_each(block);
+    }
+}
+
 simd! {
-    /// Sums the columns of a row-major matrix with `sums.len()` columns into `sums`.
-    fn column_sums(matrix: &[f32], sums: &mut [f32]) {
+    /// Sums columns `at..at + sums.len()` of a row-major matrix of `cols` columns into `sums`.
+    fn sum_columns(matrix: &[f32], cols: usize, at: usize, sums: &mut [f32]) {
         sums.fill(0.0);
-        for row in matrix.chunks_exact(sums.len()) {
-            for (s, v) in sums.iter_mut().zip(row) {
+        let len = sums.len();
+        for row in matrix.chunks_exact(cols) {
+            for (s, v) in sums.iter_mut().zip(&row[at..at + len]) {
                 *s += v;
+            }
+        }
+    }
+}
+
+simd! {
+    /// Sets the first `bias.len()` columns of every row of `width` floats to the matching row
+    /// of `x` (rows of `bias.len()` floats) plus `bias`.
+    fn set_biased(rows: &mut [f32], width: usize, x: &[f32], bias: &[f32]) {
+        for (row, xr) in rows.chunks_exact_mut(width).zip(x.chunks_exact(bias.len())) {
+            for ((v, a), b) in row[..bias.len()].iter_mut().zip(xr).zip(bias) {
+                *v = a + b;
             }
         }
     }
