@@ -125,15 +125,17 @@ impl CharLm {
         {
             // Whole-sequence kernels, the first layer's input products taken per vocabulary
             // entry (no dropout between the embedding and the stack to keep them apart).
-            return (self.head.forward(y), state);
+            return (strata_kernels::linear_layer(&self.head, y), state);
         }
         if self.rnn.runs_fused(&device) {
             // Whole-sequence kernels: one embedded `[batch, time, _]` tensor.
             let x = strata_kernels::dropout_layer(&self.dropout, self.embedding.forward(tokens));
             let (y, state) = self.rnn.forward(x, None, state);
             return (
-                self.head
-                    .forward(strata_kernels::dropout_layer(&self.dropout, y)),
+                strata_kernels::linear_layer(
+                    &self.head,
+                    strata_kernels::dropout_layer(&self.dropout, y),
+                ),
                 state,
             );
         }

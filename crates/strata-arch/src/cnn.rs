@@ -151,7 +151,7 @@ impl Cnn {
     /// # Panics
     /// When the input's channel count or spatial size differs from the configuration.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.classifier.forward(self.embed(images))
+        strata_kernels::linear_layer(&self.classifier, self.embed(images))
     }
 
     /// The features the output layer reads: the hidden dense layer's, or the flattened
@@ -195,7 +195,7 @@ impl Cnn {
         let x = self.features[stage + 1..]
             .iter()
             .fold(activations, |x, s| s.forward(x));
-        self.classifier.forward(self.dense_features(x))
+        strata_kernels::linear_layer(&self.classifier, self.dense_features(x))
     }
 
     /// The convolutional features flattened, through dropout and the hidden dense layer.

@@ -88,7 +88,7 @@ impl Mlp {
     /// When the input's last axis is not `d_input`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
         let x = self.hidden.iter().fold(input, |x, block| block.forward(x));
-        self.output.forward(x)
+        strata_kernels::linear_layer(&self.output, x)
     }
 }
 

@@ -261,7 +261,7 @@ impl ResNet {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, n_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.features(x))
+        strata_kernels::linear_layer(&self.fc, self.features(x))
     }
 
     /// For transfer learning: the stages `layer1..` (the stem `conv1`, `bn1` with the first)

@@ -310,7 +310,7 @@ impl Seq2Seq {
             Some(n) => strata_kernels::layer_norm_layer(n, y, LAYER_NORM_EPS),
             None => y,
         };
-        self.head.forward(y)
+        strata_kernels::linear_layer(&self.head, y)
     }
 
     /// Each decoder layer's cross-attention weights `[batch, n_heads, tgt_len, src_len]`, for

@@ -510,7 +510,7 @@ impl TransformerClassifier {
         let [batch, _, d] = y.dims();
         let cls = y.narrow(1, 0, 1).reshape([batch, d]);
         let cls = strata_kernels::layer_norm_layer(&self.norm, cls, LAYER_NORM_EPS);
-        self.head.forward(cls)
+        strata_kernels::linear_layer(&self.head, cls)
     }
 
     /// Each layer's attention weights `[batch, n_heads, 1 + n_tokens, 1 + n_tokens]` (position

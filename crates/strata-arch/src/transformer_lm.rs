@@ -163,7 +163,7 @@ impl TransformerLm {
             Some(n) => strata_kernels::layer_norm_layer(n, y, LAYER_NORM_EPS),
             None => y,
         };
-        self.head.forward(y)
+        strata_kernels::linear_layer(&self.head, y)
     }
 
     /// Next-character logits at every position, each attending to itself and the positions

@@ -1,5 +1,6 @@
 //! Milliseconds per forward + backward pass of the ops a convolutional training step is made
-//! of, on flex, for Strata's kernels and burn's ops side by side: where a step's time goes.
+//! of, and of linear layers (training and inference), on flex, for Strata's kernels and burn's
+//! ops side by side: where a step's time goes.
 //!
 //! `cargo run --release --example op_times -p strata-kernels` (add `--workspace` features as
 //! the workspace builds them: run it from the workspace with `--example op_times`).
@@ -142,5 +143,84 @@ fn main() {
             let x = x.clone().require_grad();
             let _ = x.sum().backward();
         });
+    }
+
+    // Linear layers: the character LM's output layer, an MLP's first layer (input not
+    // tracked), and the MLP at inference. Alternating rounds, medians: these differ by less
+    // than a busy machine's drift over one long run.
+    let layers = [
+        (
+            "char-LM head 32x50x256 -> 84",
+            [32, 50, 256],
+            84,
+            true,
+            true,
+        ),
+        (
+            "mlp first layer 1x64x784 -> 256",
+            [1, 64, 784],
+            256,
+            false,
+            true,
+        ),
+        (
+            "mlp first layer, inference, 1x64x784 -> 256",
+            [1, 64, 784],
+            256,
+            false,
+            false,
+        ),
+        (
+            "mlp output, inference, 1x64x128 -> 10",
+            [1, 64, 128],
+            10,
+            false,
+            false,
+        ),
+    ];
+    for (label, dims, d_out, track_x, train) in layers {
+        let x = Tensor::<3>::random(dims, Distribution::Default, &device);
+        let w = Tensor::<2>::random([dims[2], d_out], Distribution::Default, &device);
+        let b = Tensor::<1>::random([d_out], Distribution::Default, &device);
+        type Linear = fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>) -> Tensor<3>;
+        let run = |linear: Linear| {
+            if train {
+                let x = if track_x {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                };
+                let y = linear(x, w.clone().require_grad(), Some(b.clone().require_grad()));
+                let _ = y.sum().backward();
+            } else {
+                // Without autodiff, as `evaluate` and `predict` run.
+                let y = linear(
+                    x.clone().inner(),
+                    w.clone().inner(),
+                    Some(b.clone().inner()),
+                );
+                let _ = y.into_data();
+            }
+        };
+        let reps = if train { 50 } else { 500 };
+        let (mut ours, mut burns) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            ours.push(time(&format!("linear, strata: {label}"), reps, || {
+                run(strata_kernels::linear)
+            }));
+            burns.push(time(&format!("linear, burn:   {label}"), reps, || {
+                run(burn::tensor::module::linear)
+            }));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (ours, burns) = (median(&mut ours), median(&mut burns));
+        println!(
+            "{:<58} {ours:8.3} / {burns:8.3} ms: {:5.2}x",
+            format!("  medians {label}, strata / burn"),
+            burns / ours
+        );
     }
 }

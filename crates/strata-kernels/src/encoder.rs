@@ -306,9 +306,9 @@ fn self_attention(
     x: Tensor<3>,
     hidden: Option<Tensor<3, Bool>>,
 ) -> Tensor<3> {
-    let q = mha.query.forward(x.clone());
-    let k = mha.key.forward(x.clone());
-    let v = mha.value.forward(x);
+    let q = crate::linear_layer(&mha.query, x.clone());
+    let k = crate::linear_layer(&mha.key, x.clone());
+    let v = crate::linear_layer(&mha.value, x);
     attend(mha, q, k, v, hidden)
 }
 
@@ -326,7 +326,7 @@ fn attend(
     let scale = 1.0 / (mha.d_k as f32).sqrt();
     let fill = mha.min_float as f32;
     let context = attention(q, k, v, hidden, mha.n_heads, scale, fill, prob);
-    mha.output.forward(context)
+    crate::linear_layer(&mha.output, context)
 }
 
 /// burn's position-wise feed-forward block, the inner layer's bias and the GELU through
@@ -338,11 +338,11 @@ fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
             let x = burn::tensor::module::linear(x, inner.weight.val(), None);
             bias_gelu(x, bias.val())
         }
-        (Activation::Gelu(g), None) if !g.approximate => gelu(inner.forward(x)),
-        (other, _) => other.forward(inner.forward(x)),
+        (Activation::Gelu(g), None) if !g.approximate => gelu(crate::linear_layer(inner, x)),
+        (other, _) => other.forward(crate::linear_layer(inner, x)),
     };
     let x = dropout_layer(&pwff.dropout, x);
-    pwff.linear_outer.forward(x)
+    crate::linear_layer(&pwff.linear_outer, x)
 }
 
 /// One layer as burn's `TransformerEncoderLayer::forward`, pre- or post-norm, with `hidden`
@@ -516,8 +516,11 @@ fn encoder_layer_step(
     let block = Sublayer::new(layer.norm_first, &layer.dropout, epsilon);
     let x = block.run(x, &layer.norm_2, &layer.norm_1, |x| {
         let mha = &layer.mha;
-        let q = mha.query.forward(x.clone());
-        let (k, v) = (mha.key.forward(x.clone()), mha.value.forward(x));
+        let q = crate::linear_layer(&mha.query, x.clone());
+        let (k, v) = (
+            crate::linear_layer(&mha.key, x.clone()),
+            crate::linear_layer(&mha.value, x),
+        );
         let (k, v, past) = match cached {
             Some((ck, cv)) => {
                 let past = ck.dims()[1];
@@ -626,10 +629,11 @@ fn decoder_layer(
     let x = block.run(x, &layer.norm_1, &layer.norm_2, |x| {
         let mha = &layer.cross_attn;
         let (k, v) = (
-            mha.key.forward(memory.clone()),
-            mha.value.forward(memory.clone()),
+            crate::linear_layer(&mha.key, memory.clone()),
+            crate::linear_layer(&mha.value, memory.clone()),
         );
-        attend(mha, mha.query.forward(x), k, v, memory_hidden.clone())
+        let q = crate::linear_layer(&mha.query, x);
+        attend(mha, q, k, v, memory_hidden.clone())
     });
     block.run(x, &layer.norm_2, &layer.norm_3, |x| {
         feed_forward(&layer.pwff, x)

@@ -30,6 +30,7 @@ pub mod batch_norm;
 pub mod conv;
 mod encoder;
 pub mod gemm;
+pub mod linear;
 pub mod math;
 mod memory;
 mod ops;
@@ -43,6 +44,7 @@ use std::sync::OnceLock;
 use burn::backend::Dispatch;
 use burn::backend::ops::{ConvOptions, MaxPoolOptions};
 use burn::nn::BatchNorm;
+use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
@@ -95,6 +97,46 @@ pub fn conv2d(
         }
         None => out,
     }
+}
+
+/// A linear layer, as `burn::tensor::module::linear`: `x` `[.., d_in]` times `weight`
+/// `[d_in, d_out]` plus `bias` `[d_out]`. On flex, with a bias, one product forward and two
+/// products and a column sum backward (module [`linear`](mod@crate::linear)), with no
+/// intermediate tensor; elsewhere burn's op.
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+///
+/// let device = Device::flex();
+/// let x = Tensor::<3>::random([2, 5, 8], Distribution::Default, &device);
+/// let weight = Tensor::<2>::random([8, 3], Distribution::Default, &device);
+/// let bias = Tensor::<1>::random([3], Distribution::Default, &device);
+/// let ours = strata_kernels::linear(x.clone(), weight.clone(), Some(bias.clone()));
+/// let burns = burn::tensor::module::linear(x, weight, Some(bias));
+/// assert_eq!(ours.dims(), [2, 5, 3]);
+/// assert!(ours.sub(burns).abs().max().into_scalar::<f32>() < 1e-5);
+/// ```
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if let Some(b) = &bias
+        && runs_kernels(&x.device())
+        && let Some(y) = <Dispatch as KernelOps>::kernel_linear(
+            x.clone().into_dispatch(),
+            weight.clone().into_dispatch(),
+            b.clone().into_dispatch(),
+        )
+    {
+        return Tensor::from_dispatch(y);
+    }
+    burn::tensor::module::linear(x, weight, bias)
+}
+
+/// burn's `Linear` layer's forward pass through [`linear`](fn@linear).
+pub fn linear_layer<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 /// burn's `Conv2d` layer's forward pass through [`conv2d`]: the same padding rules (explicit,

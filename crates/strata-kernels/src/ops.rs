@@ -447,6 +447,39 @@ pub trait KernelOps: Backend {
         let _ = (logits, targets, lse, output_grad);
         unreachable!("no cross-entropy kernel on this backend, so no cross-entropy backward pass")
     }
+
+    /// A linear layer as burn's `linear`: `x` `[.., d_in]` times `weight` `[d_in, d_out]` plus
+    /// `bias` `[d_out]` (module [`linear`](mod@crate::linear)); `None` where this backend has no
+    /// such kernel.
+    fn kernel_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (x, weight, bias);
+        None
+    }
+
+    /// The input's gradient of [`KernelOps::kernel_linear`], shaped as `x`. Only called after
+    /// `kernel_linear` returned a result on this backend.
+    fn kernel_linear_input_grad(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let _ = (weight, output_grad, x);
+        unreachable!("no linear kernel on this backend, so no linear backward pass")
+    }
+
+    /// The weight's and the bias's gradients of [`KernelOps::kernel_linear`]. Only called after
+    /// `kernel_linear` returned a result on this backend.
+    fn kernel_linear_param_grads(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (x, output_grad);
+        unreachable!("no linear kernel on this backend, so no linear backward pass")
+    }
 }
 
 impl KernelOps for NdArray {}
@@ -1140,6 +1173,55 @@ impl KernelOps for Flex {
         (shaped(dx, shape), vector(dbias))
     }
 
+    fn kernel_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> Option<FlexTensor> {
+        let (shape, ws, bs) = (x.shape(), weight.shape(), bias.shape());
+        let fits = [&x, &weight, &bias].iter().all(|t| t.dtype() == DType::F32)
+            && ws.num_dims() == 2
+            && bs.num_dims() == 1
+            && shape.num_dims() >= 1
+            && ws[0] > 0
+            && ws[1] > 0
+            && shape[shape.num_dims() - 1] == ws[0]
+            && bs[0] == ws[1];
+        if !fits {
+            return None;
+        }
+        let mut out = shape.clone();
+        let last = out.num_dims() - 1;
+        out[last] = ws[1];
+        let [x, weight, bias] = [x, weight, bias].map(contiguous);
+        Some(shaped(
+            crate::linear::forward(slice(&x), slice(&weight), slice(&bias)),
+            out,
+        ))
+    }
+
+    fn kernel_linear_input_grad(
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        x: FlexTensor,
+    ) -> FlexTensor {
+        let d_out = weight.shape()[1];
+        let [weight, dy] = [weight, output_grad].map(contiguous);
+        shaped(
+            crate::linear::input_grad(slice(&weight), slice(&dy), d_out),
+            x.shape(),
+        )
+    }
+
+    fn kernel_linear_param_grads(
+        x: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let (d_in, d_out) = (x.shape()[x.shape().num_dims() - 1], {
+            let s = output_grad.shape();
+            s[s.num_dims() - 1]
+        });
+        let [x, dy] = [x, output_grad].map(contiguous);
+        let (dw, db) = crate::linear::param_grads(slice(&x), slice(&dy), d_in, d_out);
+        (shaped(dw, Shape::new([d_in, d_out])), vector(db))
+    }
+
     fn kernel_attention_weights(
         scores: FlexTensor,
         hidden: FlexTensor,
@@ -1653,6 +1735,38 @@ impl<B: Backend + KernelOps> Backward<B, 3> for LayerNormNode {
     }
 }
 
+/// A linear layer's node: it keeps the input and the weight.
+#[derive(Debug)]
+struct LinearNode;
+
+impl<B: Backend + KernelOps> Backward<B, 3> for LinearNode {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        if node_weight.is_some() || node_bias.is_some() {
+            let (dw, db) = B::kernel_linear_param_grads(x.clone(), grad.clone());
+            if let Some(node) = node_weight {
+                grads.register::<B>(node.id, dw);
+            }
+            if let Some(node) = node_bias {
+                grads.register::<B>(node.id, db);
+            }
+        }
+        // The first layer's input needs no gradient: its product is skipped.
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::kernel_linear_input_grad(weight, grad, x));
+        }
+    }
+}
+
 /// GELU's node: it keeps the input.
 #[derive(Debug)]
 struct GeluNode;
@@ -1821,6 +1935,25 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     Self::from_inner(rstd),
                 ))
             }
+        }
+    }
+
+    fn kernel_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        let prep = LinearNode
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let [x, weight, bias] = [x, weight, bias].map(|t| t.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::kernel_linear(x.clone(), weight.clone(), bias)?;
+                Some(prep.finish((x, weight), y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_linear(x, weight, bias)?)),
         }
     }
 

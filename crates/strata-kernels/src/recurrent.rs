@@ -18,6 +18,7 @@
 //! layer does: the output is `h' m`, the carried state `h' m + h (1 - m)`.
 
 use crate::gemm::{View, matmul, transpose, with_scratch};
+use crate::linear::column_sums;
 use crate::math::{sigmoid, simd, tanh};
 use crate::memory::zeroed;
 
@@ -627,42 +628,6 @@ simd! {
         for row in rows.chunks_exact_mut(width) {
             for (v, b) in row[..bias.len()].iter_mut().zip(bias) {
                 *v += b;
-            }
-        }
-    }
-}
-
-/// Columns per task of [`column_sums`].
-const SUM_COLUMNS: usize = 256;
-
-/// Sums the columns of a row-major matrix with `sums.len()` columns into `sums`, blocks of
-/// columns on rayon's threads; each column's sum runs down its rows in order, so the result
-/// does not depend on the number of threads.
-fn column_sums(matrix: &[f32], sums: &mut [f32]) {
-    use rayon::prelude::*;
-    let cols = sums.len();
-    if cols == 0 {
-        return;
-    }
-    let block = |(k, part): (usize, &mut [f32])| {
-        let at = k * SUM_COLUMNS;
-        sum_columns(matrix, cols, at, part);
-    };
-    if cols > SUM_COLUMNS && !crate::gemm::on_worker() {
-        sums.par_chunks_mut(SUM_COLUMNS).enumerate().for_each(block);
-    } else {
-        sums.chunks_mut(SUM_COLUMNS).enumerate().for_each(block);
-    }
-}
-
-simd! {
-    /// Sums columns `at..at + sums.len()` of a row-major matrix of `cols` columns into `sums`.
-    fn sum_columns(matrix: &[f32], cols: usize, at: usize, sums: &mut [f32]) {
-        sums.fill(0.0);
-        let len = sums.len();
-        for row in matrix.chunks_exact(cols) {
-            for (s, v) in sums.iter_mut().zip(&row[at..at + len]) {
-                *s += v;
             }
         }
     }

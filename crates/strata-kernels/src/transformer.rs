@@ -461,10 +461,17 @@ simd! {
         }
         let inv = 1.0 / sum1(p, |v| v);
         for o in p.iter_mut() {
-            *o *= inv;
+            *o = normal_or_zero(*o * inv);
         }
         (max, inv)
     }
+}
+
+/// `p`, or 0 where it is below the normal range: a probability under 1.2e-38 would be a
+/// subnormal operand of the products that read it (see [`math`]).
+#[inline(always)]
+fn normal_or_zero(p: f32) -> f32 {
+    if p < f32::MIN_POSITIVE { 0.0 } else { p }
 }
 
 simd! {
@@ -473,7 +480,7 @@ simd! {
     fn recompute_row(p: &mut [f32], hidden: Option<&[f32]>, scale: f32, fill: f32, max: f32, inv: f32) {
         scale_and_mask(p, hidden, scale, fill);
         for o in p.iter_mut() {
-            *o = math::exp(*o - max) * inv;
+            *o = normal_or_zero(math::exp(*o - max) * inv);
         }
     }
 }

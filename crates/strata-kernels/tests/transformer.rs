@@ -1,4 +1,4 @@
-//! The transformer kernels against burn's own ops on flex, through autodiff: GELU, the
+//! The transformer kernels against burn's own ops on flex, through autodiff: linear layers, GELU, the
 //! attention weights and cross-entropy (outputs within 1e-5, every gradient within 1e-4 of its
 //! scale) over random shapes, masks and seeds; layer norm, ours and burn's, against exact f64
 //! values within a bound that follows each row's conditioning; a whole `TransformerEncoder`,
@@ -249,6 +249,72 @@ fn bias_gelu_case(rows: usize, cols: usize, spread: f32, seed: u64) -> Result<()
     compare(&["output", "d x", "d bias"], &run(true), &run(false))
 }
 
+/// A linear layer against burn's `linear`: output and the gradients of whichever of `x`,
+/// the weight and the bias are tracked, on `[rows, 2, d_in]`, with the weight stored
+/// transposed (a strided view, as burn's column layout gives) when `transposed`.
+fn linear_case(
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+    tracked: [bool; 3],
+    transposed: bool,
+    seed: u64,
+) -> Result<(), String> {
+    let dev = device();
+    dev.seed(seed);
+    let x = random([rows, 2, d_in], &dev);
+    let weight = if transposed {
+        random([d_out, d_in], &dev).transpose()
+    } else {
+        random([d_in, d_out], &dev)
+    };
+    let bias = random([d_out], &dev);
+    let up = random([rows, 2, d_out], &dev);
+    let run = |ours: bool| {
+        let track = |t: &Tensor<3>, on: bool| {
+            if on {
+                t.clone().require_grad()
+            } else {
+                t.clone()
+            }
+        };
+        let x = track(&x, tracked[0]);
+        let weight = if tracked[1] {
+            weight.clone().require_grad()
+        } else {
+            weight.clone()
+        };
+        let bias = if tracked[2] {
+            bias.clone().require_grad()
+        } else {
+            bias.clone()
+        };
+        let y = if ours {
+            strata_kernels::linear(x.clone(), weight.clone(), Some(bias.clone()))
+        } else {
+            burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()))
+        };
+        let grads = (y.clone() * up.clone()).sum().backward();
+        let mut out = vec![to_vec(y)];
+        if tracked[0] {
+            out.push(to_vec(x.grad(&grads).expect("d x")));
+        }
+        if tracked[1] {
+            out.push(to_vec(weight.grad(&grads).expect("d weight")));
+        }
+        if tracked[2] {
+            out.push(to_vec(bias.grad(&grads).expect("d bias")));
+        }
+        out
+    };
+    let names: Vec<&str> = ["output", "d x", "d weight", "d bias"]
+        .into_iter()
+        .zip([true, tracked[0], tracked[1], tracked[2]])
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
+    compare(&names, &run(true), &run(false))
+}
+
 /// Which keys a query may not see: none, padding, causal, or both.
 #[derive(Clone, Copy, Debug)]
 enum Masks {
@@ -390,6 +456,25 @@ proptest! {
     ) {
         let r = layer_norm_case(b, t, d, bias, seed);
         prop_assert!(r.is_ok(), "{b}x{t}x{d} bias {bias} seed {seed}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn linear_matches_burns(
+        rows in 1usize..90,
+        d_in in 1usize..70,
+        d_out in 1usize..300,
+        tracked in prop::sample::select(vec![
+            [true, true, true], [false, true, true], [true, false, false], [true, false, true],
+        ]),
+        transposed in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let r = linear_case(rows, d_in, d_out, tracked, transposed, seed);
+        prop_assert!(
+            r.is_ok(),
+            "{rows}x2x{d_in} -> {d_out} tracked {tracked:?} t {transposed} seed {seed}: {}",
+            r.unwrap_err()
+        );
     }
 
     #[test]
@@ -880,15 +965,24 @@ fn attention_dropout_zeroes_or_scales_the_softmax() {
     let dropped = to_vec(strata_kernels::attention_weights(
         scores, causal, 0.5, -1e4, 0.25,
     ));
-    let mut zeros = 0;
+    // Masked positions have probability 0 with or without dropout; of the others a quarter
+    // is dropped and the rest scaled by 1 / 0.75.
+    let (mut zeros, mut open) = (0, 0);
     for (&w, &p) in dropped.iter().zip(&plain) {
+        if p == 0.0 {
+            assert_eq!(w, 0.0, "a masked position's weight");
+            continue;
+        }
+        open += 1;
         if w == 0.0 {
             zeros += 1;
         } else {
             assert!((w - p / 0.75).abs() < 1e-6, "{w} vs {p} / 0.75");
         }
     }
-    let frac = zeros as f64 / plain.len() as f64;
+    // 2 x 3 heads of 17 x 17, causal: 6 x 153 open positions.
+    assert_eq!(open, 6 * 153);
+    let frac = zeros as f64 / open as f64;
     assert!((0.2..0.3).contains(&frac), "dropped {frac}");
 }
 

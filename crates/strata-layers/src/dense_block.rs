@@ -63,7 +63,7 @@ impl DenseBlock {
     /// # Panics
     /// When the last axis of the input is not `d_input`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
-        let mut x = self.linear.forward(input);
+        let mut x = strata_kernels::linear_layer(&self.linear, input);
         if let Some(norm) = &self.norm {
             x = strata_kernels::batch_norm_layer(norm, x);
         }
