@@ -232,6 +232,21 @@ def resnet(name):
     return ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, cifar=False)
 
 
+def slim_resnet20():
+    """ResNet-20 with half the channels inside each block removed (`strata compress
+    --prune-channels 0.5`): each block's first convolution and batch norm half as wide, its
+    second convolution reading half as many channels."""
+    model = resnet("resnet20")
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for block in stage:
+            c1, c2 = block.conv1, block.conv2
+            inner = c1.out_channels // 2
+            block.conv1 = nn.Conv2d(c1.in_channels, inner, 3, c1.stride, 1, bias=False)
+            block.bn1 = nn.BatchNorm2d(inner)
+            block.conv2 = nn.Conv2d(inner, c2.out_channels, 3, 1, 1, bias=False)
+    return model
+
+
 def time_steps(step, steps, warmup):
     """Mean ms per call of `step` over `steps` calls after `warmup` untimed ones."""
     for _ in range(warmup):
@@ -315,6 +330,9 @@ def bench_inference(model_name, batch, steps, warmup=3):
     torch.manual_seed(0)
     if model_name in ("resnet20", "resnet18"):
         model = resnet(model_name)
+        x = torch.rand(batch, 3, 32, 32)
+    elif model_name == "resnet20-slim":
+        model = slim_resnet20()
         x = torch.rand(batch, 3, 32, 32)
     else:
         if model_name == "mlp":

@@ -54,6 +54,19 @@ fn network(model: &str) -> (NetworkConfig, usize) {
             },
             32,
         ),
+        // ResNet-20 with half the channels inside each block removed (`strata compress
+        // --prune-channels 0.5`).
+        "resnet20-slim" => (
+            NetworkConfig::ResNet {
+                resnet: ResNetConfig::by_name("resnet20", 3, 10)
+                    .expect("a ResNet name")
+                    .with_inner(vec![8, 8, 8, 16, 16, 16, 32, 32, 32]),
+                name: "resnet20".into(),
+                height: 32,
+                width: 32,
+            },
+            32,
+        ),
         // The CNN with half its channels removed (`strata compress --prune-channels 0.5`).
         "cnn-slim" => (
             NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10).with_channels(vec![16, 32])),

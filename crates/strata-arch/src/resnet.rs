@@ -59,6 +59,10 @@ pub struct ResNetConfig {
     /// The stem.
     #[config(default = "Stem::ImageNet")]
     pub stem: Stem,
+    /// Output channels of each block's first convolution, block by block through the stages
+    /// (empty: each stage's width). Channel pruning writes it.
+    #[config(default = "Vec::new()")]
+    pub inner: Vec<usize>,
 }
 
 /// The ResNet names [`ResNetConfig::by_name`] knows.
@@ -121,6 +125,16 @@ impl ResNetConfig {
             check_size("blocks per stage", b)?;
             check_size("stage width", w)?;
         }
+        let blocks: usize = self.blocks.iter().sum();
+        if !self.inner.is_empty() && self.inner.len() != blocks {
+            return Err(Error::Invalid(format!(
+                "a ResNet's inner widths name each of its {blocks} blocks, got {}",
+                self.inner.len()
+            )));
+        }
+        for &w in &self.inner {
+            check_size("inner width", w)?;
+        }
         Ok(())
     }
 
@@ -149,8 +163,10 @@ impl ResNetConfig {
             let stride = if i == 0 { 1 } else { 2 };
             let mut stage = Vec::with_capacity(n);
             for j in 0..n {
+                let block = stages.iter().map(Vec::len).sum::<usize>() + j;
                 let c = ResidualConfig::new(channels, w, if j == 0 { stride } else { 1 })
-                    .with_bottleneck(self.bottleneck);
+                    .with_bottleneck(self.bottleneck)
+                    .with_inner(self.inner.get(block).copied());
                 channels = c.out_channels();
                 stage.push(c.init(device));
             }

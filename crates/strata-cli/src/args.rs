@@ -353,8 +353,9 @@ pub struct CompressArgs {
     /// --out (e.g. 0.5,0.8,0.9,0.95).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub curve: Vec<f64>,
-    /// Structured pruning: remove this share of each conv block's channels (cnn) or each
-    /// hidden layer's units (mlp), smallest first, rebuilding the layers smaller.
+    /// Structured pruning: remove this share of each convolution's channels (cnn, vgg*),
+    /// each hidden layer's units (mlp) or the channels inside each residual block (resnet*),
+    /// smallest first, rebuilding the layers smaller.
     #[arg(long, allow_negative_numbers = true)]
     pub prune_channels: Option<f64>,
     /// Store the weights in int8 on disk (after any pruning): int8.

@@ -272,3 +272,157 @@ fn distilling_and_pruning_a_digits_cnn() {
         "not a run directory",
     );
 }
+
+/// Channel pruning inside a ResNet's residual blocks: half of each block's first-convolution
+/// channels removed (the blocks' outputs stay, tied by the residual sums), the run's config
+/// records the widths, fine-tuning recovers (bar set before the first run: 0.9 on the test
+/// split), and `evaluate` loads the smaller run.
+#[test]
+fn pruning_the_channels_inside_a_resnets_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("resnet");
+    let r = run.to_str().unwrap();
+    train(
+        &run,
+        &[
+            "train",
+            "--model",
+            "resnet20",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "5",
+        ],
+    );
+    let slim = dir.path().join("slim");
+    let s = slim.to_str().unwrap();
+    let o = strata(&[
+        "compress",
+        "--run",
+        r,
+        "--prune-channels",
+        "0.5",
+        "--fine-tune",
+        "3",
+        "--quiet",
+        "--out",
+        s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&slim.join("metrics.json"));
+    let c = &m["compression"]["channels"];
+    let (params, was) = (
+        c["parameters"].as_u64().unwrap(),
+        c["original_parameters"].as_u64().unwrap(),
+    );
+    // Each block's two convolutions lose half their weights; the stem, the projections and
+    // the head stay.
+    assert!(10 * params < 6 * was, "{params} parameters vs {was}");
+    let inner: Vec<u64> = c["inner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(inner, vec![8, 8, 8, 16, 16, 16, 32, 32, 32]);
+    let accuracy = m["test"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9, "pruned ResNet's test accuracy {accuracy}");
+    let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
+    assert!(config.contains("inner = ["), "{config}");
+    let o = strata(&["evaluate", "--run", s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json(&slim.join("evaluation.json"))["test"]["accuracy"],
+        m["test"]["accuracy"]
+    );
+    // A share outside [0, 1): one clear line, nothing written.
+    let bad = dir.path().join("bad");
+    assert_clean_failure(
+        &[
+            "compress",
+            "--run",
+            r,
+            "--prune-channels",
+            "1.5",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
+        "--prune-channels must be in [0, 1)",
+    );
+    assert!(!bad.exists());
+}
+
+/// Channel pruning of a VGG: half of every convolution's channels removed, the next
+/// convolution and the classifier (which reads each channel's pooled block) shrunk with them,
+/// the widths in the run's config, and `evaluate` loads the smaller run. The short training of
+/// `deep_cnn.rs`'s VGG test (bar 0.5 there) and the same bar after 2 fine-tuning epochs.
+#[test]
+fn pruning_a_vggs_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("vgg");
+    let r = run.to_str().unwrap();
+    train(
+        &run,
+        &[
+            "train",
+            "--model",
+            "vgg11_bn",
+            "--resize",
+            "32",
+            "--hidden",
+            "64",
+            "--epochs",
+            "3",
+            "--train-fraction",
+            "0.3",
+        ],
+    );
+    let slim = dir.path().join("slim");
+    let s = slim.to_str().unwrap();
+    let o = strata(&[
+        "compress",
+        "--run",
+        r,
+        "--prune-channels",
+        "0.5",
+        "--fine-tune",
+        "2",
+        "--quiet",
+        "--out",
+        s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&slim.join("metrics.json"));
+    let c = &m["compression"]["channels"];
+    let inner: Vec<u64> = c["inner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(inner, vec![32, 64, 128, 128, 256, 256, 256, 256]);
+    // Every convolution keeps a quarter of its weights (half its inputs, half its outputs).
+    let (params, was) = (
+        c["parameters"].as_u64().unwrap(),
+        c["original_parameters"].as_u64().unwrap(),
+    );
+    assert!(10 * params < 3 * was, "{params} parameters vs {was}");
+    let accuracy = m["test"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.5, "pruned VGG's test accuracy {accuracy}");
+    let o = strata(&["evaluate", "--run", s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json(&slim.join("evaluation.json"))["test"]["accuracy"],
+        m["test"]["accuracy"]
+    );
+    // Widths that do not fit the architecture (8 convolutions): one clear line.
+    let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
+    let start = config.find("inner = [").expect("widths in the config");
+    let end = start + config[start..].find(']').unwrap() + 1;
+    let bad = format!("{}inner = [32, 64]{}", &config[..start], &config[end..]);
+    std::fs::write(slim.join("config.toml"), bad).unwrap();
+    assert_clean_failure(
+        &["evaluate", "--run", s],
+        "vgg11_bn has 8 convolutions: network.inner needs 8 widths above 0",
+    );
+}

@@ -34,6 +34,11 @@ pub struct ResidualConfig {
     /// A bottleneck (1x1, 3x3, 1x1 with 4x expansion) rather than two 3x3 convolutions.
     #[config(default = false)]
     pub bottleneck: bool,
+    /// Output channels of the first convolution, which only the second reads (default: the
+    /// width). Channel pruning makes it smaller: unlike the block's output, no residual
+    /// connection ties these channels to another block's.
+    #[config(default = "None")]
+    pub inner: Option<usize>,
 }
 
 impl ResidualConfig {
@@ -61,14 +66,15 @@ impl ResidualConfig {
     pub fn init(&self, device: &Device) -> Residual {
         let out = self.out_channels();
         let (w, s) = (self.width, self.stride);
+        let inner = self.inner.unwrap_or(w);
         let bn = |c| BatchNorm2dConfig::new(c).init(device);
         let downsample = (s != 1 || self.in_channels != out)
             .then(|| (conv(self.in_channels, out, 1, s, device), bn(out)));
         if self.bottleneck {
             Residual {
-                conv1: conv(self.in_channels, w, 1, 1, device),
-                bn1: bn(w),
-                conv2: conv(w, w, 3, s, device),
+                conv1: conv(self.in_channels, inner, 1, 1, device),
+                bn1: bn(inner),
+                conv2: conv(inner, w, 3, s, device),
                 bn2: bn(w),
                 conv3: Some(conv(w, out, 1, 1, device)),
                 bn3: Some(bn(out)),
@@ -76,9 +82,9 @@ impl ResidualConfig {
             }
         } else {
             Residual {
-                conv1: conv(self.in_channels, w, 3, s, device),
-                bn1: bn(w),
-                conv2: conv(w, w, 3, 1, device),
+                conv1: conv(self.in_channels, inner, 3, s, device),
+                bn1: bn(inner),
+                conv2: conv(inner, w, 3, 1, device),
                 bn2: bn(w),
                 conv3: None,
                 bn3: None,

@@ -29,8 +29,9 @@ pub struct Compress {
     pub fine_tune_epochs: usize,
     /// Sparsities at which to measure the test accuracy for `sparsity.csv` and `.png`.
     pub curve: Vec<f64>,
-    /// Structured pruning: remove this share of each convolution block's channels (CNN) or
-    /// each hidden layer's units (MLP), smallest L1 norm first, rebuilding the layers smaller.
+    /// Structured pruning: remove this share of each convolution's channels (CNN, VGG), each
+    /// hidden layer's units (MLP) or each residual block's inner channels (ResNet), smallest L1
+    /// norm first, rebuilding the layers smaller.
     pub channels: Option<f64>,
     /// Store the (pruned) weights in int8 ([`crate::quantize_file`]) with one scale per tensor
     /// or per output channel.
@@ -226,6 +227,7 @@ pub fn compress(
                 "share_removed": share,
                 "channels": run.config.network.channels,
                 "hidden": run.config.network.hidden,
+                "inner": written_run.config.network.inner,
                 "parameters": written_run.model.num_params(),
                 "original_parameters": original_parameters,
             })),

@@ -86,6 +86,11 @@ pub struct NetworkSpec {
     /// GraphSAGE's neighbour aggregator: `mean` or `max`.
     #[serde(default)]
     pub aggregator: strata_layers::Aggregator,
+    /// A ResNet's first-convolution widths, one per residual block, or a VGG's convolution
+    /// widths, one per convolution (empty: the named architecture's); `compress
+    /// --prune-channels` writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner: Vec<usize>,
 }
 
 fn default_heads() -> usize {
@@ -594,6 +599,7 @@ impl RunConfig {
                 patch_size: 0,
                 pool_size: 0,
                 aggregator: strata_layers::Aggregator::Mean,
+                inner: Vec::new(),
             },
             fit: FitConfig {
                 epochs: 30,

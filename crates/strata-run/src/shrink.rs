@@ -1,11 +1,17 @@
-//! Structured pruning (Li et al. 2017): whole convolution channels of a CNN, or hidden units
-//! of an MLP, with the smallest L1 norm of their incoming weights removed, and the layers
-//! rebuilt smaller. The network's config shrinks with them (`channels`, `hidden`), so the
-//! result is a plain run of a smaller model: less to store and less to compute.
+//! Structured pruning (Li et al. 2017): whole convolution channels of a CNN or a VGG, hidden
+//! units of an MLP, or the channels inside a ResNet's residual blocks, with the smallest L1
+//! norm of their incoming weights removed, and the layers rebuilt smaller. The network's config
+//! shrinks with them (`channels`, `hidden`, `inner`), so the result is a plain run of a
+//! smaller model: less to store and less to compute.
 //!
 //! Works on the weights as saved (safetensors), by the parameter names of Strata's CNN
-//! (`Cnn.features.I.conv`, `.norm`, then `Cnn.hidden.linear` or `Cnn.classifier`) and MLP
-//! (`Mlp.hidden.I.linear`, `.norm`, then `Mlp.output`).
+//! (`Cnn.features.I.conv`, `.norm`, then `Cnn.hidden.linear` or `Cnn.classifier`), MLP
+//! (`Mlp.hidden.I.linear`, `.norm`, then `Mlp.output`), VGG (`Vgg.vgg.features.I.conv`, the
+//! batch norm at `I + 1`, then the next convolution or `Vgg.vgg.classifier.0`) and ResNet
+//! (`ResNet.resnet.layerS.J`'s `conv1` and `bn1`, then its `conv2`). A ResNet block's output
+//! channels stay: the residual connections add them to the next block's, so they are tied
+//! across a whole stage. Its first convolution's outputs are read by its second convolution
+//! alone, as in Li et al.'s ResNets.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -65,13 +71,13 @@ fn keep_largest(norms: &[f32], fraction: f64) -> Vec<usize> {
     keep
 }
 
-/// The weights in `src` with the share `fraction` of each convolution block's channels (CNN)
-/// or each hidden layer's units (MLP) removed, as safetensors bytes, and `config` with the
-/// widths that remain.
+/// The weights in `src` with the share `fraction` of each convolution's channels (CNN, VGG),
+/// each hidden layer's units (MLP) or each residual block's inner channels (ResNet) removed, as
+/// safetensors bytes, and `config` with the widths that remain.
 ///
 /// # Errors
-/// A model other than `cnn` or `mlp`, a fraction outside `[0, 1)`, weights that are not the
-/// model's (a missing or misshapen tensor).
+/// A model other than `cnn`, `mlp`, a VGG or a ResNet, a fraction outside `[0, 1)`, weights that are
+/// not the model's (a missing or misshapen tensor).
 pub(crate) fn shrink(
     src: &Path,
     config: &RunConfig,
@@ -108,16 +114,38 @@ pub(crate) fn shrink(
             .ok_or_else(|| bad(format!("no tensor `{k}`")))
     };
     let mut config = config.clone();
-    // Each layer: (its weight, the axis of its outputs, the axis of its inputs, the tensors
-    // of one entry per output: bias and norm).
-    let layers: Vec<(String, usize, usize, String)> = match config.model.as_str() {
+    let model = config.model.clone();
+    let resnet = strata_arch::RESNETS.contains(&model.as_str());
+    let vgg = strata_arch::VGGS.contains(&model.as_str());
+    // Each layer: its weight, the axis of its outputs, and the prefixes of the tensors with one
+    // entry per output (bias, batch norm).
+    let layers: Vec<(String, usize, Vec<String>)> = match model.as_str() {
+        _ if resnet => resnet_blocks(&t)
+            .into_iter()
+            .map(|block| {
+                (
+                    format!("{block}.conv1.weight"),
+                    0,
+                    vec![format!("{block}.bn1")],
+                )
+            })
+            .collect(),
+        _ if vgg => vgg_convs(&t)
+            .into_iter()
+            .map(|i| {
+                (
+                    format!("{VGG}.{i}.conv.weight"),
+                    0,
+                    vec![format!("{VGG}.{i}.conv"), format!("{VGG}.{}.norm", i + 1)],
+                )
+            })
+            .collect(),
         "cnn" => (0..config.network.channels.len())
             .map(|i| {
                 (
                     format!("Cnn.features.{i}.conv.weight"),
                     0,
-                    1,
-                    format!("Cnn.features.{i}"),
+                    vec![format!("Cnn.features.{i}")],
                 )
             })
             .collect(),
@@ -126,19 +154,36 @@ pub(crate) fn shrink(
                 (
                     format!("Mlp.hidden.{i}.linear.weight"),
                     1,
-                    0,
-                    format!("Mlp.hidden.{i}"),
+                    vec![format!("Mlp.hidden.{i}")],
                 )
             })
             .collect(),
         other => {
             return Err(Error::Usage(format!(
-                "--prune-channels removes the channels of a cnn or the hidden units of an mlp; this is a {other} run"
+                "--prune-channels removes the channels of a cnn or a vgg, the hidden units of an mlp or the inner channels of a resnet's blocks; this is a {other} run"
             )));
         }
     };
+    if (resnet || vgg) && layers.is_empty() {
+        return Err(bad(format!(
+            "no {}",
+            if resnet {
+                "residual block (`ResNet.resnet.layerS.J.conv1.weight`)"
+            } else {
+                "convolution (`Vgg.vgg.features.I.conv.weight`)"
+            }
+        )));
+    }
+    if resnet || vgg {
+        config.network.inner = vec![0; layers.len()];
+    }
     let next_after = |i: usize| -> (String, usize) {
-        match config.model.as_str() {
+        match model.as_str() {
+            // A block's first convolution is read by its second alone.
+            _ if resnet => (layers[i].0.replace(".conv1.", ".conv2."), 1),
+            _ if vgg && i + 1 < layers.len() => (layers[i + 1].0.clone(), 1),
+            // The classifier reads the pooled map flattened, channel by channel.
+            _ if vgg => ("Vgg.vgg.classifier.0.weight".into(), 0),
             "cnn" if i + 1 < layers.len() => (layers[i + 1].0.clone(), 1),
             "cnn" if config.network.d_hidden > 0 => ("Cnn.hidden.linear.weight".into(), 0),
             "cnn" => ("Cnn.classifier.weight".into(), 0),
@@ -146,7 +191,7 @@ pub(crate) fn shrink(
             _ => ("Mlp.output.weight".into(), 0),
         }
     };
-    for (i, (weight, out_axis, _, prefix)) in layers.iter().enumerate() {
+    for (i, (weight, out_axis, prefixes)) in layers.iter().enumerate() {
         let w = get(&t, weight)?;
         if w.shape.len() <= *out_axis {
             return Err(bad(format!("{weight} has shape {:?}", w.shape)));
@@ -157,7 +202,7 @@ pub(crate) fn shrink(
         let per_output: Vec<String> = t
             .keys()
             .filter(|k| {
-                k.starts_with(&format!("{prefix}."))
+                prefixes.iter().any(|p| k.starts_with(&format!("{p}.")))
                     && *k != weight
                     && t[*k].shape.len() == 1
                     && t[*k].shape[0] == width
@@ -172,6 +217,9 @@ pub(crate) fn shrink(
         // channel's block of positions.
         let (next, in_axis) = next_after(i);
         let n = get(&t, &next)?;
+        if n.shape.len() <= in_axis {
+            return Err(bad(format!("{next} has shape {:?}", n.shape)));
+        }
         let rows = n.shape[in_axis];
         let per = rows / width.max(1);
         if per == 0 || per * width != rows {
@@ -181,7 +229,8 @@ pub(crate) fn shrink(
         }
         let inputs: Vec<usize> = keep.iter().flat_map(|&c| c * per..(c + 1) * per).collect();
         t.insert(next, n.select(in_axis, &inputs));
-        match config.model.as_str() {
+        match model.as_str() {
+            _ if resnet || vgg => config.network.inner[i] = keep.len(),
             "cnn" => config.network.channels[i] = keep.len(),
             _ => config.network.hidden[i] = keep.len(),
         }
@@ -206,6 +255,40 @@ pub(crate) fn shrink(
     )
     .map_err(|e| bad(e.to_string()))?;
     Ok((data, config))
+}
+
+/// Where a VGG's convolutions and batch norms sit.
+const VGG: &str = "Vgg.vgg.features";
+
+/// The positions of a VGG's convolutions in `features`, ascending.
+fn vgg_convs(t: &HashMap<String, Values>) -> Vec<usize> {
+    let mut slots: Vec<usize> = t
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(&format!("{VGG}."))?
+                .strip_suffix(".conv.weight")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    slots.sort_unstable();
+    slots
+}
+
+/// The residual blocks among the tensors, `ResNet.resnet.layerS.J`, stage by stage and block
+/// by block (the order of `ResNetConfig::inner`).
+fn resnet_blocks(t: &HashMap<String, Values>) -> Vec<String> {
+    let mut blocks = Vec::new();
+    for stage in 1..=4 {
+        for j in 0.. {
+            let block = format!("ResNet.resnet.layer{stage}.{j}");
+            if !t.contains_key(&format!("{block}.conv1.weight")) {
+                break;
+            }
+            blocks.push(block);
+        }
+    }
+    blocks
 }
 
 #[cfg(test)]
@@ -280,6 +363,164 @@ mod tests {
         assert!(e.contains("must be in [0, 1)"), "{e}");
         config.model = "lstm".into();
         assert!(shrink(&src, &config, 0.5).is_err());
+    }
+
+    /// A ResNet-20 whose blocks each have dead first-convolution channels (zero weights: bn1
+    /// then gives 0 from its initial statistics, relu keeps it): removing exactly those (1, 2
+    /// and 4 of 16, 32 and 64) must leave the network's outputs, so each block's second
+    /// convolution has to lose exactly the matching inputs, and the config the matching width.
+    #[test]
+    fn removing_dead_resnet_channels_leaves_the_outputs() {
+        use burn::tensor::{Device, Distribution, Tensor};
+        use strata_arch::{NetworkConfig, ResNetConfig};
+        let device = Device::flex();
+        let net = |inner: Vec<usize>| NetworkConfig::ResNet {
+            resnet: ResNetConfig::by_name("resnet20", 1, 3)
+                .unwrap()
+                .with_inner(inner),
+            name: "resnet20".into(),
+            height: 8,
+            width: 8,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("model.safetensors");
+        let model = net(Vec::new()).init(&device).unwrap();
+        crate::run_dir::save_safetensors(&model, &src).unwrap();
+        // Kill the last `width / 16` channels of every block's first convolution.
+        let bytes = std::fs::read(&src).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut killed = 0;
+        let owned: Vec<(String, Owned)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let (shape, mut data) = (view.shape().to_vec(), f32s(view.data()));
+                if name.ends_with(".conv1.weight") && name.contains(".layer") {
+                    let (out, per) = (shape[0], data.len() / shape[0]);
+                    data[(out - out / 16) * per..].fill(0.0);
+                    killed += 1;
+                }
+                let data = bytes_of(&data);
+                (
+                    name,
+                    Owned {
+                        dtype: Dtype::F32,
+                        shape,
+                        data,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(killed, 9, "ResNet-20 has 9 blocks");
+        let dead =
+            safetensors::serialize(owned.iter().map(|(n, o)| (n.as_str(), o)), None).unwrap();
+        std::fs::write(&src, dead).unwrap();
+        let config = RunConfig::defaults_for("resnet20", "digits");
+        let (out, smaller) = shrink(&src, &config, 1.0 / 16.0).unwrap();
+        assert_eq!(
+            smaller.network.inner,
+            vec![15, 15, 15, 30, 30, 30, 60, 60, 60]
+        );
+        let slim = dir.path().join("slim.safetensors");
+        std::fs::write(&slim, out).unwrap();
+        let full = crate::run_dir::load_safetensors(&net(Vec::new()), &src, &device).unwrap();
+        let pruned =
+            crate::run_dir::load_safetensors(&net(smaller.network.inner.clone()), &slim, &device)
+                .unwrap();
+        let x = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
+        let (a, b) = (
+            strata_tensor::convert::to_vec(full.forward_flat(x.clone())),
+            strata_tensor::convert::to_vec(pruned.forward_flat(x)),
+        );
+        assert_eq!(a.len(), 12);
+        strata_tensor::compare::check_close("outputs", &b, &a, 1e-5).unwrap();
+        // A block's output channels are not pruned: the residual sums tie them.
+        let st = SafeTensors::deserialize(std::fs::read(&slim).unwrap().as_slice())
+            .map(|s| {
+                s.tensor("ResNet.resnet.layer3.2.conv2.weight")
+                    .unwrap()
+                    .shape()
+                    .to_vec()
+            })
+            .unwrap();
+        assert_eq!(st, vec![64, 60, 3, 3]);
+    }
+
+    /// A small VGG with batch norm whose convolutions have dead channels (zero weights and
+    /// bias: batch norm's initial statistics keep them at 0, ReLU too): removing them must
+    /// leave the outputs, so the next convolution and the classifier (which reads each channel's
+    /// 2x2 pooled block) have to lose exactly the matching inputs.
+    #[test]
+    fn removing_dead_vgg_channels_leaves_the_outputs() {
+        use burn::tensor::{Device, Distribution, Tensor};
+        use strata_arch::{NetworkConfig, VggConfig};
+        let device = Device::flex();
+        let net = |widths: [usize; 2]| NetworkConfig::Vgg {
+            vgg: VggConfig::new(1, 3, vec![widths[0], 0, widths[1], 0])
+                .with_batch_norm(true)
+                .with_pool_size(2)
+                .with_d_hidden(8),
+            name: "vgg11_bn".into(),
+            height: 8,
+            width: 8,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("model.safetensors");
+        let model = net([4, 8]).init(&device).unwrap();
+        crate::run_dir::save_safetensors(&model, &src).unwrap();
+        // Channel 1 of the first convolution, channels 0 and 5 of the second.
+        let dead = |name: &str| match name {
+            "Vgg.vgg.features.0.conv.weight" | "Vgg.vgg.features.0.conv.bias" => vec![1],
+            "Vgg.vgg.features.4.conv.weight" | "Vgg.vgg.features.4.conv.bias" => vec![0, 5],
+            _ => Vec::new(),
+        };
+        let bytes = std::fs::read(&src).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut killed = 0;
+        let owned: Vec<(String, Owned)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let (shape, mut data) = (view.shape().to_vec(), f32s(view.data()));
+                let per = data.len() / shape[0];
+                for c in dead(&name) {
+                    data[c * per..(c + 1) * per].fill(0.0);
+                    killed += 1;
+                }
+                let data = bytes_of(&data);
+                (
+                    name,
+                    Owned {
+                        dtype: Dtype::F32,
+                        shape,
+                        data,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(killed, 6, "two weights and two biases");
+        let bytes =
+            safetensors::serialize(owned.iter().map(|(n, o)| (n.as_str(), o)), None).unwrap();
+        std::fs::write(&src, bytes).unwrap();
+        let config = RunConfig::defaults_for("vgg11_bn", "digits");
+        let (out, smaller) = shrink(&src, &config, 0.25).unwrap();
+        assert_eq!(smaller.network.inner, vec![3, 6]);
+        let slim = dir.path().join("slim.safetensors");
+        std::fs::write(&slim, &out).unwrap();
+        let shapes = SafeTensors::deserialize(&out).unwrap();
+        let shape = |k: &str| shapes.tensor(k).unwrap().shape().to_vec();
+        assert_eq!(shape("Vgg.vgg.features.4.conv.weight"), vec![6, 3, 3, 3]);
+        assert_eq!(shape("Vgg.vgg.features.5.norm.running_var"), vec![6]);
+        assert_eq!(shape("Vgg.vgg.classifier.0.weight"), vec![24, 8]);
+        let full = crate::run_dir::load_safetensors(&net([4, 8]), &src, &device).unwrap();
+        let pruned = crate::run_dir::load_safetensors(&net([3, 6]), &slim, &device).unwrap();
+        let x = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
+        let (a, b) = (
+            strata_tensor::convert::to_vec(full.forward_flat(x.clone())),
+            strata_tensor::convert::to_vec(pruned.forward_flat(x)),
+        );
+        assert_eq!(a.len(), 12);
+        strata_tensor::compare::check_close("outputs", &b, &a, 1e-5).unwrap();
     }
 
     #[test]

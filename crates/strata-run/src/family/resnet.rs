@@ -55,7 +55,7 @@ impl Family for ResNet {
         let m = config.model.as_str();
         let [c, h, w] = image_shape(m, config, pre)?;
         Ok(NetworkConfig::ResNet {
-            resnet: ResNetConfig::by_name(m, c, n_out)?,
+            resnet: ResNetConfig::by_name(m, c, n_out)?.with_inner(config.network.inner.clone()),
             name: m.to_string(),
             height: h,
             width: w,

@@ -70,7 +70,22 @@ impl Family for Vgg {
             0 => 1,
             p => p,
         };
-        let vgg = VggConfig::by_name(m, c, n_out)?
+        let mut vgg = VggConfig::by_name(m, c, n_out)?;
+        if !n.inner.is_empty() {
+            // Pruned widths (`compress --prune-channels`), one per convolution in order.
+            let convs = vgg.layers.iter().filter(|&&c| c > 0).count();
+            if n.inner.len() != convs || n.inner.contains(&0) {
+                return Err(Error::Usage(format!(
+                    "{m} has {convs} convolutions: network.inner needs {convs} widths above 0, got {:?}",
+                    n.inner
+                )));
+            }
+            let mut widths = n.inner.iter();
+            for c in vgg.layers.iter_mut().filter(|c| **c > 0) {
+                *c = *widths.next().expect("counted above");
+            }
+        }
+        let vgg = vgg
             .with_d_hidden(d_hidden)
             .with_dropout(n.dropout)
             .with_pool_size(pool_size);
