@@ -326,8 +326,12 @@ def inference_name(name):
 
 
 def bench_inference(model_name, batch, steps, warmup=3):
-    """Forward passes of a model in eval mode under torch.inference_mode(), the output read."""
+    """Forward passes of a model in eval mode under torch.inference_mode(), the output read.
+    `mlp-int8`, `cnn-int8`: the model after torch.ao.quantization.quantize_dynamic of its
+    linear layers, int8 weights with a scale per output channel."""
     torch.manual_seed(0)
+    int8 = model_name.endswith("-int8")
+    model_name = model_name.removesuffix("-int8")
     if model_name in ("resnet20", "resnet18"):
         model = resnet(model_name)
         x = torch.rand(batch, 3, 32, 32)
@@ -344,6 +348,10 @@ def bench_inference(model_name, batch, steps, warmup=3):
             model = Cnn()
         x = torch.rand(batch, 784)
     model.eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(
+            model, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8)
 
     def step():
         with torch.inference_mode():

@@ -121,8 +121,17 @@ fn inference_steps(model: &str, batch: usize, steps: usize) -> usize {
 /// statistics and dropout is off) of `model` on a batch of `batch`, the output read back.
 fn bench_inference(model: &str, batch: usize, device: &Device, steps: usize, warmup: usize) -> f64 {
     device.seed(0);
-    let (config, _) = network(model);
-    let net: Network = config.init(device).expect("valid config");
+    // `mlp-int8`, `cnn-int8`: the linear layers in int8 with a scale per output (as a run
+    // from `strata compress --quantize int8 --per-channel` loads).
+    let (name, int8) = match model.strip_suffix("-int8") {
+        Some(name) => (name, true),
+        None => (model, false),
+    };
+    let (config, _) = network(name);
+    let mut net: Network = config.init(device).expect("valid config");
+    if int8 {
+        assert!(net.quantize_int8(true), "{name} has no int8 layers");
+    }
     let x = Tensor::<2>::random([batch, config.d_input()], Distribution::Default, device);
     time_steps(net, device, steps, warmup, |net| {
         let _ = net.forward_flat(x.clone()).sum().into_data();

@@ -55,6 +55,9 @@ pub struct Cnn {
     pub hidden: Option<DenseBlock>,
     /// Output layer (logits).
     pub classifier: Linear,
+    /// An int8 copy of the output layer for inference ([`Cnn::quantize_int8`]); not saved.
+    #[module(skip)]
+    pub classifier_int8: Option<strata_kernels::QuantizedLinear>,
     /// `[channels, height, width]` of the input, for [`forward_flat`](Cnn::forward_flat).
     pub input_shape: [usize; 3],
 }
@@ -136,6 +139,7 @@ impl CnnConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             hidden,
             classifier: LinearConfig::new(d_head, self.n_classes).init(device),
+            classifier_int8: None,
             input_shape: [self.in_channels, self.height, self.width],
         })
     }
@@ -151,7 +155,24 @@ impl Cnn {
     /// # Panics
     /// When the input's channel count or spatial size differs from the configuration.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        strata_kernels::linear_layer(&self.classifier, self.embed(images))
+        strata_kernels::linear_or_int8(
+            &self.classifier,
+            self.classifier_int8.as_ref(),
+            self.embed(images),
+        )
+    }
+
+    /// Keeps int8 copies of the dense layers (one scale per matrix, or per output), which
+    /// inference then runs; the convolutions stay in f32, as in PyTorch's dynamic
+    /// quantisation.
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        if let Some(hidden) = &mut self.hidden {
+            hidden.quantize_int8(per_output);
+        }
+        self.classifier_int8 = Some(strata_kernels::QuantizedLinear::from_linear(
+            &self.classifier,
+            per_output,
+        ));
     }
 
     /// The features the output layer reads: the hidden dense layer's, or the flattened
@@ -195,7 +216,11 @@ impl Cnn {
         let x = self.features[stage + 1..]
             .iter()
             .fold(activations, |x, s| s.forward(x));
-        strata_kernels::linear_layer(&self.classifier, self.dense_features(x))
+        strata_kernels::linear_or_int8(
+            &self.classifier,
+            self.classifier_int8.as_ref(),
+            self.dense_features(x),
+        )
     }
 
     /// The convolutional features flattened, through dropout and the hidden dense layer.

@@ -36,6 +36,9 @@ pub struct Mlp {
     pub hidden: Vec<DenseBlock>,
     /// Output layer.
     pub output: Linear,
+    /// An int8 copy of the output layer for inference ([`Mlp::quantize_int8`]); not saved.
+    #[module(skip)]
+    pub output_int8: Option<strata_kernels::QuantizedLinear>,
 }
 
 impl MlpConfig {
@@ -73,6 +76,7 @@ impl MlpConfig {
         Ok(Mlp {
             hidden,
             output: LinearConfig::new(d_in, self.d_output).init(device),
+            output_int8: None,
         })
     }
 }
@@ -88,7 +92,19 @@ impl Mlp {
     /// When the input's last axis is not `d_input`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
         let x = self.hidden.iter().fold(input, |x, block| block.forward(x));
-        strata_kernels::linear_layer(&self.output, x)
+        strata_kernels::linear_or_int8(&self.output, self.output_int8.as_ref(), x)
+    }
+
+    /// Keeps int8 copies of every linear layer (one scale per matrix, or per output), which
+    /// inference then runs; training still runs the float layers.
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        for block in &mut self.hidden {
+            block.quantize_int8(per_output);
+        }
+        self.output_int8 = Some(strata_kernels::QuantizedLinear::from_linear(
+            &self.output,
+            per_output,
+        ));
     }
 }
 

@@ -257,6 +257,19 @@ pub struct ImageResNet {
 }
 
 impl Network {
+    /// Keeps int8 copies of the linear layers of an MLP or a CNN (one scale per matrix, or per
+    /// output), which inference on a device without autodiff then runs
+    /// ([`strata_kernels::QuantizedLinear`]). Returns whether this network has them; other
+    /// architectures keep computing in f32.
+    pub fn quantize_int8(&mut self, per_output: bool) -> bool {
+        match self {
+            Network::Mlp(m) => m.quantize_int8(per_output),
+            Network::Cnn(m) => m.quantize_int8(per_output),
+            _ => return false,
+        }
+        true
+    }
+
     /// Outputs for flattened inputs.
     ///
     /// # Shapes

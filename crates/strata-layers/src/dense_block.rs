@@ -37,6 +37,9 @@ pub struct DenseBlock {
     pub activation: Activation,
     /// Dropout (identity outside training).
     pub dropout: Dropout,
+    /// An int8 copy of `linear` for inference ([`DenseBlock::quantize_int8`]); not saved.
+    #[module(skip)]
+    pub int8: Option<strata_kernels::QuantizedLinear>,
 }
 
 impl DenseBlockConfig {
@@ -49,6 +52,7 @@ impl DenseBlockConfig {
                 .then(|| BatchNormConfig::new(self.d_output).init(device)),
             activation: self.activation.init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
+            int8: None,
         }
     }
 }
@@ -63,11 +67,22 @@ impl DenseBlock {
     /// # Panics
     /// When the last axis of the input is not `d_input`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
-        let mut x = strata_kernels::linear_layer(&self.linear, input);
+        let mut x = strata_kernels::linear_or_int8(&self.linear, self.int8.as_ref(), input);
         if let Some(norm) = &self.norm {
             x = strata_kernels::batch_norm_layer(norm, x);
         }
         strata_kernels::dropout_layer(&self.dropout, self.activation.forward(x))
+    }
+}
+
+impl DenseBlock {
+    /// Keeps an int8 copy of the linear map (one scale for the matrix, or one per output),
+    /// which inference then runs ([`strata_kernels::linear_or_int8`]).
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        self.int8 = Some(strata_kernels::QuantizedLinear::from_linear(
+            &self.linear,
+            per_output,
+        ));
     }
 }
 

@@ -4,8 +4,9 @@
 //! scale per tensor or per output channel (a convolution kernel's first dimension, a burn
 //! linear weight's last), beside it as `NAME.int8_scale`. Biases and normalisation parameters
 //! stay in f32. The file is safetensors (`model.int8.safetensors`, int8 tensors as `I8`);
-//! loading a run dequantises it to f32, so inference runs the float kernels on the rounded
-//! weights.
+//! loading a run dequantises it to f32. An MLP's or a CNN's linear layers then run in int8 at
+//! inference ([`strata_arch::Network::quantize_int8`], the same int8 values); its
+//! convolutions and other architectures run the float kernels on the rounded weights.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -186,6 +187,25 @@ pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result
         .map_err(|e| corrupt(dst, e))?;
     strata_train::write_atomic(dst, &data)?;
     Ok(report)
+}
+
+/// Whether an int8 file written by [`quantize_file`] has a scale per tensor or per output
+/// channel (some tensor with more than one scale).
+///
+/// # Errors
+/// An unreadable or corrupt file.
+pub(crate) fn file_granularity(path: &Path) -> Result<Granularity> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
+    let per_channel = st
+        .tensors()
+        .iter()
+        .any(|(name, view)| name.ends_with(SCALE) && view.shape().iter().product::<usize>() > 1);
+    Ok(if per_channel {
+        Granularity::PerChannel
+    } else {
+        Granularity::PerTensor
+    })
 }
 
 /// The float safetensors bytes of an int8 file written by [`quantize_file`]: each int8 tensor

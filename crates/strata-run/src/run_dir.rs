@@ -120,7 +120,20 @@ pub fn save_safetensors<M: Module>(model: &M, path: &Path) -> Result<()> {
 /// # Errors
 /// A missing or corrupt file, or weights of another architecture.
 pub fn load_safetensors(net: &NetworkConfig, path: &Path, device: &Device) -> Result<Network> {
-    load_weights(net.init(device)?, net.name(), path)
+    let mut model = load_weights(net.init(device)?, net.name(), path)?;
+    // An int8 run of an MLP or a CNN computes its linear layers in int8 at inference; on an
+    // autodiff device (fine-tuning) the float weights train.
+    if is_int8(path) && !device.is_autodiff() {
+        let granularity = crate::quantize::file_granularity(path)?;
+        model.quantize_int8(granularity == crate::quantize::Granularity::PerChannel);
+    }
+    Ok(model)
+}
+
+/// Whether `path` is a run's int8 weights.
+fn is_int8(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == crate::quantize::INT8_WEIGHTS)
 }
 
 /// Loads weights from a safetensors file into `model`, insisting that every parameter is
@@ -136,10 +149,7 @@ pub fn load_weights<M: Module>(mut model: M, name: &str, path: &Path) -> Result<
         ));
     }
     // Int8 weights (`strata compress --quantize int8`) are read back as f32.
-    let store = if path
-        .file_name()
-        .is_some_and(|n| n == crate::quantize::INT8_WEIGHTS)
-    {
+    let store = if is_int8(path) {
         SafetensorsStore::from_bytes(Some(crate::quantize::dequantize_file(path)?))
     } else {
         SafetensorsStore::from_file(path)
@@ -167,4 +177,57 @@ pub fn load_weights<M: Module>(mut model: M, name: &str, path: &Path) -> Result<
         });
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+    use strata_arch::{MlpConfig, Network, NetworkConfig};
+
+    /// An int8 MLP run loads with int8 copies of all its linear layers, holding the file's
+    /// values, for inference only; its outputs stay within the two roundings of the float
+    /// layers on the same (dequantised) weights.
+    #[test]
+    fn an_int8_mlp_infers_in_int8_with_the_files_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = NetworkConfig::Mlp(MlpConfig::new(20, 3).with_d_hidden(vec![16]));
+        let device = Device::flex();
+        let float = dir.path().join("model.safetensors");
+        save_safetensors(&net.init(&device).unwrap(), &float).unwrap();
+        let int8 = dir.path().join(crate::quantize::INT8_WEIGHTS);
+        crate::quantize::quantize_file(&float, &int8, crate::quantize::Granularity::PerChannel)
+            .unwrap();
+        let model = load_safetensors(&net, &int8, &device).unwrap();
+        let Network::Mlp(m) = &model else {
+            panic!("an MLP")
+        };
+        let q = m.output_int8.as_ref().expect("an int8 output layer");
+        let hidden = m.hidden[0].int8.as_ref().expect("an int8 hidden layer");
+        let values = |t: Tensor<2>| strata_tensor::convert::to_vec(t);
+        assert_eq!(q.weight().dequantize(), values(m.output.weight.val()));
+        assert_eq!(
+            hidden.weight().dequantize(),
+            values(m.hidden[0].linear.weight.val())
+        );
+        assert_eq!(q.weight().scales().len(), 3);
+        // Inference runs them: not the float layers' outputs, but close.
+        let x = Tensor::<2>::random([5, 20], Distribution::Normal(0.0, 1.0), &device);
+        let y = values(model.forward_flat(x.clone()));
+        let mut plain = model.clone();
+        if let Network::Mlp(m) = &mut plain {
+            m.output_int8 = None;
+            m.hidden[0].int8 = None;
+        }
+        let exact = values(plain.forward_flat(x));
+        assert_eq!(y.len(), 15);
+        assert_ne!(y, exact);
+        strata_tensor::compare::check_close("int8 outputs", &y, &exact, 0.05).unwrap();
+        // On an autodiff device (fine-tuning) the float layers train.
+        let ad = load_safetensors(&net, &int8, &device.clone().autodiff()).unwrap();
+        let Network::Mlp(m) = &ad else {
+            panic!("an MLP")
+        };
+        assert!(m.output_int8.is_none());
+    }
 }

@@ -1,0 +1,585 @@
+//! Int8 linear layers: weights stored as int8 with a scale per matrix or per output, inputs
+//! quantised row by row as they arrive (dynamic quantisation, as PyTorch's
+//! `quantize_dynamic`), products accumulated in i32 and scaled back to f32.
+//!
+//! A row `x` becomes `q_x = round(x / s_x)` with `s_x = max |x| / 127`, so each row's result
+//! depends on that row alone (not on the batch it came in). An output is then
+//! `s_x · s_w[j] · Σ q_x[k] q_w[k, j] + b[j]`. On x86 with AVX-512 VNNI the sums run through
+//! `vpdpbusd` (unsigned by signed bytes into i32): the row is stored as `q_x + 128`, and
+//! `128 · Σ_k q_w[k, j]`, kept per output, is taken off after. The weights are packed as
+//! oneDNN and fbgemm pack them for that instruction: four consecutive inputs of sixteen
+//! outputs per 64-byte register, so four input bytes broadcast against it give sixteen outputs'
+//! partial sums with no reduction across lanes. Elsewhere a portable loop computes the same
+//! integers, so both paths give the same bits.
+
+use rayon::prelude::*;
+
+/// The largest input width: `d_in · 255 · 128` must fit an i32.
+pub const MAX_INPUTS: usize = 65_536;
+
+/// Multiply-adds per call above which the outputs are split across rayon's threads.
+const PARALLEL_WORK: usize = 1 << 24;
+
+/// An int8 weight matrix `[d_in, d_out]` (burn's linear layout) with a scale per output
+/// (repeated when the matrix has one), packed for [`linear`]: groups of four inputs, each
+/// group holding four bytes per output, outputs padded with zeros to a multiple of 16 and
+/// inputs to a multiple of 4.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedMatrix {
+    d_in: usize,
+    d_out: usize,
+    /// Inputs padded to a multiple of 4.
+    k_pad: usize,
+    /// Outputs padded to a multiple of 16.
+    n_pad: usize,
+    /// `[k_pad / 4][n_pad][4]`.
+    values: Vec<i8>,
+    /// Per output.
+    scales: Vec<f32>,
+    /// `Σ_k q[k, j]` per output.
+    sums: Vec<i32>,
+}
+
+impl QuantizedMatrix {
+    /// From int8 values row-major `[d_in, d_out]` (`w[k, j] ≈ values[k · d_out + j] ·
+    /// scale`), with one scale for the whole matrix or one per output.
+    ///
+    /// # Panics
+    /// A zero width, `d_in` above [`MAX_INPUTS`], or lengths that disagree.
+    pub fn new(values: &[i8], d_in: usize, d_out: usize, scales: &[f32]) -> Self {
+        assert!(d_in > 0 && d_out > 0, "int8 linear: zero width");
+        assert!(
+            d_in <= MAX_INPUTS,
+            "int8 linear: {d_in} inputs, at most {MAX_INPUTS}"
+        );
+        assert_eq!(values.len(), d_in * d_out, "int8 linear: values length");
+        assert!(
+            scales.len() == 1 || scales.len() == d_out,
+            "int8 linear: {} scales for {d_out} outputs",
+            scales.len()
+        );
+        let (k_pad, n_pad) = (d_in.next_multiple_of(4), d_out.next_multiple_of(16));
+        let mut packed = vec![0i8; k_pad * n_pad];
+        let mut sums = vec![0i32; d_out];
+        for (k, row) in values.chunks_exact(d_out).enumerate() {
+            for (j, &q) in row.iter().enumerate() {
+                packed[((k / 4) * n_pad + j) * 4 + k % 4] = q;
+                sums[j] += i32::from(q);
+            }
+        }
+        let scales = if scales.len() == 1 {
+            vec![scales[0]; d_out]
+        } else {
+            scales.to_vec()
+        };
+        Self {
+            d_in,
+            d_out,
+            k_pad,
+            n_pad,
+            values: packed,
+            scales,
+            sums,
+        }
+    }
+
+    /// The int8 value of input `k`, output `j`.
+    fn q(&self, k: usize, j: usize) -> i8 {
+        self.values[((k / 4) * self.n_pad + j) * 4 + k % 4]
+    }
+
+    /// Symmetric quantisation of a float matrix `[d_in, d_out]`: `scale = max |w| / 127`
+    /// over the whole matrix or (`per_output`) over each output's column, `q = round(w /
+    /// scale)`.
+    ///
+    /// # Panics
+    /// As [`new`](Self::new).
+    pub fn quantize(weight: &[f32], d_in: usize, d_out: usize, per_output: bool) -> Self {
+        assert_eq!(weight.len(), d_in * d_out, "int8 linear: weight length");
+        let mut peaks = vec![0f32; if per_output { d_out } else { 1 }];
+        for (i, w) in weight.iter().enumerate() {
+            let p = &mut peaks[if per_output { i % d_out } else { 0 }];
+            *p = p.max(w.abs());
+        }
+        let scales: Vec<f32> = peaks.iter().map(|p| p / 127.0).collect();
+        let values: Vec<i8> = weight
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let s = scales[if per_output { i % d_out } else { 0 }];
+                if s > 0.0 {
+                    (w / s).round().clamp(-127.0, 127.0) as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Self::new(&values, d_in, d_out, &scales)
+    }
+
+    /// The float matrix the values stand for, row-major `[d_in, d_out]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.d_in * self.d_out];
+        for k in 0..self.d_in {
+            for j in 0..self.d_out {
+                w[k * self.d_out + j] = f32::from(self.q(k, j)) * self.scales[j];
+            }
+        }
+        w
+    }
+
+    /// Inputs.
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// Outputs.
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    /// The scale of each output.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Bytes held by the packed values, scales and sums.
+    pub fn bytes(&self) -> usize {
+        self.values.len() + 4 * (self.scales.len() + self.sums.len())
+    }
+}
+
+/// `x W + bias` for `x` of rows of `weight.d_in()` features, with `W` in int8 and each row of
+/// `x` quantised to int8 on the way in. A row that holds a NaN or an infinity gives NaN
+/// outputs.
+///
+/// # Panics
+/// When `x`'s length is not a multiple of `d_in` or the bias is not `d_out` long.
+pub fn linear(x: &[f32], weight: &QuantizedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (d_in, d_out) = (weight.d_in, weight.d_out);
+    assert_eq!(x.len() % d_in, 0, "int8 linear: x length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), d_out, "int8 linear: bias length");
+    }
+    let rows = x.len() / d_in;
+    let (qx, sx) = quantize_rows(x, d_in, weight.k_pad);
+    let n_pad = weight.n_pad;
+    let mut dots = vec![0i32; rows * n_pad];
+    // Rows in blocks of 4 across rayon's threads when there is enough work.
+    let per_task = if rows * weight.k_pad * n_pad >= PARALLEL_WORK && rows >= 8 {
+        (rows / rayon::current_num_threads().max(1)).next_multiple_of(4)
+    } else {
+        rows
+    };
+    let chunks = dots
+        .par_chunks_mut(per_task * n_pad)
+        .zip(qx.par_chunks(per_task * weight.k_pad));
+    chunks.for_each(|(d, q)| dot_rows(q, weight, d));
+    let zero = vec![0f32; d_out];
+    let bias = bias.unwrap_or(&zero);
+    let mut y = vec![0f32; rows * d_out];
+    for ((out, d), &s) in y
+        .chunks_exact_mut(d_out)
+        .zip(dots.chunks_exact(n_pad))
+        .zip(&sx)
+    {
+        for ((((o, &dot), &sum), &scale), &b) in out
+            .iter_mut()
+            .zip(d)
+            .zip(&weight.sums)
+            .zip(&weight.scales)
+            .zip(bias)
+        {
+            *o = (dot - 128 * sum) as f32 * (s * scale) + b;
+        }
+    }
+    y
+}
+
+/// Each row of `x` as `round(x / s) + 128` in `[1, 255]`, padded with 128 (zero) to `stride`,
+/// and its scale `s = max |x| / 127` (NaN for a row with a NaN or an infinity).
+fn quantize_rows(x: &[f32], d_in: usize, stride: usize) -> (Vec<u8>, Vec<f32>) {
+    let rows = x.len() / d_in;
+    let mut q = vec![128u8; rows * stride];
+    let mut scales = Vec::with_capacity(rows);
+    for (row, out) in x.chunks_exact(d_in).zip(q.chunks_exact_mut(stride)) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU has the features `quantize_row_avx512` is compiled for.
+            scales.push(unsafe { quantize_row_avx512(row, out) });
+            continue;
+        }
+        scales.push(quantize_row(row, out));
+    }
+    (q, scales)
+}
+
+/// One row of [`quantize_rows`]: writes `out[..row.len()]`, returns the scale.
+#[inline(always)]
+fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
+    // For finite magnitudes the bit patterns order as the values; an infinity's or a NaN's
+    // are at or above `0x7f80_0000`. One integer max, which vectorises.
+    let top = row
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    if top >= 0x7f80_0000 {
+        return f32::NAN;
+    }
+    let peak = f32::from_bits(top);
+    if peak > 0.0 {
+        let inv = 127.0 / peak;
+        for (o, v) in out.iter_mut().zip(row) {
+            // |v · inv| <= 127 (up to rounding): `nearest` is within [-128, 128].
+            *o = (nearest(v * inv) + 128).clamp(1, 255) as u8;
+        }
+    }
+    peak / 127.0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn quantize_row_avx512(row: &[f32], out: &mut [u8]) -> f32 {
+    quantize_row(row, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+    })
+}
+
+/// `v` rounded to the nearest integer, halves away from zero (as `f32::round`, which without
+/// SSE4.1 in the target is a library call per value; this vectorises).
+/// Exact for `|v| < 2^23`: the fraction `v - trunc(v)` has no rounding error.
+#[inline]
+fn nearest(v: f32) -> i32 {
+    // Truncation without the saturating cast's checks (which stop it vectorising); callers
+    // pass magnitudes far inside i32's range.
+    debug_assert!(v.abs() < 8_388_608.0);
+    let t = if v.abs() < 8_388_608.0 {
+        // SAFETY: finite and within i32's range (checked just above).
+        unsafe { v.to_int_unchecked::<i32>() }
+    } else {
+        0
+    };
+    let f = v - t as f32;
+    t + i32::from(f >= 0.5) - i32::from(f <= -0.5)
+}
+
+/// The integer sums `Σ_k qx[r, k] · q_w[k, j]` (with `qx` offset by 128) of the rows of `qx`
+/// (`k_pad` bytes each) for every padded output, into `dots` (`n_pad` per row).
+fn dot_rows(qx: &[u8], w: &QuantizedMatrix, dots: &mut [i32]) {
+    let rows = qx.len() / w.k_pad;
+    // Sixty-four outputs at a time, every row against them while they are in cache.
+    for n0 in (0..w.n_pad).step_by(64) {
+        let c = ((w.n_pad - n0) / 16).min(4);
+        let mut r = 0;
+        while r < rows {
+            let nr = if rows - r >= 4 { 4 } else { 1 };
+            let x = &qx[r * w.k_pad..(r + nr) * w.k_pad];
+            let out = &mut dots[r * w.n_pad..(r + nr) * w.n_pad];
+            match (nr, c) {
+                (4, 4) => tile::<4, 4>(x, w, n0, out),
+                (4, 3) => tile::<4, 3>(x, w, n0, out),
+                (4, 2) => tile::<4, 2>(x, w, n0, out),
+                (4, _) => tile::<4, 1>(x, w, n0, out),
+                (_, 4) => tile::<1, 4>(x, w, n0, out),
+                (_, 3) => tile::<1, 3>(x, w, n0, out),
+                (_, 2) => tile::<1, 2>(x, w, n0, out),
+                _ => tile::<1, 1>(x, w, n0, out),
+            }
+            r += nr;
+        }
+    }
+}
+
+/// `R` rows of `x` (`[R][k_pad]` bytes) against the `16 C` outputs from `n0`, written into
+/// `out` (`[R][n_pad]`).
+fn tile<const R: usize, const C: usize>(x: &[u8], w: &QuantizedMatrix, n0: usize, out: &mut [i32]) {
+    assert!(x.len() == R * w.k_pad && out.len() == R * w.n_pad && n0 + 16 * C <= w.n_pad);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has the features `tile_vnni` is compiled for; the lengths are
+        // checked above.
+        unsafe { tile_vnni::<R, C>(x, w, n0, out) };
+        return;
+    }
+    tile_portable::<R, C>(x, w, n0, out);
+}
+
+fn tile_portable<const R: usize, const C: usize>(
+    x: &[u8],
+    w: &QuantizedMatrix,
+    n0: usize,
+    out: &mut [i32],
+) {
+    for r in 0..R {
+        let xr = &x[r * w.k_pad..(r + 1) * w.k_pad];
+        for j in n0..n0 + 16 * C {
+            out[r * w.n_pad + j] = xr
+                .chunks_exact(4)
+                .enumerate()
+                .map(|(g, xs)| {
+                    let ws = &w.values[(g * w.n_pad + j) * 4..(g * w.n_pad + j) * 4 + 4];
+                    xs.iter()
+                        .zip(ws)
+                        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                        .sum::<i32>()
+                })
+                .sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("STRATA_INT8_PORTABLE").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI; `x` must hold `R` rows of `k_pad` bytes, `out`
+/// `R` rows of `n_pad`, and `n0 + 16 C <= n_pad`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_vnni<const R: usize, const C: usize>(
+    x: &[u8],
+    w: &QuantizedMatrix,
+    n0: usize,
+    out: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_si512(); C]; R];
+    let (xp, wp) = (x.as_ptr(), w.values.as_ptr());
+    for g in 0..w.k_pad / 4 {
+        // SAFETY (loads): group `g` of outputs `n0..n0 + 16 C` is inside `values`
+        // (`[k_pad / 4][n_pad][4]`), and bytes `4 g..4 g + 4` of each row inside `x`.
+        let ws: [__m512i; C] = std::array::from_fn(|c| unsafe {
+            _mm512_loadu_si512(wp.add((g * w.n_pad + n0 + 16 * c) * 4).cast())
+        });
+        for r in 0..R {
+            let four = unsafe { xp.add(r * w.k_pad + 4 * g).cast::<i32>().read_unaligned() };
+            let xs = _mm512_set1_epi32(four);
+            for c in 0..C {
+                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xs, ws[c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            // SAFETY: 16 i32 at `r n_pad + n0 + 16 c`, inside `out`.
+            unsafe {
+                _mm512_storeu_si512(
+                    out.as_mut_ptr().add(r * w.n_pad + n0 + 16 * c).cast(),
+                    acc[r][c],
+                )
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.731).sin() * 2.0)
+            .collect()
+    }
+
+    /// The f64 sum the kernel stands for: both operands quantised, their products summed.
+    fn reference(x: &[f32], w: &QuantizedMatrix, bias: &[f32]) -> Vec<f64> {
+        let (d_in, d_out) = (w.d_in(), w.d_out());
+        // In f64 from the integers: the f32 dequantised weights would carry rounding errors
+        // of their own, which large cancelling terms make visible.
+        let wq = |k: usize, j: usize| w.q(k, j) as f64 * w.scales[j] as f64;
+        let mut y = Vec::new();
+        for row in x.chunks_exact(d_in) {
+            // The rule of `quantize_rows`: `q = round(x · 127 / peak)`, standing for `q · s`.
+            let peak = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (s, inv) = (peak / 127.0, 127.0 / peak);
+            let q: Vec<f64> = row
+                .iter()
+                .map(|v| {
+                    if peak > 0.0 {
+                        (v * inv).round() as f64 * s as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (j, b) in bias.iter().enumerate().take(d_out) {
+                let dot: f64 = q.iter().enumerate().map(|(k, qk)| qk * wq(k, j)).sum();
+                y.push(dot + *b as f64);
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_quantised_arithmetic_on_every_path_and_shape() {
+        for (rows, d_in, d_out) in [
+            (1, 3, 1),
+            (5, 70, 9),
+            (4, 64, 4),
+            (9, 200, 37),
+            (64, 784, 256),
+        ] {
+            for per_output in [false, true] {
+                let wf = values(d_in * d_out, 1.0);
+                let w = QuantizedMatrix::quantize(&wf, d_in, d_out, per_output);
+                let x = values(rows * d_in, 7.0);
+                let bias = values(d_out, 3.0);
+                let y = linear(&x, &w, Some(&bias));
+                let r = reference(&x, &w, &bias);
+                assert_eq!(y.len(), r.len());
+                for (a, b) in y.iter().zip(&r) {
+                    assert!(
+                        (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{rows}x{d_in}->{d_out}: {a} vs {b}"
+                    );
+                }
+                // The portable loop gives the same integers.
+                let (qx, _) = quantize_rows(&x, d_in, w.k_pad);
+                let mut fast = vec![0i32; rows * w.n_pad];
+                dot_rows(&qx, &w, &mut fast);
+                let mut slow = vec![0i32; rows * w.n_pad];
+                for r in 0..rows {
+                    for n0 in (0..w.n_pad).step_by(16) {
+                        tile_portable::<1, 1>(
+                            &qx[r * w.k_pad..(r + 1) * w.k_pad],
+                            &w,
+                            n0,
+                            &mut slow[r * w.n_pad..(r + 1) * w.n_pad],
+                        );
+                    }
+                }
+                assert_eq!(fast, slow);
+            }
+        }
+    }
+
+    #[test]
+    fn close_to_the_float_layer_and_independent_of_the_batch() {
+        let (d_in, d_out) = (300, 20);
+        let wf = values(d_in * d_out, 2.0);
+        let w = QuantizedMatrix::quantize(&wf, d_in, d_out, true);
+        let x = values(6 * d_in, 5.0);
+        let y = linear(&x, &w, None);
+        let exact = crate::linear::forward(&x, &wf, &vec![0.0; d_out]);
+        // Each input and weight is within half its step of its int8 value, so an output is
+        // within `Σ_k |x_k| δw_j + |w_kj| δx + δx δw_j` of the float layer's.
+        let dw: Vec<f64> = w.scales().iter().map(|&s| s as f64 / 2.0).collect();
+        for (r, row) in x.chunks_exact(d_in).enumerate() {
+            let dx = row.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 2.0;
+            for j in 0..d_out {
+                let bound: f64 = (0..d_in)
+                    .map(|k| {
+                        (row[k] as f64).abs() * dw[j]
+                            + (wf[k * d_out + j] as f64).abs() * dx
+                            + dx * dw[j]
+                    })
+                    .sum();
+                let (a, b) = (y[r * d_out + j], exact[r * d_out + j]);
+                assert!(
+                    ((a - b) as f64).abs() <= bound + 1e-5,
+                    "{a} vs {b}, bound {bound}"
+                );
+                // And it is not the float layer itself.
+                assert!(bound > 0.0);
+            }
+        }
+        assert_ne!(y, exact);
+        let alone = linear(&x[2 * d_in..3 * d_in], &w, None);
+        assert_eq!(alone, y[2 * d_out..3 * d_out]);
+    }
+
+    #[test]
+    fn a_row_with_nan_gives_nan_and_a_zero_row_the_bias() {
+        let w = QuantizedMatrix::quantize(&values(8, 0.0), 4, 2, false);
+        let y = linear(
+            &[1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            &w,
+            Some(&[0.5, -0.5]),
+        );
+        assert!(y[0].is_nan() && y[1].is_nan());
+        assert_eq!(&y[2..], &[0.5, -0.5]);
+        let y = linear(&[f32::INFINITY, 0.0, 0.0, 0.0], &w, None);
+        assert!(y.iter().all(|v| v.is_nan()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any shape, scale and weight granularity: the kernel equals the quantised
+        /// arithmetic, and each row's result is the same alone as in its batch.
+        #[test]
+        fn any_shape_matches_and_rows_are_independent(
+            rows in 1usize..12,
+            d_in in 1usize..300,
+            d_out in 1usize..70,
+            scale in 0.01f32..100.0,
+            per_output: bool,
+            seed in 0f32..100.0,
+        ) {
+            let wf: Vec<f32> = values(d_in * d_out, seed).iter().map(|v| v * scale).collect();
+            let w = QuantizedMatrix::quantize(&wf, d_in, d_out, per_output);
+            let x = values(rows * d_in, seed + 0.5);
+            let bias = values(d_out, seed + 0.25);
+            let y = linear(&x, &w, Some(&bias));
+            let r = reference(&x, &w, &bias);
+            proptest::prop_assert_eq!(y.len(), r.len());
+            for (a, b) in y.iter().zip(&r) {
+                proptest::prop_assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} vs {}", a, b);
+            }
+            let last = &x[(rows - 1) * d_in..];
+            proptest::prop_assert_eq!(&linear(last, &w, Some(&bias))[..], &y[(rows - 1) * d_out..]);
+        }
+    }
+
+    #[test]
+    fn rounding_is_f32_round() {
+        for v in [
+            0.5f32,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+            3.2,
+            -3.7,
+            0.0,
+            127.0,
+        ] {
+            assert_eq!(nearest(v), v.round() as i32, "{v}");
+        }
+        for i in 0..100_000 {
+            let v = (i as f32 * 0.0137).sin() * 127.0;
+            assert_eq!(nearest(v), v.round() as i32, "{v}");
+        }
+    }
+
+    #[test]
+    fn packing_keeps_the_values() {
+        let wf = values(130 * 3, 4.0);
+        let w = QuantizedMatrix::quantize(&wf, 130, 3, true);
+        let back = QuantizedMatrix::quantize(&w.dequantize(), 130, 3, true);
+        assert_eq!(w.values, back.values);
+        for (a, b) in wf.iter().zip(w.dequantize()) {
+            assert!((a - b).abs() <= 2.0 / 127.0 / 2.0 + 1e-6);
+        }
+    }
+}
