@@ -202,12 +202,7 @@ fn distilling_and_pruning_a_digits_cnn() {
         (after - before).abs() <= 0.01,
         "int8 {after} vs f32 {before}"
     );
-    let o = strata(&["evaluate", "--run", q]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        json(&int8.join("evaluation.json"))["test"]["accuracy"],
-        m["test"]["accuracy"]
-    );
+    evaluate_agrees(&int8, &m);
 
     // Structured pruning: half of each block's channels removed, the layers rebuilt smaller
     // (fewer than half the parameters), 3 epochs of fine-tuning (bar set before the first
@@ -273,6 +268,42 @@ fn distilling_and_pruning_a_digits_cnn() {
     );
 }
 
+/// `strata compress --run RUN --prune-channels 0.5 --fine-tune EPOCHS --out OUT`: its metrics
+/// and the widths it recorded (`compression.channels.inner`).
+fn prune_channels(run: &str, out: &str, epochs: &str) -> (serde_json::Value, Vec<u64>) {
+    let o = strata(&[
+        "compress",
+        "--run",
+        run,
+        "--prune-channels",
+        "0.5",
+        "--fine-tune",
+        epochs,
+        "--quiet",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&std::path::Path::new(out).join("metrics.json"));
+    let inner = m["compression"]["channels"]["inner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    (m, inner)
+}
+
+/// `strata evaluate` loads the run in `dir` and scores it as its `metrics` say.
+fn evaluate_agrees(dir: &std::path::Path, metrics: &serde_json::Value) {
+    let o = strata(&["evaluate", "--run", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json(&dir.join("evaluation.json"))["test"]["accuracy"],
+        metrics["test"]["accuracy"]
+    );
+}
+
 /// Channel pruning inside a ResNet's residual blocks: half of each block's first-convolution
 /// channels removed (the blocks' outputs stay, tied by the residual sums), the run's config
 /// records the widths, fine-tuning recovers (bar set before the first run: 0.9 on the test
@@ -296,20 +327,7 @@ fn pruning_the_channels_inside_a_resnets_blocks() {
     );
     let slim = dir.path().join("slim");
     let s = slim.to_str().unwrap();
-    let o = strata(&[
-        "compress",
-        "--run",
-        r,
-        "--prune-channels",
-        "0.5",
-        "--fine-tune",
-        "3",
-        "--quiet",
-        "--out",
-        s,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m = json(&slim.join("metrics.json"));
+    let (m, inner) = prune_channels(r, s, "3");
     let c = &m["compression"]["channels"];
     let (params, was) = (
         c["parameters"].as_u64().unwrap(),
@@ -318,23 +336,12 @@ fn pruning_the_channels_inside_a_resnets_blocks() {
     // Each block's two convolutions lose half their weights; the stem, the projections and
     // the head stay.
     assert!(10 * params < 6 * was, "{params} parameters vs {was}");
-    let inner: Vec<u64> = c["inner"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
     assert_eq!(inner, vec![8, 8, 8, 16, 16, 16, 32, 32, 32]);
     let accuracy = m["test"]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.9, "pruned ResNet's test accuracy {accuracy}");
     let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
     assert!(config.contains("inner = ["), "{config}");
-    let o = strata(&["evaluate", "--run", s]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        json(&slim.join("evaluation.json"))["test"]["accuracy"],
-        m["test"]["accuracy"]
-    );
+    evaluate_agrees(&slim, &m);
     // A share outside [0, 1): one clear line, nothing written.
     let bad = dir.path().join("bad");
     assert_clean_failure(
@@ -379,27 +386,8 @@ fn pruning_a_vggs_channels() {
     );
     let slim = dir.path().join("slim");
     let s = slim.to_str().unwrap();
-    let o = strata(&[
-        "compress",
-        "--run",
-        r,
-        "--prune-channels",
-        "0.5",
-        "--fine-tune",
-        "2",
-        "--quiet",
-        "--out",
-        s,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m = json(&slim.join("metrics.json"));
+    let (m, inner) = prune_channels(r, s, "2");
     let c = &m["compression"]["channels"];
-    let inner: Vec<u64> = c["inner"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
     assert_eq!(inner, vec![32, 64, 128, 128, 256, 256, 256, 256]);
     // Every convolution keeps a quarter of its weights (half its inputs, half its outputs).
     let (params, was) = (
@@ -409,12 +397,7 @@ fn pruning_a_vggs_channels() {
     assert!(10 * params < 3 * was, "{params} parameters vs {was}");
     let accuracy = m["test"]["accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.5, "pruned VGG's test accuracy {accuracy}");
-    let o = strata(&["evaluate", "--run", s]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        json(&slim.join("evaluation.json"))["test"]["accuracy"],
-        m["test"]["accuracy"]
-    );
+    evaluate_agrees(&slim, &m);
     // Widths that do not fit the architecture (8 convolutions): one clear line.
     let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
     let start = config.find("inner = [").expect("widths in the config");

@@ -365,6 +365,34 @@ mod tests {
         assert!(shrink(&src, &config, 0.5).is_err());
     }
 
+    /// Sets to zero, in the safetensors file at `path`, the channels (first axis) that
+    /// `dead(name, channels)` lists for each tensor; returns how many tensors it changed.
+    fn zero_channels(path: &Path, dead: impl Fn(&str, usize) -> Vec<usize>) -> usize {
+        let bytes = std::fs::read(path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut changed = 0;
+        let owned: Vec<(String, Owned)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let (shape, mut data) = (view.shape().to_vec(), f32s(view.data()));
+                let per = data.len() / shape[0];
+                let channels = dead(&name, shape[0]);
+                for &c in &channels {
+                    data[c * per..(c + 1) * per].fill(0.0);
+                }
+                changed += usize::from(!channels.is_empty());
+                let data = bytes_of(&data);
+                let dtype = Dtype::F32;
+                (name, Owned { dtype, shape, data })
+            })
+            .collect();
+        let bytes =
+            safetensors::serialize(owned.iter().map(|(n, o)| (n.as_str(), o)), None).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        changed
+    }
+
     /// A ResNet-20 whose blocks each have dead first-convolution channels (zero weights: bn1
     /// then gives 0 from its initial statistics, relu keeps it): removing exactly those (1, 2
     /// and 4 of 16, 32 and 64) must leave the network's outputs, so each block's second
@@ -387,34 +415,14 @@ mod tests {
         let model = net(Vec::new()).init(&device).unwrap();
         crate::run_dir::save_safetensors(&model, &src).unwrap();
         // Kill the last `width / 16` channels of every block's first convolution.
-        let bytes = std::fs::read(&src).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut killed = 0;
-        let owned: Vec<(String, Owned)> = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let (shape, mut data) = (view.shape().to_vec(), f32s(view.data()));
-                if name.ends_with(".conv1.weight") && name.contains(".layer") {
-                    let (out, per) = (shape[0], data.len() / shape[0]);
-                    data[(out - out / 16) * per..].fill(0.0);
-                    killed += 1;
-                }
-                let data = bytes_of(&data);
-                (
-                    name,
-                    Owned {
-                        dtype: Dtype::F32,
-                        shape,
-                        data,
-                    },
-                )
-            })
-            .collect();
+        let killed = zero_channels(&src, |name, out| {
+            if name.ends_with(".conv1.weight") && name.contains(".layer") {
+                (out - out / 16..out).collect()
+            } else {
+                Vec::new()
+            }
+        });
         assert_eq!(killed, 9, "ResNet-20 has 9 blocks");
-        let dead =
-            safetensors::serialize(owned.iter().map(|(n, o)| (n.as_str(), o)), None).unwrap();
-        std::fs::write(&src, dead).unwrap();
         let config = RunConfig::defaults_for("resnet20", "digits");
         let (out, smaller) = shrink(&src, &config, 1.0 / 16.0).unwrap();
         assert_eq!(
@@ -469,39 +477,12 @@ mod tests {
         let model = net([4, 8]).init(&device).unwrap();
         crate::run_dir::save_safetensors(&model, &src).unwrap();
         // Channel 1 of the first convolution, channels 0 and 5 of the second.
-        let dead = |name: &str| match name {
+        let killed = zero_channels(&src, |name, _| match name {
             "Vgg.vgg.features.0.conv.weight" | "Vgg.vgg.features.0.conv.bias" => vec![1],
             "Vgg.vgg.features.4.conv.weight" | "Vgg.vgg.features.4.conv.bias" => vec![0, 5],
             _ => Vec::new(),
-        };
-        let bytes = std::fs::read(&src).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut killed = 0;
-        let owned: Vec<(String, Owned)> = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let (shape, mut data) = (view.shape().to_vec(), f32s(view.data()));
-                let per = data.len() / shape[0];
-                for c in dead(&name) {
-                    data[c * per..(c + 1) * per].fill(0.0);
-                    killed += 1;
-                }
-                let data = bytes_of(&data);
-                (
-                    name,
-                    Owned {
-                        dtype: Dtype::F32,
-                        shape,
-                        data,
-                    },
-                )
-            })
-            .collect();
-        assert_eq!(killed, 6, "two weights and two biases");
-        let bytes =
-            safetensors::serialize(owned.iter().map(|(n, o)| (n.as_str(), o)), None).unwrap();
-        std::fs::write(&src, bytes).unwrap();
+        });
+        assert_eq!(killed, 4, "two weights and two biases");
         let config = RunConfig::defaults_for("vgg11_bn", "digits");
         let (out, smaller) = shrink(&src, &config, 0.25).unwrap();
         assert_eq!(smaller.network.inner, vec![3, 6]);
