@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::simd;
+
 /// The largest input width: `d_in · 255 · 128` must fit an i32.
 pub const MAX_INPUTS: usize = 65_536;
 
@@ -98,24 +100,11 @@ impl QuantizedMatrix {
     /// As [`new`](Self::new).
     pub fn quantize(weight: &[f32], d_in: usize, d_out: usize, per_output: bool) -> Self {
         assert_eq!(weight.len(), d_in * d_out, "int8 linear: weight length");
-        let mut peaks = vec![0f32; if per_output { d_out } else { 1 }];
-        for (i, w) in weight.iter().enumerate() {
-            let p = &mut peaks[if per_output { i % d_out } else { 0 }];
-            *p = p.max(w.abs());
-        }
-        let scales: Vec<f32> = peaks.iter().map(|p| p / 127.0).collect();
-        let values: Vec<i8> = weight
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let s = scales[if per_output { i % d_out } else { 0 }];
-                if s > 0.0 {
-                    (w / s).round().clamp(-127.0, 127.0) as i8
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let (values, scales) = if per_output {
+            quantize_symmetric(weight, d_out, |i| i % d_out)
+        } else {
+            quantize_symmetric(weight, 1, |_| 0)
+        };
         Self::new(&values, d_in, d_out, &scales)
     }
 
@@ -144,11 +133,38 @@ impl QuantizedMatrix {
     pub fn scales(&self) -> &[f32] {
         &self.scales
     }
+}
 
-    /// Bytes held by the packed values, scales and sums.
-    pub fn bytes(&self) -> usize {
-        self.values.len() + 4 * (self.scales.len() + self.sums.len())
+/// Symmetric int8 quantisation, the rule of every int8 weight in Strata: value `i` belongs to
+/// scale `channel(i)` of `n_scales`, each scale is `max |w| / 127` over its values, and `q =
+/// round(w / scale)` in `[-127, 127]` (0 where the scale is 0). Returns the values and the
+/// scales.
+///
+/// # Panics
+/// When `channel` gives an index of `n_scales` or more.
+pub fn quantize_symmetric(
+    values: &[f32],
+    n_scales: usize,
+    channel: impl Fn(usize) -> usize,
+) -> (Vec<i8>, Vec<f32>) {
+    let mut scales = vec![0f32; n_scales];
+    for (i, v) in values.iter().enumerate() {
+        let s = &mut scales[channel(i)];
+        *s = s.max(v.abs() / 127.0);
     }
+    let q = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let s = scales[channel(i)];
+            if s > 0.0 {
+                (v / s).round().clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            }
+        })
+        .collect();
+    (q, scales)
 }
 
 /// `x W + bias` for `x` of rows of `weight.d_in()` features, with `W` in int8 and each row of
@@ -205,19 +221,13 @@ fn quantize_rows(x: &[f32], d_in: usize, stride: usize) -> (Vec<u8>, Vec<f32>) {
     let mut q = vec![128u8; rows * stride];
     let mut scales = Vec::with_capacity(rows);
     for (row, out) in x.chunks_exact(d_in).zip(q.chunks_exact_mut(stride)) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
-            // SAFETY: the CPU has the features `quantize_row_avx512` is compiled for.
-            scales.push(unsafe { quantize_row_avx512(row, out) });
-            continue;
-        }
         scales.push(quantize_row(row, out));
     }
     (q, scales)
 }
 
+simd! {
 /// One row of [`quantize_rows`]: writes `out[..row.len()]`, returns the scale.
-#[inline(always)]
 fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
     // For finite magnitudes the bit patterns order as the values; an infinity's or a NaN's
     // are at or above `0x7f80_0000`. One integer max, which vectorises.
@@ -237,23 +247,6 @@ fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
     }
     peak / 127.0
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn quantize_row_avx512(row: &[f32], out: &mut [u8]) -> f32 {
-    quantize_row(row, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-    })
 }
 
 /// `v` rounded to the nearest integer, halves away from zero (as `f32::round`, which without
@@ -344,8 +337,7 @@ fn has_vnni() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
         std::env::var_os("STRATA_INT8_PORTABLE").is_none()
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
+            && crate::math::has_avx512()
             && is_x86_feature_detected!("avx512vnni")
     })
 }

@@ -143,25 +143,12 @@ pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result
             ));
         }
         let (n_scales, channel) = channel_of(&shape, granularity);
-        let mut scales = vec![0f32; n_scales];
-        for (i, v) in w.iter().enumerate() {
-            let c = channel(i);
-            scales[c] = scales[c].max(v.abs() / 127.0);
+        let (q, scales) = strata_kernels::int8::quantize_symmetric(&w, n_scales, &channel);
+        for (i, (&v, &q)) in w.iter().zip(&q).enumerate() {
+            let error = (v - f32::from(q) * scales[channel(i)]).abs();
+            report.max_abs_error = report.max_abs_error.max(error);
         }
-        let q: Vec<u8> = w
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let s = scales[channel(i)];
-                let q = if s > 0.0 {
-                    (v / s).round().clamp(-127.0, 127.0)
-                } else {
-                    0.0
-                };
-                report.max_abs_error = report.max_abs_error.max((v - q * s).abs());
-                (q as i8) as u8
-            })
-            .collect();
+        let q: Vec<u8> = q.into_iter().map(|q| q as u8).collect();
         report.tensors += 1;
         report.values += w.len();
         out.push((

@@ -294,6 +294,7 @@ fn resnet_blocks(t: &HashMap<String, Values>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{Device, Distribution, Tensor};
 
     /// A hidden unit whose incoming weights and bias are zero outputs relu(0) = 0: removing it
     /// (the smallest norm) must leave the MLP's outputs unchanged, so the next layer has to
@@ -365,6 +366,18 @@ mod tests {
         assert!(shrink(&src, &config, 0.5).is_err());
     }
 
+    /// The two networks (8x8 one-channel images, 3 classes) give the same outputs within 1e-5
+    /// on four random images.
+    fn same_outputs(full: &strata_arch::Network, pruned: &strata_arch::Network, device: &Device) {
+        let x = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), device);
+        let (a, b) = (
+            strata_tensor::convert::to_vec(full.forward_flat(x.clone())),
+            strata_tensor::convert::to_vec(pruned.forward_flat(x)),
+        );
+        assert_eq!(a.len(), 12);
+        strata_tensor::compare::check_close("outputs", &b, &a, 1e-5).unwrap();
+    }
+
     /// Sets to zero, in the safetensors file at `path`, the channels (first axis) that
     /// `dead(name, channels)` lists for each tensor; returns how many tensors it changed.
     fn zero_channels(path: &Path, dead: impl Fn(&str, usize) -> Vec<usize>) -> usize {
@@ -399,7 +412,6 @@ mod tests {
     /// convolution has to lose exactly the matching inputs, and the config the matching width.
     #[test]
     fn removing_dead_resnet_channels_leaves_the_outputs() {
-        use burn::tensor::{Device, Distribution, Tensor};
         use strata_arch::{NetworkConfig, ResNetConfig};
         let device = Device::flex();
         let net = |inner: Vec<usize>| NetworkConfig::ResNet {
@@ -435,13 +447,7 @@ mod tests {
         let pruned =
             crate::run_dir::load_safetensors(&net(smaller.network.inner.clone()), &slim, &device)
                 .unwrap();
-        let x = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
-        let (a, b) = (
-            strata_tensor::convert::to_vec(full.forward_flat(x.clone())),
-            strata_tensor::convert::to_vec(pruned.forward_flat(x)),
-        );
-        assert_eq!(a.len(), 12);
-        strata_tensor::compare::check_close("outputs", &b, &a, 1e-5).unwrap();
+        same_outputs(&full, &pruned, &device);
         // A block's output channels are not pruned: the residual sums tie them.
         let st = SafeTensors::deserialize(std::fs::read(&slim).unwrap().as_slice())
             .map(|s| {
@@ -460,7 +466,6 @@ mod tests {
     /// 2x2 pooled block) have to lose exactly the matching inputs.
     #[test]
     fn removing_dead_vgg_channels_leaves_the_outputs() {
-        use burn::tensor::{Device, Distribution, Tensor};
         use strata_arch::{NetworkConfig, VggConfig};
         let device = Device::flex();
         let net = |widths: [usize; 2]| NetworkConfig::Vgg {
@@ -495,13 +500,7 @@ mod tests {
         assert_eq!(shape("Vgg.vgg.classifier.0.weight"), vec![24, 8]);
         let full = crate::run_dir::load_safetensors(&net([4, 8]), &src, &device).unwrap();
         let pruned = crate::run_dir::load_safetensors(&net([3, 6]), &slim, &device).unwrap();
-        let x = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
-        let (a, b) = (
-            strata_tensor::convert::to_vec(full.forward_flat(x.clone())),
-            strata_tensor::convert::to_vec(pruned.forward_flat(x)),
-        );
-        assert_eq!(a.len(), 12);
-        strata_tensor::compare::check_close("outputs", &b, &a, 1e-5).unwrap();
+        same_outputs(&full, &pruned, &device);
     }
 
     #[test]
