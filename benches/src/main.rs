@@ -121,8 +121,14 @@ fn inference_steps(model: &str, batch: usize, steps: usize) -> usize {
 /// statistics and dropout is off) of `model` on a batch of `batch`, the output read back.
 fn bench_inference(model: &str, batch: usize, device: &Device, steps: usize, warmup: usize) -> f64 {
     device.seed(0);
-    // `mlp-int8`, `cnn-int8`: the linear layers in int8 with a scale per output (as a run
-    // from `strata compress --quantize int8 --per-channel` loads).
+    // `mlp-int8`, `cnn-int8`: the linear layers (and a CNN's convolutions) in int8 with a
+    // scale per output channel, as a run from `strata compress --quantize int8 --per-channel`
+    // loads; `cnn-int8-static`: their input scales calibrated on 4 batches of 64 (`--calibrate
+    // 4`).
+    let (model, calibrated) = match model.strip_suffix("-static") {
+        Some(m) => (m, true),
+        None => (model, false),
+    };
     let (name, int8) = match model.strip_suffix("-int8") {
         Some(name) => (name, true),
         None => (model, false),
@@ -131,6 +137,18 @@ fn bench_inference(model: &str, batch: usize, device: &Device, steps: usize, war
     let mut net: Network = config.init(device).expect("valid config");
     if int8 {
         assert!(net.quantize_int8(true), "{name} has no int8 layers");
+    }
+    if calibrated {
+        for (_, input) in net.int8_inputs_mut() {
+            input.observe();
+        }
+        for _ in 0..4 {
+            let x = Tensor::<2>::random([64, config.d_input()], Distribution::Default, device);
+            let _ = net.forward_flat(x).into_data();
+        }
+        for (_, input) in net.int8_inputs_mut() {
+            input.calibrate();
+        }
     }
     let x = Tensor::<2>::random([batch, config.d_input()], Distribution::Default, device);
     time_steps(net, device, steps, warmup, |net| {

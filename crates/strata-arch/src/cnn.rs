@@ -162,10 +162,12 @@ impl Cnn {
         )
     }
 
-    /// Keeps int8 copies of the dense layers (one scale per matrix, or per output), which
-    /// inference then runs; the convolutions stay in f32, as in PyTorch's dynamic
-    /// quantisation.
+    /// Keeps int8 copies of the convolutions (batch norms folded in) and of the dense layers
+    /// (one scale per matrix, or per output channel), which inference then runs.
     pub fn quantize_int8(&mut self, per_output: bool) {
+        for stage in &mut self.features {
+            stage.quantize_int8(per_output);
+        }
         if let Some(hidden) = &mut self.hidden {
             hidden.quantize_int8(per_output);
         }
@@ -173,6 +175,24 @@ impl Cnn {
             &self.classifier,
             per_output,
         ));
+    }
+
+    /// The inputs of the int8 layers ([`quantize_int8`](Self::quantize_int8)) by name
+    /// (`features.0.conv`, `hidden.linear`, `classifier`), to observe and calibrate.
+    pub fn int8_inputs_mut(&mut self) -> Vec<(String, &mut strata_kernels::Int8Input)> {
+        let mut inputs = Vec::new();
+        for (i, stage) in self.features.iter_mut().enumerate() {
+            if let Some(q) = &mut stage.conv_int8 {
+                inputs.push((format!("features.{i}.conv"), q.input_mut()));
+            }
+        }
+        if let Some(q) = self.hidden.as_mut().and_then(|h| h.int8.as_mut()) {
+            inputs.push(("hidden.linear".into(), q.input_mut()));
+        }
+        if let Some(q) = &mut self.classifier_int8 {
+            inputs.push(("classifier".into(), q.input_mut()));
+        }
+        inputs
     }
 
     /// The features the output layer reads: the hidden dense layer's, or the flattened

@@ -106,6 +106,21 @@ impl Mlp {
             per_output,
         ));
     }
+
+    /// The inputs of the int8 layers ([`quantize_int8`](Self::quantize_int8)) by name
+    /// (`hidden.0.linear`, ..., `output`), to observe and calibrate.
+    pub fn int8_inputs_mut(&mut self) -> Vec<(String, &mut strata_kernels::Int8Input)> {
+        let mut inputs = Vec::new();
+        for (i, block) in self.hidden.iter_mut().enumerate() {
+            if let Some(q) = &mut block.int8 {
+                inputs.push((format!("hidden.{i}.linear"), q.input_mut()));
+            }
+        }
+        if let Some(q) = &mut self.output_int8 {
+            inputs.push(("output".into(), q.input_mut()));
+        }
+        inputs
+    }
 }
 
 #[cfg(test)]

@@ -257,9 +257,10 @@ pub struct ImageResNet {
 }
 
 impl Network {
-    /// Keeps int8 copies of the linear layers of an MLP or a CNN (one scale per matrix, or per
-    /// output), which inference on a device without autodiff then runs
-    /// ([`strata_kernels::QuantizedLinear`]). Returns whether this network has them; other
+    /// Keeps int8 copies of the linear layers of an MLP, or the convolutions and linear layers
+    /// of a CNN (one scale per matrix, or per output channel), which inference on a device
+    /// without autodiff then runs ([`strata_kernels::QuantizedLinear`],
+    /// [`strata_kernels::QuantizedConv2d`]). Returns whether this network has them; other
     /// architectures keep computing in f32.
     pub fn quantize_int8(&mut self, per_output: bool) -> bool {
         match self {
@@ -268,6 +269,17 @@ impl Network {
             _ => return false,
         }
         true
+    }
+
+    /// The inputs of the int8 layers ([`quantize_int8`](Self::quantize_int8)) by name, to
+    /// observe and calibrate (static quantisation); empty for other architectures or before
+    /// quantising.
+    pub fn int8_inputs_mut(&mut self) -> Vec<(String, &mut strata_kernels::Int8Input)> {
+        match self {
+            Network::Mlp(m) => m.int8_inputs_mut(),
+            Network::Cnn(m) => m.int8_inputs_mut(),
+            _ => Vec::new(),
+        }
     }
 
     /// Outputs for flattened inputs.

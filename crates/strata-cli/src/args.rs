@@ -364,6 +364,11 @@ pub struct CompressArgs {
     /// With --quantize: one scale per output channel instead of per tensor.
     #[arg(long, requires = "quantize")]
     pub per_channel: bool,
+    /// With --quantize: static quantisation, each int8 layer's input scale fixed to the
+    /// largest input it sees over this many training batches (instead of computed per
+    /// sample as inputs arrive).
+    #[arg(long)]
+    pub calibrate: Option<usize>,
     /// Where to write the compressed run (or the curve).
     #[arg(long)]
     pub out: PathBuf,

@@ -204,6 +204,48 @@ fn distilling_and_pruning_a_digits_cnn() {
     );
     evaluate_agrees(&int8, &m);
 
+    // Static quantisation: every int8 layer's input scale calibrated on 4 training batches and
+    // stored with the weights; accuracy within a point of f32 (bar set before the first run).
+    let calibrated = dir.path().join("int8-static");
+    let q = calibrated.to_str().unwrap();
+    let o = strata(&[
+        "compress",
+        "--run",
+        t,
+        "--quantize",
+        "int8",
+        "--per-channel",
+        "--calibrate",
+        "4",
+        "--out",
+        q,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&calibrated.join("metrics.json"));
+    let quantization = &m["compression"]["quantization"];
+    assert_eq!(quantization["calibration_batches"], 4);
+    let scales = quantization["input_scales"].as_object().unwrap();
+    let names: Vec<&str> = scales.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "classifier",
+            "features.0.conv",
+            "features.1.conv",
+            "hidden.linear"
+        ]
+    );
+    assert!(
+        scales.values().all(|s| s.as_f64().unwrap() > 0.0),
+        "{scales:?}"
+    );
+    let after = m["test"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (after - before).abs() <= 0.01,
+        "static int8 {after} vs f32 {before}"
+    );
+    evaluate_agrees(&calibrated, &m);
+
     // Structured pruning: half of each block's channels removed, the layers rebuilt smaller
     // (fewer than half the parameters), 3 epochs of fine-tuning (bar set before the first
     // run: 0.9), loaded back by evaluate.
@@ -250,6 +292,14 @@ fn distilling_and_pruning_a_digits_cnn() {
         (
             vec!["--quantize", "int4"],
             "--quantize supports int8, got `int4`",
+        ),
+        (
+            vec!["--quantize", "int8", "--calibrate", "0"],
+            "--calibrate needs at least one batch",
+        ),
+        (
+            vec!["--prune", "0.5", "--calibrate", "2"],
+            "--calibrate goes with --quantize int8",
         ),
     ] {
         assert_clean_failure(

@@ -11,9 +11,15 @@
 //! outputs per 64-byte register, so four input bytes broadcast against it give sixteen outputs'
 //! partial sums with no reduction across lanes. Elsewhere a portable loop computes the same
 //! integers, so both paths give the same bits.
+//!
+//! [`conv2d`] runs a convolution through the same products: each image is quantised once with
+//! its own scale, laid out channels-last on its padded grid, and its patches (kernel row,
+//! kernel column, channel) are the rows multiplied by the kernel. A layer's inputs can also
+//! take one scale fixed beforehand ([`InputScale::Static`], calibrated on training batches).
 
 use rayon::prelude::*;
 
+use crate::conv::ConvGeometry;
 use crate::math::simd;
 
 /// The largest input width: `d_in · 255 · 128` must fit an i32.
@@ -23,6 +29,30 @@ pub const MAX_INPUTS: usize = 65_536;
 /// 2-core test machine a 64 x 3136 -> 128 layer (25.7M) took 0.45-0.50 ms on two threads and
 /// 0.37-0.40 ms on one (each thread streams all the weights), so only far larger calls split.
 const PARALLEL_WORK: usize = 1 << 28;
+
+/// How a layer's inputs are scaled to int8.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum InputScale {
+    /// `max |x| / 127` of each row (a linear layer) or each image (a convolution), taken as
+    /// it arrives: a row's result depends on that row alone.
+    #[default]
+    Dynamic,
+    /// One scale fixed beforehand (static quantisation, calibrated on training batches):
+    /// values beyond 127 steps clamp to ±127.
+    Static(f32),
+}
+
+impl InputScale {
+    /// A static scale for inputs peaking at `peak` (`peak / 127`), or dynamic when `peak` is
+    /// not a positive finite number (nothing was seen to calibrate on).
+    pub fn calibrated(peak: f32) -> Self {
+        if peak.is_finite() && peak > 0.0 {
+            Self::Static(peak / 127.0)
+        } else {
+            Self::Dynamic
+        }
+    }
+}
 
 /// An int8 weight matrix `[d_in, d_out]` (burn's linear layout) with a scale per output
 /// (repeated when the matrix has one), packed for [`linear`]: groups of four inputs, each
@@ -108,6 +138,37 @@ impl QuantizedMatrix {
         Self::new(&values, d_in, d_out, &scales)
     }
 
+    /// A convolution kernel `[O, C, kh, kw]` (one group, PyTorch's and burn's layout) as the
+    /// matrix [`conv2d`] multiplies by: inputs in the order (kernel row, kernel column,
+    /// channel), one output per kernel. The scales are those of [`quantize`](Self::quantize)
+    /// on the kernel (per tensor, or per output channel), so the int8 values are the ones a
+    /// quantised run file holds.
+    ///
+    /// # Panics
+    /// A weight of another length, or as [`new`](Self::new).
+    pub fn quantize_conv(weight: &[f32], shape: [usize; 4], per_output: bool) -> Self {
+        let [o, c, kh, kw] = shape;
+        assert_eq!(weight.len(), o * c * kh * kw, "int8 conv: weight length");
+        let mut m = vec![0f32; weight.len()];
+        for (i, &v) in weight.iter().enumerate() {
+            let (j, ci, r, col) = (i / (c * kh * kw), i / (kh * kw) % c, i / kw % kh, i % kw);
+            m[((r * kw + col) * c + ci) * o + j] = v;
+        }
+        Self::quantize(&m, c * kh * kw, o, per_output)
+    }
+
+    /// Multiplies each output's scale by its factor (folds a batch norm's `γ / σ` into the
+    /// layer: the int8 values do not change).
+    ///
+    /// # Panics
+    /// When there is not one factor per output.
+    pub fn scale_outputs(&mut self, factors: &[f32]) {
+        assert_eq!(factors.len(), self.d_out, "int8: one factor per output");
+        for (s, f) in self.scales.iter_mut().zip(factors) {
+            *s *= f;
+        }
+    }
+
     /// The float matrix the values stand for, row-major `[d_in, d_out]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut w = vec![0f32; self.d_in * self.d_out];
@@ -168,19 +229,24 @@ pub fn quantize_symmetric(
 }
 
 /// `x W + bias` for `x` of rows of `weight.d_in()` features, with `W` in int8 and each row of
-/// `x` quantised to int8 on the way in. A row that holds a NaN or an infinity gives NaN
-/// outputs.
+/// `x` quantised to int8 on the way in (with its own scale, or `scale`'s fixed one). A row
+/// that holds a NaN or an infinity gives NaN outputs.
 ///
 /// # Panics
 /// When `x`'s length is not a multiple of `d_in` or the bias is not `d_out` long.
-pub fn linear(x: &[f32], weight: &QuantizedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn linear(
+    x: &[f32],
+    weight: &QuantizedMatrix,
+    bias: Option<&[f32]>,
+    scale: InputScale,
+) -> Vec<f32> {
     let (d_in, d_out) = (weight.d_in, weight.d_out);
     assert_eq!(x.len() % d_in, 0, "int8 linear: x length");
     if let Some(b) = bias {
         assert_eq!(b.len(), d_out, "int8 linear: bias length");
     }
     let rows = x.len() / d_in;
-    let (qx, sx) = quantize_rows(x, d_in, weight.k_pad);
+    let (qx, sx) = quantize_rows(x, d_in, weight.k_pad, scale);
     let n_pad = weight.n_pad;
     let mut dots = vec![0i32; rows * n_pad];
     // Rows in blocks of 4 across rayon's threads when there is enough work.
@@ -214,38 +280,169 @@ pub fn linear(x: &[f32], weight: &QuantizedMatrix, bias: Option<&[f32]>) -> Vec<
     y
 }
 
+/// The convolution of `x` (`[N, C, H, W]`) by `weight` (from
+/// [`QuantizedMatrix::quantize_conv`]), plus `bias`, then a ReLU when `relu`: `[N, O, Ho, Wo]`.
+/// Each image is quantised with its own scale (or `scale`'s fixed one), so its result does not
+/// depend on the batch; an image that holds a NaN or an infinity gives NaN outputs. Images run
+/// in parallel on rayon's threads.
+///
+/// # Panics
+/// More than one group, or lengths that disagree with `g`.
+pub fn conv2d(
+    x: &[f32],
+    weight: &QuantizedMatrix,
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    scale: InputScale,
+    relu: bool,
+) -> Vec<f32> {
+    assert_eq!(g.groups, 1, "int8 conv: one group only");
+    assert!(
+        g.stride.iter().chain(&g.dilation).all(|&s| s > 0),
+        "int8 conv: stride and dilation must be non-zero"
+    );
+    assert_eq!(x.len(), g.input_len(), "int8 conv: input length");
+    assert!(
+        weight.d_in == g.unfolded_rows() && weight.d_out == g.channels_out,
+        "int8 conv: a {} x {} matrix for {} inputs and {} outputs",
+        weight.d_in,
+        weight.d_out,
+        g.unfolded_rows(),
+        g.channels_out
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), weight.d_out, "int8 conv: bias length");
+    }
+    let image_in = g.channels_in * g.input[0] * g.input[1];
+    let image_out = g.output_len() / g.batch.max(1);
+    let mut y = vec![0f32; g.output_len()];
+    if image_out == 0 || image_in == 0 {
+        return y;
+    }
+    let one = |(out, img): (&mut [f32], &[f32])| conv_image(img, weight, bias, g, scale, relu, out);
+    if g.batch > 1 {
+        y.par_chunks_mut(image_out)
+            .zip(x.par_chunks(image_in))
+            .for_each(one);
+    } else {
+        y.chunks_mut(image_out)
+            .zip(x.chunks(image_in))
+            .for_each(one);
+    }
+    y
+}
+
+/// One image of [`conv2d`] into `y` (`[O, Ho, Wo]`).
+fn conv_image(
+    x: &[f32],
+    w: &QuantizedMatrix,
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    scale: InputScale,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let c = g.channels_in;
+    let ([h, wd], [kh, kw], [sh, sw], [dh, dw]) = (g.input, g.kernel, g.stride, g.dilation);
+    let [(pt, pb), (pl, pr)] = g.padding;
+    let [ho, wo] = g.output();
+    let (hp, wp) = (h + pt + pb, wd + pl + pr);
+    // The image in int8 (offset by 128), then channels-last on its padded grid.
+    let mut planar = vec![128u8; x.len()];
+    let s = quantize_row(x, &mut planar, scale);
+    if s.is_nan() {
+        y.fill(f32::NAN);
+        return;
+    }
+    let mut grid = vec![128u8; hp * wp * c];
+    for (ci, plane) in planar.chunks_exact(h * wd).enumerate() {
+        for (r, line) in plane.chunks_exact(wd).enumerate() {
+            let start = ((r + pt) * wp + pl) * c + ci;
+            for (col, &q) in line.iter().enumerate() {
+                grid[start + col * c] = q;
+            }
+        }
+    }
+    // One row per output position: the kernel's taps, each `c` channels long.
+    let p = ho * wo;
+    let mut patches = vec![128u8; p * w.k_pad];
+    for (pos, row) in patches.chunks_exact_mut(w.k_pad).enumerate() {
+        let (oh, ow) = (pos / wo, pos % wo);
+        for ki in 0..kh {
+            let at = (oh * sh + ki * dh) * wp + ow * sw;
+            for kj in 0..kw {
+                let src = (at + kj * dw) * c;
+                let dst = (ki * kw + kj) * c;
+                row[dst..dst + c].copy_from_slice(&grid[src..src + c]);
+            }
+        }
+    }
+    let mut dots = vec![0i32; p * w.n_pad];
+    dot_rows(&patches, w, &mut dots);
+    for o in 0..w.d_out {
+        let (sum, k) = (w.sums[o], s * w.scales[o]);
+        let b = bias.map_or(0.0, |b| b[o]);
+        let out = &mut y[o * p..(o + 1) * p];
+        for (v, d) in out.iter_mut().zip(dots.chunks_exact(w.n_pad)) {
+            let z = (d[o] - 128 * sum) as f32 * k + b;
+            *v = if relu { z.max(0.0) } else { z };
+        }
+    }
+}
+
 /// Each row of `x` as `round(x / s) + 128` in `[1, 255]`, padded with 128 (zero) to `stride`,
-/// and its scale `s = max |x| / 127` (NaN for a row with a NaN or an infinity).
-fn quantize_rows(x: &[f32], d_in: usize, stride: usize) -> (Vec<u8>, Vec<f32>) {
+/// and its scale `s`: `max |x| / 127` of the row, or the static one (NaN for a row with a NaN
+/// or an infinity).
+fn quantize_rows(x: &[f32], d_in: usize, stride: usize, scale: InputScale) -> (Vec<u8>, Vec<f32>) {
     let rows = x.len() / d_in;
     let mut q = vec![128u8; rows * stride];
     let mut scales = Vec::with_capacity(rows);
     for (row, out) in x.chunks_exact(d_in).zip(q.chunks_exact_mut(stride)) {
-        scales.push(quantize_row(row, out));
+        scales.push(quantize_row(row, &mut out[..d_in], scale));
     }
     (q, scales)
 }
 
+/// One row (or image) into `out`, which holds 128 (zero) on the way in; returns the scale
+/// (NaN, and `out` untouched, when the row holds a NaN or an infinity).
+fn quantize_row(row: &[f32], out: &mut [u8], scale: InputScale) -> f32 {
+    let peak = peak(row);
+    if peak.is_nan() {
+        return f32::NAN;
+    }
+    let (s, inv) = match scale {
+        InputScale::Dynamic => (peak / 127.0, 127.0 / peak),
+        InputScale::Static(s) => (s, 1.0 / s),
+    };
+    if peak > 0.0 && s > 0.0 {
+        quantize_into(row, out, inv);
+    }
+    s
+}
+
 simd! {
-/// One row of [`quantize_rows`]: writes `out[..row.len()]`, returns the scale.
-fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
+/// The largest magnitude in `row`, NaN when it holds a NaN or an infinity.
+pub fn peak(row: &[f32]) -> f32 {
     // For finite magnitudes the bit patterns order as the values; an infinity's or a NaN's
     // are at or above `0x7f80_0000`. One integer max, which vectorises.
     let top = row
         .iter()
         .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
     if top >= 0x7f80_0000 {
-        return f32::NAN;
+        f32::NAN
+    } else {
+        f32::from_bits(top)
     }
-    let peak = f32::from_bits(top);
-    if peak > 0.0 {
-        let inv = 127.0 / peak;
-        for (o, v) in out.iter_mut().zip(row) {
-            // |v · inv| <= 127 (up to rounding): `nearest` is within [-128, 128].
-            *o = (nearest(v * inv) + 128).clamp(1, 255) as u8;
-        }
+}
+}
+
+simd! {
+/// `out[i] = round(row[i] · inv) + 128`, the rounded value clamped to ±127 (finite `row`).
+fn quantize_into(row: &[f32], out: &mut [u8], inv: f32) {
+    for (o, v) in out.iter_mut().zip(row) {
+        // Within [-127, 127] before rounding, so `nearest` stays exact and in range.
+        *o = (nearest((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
     }
-    peak / 127.0
 }
 }
 
@@ -437,7 +634,7 @@ mod tests {
                 let w = QuantizedMatrix::quantize(&wf, d_in, d_out, per_output);
                 let x = values(rows * d_in, 7.0);
                 let bias = values(d_out, 3.0);
-                let y = linear(&x, &w, Some(&bias));
+                let y = linear(&x, &w, Some(&bias), InputScale::Dynamic);
                 let r = reference(&x, &w, &bias);
                 assert_eq!(y.len(), r.len());
                 for (a, b) in y.iter().zip(&r) {
@@ -447,7 +644,7 @@ mod tests {
                     );
                 }
                 // The portable loop gives the same integers.
-                let (qx, _) = quantize_rows(&x, d_in, w.k_pad);
+                let (qx, _) = quantize_rows(&x, d_in, w.k_pad, InputScale::Dynamic);
                 let mut fast = vec![0i32; rows * w.n_pad];
                 dot_rows(&qx, &w, &mut fast);
                 let mut slow = vec![0i32; rows * w.n_pad];
@@ -472,7 +669,7 @@ mod tests {
         let wf = values(d_in * d_out, 2.0);
         let w = QuantizedMatrix::quantize(&wf, d_in, d_out, true);
         let x = values(6 * d_in, 5.0);
-        let y = linear(&x, &w, None);
+        let y = linear(&x, &w, None, InputScale::Dynamic);
         let exact = crate::linear::forward(&x, &wf, &vec![0.0; d_out]);
         // Each input and weight is within half its step of its int8 value, so an output is
         // within `Σ_k |x_k| δw_j + |w_kj| δx + δx δw_j` of the float layer's.
@@ -497,7 +694,7 @@ mod tests {
             }
         }
         assert_ne!(y, exact);
-        let alone = linear(&x[2 * d_in..3 * d_in], &w, None);
+        let alone = linear(&x[2 * d_in..3 * d_in], &w, None, InputScale::Dynamic);
         assert_eq!(alone, y[2 * d_out..3 * d_out]);
     }
 
@@ -509,10 +706,10 @@ mod tests {
         assert!(rows * d_in.next_multiple_of(4) * d_out >= PARALLEL_WORK);
         let w = QuantizedMatrix::quantize(&values(d_in * d_out, 3.0), d_in, d_out, true);
         let x = values(rows * d_in, 9.0);
-        let y = linear(&x, &w, None);
+        let y = linear(&x, &w, None, InputScale::Dynamic);
         assert_eq!(y.len(), rows * d_out);
         for r in [0, 5, 127, 128, 130, 255] {
-            let alone = linear(&x[r * d_in..(r + 1) * d_in], &w, None);
+            let alone = linear(&x[r * d_in..(r + 1) * d_in], &w, None, InputScale::Dynamic);
             assert_eq!(alone, y[r * d_out..(r + 1) * d_out], "row {r}");
         }
     }
@@ -524,10 +721,16 @@ mod tests {
             &[1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
             &w,
             Some(&[0.5, -0.5]),
+            InputScale::Dynamic,
         );
         assert!(y[0].is_nan() && y[1].is_nan());
         assert_eq!(&y[2..], &[0.5, -0.5]);
-        let y = linear(&[f32::INFINITY, 0.0, 0.0, 0.0], &w, None);
+        let y = linear(
+            &[f32::INFINITY, 0.0, 0.0, 0.0],
+            &w,
+            None,
+            InputScale::Dynamic,
+        );
         assert!(y.iter().all(|v| v.is_nan()));
     }
 
@@ -548,14 +751,261 @@ mod tests {
             let w = QuantizedMatrix::quantize(&wf, d_in, d_out, per_output);
             let x = values(rows * d_in, seed + 0.5);
             let bias = values(d_out, seed + 0.25);
-            let y = linear(&x, &w, Some(&bias));
+            let y = linear(&x, &w, Some(&bias), InputScale::Dynamic);
             let r = reference(&x, &w, &bias);
             proptest::prop_assert_eq!(y.len(), r.len());
             for (a, b) in y.iter().zip(&r) {
                 proptest::prop_assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} vs {}", a, b);
             }
             let last = &x[(rows - 1) * d_in..];
-            proptest::prop_assert_eq!(&linear(last, &w, Some(&bias))[..], &y[(rows - 1) * d_out..]);
+            proptest::prop_assert_eq!(&linear(last, &w, Some(&bias), InputScale::Dynamic)[..], &y[(rows - 1) * d_out..]);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geometry(
+        batch: usize,
+        c: usize,
+        hw: [usize; 2],
+        o: usize,
+        k: [usize; 2],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+        dilation: [usize; 2],
+    ) -> ConvGeometry {
+        ConvGeometry {
+            batch,
+            channels_in: c,
+            input: hw,
+            channels_out: o,
+            kernel: k,
+            stride,
+            padding,
+            dilation,
+            groups: 1,
+        }
+    }
+
+    /// The f64 convolution the kernel stands for: each image quantised with its scale (or the
+    /// static one), the kernel's int8 values, a ReLU when asked.
+    fn conv_reference(
+        x: &[f32],
+        w: &QuantizedMatrix,
+        bias: &[f32],
+        g: &ConvGeometry,
+        scale: InputScale,
+        relu: bool,
+    ) -> Vec<f64> {
+        let c = g.channels_in;
+        let ([h, wd], [kh, kw], [ho, wo]) = (g.input, g.kernel, g.output());
+        let mut y = Vec::new();
+        for img in x.chunks_exact(c * h * wd) {
+            let peak = img.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (s, inv) = match scale {
+                InputScale::Dynamic => (peak / 127.0, 127.0 / peak),
+                InputScale::Static(s) => (s, 1.0 / s),
+            };
+            let q = |v: f32| {
+                if peak > 0.0 {
+                    (v * inv).clamp(-127.0, 127.0).round() as f64 * s as f64
+                } else {
+                    0.0
+                }
+            };
+            for o in 0..g.channels_out {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut z = bias[o] as f64;
+                        for ci in 0..c {
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let r = (oh * g.stride[0] + ki * g.dilation[0]) as isize
+                                        - g.padding[0].0 as isize;
+                                    let col = (ow * g.stride[1] + kj * g.dilation[1]) as isize
+                                        - g.padding[1].0 as isize;
+                                    if r < 0 || col < 0 || r >= h as isize || col >= wd as isize {
+                                        continue;
+                                    }
+                                    let v = img[(ci * h + r as usize) * wd + col as usize];
+                                    let k = (ki * kw + kj) * c + ci;
+                                    z += q(v) * w.q(k, o) as f64 * w.scales[o] as f64;
+                                }
+                            }
+                        }
+                        y.push(if relu { z.max(0.0) } else { z });
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn assert_conv_matches(g: &ConvGeometry, per_output: bool, scale: InputScale, relu: bool) {
+        let shape = [g.channels_out, g.channels_in, g.kernel[0], g.kernel[1]];
+        let wf = values(shape.iter().product(), 1.5);
+        let w = QuantizedMatrix::quantize_conv(&wf, shape, per_output);
+        let x = values(g.input_len(), 4.0);
+        let bias = values(g.channels_out, 6.0);
+        let y = conv2d(&x, &w, Some(&bias), g, scale, relu);
+        let r = conv_reference(&x, &w, &bias, g, scale, relu);
+        assert_eq!(y.len(), r.len(), "{g:?}");
+        assert_eq!(y.len(), g.output_len());
+        for (a, b) in y.iter().zip(&r) {
+            assert!(
+                (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{g:?}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv_matches_the_quantised_arithmetic() {
+        for (g, per_output, scale, relu) in [
+            // The CNN's stages: one grey channel, then 32 channels to 64.
+            (
+                geometry(2, 1, [8, 8], 32, [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+                true,
+                InputScale::Dynamic,
+                true,
+            ),
+            (
+                geometry(3, 32, [7, 7], 64, [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+                false,
+                InputScale::Dynamic,
+                false,
+            ),
+            // Stride, asymmetric padding, dilation, a rectangular kernel, odd widths.
+            (
+                geometry(2, 3, [9, 11], 5, [2, 3], [2, 1], [(0, 1), (2, 0)], [1, 2]),
+                true,
+                InputScale::Dynamic,
+                false,
+            ),
+            (
+                geometry(1, 5, [6, 6], 17, [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+                true,
+                InputScale::Static(0.01),
+                true,
+            ),
+            // A static scale below the image's peak clamps.
+            (
+                geometry(2, 2, [5, 5], 3, [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+                false,
+                InputScale::Static(0.004),
+                false,
+            ),
+        ] {
+            assert_conv_matches(&g, per_output, scale, relu);
+        }
+    }
+
+    #[test]
+    fn conv_close_to_the_float_convolution_and_independent_of_the_batch() {
+        let g = geometry(4, 6, [10, 10], 8, [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        let shape = [8, 6, 3, 3];
+        let wf = values(shape.iter().product(), 0.5);
+        let w = QuantizedMatrix::quantize_conv(&wf, shape, true);
+        let x = values(g.input_len(), 2.0);
+        let y = conv2d(&x, &w, None, &g, InputScale::Dynamic, false);
+        let exact = crate::conv::forward(&x, &wf, &g);
+        assert_eq!(y.len(), exact.len());
+        // 54 products of inputs up to 2 by weights up to 2, each off by at most half a step
+        // of both: about 54 (2 · 2/127/2 · 2) < 1.8; the typical gap is far smaller.
+        let gap = y
+            .iter()
+            .zip(&exact)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap > 0.0 && gap < 0.5, "gap {gap}");
+        let (image_in, image_out) = (6 * 100, 8 * 100);
+        let one = ConvGeometry { batch: 1, ..g };
+        let alone = conv2d(
+            &x[2 * image_in..3 * image_in],
+            &w,
+            None,
+            &one,
+            InputScale::Dynamic,
+            false,
+        );
+        assert_eq!(alone, y[2 * image_out..3 * image_out]);
+        // The quantised kernel's values are the per-channel rule's on `[O, C, kh, kw]`.
+        let (q, scales) = quantize_symmetric(&wf, 8, |i| i / 54);
+        assert_eq!(w.scales(), &scales[..]);
+        for (i, &v) in q.iter().enumerate() {
+            let (o, ci, r, col) = (i / 54, i / 9 % 6, i / 3 % 3, i % 3);
+            assert_eq!(w.q((r * 3 + col) * 6 + ci, o), v);
+        }
+    }
+
+    #[test]
+    fn conv_image_with_nan_gives_nan_and_scale_outputs_scales() {
+        let g = geometry(2, 1, [4, 4], 2, [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        let mut w = QuantizedMatrix::quantize_conv(&values(18, 0.0), [2, 1, 3, 3], true);
+        let mut x = values(32, 1.0);
+        x[20] = f32::NAN;
+        let y = conv2d(&x, &w, None, &g, InputScale::Dynamic, true);
+        assert!(y[..32].iter().all(|v| v.is_finite()));
+        assert!(y[32..].iter().all(|v| v.is_nan()));
+        let before = conv2d(
+            &x[..16],
+            &w,
+            None,
+            &ConvGeometry { batch: 1, ..g },
+            InputScale::Dynamic,
+            false,
+        );
+        w.scale_outputs(&[2.0, -1.0]);
+        let after = conv2d(
+            &x[..16],
+            &w,
+            None,
+            &ConvGeometry { batch: 1, ..g },
+            InputScale::Dynamic,
+            false,
+        );
+        for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+            let f = if i < 16 { 2.0 } else { -1.0 };
+            assert_eq!(a * f, *b);
+        }
+    }
+
+    #[test]
+    fn a_static_scale_clamps_and_calibrated_falls_back_to_dynamic() {
+        let w = QuantizedMatrix::quantize(&[1.0, 1.0], 2, 1, false);
+        // Step 0.01: 3.0 is 300 steps, clamped to 127.
+        let y = linear(&[3.0, -0.5], &w, None, InputScale::Static(0.01));
+        assert!((y[0] - (1.27 - 0.5)).abs() < 1e-5, "{}", y[0]);
+        assert_eq!(
+            InputScale::calibrated(12.7),
+            InputScale::Static(12.7 / 127.0)
+        );
+        assert_eq!(InputScale::calibrated(0.0), InputScale::Dynamic);
+        assert_eq!(InputScale::calibrated(f32::NAN), InputScale::Dynamic);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Any geometry with one group: the int8 convolution equals the quantised arithmetic.
+        #[test]
+        fn any_conv_geometry_matches(
+            batch in 1usize..3,
+            c in 1usize..6,
+            h in 1usize..9,
+            wd in 1usize..9,
+            o in 1usize..20,
+            kh in 1usize..4,
+            kw in 1usize..4,
+            sh in 1usize..3,
+            sw in 1usize..3,
+            pad in proptest::array::uniform4(0usize..3),
+            dh in 1usize..3,
+            dw in 1usize..3,
+            per_output: bool,
+            fixed in proptest::option::of(0.001f32..0.05),
+            relu: bool,
+        ) {
+            let g = geometry(batch, c, [h, wd], o, [kh, kw], [sh, sw], [(pad[0], pad[1]), (pad[2], pad[3])], [dh, dw]);
+            let scale = fixed.map_or(InputScale::Dynamic, InputScale::Static);
+            assert_conv_matches(&g, per_output, scale, relu);
         }
     }
 

@@ -36,6 +36,7 @@ pub mod math;
 mod memory;
 mod ops;
 pub mod pool;
+mod quantized;
 pub mod recurrent;
 pub mod sgd;
 pub mod transformer;
@@ -59,6 +60,7 @@ pub use encoder::{
 };
 pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
+pub use quantized::{Int8Input, QuantizedConv2d, QuantizedLinear, linear_or_int8, runs_int8};
 pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;
 
@@ -138,106 +140,6 @@ pub fn linear<const D: usize>(
 /// burn's `Linear` layer's forward pass through [`linear`](fn@linear).
 pub fn linear_layer<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
-}
-
-/// A linear layer with int8 weights for inference ([`int8`]): the weights stay in int8, each
-/// input row is quantised to int8 as it arrives, and the products run in integers (AVX-512
-/// VNNI where the CPU has it). Against the float layer, each output moves by at most the two
-/// roundings' worst case; see docs/compression.md.
-///
-/// ```
-/// use burn::nn::LinearConfig;
-/// use burn::tensor::{Device, Distribution, Tensor};
-///
-/// let device = Device::flex();
-/// let layer = LinearConfig::new(64, 8).init(&device);
-/// let int8 = strata_kernels::QuantizedLinear::from_linear(&layer, true);
-/// // Inputs in [0, 1).
-/// let x = Tensor::<2>::random([4, 64], Distribution::Default, &device);
-/// let (float, quantised) = (layer.forward(x.clone()), int8.forward(x));
-/// assert_eq!(quantised.dims(), [4, 8]);
-/// // Each of the 64 products is off by at most about |x| |w| / 127 (half a step each).
-/// let w_max = layer.weight.val().abs().max().into_scalar::<f32>();
-/// let gap = float.sub(quantised).abs().max().into_scalar::<f32>();
-/// assert!(gap <= 64.0 * w_max / 127.0 * 1.01);
-/// ```
-#[derive(Debug, Clone)]
-pub struct QuantizedLinear {
-    weight: std::sync::Arc<int8::QuantizedMatrix>,
-    bias: Option<Vec<f32>>,
-}
-
-impl QuantizedLinear {
-    /// From int8 weights and a float bias of `weight.d_out()` values.
-    ///
-    /// # Panics
-    /// A bias of another length.
-    pub fn new(weight: int8::QuantizedMatrix, bias: Option<Vec<f32>>) -> Self {
-        if let Some(b) = &bias {
-            assert_eq!(b.len(), weight.d_out(), "int8 linear: bias length");
-        }
-        Self {
-            weight: std::sync::Arc::new(weight),
-            bias,
-        }
-    }
-
-    /// burn's layer quantised: one scale for the weight matrix, or one per output
-    /// (`per_output`); the bias stays in f32.
-    pub fn from_linear(layer: &Linear, per_output: bool) -> Self {
-        let [d_in, d_out] = layer.weight.dims();
-        let w = layer.weight.val().into_data().convert::<f32>();
-        let w = w.as_slice::<f32>().expect("converted to f32");
-        let bias = layer.bias.as_ref().map(|b| {
-            b.val()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("converted to f32")
-        });
-        Self::new(
-            int8::QuantizedMatrix::quantize(w, d_in, d_out, per_output),
-            bias,
-        )
-    }
-
-    /// The int8 weights.
-    pub fn weight(&self) -> &int8::QuantizedMatrix {
-        &self.weight
-    }
-
-    /// `x W + b` over the last dimension of `x`, computed on the host in int8 (on any device:
-    /// `x` is read back and the result written to its device).
-    ///
-    /// # Panics
-    /// When `x`'s last dimension is not the layer's input width.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mut dims = x.dims();
-        assert_eq!(dims[D - 1], self.weight.d_in(), "int8 linear: input width");
-        let device = x.device();
-        let data = x.into_data().convert::<f32>();
-        let y = int8::linear(
-            data.as_slice::<f32>().expect("converted to f32"),
-            &self.weight,
-            self.bias.as_deref(),
-        );
-        dims[D - 1] = self.weight.d_out();
-        Tensor::from_data(burn::tensor::TensorData::new(y, dims), &device)
-    }
-}
-
-/// `layer`'s forward pass, or its int8 copy's ([`QuantizedLinear`]) when there is one and `x`
-/// is on a device without autodiff and the kernels are [`enabled`] (inference: int8 has no
-/// gradients, so training always runs the float layer).
-pub fn linear_or_int8<const D: usize>(
-    layer: &Linear,
-    int8: Option<&QuantizedLinear>,
-    x: Tensor<D>,
-) -> Tensor<D> {
-    match int8 {
-        Some(q) if enabled() && !x.device().is_autodiff() => q.forward(x),
-        _ => linear_layer(layer, x),
-    }
 }
 
 /// burn's `Conv2d` layer's forward pass through [`conv2d`]: the same padding rules (explicit,

@@ -8,7 +8,10 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::{batch_norm_layer, batch_norm_relu_layer, conv2d_layer, max_pool2d_layer};
+use strata_kernels::{
+    QuantizedConv2d, batch_norm_layer, batch_norm_relu_layer, conv2d_layer, max_pool2d_layer,
+    runs_int8,
+};
 
 use crate::activation::ActivationKind;
 
@@ -59,6 +62,10 @@ pub struct ConvBlock {
     pub max_pool: Option<MaxPool2d>,
     /// Average pooling, when chosen.
     pub avg_pool: Option<AvgPool2d>,
+    /// An int8 copy of the convolution, with the batch norm folded in and a ReLU fused, for
+    /// inference ([`ConvBlock::quantize_int8`]); not saved.
+    #[module(skip)]
+    pub conv_int8: Option<QuantizedConv2d>,
 }
 
 impl ConvBlockConfig {
@@ -79,6 +86,7 @@ impl ConvBlockConfig {
                 .then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()),
             avg_pool: (self.pooling == Pooling::Avg)
                 .then(|| AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init()),
+            conv_int8: None,
         }
     }
 
@@ -102,12 +110,25 @@ impl ConvBlock {
     /// # Panics
     /// When the input has the wrong channel count.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = conv2d_layer(&self.conv, input);
-        x = match (&self.norm, &self.activation) {
-            // The ReLU fused into the batch norm's passes.
-            (Some(norm), Activation::Relu(_)) => batch_norm_relu_layer(norm, x),
-            (Some(norm), activation) => activation.forward(batch_norm_layer(norm, x)),
-            (None, activation) => activation.forward(x),
+        let mut x = match &self.conv_int8 {
+            // Batch norm folded in; the ReLU fused, or the other activation after.
+            Some(q) if runs_int8(&input.device()) => {
+                let x = q.forward(input);
+                if q.relu() {
+                    x
+                } else {
+                    self.activation.forward(x)
+                }
+            }
+            _ => {
+                let x = conv2d_layer(&self.conv, input);
+                match (&self.norm, &self.activation) {
+                    // The ReLU fused into the batch norm's passes.
+                    (Some(norm), Activation::Relu(_)) => batch_norm_relu_layer(norm, x),
+                    (Some(norm), activation) => activation.forward(batch_norm_layer(norm, x)),
+                    (None, activation) => activation.forward(x),
+                }
+            }
         };
         if let Some(pool) = &self.max_pool {
             x = max_pool2d_layer(pool, x);
@@ -116,6 +137,17 @@ impl ConvBlock {
             x = pool.forward(x);
         }
         x
+    }
+}
+
+impl ConvBlock {
+    /// Keeps an int8 copy of the convolution (one scale for the kernel, or one per output
+    /// channel) with the batch norm's inference statistics folded in and a ReLU fused, which
+    /// inference then runs ([`QuantizedConv2d`]).
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        let relu = matches!(self.activation, Activation::Relu(_));
+        self.conv_int8 =
+            QuantizedConv2d::from_conv(&self.conv, self.norm.as_ref(), relu, per_output);
     }
 }
 
@@ -138,6 +170,56 @@ mod tests {
             let y = c.init(&d).forward(Tensor::<4>::ones([2, 1, 8, 8], &d));
             assert_eq!(y.dims(), [2, 6, want, want]);
             assert_eq!(c.output_size(8), want);
+        }
+    }
+
+    /// The int8 copy (batch norm folded in, ReLU fused or the activation after) stays within
+    /// the roundings of the float block at inference, is not the float block itself, and
+    /// under autodiff the float block runs.
+    #[test]
+    fn the_int8_block_is_close_to_the_float_block() {
+        use burn::module::{Module, Param, RunningState};
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        for (activation, batch_norm, per_output) in [
+            (ActivationKind::Relu, true, true),
+            (ActivationKind::Tanh, true, false),
+            (ActivationKind::Relu, false, false),
+        ] {
+            let mut block = ConvBlockConfig::new(3, 6)
+                .with_activation(activation)
+                .with_batch_norm(batch_norm)
+                .init(&d);
+            if let Some(norm) = &mut block.norm {
+                // Statistics far from the defaults, so that folding them matters.
+                let t = |v: [f32; 6]| Tensor::<1>::from_floats(v, &d);
+                norm.gamma = Param::from_tensor(t([0.5, 2.0, -1.0, 1.5, 0.1, 3.0]));
+                norm.beta = Param::from_tensor(t([0.1, -0.2, 0.3, 0.0, 1.0, -1.0]));
+                norm.running_mean = RunningState::new(t([0.2, -0.1, 0.0, 0.5, -0.4, 0.05]));
+                norm.running_var = RunningState::new(t([0.04, 1.0, 0.25, 2.0, 0.5, 0.1]));
+            }
+            let x = Tensor::<4>::random([4, 3, 10, 10], Distribution::Normal(0.0, 1.0), &d);
+            let float = block.forward(x.clone());
+            block.quantize_int8(per_output);
+            let q = block.conv_int8.as_ref().expect("an int8 convolution");
+            assert_eq!(q.relu(), activation == ActivationKind::Relu);
+            let int8 = block.forward(x.clone());
+            assert_eq!(int8.dims(), float.dims());
+            let scale = float.clone().abs().max().into_scalar::<f32>();
+            let gap = float.clone().sub(int8).abs().max().into_scalar::<f32>();
+            assert!(
+                gap > 0.0 && gap < 0.05 * scale,
+                "{activation:?} {batch_norm}: gap {gap}, outputs up to {scale}"
+            );
+            let ad = d.clone().autodiff();
+            let tracked = block.clone().to_device(&ad).forward(x.to_device(&ad));
+            let back = tracked
+                .to_device(&d)
+                .sub(float)
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(back < 1e-5, "autodiff runs the float block: {back}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! other; int8 weights on disk ([`crate::quantize_file`]), pruned or not; and a
 //! sparsity-against-accuracy curve (`sparsity.csv`, `sparsity.png`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,10 @@ pub struct Compress {
     /// Store the (pruned) weights in int8 ([`crate::quantize_file`]) with one scale per tensor
     /// or per output channel.
     pub quantize: Option<Granularity>,
+    /// With `quantize`: static quantisation, the input scale of each int8 layer fixed to the
+    /// largest input magnitude it sees over this many batches of training samples (spread
+    /// evenly over the training split), stored with the weights. `None`: dynamic scales.
+    pub calibrate: Option<usize>,
 }
 
 impl Compress {
@@ -57,6 +62,15 @@ impl Compress {
                     "a sparsity must be in [0, 1) (the share of weights set to zero), got {s}"
                 )));
             }
+        }
+        match (self.calibrate, self.quantize) {
+            (Some(0), _) => {
+                return Err(Error::Usage("--calibrate needs at least one batch".into()));
+            }
+            (Some(_), None) => {
+                return Err(Error::Usage("--calibrate goes with --quantize int8".into()));
+            }
+            _ => {}
         }
         if self.prune.is_none()
             && self.curve.is_empty()
@@ -96,6 +110,7 @@ pub struct Compressed {
 ///     curve: vec![],
 ///     quantize: Some(strata_run::Granularity::PerChannel),
 ///     channels: None,
+///     calibrate: Some(8),
 /// };
 /// let done = compress("runs/cnn", "runs/cnn-pruned", &request, &Silent)?;
 /// println!("{}", done.summary);
@@ -208,8 +223,13 @@ pub fn compress(
         save_safetensors(&model, &float)?;
         let quantized = match request.quantize {
             Some(g) => {
+                let scales = match request.calibrate {
+                    Some(batches) => calibrate(run, &float, &prepared, g, batches)?,
+                    None => BTreeMap::new(),
+                };
                 let int8 = out.join(INT8_WEIGHTS);
-                let report = quantize_file(&float, &int8, g)?;
+                let mut report = quantize_file(&float, &int8, g, &scales)?;
+                report.calibration_batches = request.calibrate;
                 std::fs::remove_file(&float).map_err(|e| Error::io(&float, e))?;
                 Some((int8, report))
             }
@@ -288,6 +308,45 @@ pub fn compress(
         metrics,
         written,
     })
+}
+
+/// The input scales of the int8 layers of the model in `float` (quantised with `granularity`
+/// as a run loads it), each fixed to the largest input magnitude the layer sees over
+/// `batches` batches of the run's batch size, their samples spread evenly over the training
+/// split.
+fn calibrate(
+    run: &Run,
+    float: &Path,
+    prepared: &Prepared,
+    granularity: Granularity,
+    batches: usize,
+) -> Result<BTreeMap<String, f32>> {
+    let n_out = crate::data::n_outputs(prepared.train.task(), &run.config);
+    let net = network_config(&run.config, &run.preprocess, n_out)?;
+    let device = run.device.clone().without_autodiff();
+    let mut model = load_safetensors(&net, float, &device)?;
+    if !model.quantize_int8(granularity == Granularity::PerChannel) {
+        return Ok(BTreeMap::new());
+    }
+    for (_, input) in model.int8_inputs_mut() {
+        input.observe();
+    }
+    let train = &prepared.train;
+    let batch = run.config.fit.batch_size.max(1);
+    let n = (batches * batch).min(train.len());
+    let order: Vec<usize> = (0..n).map(|k| k * train.len() / n.max(1)).collect();
+    let batcher = strata_data::Batcher::new(device);
+    for b in batcher.batches(train, &order, batch) {
+        let _ = model.forward_flat(b.inputs).into_data();
+    }
+    Ok(model
+        .int8_inputs_mut()
+        .into_iter()
+        .filter_map(|(name, input)| match input.calibrate() {
+            strata_kernels::int8::InputScale::Static(s) => Some((name, s)),
+            strata_kernels::int8::InputScale::Dynamic => None,
+        })
+        .collect())
 }
 
 /// Whether two existing paths name one directory.

@@ -4,12 +4,14 @@
 //! scale per tensor or per output channel (a convolution kernel's first dimension, a burn
 //! linear weight's last), beside it as `NAME.int8_scale`. Biases and normalisation parameters
 //! stay in f32. The file is safetensors (`model.int8.safetensors`, int8 tensors as `I8`);
-//! loading a run dequantises it to f32. An MLP's or a CNN's linear layers then run in int8 at
-//! inference ([`strata_arch::Network::quantize_int8`], the same int8 values); its
-//! convolutions and other architectures run the float kernels on the rounded weights.
+//! loading a run dequantises it to f32. An MLP's linear layers and a CNN's convolutions and
+//! linear layers then run in int8 at inference ([`strata_arch::Network::quantize_int8`], the
+//! same int8 values); other architectures run the float kernels on the rounded weights. With
+//! static quantisation (`--calibrate N`) the file's metadata also holds each int8 layer's
+//! input scale (`strata.int8_input_scales`, JSON by layer name).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
@@ -44,7 +46,17 @@ pub struct Int8Report {
     pub values: usize,
     /// The largest `|w - q · scale|` over them.
     pub max_abs_error: f32,
+    /// Static quantisation: the training batches the input scales were calibrated on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_batches: Option<usize>,
+    /// Static quantisation: each int8 layer's input scale (`max |x| / 127` over the
+    /// calibration batches), by layer name; empty for dynamic scales.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_scales: BTreeMap<String, f32>,
 }
+
+/// The metadata key of the static input scales.
+const INPUT_SCALES: &str = "strata.int8_input_scales";
 
 /// An owned tensor for [`safetensors::serialize`].
 pub(crate) struct Owned {
@@ -107,11 +119,27 @@ fn channel_of(shape: &[usize], granularity: Granularity) -> (usize, Box<dyn Fn(u
 }
 
 /// Writes `src` (float safetensors, as a run saves them) to `dst` with its weight matrices and
-/// kernels in int8.
+/// kernels in int8, and `input_scales` (static quantisation: the input scale of each int8
+/// layer by name, [`strata_arch::Network::int8_inputs_mut`]; empty for dynamic) in its
+/// metadata.
 ///
 /// # Errors
-/// An unreadable or corrupt file, a weight that is not finite, I/O errors.
-pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result<Int8Report> {
+/// An unreadable or corrupt file, a weight that is not finite, an input scale that is not a
+/// positive finite number, I/O errors.
+pub fn quantize_file(
+    src: &Path,
+    dst: &Path,
+    granularity: Granularity,
+    input_scales: &BTreeMap<String, f32>,
+) -> Result<Int8Report> {
+    if let Some((name, s)) = input_scales
+        .iter()
+        .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+    {
+        return Err(Error::Usage(format!(
+            "input scale {s} for {name}: not positive"
+        )));
+    }
     let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(src, e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(src, e))?;
@@ -121,6 +149,8 @@ pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result
         tensors: 0,
         values: 0,
         max_abs_error: 0.0,
+        calibration_batches: None,
+        input_scales: input_scales.clone(),
     };
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -170,6 +200,10 @@ pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result
     }
     let mut info: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
     info.insert("strata.quantization".into(), "int8".into());
+    if !input_scales.is_empty() {
+        let json = serde_json::to_string(input_scales).map_err(|e| corrupt(dst, e))?;
+        info.insert(INPUT_SCALES.into(), json);
+    }
     let data = safetensors::serialize(out.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
         .map_err(|e| corrupt(dst, e))?;
     strata_train::write_atomic(dst, &data)?;
@@ -177,22 +211,34 @@ pub fn quantize_file(src: &Path, dst: &Path, granularity: Granularity) -> Result
 }
 
 /// Whether an int8 file written by [`quantize_file`] has a scale per tensor or per output
-/// channel (some tensor with more than one scale).
+/// channel (some tensor with more than one scale), and its static input scales by layer
+/// name (empty for dynamic quantisation).
 ///
 /// # Errors
-/// An unreadable or corrupt file.
-pub(crate) fn file_granularity(path: &Path) -> Result<Granularity> {
+/// An unreadable or corrupt file, input scales that are not positive numbers by name.
+pub(crate) fn int8_layout(path: &Path) -> Result<(Granularity, BTreeMap<String, f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
     let per_channel = st
         .tensors()
         .iter()
         .any(|(name, view)| name.ends_with(SCALE) && view.shape().iter().product::<usize>() > 1);
-    Ok(if per_channel {
+    let granularity = if per_channel {
         Granularity::PerChannel
     } else {
         Granularity::PerTensor
-    })
+    };
+    let scales: BTreeMap<String, f32> =
+        match header.metadata().as_ref().and_then(|m| m.get(INPUT_SCALES)) {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| corrupt(path, format!("{INPUT_SCALES}: {e}")))?,
+            None => BTreeMap::new(),
+        };
+    if let Some((name, s)) = scales.iter().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+        return Err(corrupt(path, format!("input scale {s} for {name}")));
+    }
+    Ok((granularity, scales))
 }
 
 /// The float safetensors bytes of an int8 file written by [`quantize_file`]: each int8 tensor
@@ -311,7 +357,7 @@ mod tests {
             ],
         );
         for g in [Granularity::PerTensor, Granularity::PerChannel] {
-            let report = quantize_file(&src, &dst, g).unwrap();
+            let report = quantize_file(&src, &dst, g, &BTreeMap::new()).unwrap();
             assert_eq!((report.tensors, report.values), (2, 6 + 24));
             let back = dequantize_file(&dst).unwrap();
             assert_eq!(read(&back, "fc.bias"), bias);
@@ -336,9 +382,9 @@ mod tests {
             assert_eq!(st.tensor("fc.weight").unwrap().dtype(), Dtype::I8);
         }
         // Per channel keeps the small column that one scale per tensor flattens to zero.
-        quantize_file(&src, &dst, Granularity::PerTensor).unwrap();
+        quantize_file(&src, &dst, Granularity::PerTensor, &BTreeMap::new()).unwrap();
         assert_eq!(read(&dequantize_file(&dst).unwrap(), "fc.weight")[1], 0.0);
-        quantize_file(&src, &dst, Granularity::PerChannel).unwrap();
+        quantize_file(&src, &dst, Granularity::PerChannel, &BTreeMap::new()).unwrap();
         assert!((read(&dequantize_file(&dst).unwrap(), "fc.weight")[1] - 0.001).abs() < 1e-4);
     }
 
@@ -357,6 +403,14 @@ mod tests {
         assert!(e.contains("without its scales"), "{e}");
         std::fs::write(&path, b"not safetensors").unwrap();
         assert!(dequantize_file(&path).is_err());
-        assert!(quantize_file(&path, &dir.path().join("q"), Granularity::PerTensor).is_err());
+        assert!(
+            quantize_file(
+                &path,
+                &dir.path().join("q"),
+                Granularity::PerTensor,
+                &BTreeMap::new()
+            )
+            .is_err()
+        );
     }
 }

@@ -121,11 +121,28 @@ pub fn save_safetensors<M: Module>(model: &M, path: &Path) -> Result<()> {
 /// A missing or corrupt file, or weights of another architecture.
 pub fn load_safetensors(net: &NetworkConfig, path: &Path, device: &Device) -> Result<Network> {
     let mut model = load_weights(net.init(device)?, net.name(), path)?;
-    // An int8 run of an MLP or a CNN computes its linear layers in int8 at inference; on an
-    // autodiff device (fine-tuning) the float weights train.
+    // An int8 run of an MLP or a CNN computes its linear layers and convolutions in int8 at
+    // inference, with the file's static input scales where it has them; on an autodiff device
+    // (fine-tuning) the float weights train.
     if is_int8(path) && !device.is_autodiff() {
-        let granularity = crate::quantize::file_granularity(path)?;
+        let (granularity, scales) = crate::quantize::int8_layout(path)?;
         model.quantize_int8(granularity == crate::quantize::Granularity::PerChannel);
+        let mut inputs = model.int8_inputs_mut();
+        for (name, &s) in &scales {
+            let input =
+                inputs
+                    .iter_mut()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| Error::Config {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "an input scale for {name}, which this model does not have in int8"
+                        ),
+                    })?;
+            input
+                .1
+                .set_scale(strata_kernels::int8::InputScale::Static(s));
+        }
     }
     Ok(model)
 }
@@ -196,8 +213,13 @@ mod tests {
         let float = dir.path().join("model.safetensors");
         save_safetensors(&net.init(&device).unwrap(), &float).unwrap();
         let int8 = dir.path().join(crate::quantize::INT8_WEIGHTS);
-        crate::quantize::quantize_file(&float, &int8, crate::quantize::Granularity::PerChannel)
-            .unwrap();
+        crate::quantize::quantize_file(
+            &float,
+            &int8,
+            crate::quantize::Granularity::PerChannel,
+            &Default::default(),
+        )
+        .unwrap();
         let model = load_safetensors(&net, &int8, &device).unwrap();
         let Network::Mlp(m) = &model else {
             panic!("an MLP")
@@ -229,5 +251,60 @@ mod tests {
             panic!("an MLP")
         };
         assert!(m.output_int8.is_none());
+    }
+
+    /// An int8 CNN run loads with int8 convolutions and linear layers; the static input scales
+    /// in the file's metadata reach the layers they name, the others stay dynamic, and a scale
+    /// for a layer the model lacks is refused.
+    #[test]
+    fn an_int8_cnn_loads_its_static_input_scales() {
+        use strata_arch::CnnConfig;
+        use strata_kernels::int8::InputScale;
+        let dir = tempfile::tempdir().unwrap();
+        let net = NetworkConfig::Cnn(CnnConfig::new(1, 8, 8, 3).with_channels(vec![4, 6]));
+        let device = Device::flex();
+        let float = dir.path().join("model.safetensors");
+        save_safetensors(&net.init(&device).unwrap(), &float).unwrap();
+        let int8 = dir.path().join(crate::quantize::INT8_WEIGHTS);
+        let scales = [
+            ("features.1.conv".to_string(), 0.02f32),
+            ("classifier".into(), 0.5),
+        ];
+        let g = crate::quantize::Granularity::PerTensor;
+        crate::quantize::quantize_file(&float, &int8, g, &scales.iter().cloned().collect())
+            .unwrap();
+        let mut model = load_safetensors(&net, &int8, &device).unwrap();
+        let got: Vec<(String, InputScale)> = model
+            .int8_inputs_mut()
+            .into_iter()
+            .map(|(n, i)| (n, i.scale()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("features.0.conv".to_string(), InputScale::Dynamic),
+                ("features.1.conv".into(), InputScale::Static(0.02)),
+                ("hidden.linear".into(), InputScale::Dynamic),
+                ("classifier".into(), InputScale::Static(0.5)),
+            ]
+        );
+        let Network::Cnn(m) = &model else {
+            panic!("a CNN")
+        };
+        let conv = m.features[0]
+            .conv_int8
+            .as_ref()
+            .expect("an int8 convolution");
+        assert_eq!((conv.weight().d_in(), conv.weight().d_out()), (9, 4));
+        let x = Tensor::<2>::random([3, 64], Distribution::Default, &device);
+        assert_eq!(model.forward_flat(x).dims(), [3, 3]);
+        let wrong = [("features.7.conv".to_string(), 0.1f32)]
+            .into_iter()
+            .collect();
+        crate::quantize::quantize_file(&float, &int8, g, &wrong).unwrap();
+        let e = load_safetensors(&net, &int8, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("features.7.conv"), "{e}");
     }
 }

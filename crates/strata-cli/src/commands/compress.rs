@@ -26,6 +26,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         curve: args.curve.clone(),
         quantize,
         channels: args.prune_channels,
+        calibrate: args.calibrate,
     };
     let (console, silent) = (Console::default(), Silent);
     let progress: &dyn strata::run::Progress = if args.quiet { &silent } else { &console };
