@@ -788,6 +788,7 @@ mod tests {
 
     /// The f64 convolution the kernel stands for: each image quantised with its scale (or the
     /// static one), the kernel's int8 values, a ReLU when asked.
+    #[allow(clippy::needless_range_loop)]
     fn conv_reference(
         x: &[f32],
         w: &QuantizedMatrix,
