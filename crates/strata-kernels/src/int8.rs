@@ -370,22 +370,53 @@ fn conv_image(
         let (oh, ow) = (pos / wo, pos % wo);
         for ki in 0..kh {
             let at = (oh * sh + ki * dh) * wp + ow * sw;
-            for kj in 0..kw {
+            // Without dilation a kernel row's taps lie side by side in the grid.
+            let (taps, run) = if dw == 1 { (1, kw * c) } else { (kw, c) };
+            for kj in 0..taps {
                 let src = (at + kj * dw) * c;
                 let dst = (ki * kw + kj) * c;
-                row[dst..dst + c].copy_from_slice(&grid[src..src + c]);
+                let (to, from) = (&mut row[dst..dst + run], &grid[src..src + run]);
+                if run <= 16 {
+                    // Short runs (few channels): a call to memcpy costs more than the bytes.
+                    for (t, f) in to.iter_mut().zip(from) {
+                        *t = *f;
+                    }
+                } else {
+                    to.copy_from_slice(from);
+                }
             }
         }
     }
     let mut dots = vec![0i32; p * w.n_pad];
     dot_rows(&patches, w, &mut dots);
-    for o in 0..w.d_out {
-        let (sum, k) = (w.sums[o], s * w.scales[o]);
-        let b = bias.map_or(0.0, |b| b[o]);
-        let out = &mut y[o * p..(o + 1) * p];
-        for (v, d) in out.iter_mut().zip(dots.chunks_exact(w.n_pad)) {
-            let z = (d[o] - 128 * sum) as f32 * k + b;
-            *v = if relu { z.max(0.0) } else { z };
+    // Back to f32: per position, vectorised across the channels, into a tile of positions,
+    // then written channel-major (a run per channel) from the tile, which stays in L1.
+    let d_out = w.d_out;
+    let offsets: Vec<i32> = w.sums.iter().map(|&sum| 128 * sum).collect();
+    let factors: Vec<f32> = w.scales.iter().map(|&k| s * k).collect();
+    let shifts: Vec<f32> = bias.map_or_else(|| vec![0.0; d_out], <[f32]>::to_vec);
+    const TILE: usize = 16;
+    let mut tile = vec![0f32; TILE * d_out];
+    for (t, rows) in dots.chunks(TILE * w.n_pad).enumerate() {
+        let n = rows.len() / w.n_pad;
+        for (d, out) in rows.chunks_exact(w.n_pad).zip(tile.chunks_exact_mut(d_out)) {
+            for ((((v, &d), &off), &k), &b) in out
+                .iter_mut()
+                .zip(&d[..d_out])
+                .zip(&offsets)
+                .zip(&factors)
+                .zip(&shifts)
+            {
+                let z = (d - off) as f32 * k + b;
+                *v = if relu { z.max(0.0) } else { z };
+            }
+        }
+        let first = t * TILE;
+        for o in 0..d_out {
+            let out = &mut y[o * p + first..o * p + first + n];
+            for (j, v) in out.iter_mut().enumerate() {
+                *v = tile[j * d_out + o];
+            }
         }
     }
 }
