@@ -327,8 +327,9 @@ def inference_name(name):
 
 def bench_inference(model_name, batch, steps, warmup=3):
     """Forward passes of a model in eval mode under torch.inference_mode(), the output read.
-    `mlp-int8`, `cnn-int8`: the model after torch.ao.quantization.quantize_dynamic of its
-    linear layers, int8 weights with a scale per output channel. `cnn-int8-static`: static
+    `mlp-int8`, `cnn-int8`, `resnet20-int8`: the model after
+    torch.ao.quantization.quantize_dynamic of its linear layers, int8 weights with a scale per
+    output channel. `cnn-int8-static`, `resnet20-int8-static`: static
     quantisation in FX graph mode (fbgemm's x86 defaults: convolutions fused with their batch
     norms and ReLUs, weights per output channel, activation scales calibrated on 4 batches of
     64), as `strata compress --quantize int8 --per-channel --calibrate 4`."""
@@ -360,7 +361,7 @@ def bench_inference(model_name, batch, steps, warmup=3):
         prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (x,))
         with torch.inference_mode():
             for _ in range(4):
-                prepared(torch.rand(64, x.shape[1]))
+                prepared(torch.rand(64, *x.shape[1:]))
         model = convert_fx(prepared)
     elif int8:
         model = torch.ao.quantization.quantize_dynamic(

@@ -121,10 +121,10 @@ fn inference_steps(model: &str, batch: usize, steps: usize) -> usize {
 /// statistics and dropout is off) of `model` on a batch of `batch`, the output read back.
 fn bench_inference(model: &str, batch: usize, device: &Device, steps: usize, warmup: usize) -> f64 {
     device.seed(0);
-    // `mlp-int8`, `cnn-int8`: the linear layers (and a CNN's convolutions) in int8 with a
-    // scale per output channel, as a run from `strata compress --quantize int8 --per-channel`
-    // loads; `cnn-int8-static`: their input scales calibrated on 4 batches of 64 (`--calibrate
-    // 4`).
+    // `mlp-int8`, `cnn-int8`, `resnet20-int8`: the linear layers (and convolutions) in int8
+    // with a scale per output channel, as a run from `strata compress --quantize int8
+    // --per-channel` loads; `-int8-static`: their input scales calibrated on 4 batches of 64
+    // (`--calibrate 4`).
     let (model, calibrated) = match model.strip_suffix("-static") {
         Some(m) => (m, true),
         None => (model, false),

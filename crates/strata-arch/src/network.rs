@@ -195,6 +195,14 @@ pub enum Network {
     CapsNet(CapsNet),
 }
 
+/// `prefix.` before each name.
+fn prefixed<T>(prefix: &str, named: Vec<(String, T)>) -> Vec<(String, T)> {
+    named
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
+}
+
 /// A VGG reading flat rows as images.
 #[derive(Module, Debug)]
 pub struct ImageVgg {
@@ -257,15 +265,17 @@ pub struct ImageResNet {
 }
 
 impl Network {
-    /// Keeps int8 copies of the linear layers of an MLP, or the convolutions and linear layers
-    /// of a CNN (one scale per matrix, or per output channel), which inference on a device
-    /// without autodiff then runs ([`strata_kernels::QuantizedLinear`],
-    /// [`strata_kernels::QuantizedConv2d`]). Returns whether this network has them; other
-    /// architectures keep computing in f32.
+    /// Keeps int8 copies of the linear layers of an MLP, or the convolutions (batch norms
+    /// folded in) and linear layers of a CNN, ResNet or VGG (one scale per matrix, or per
+    /// output channel), which inference on a device without autodiff then runs
+    /// ([`strata_kernels::QuantizedLinear`], [`strata_kernels::QuantizedConv2d`]). Returns
+    /// whether this network has them; other architectures keep computing in f32.
     pub fn quantize_int8(&mut self, per_output: bool) -> bool {
         match self {
             Network::Mlp(m) => m.quantize_int8(per_output),
             Network::Cnn(m) => m.quantize_int8(per_output),
+            Network::ResNet(m) => m.resnet.quantize_int8(per_output),
+            Network::Vgg(m) => m.vgg.quantize_int8(per_output),
             _ => return false,
         }
         true
@@ -278,6 +288,9 @@ impl Network {
         match self {
             Network::Mlp(m) => m.int8_inputs_mut(),
             Network::Cnn(m) => m.int8_inputs_mut(),
+            // Named as the weights are in the run's file.
+            Network::ResNet(m) => prefixed("resnet", m.resnet.int8_inputs_mut()),
+            Network::Vgg(m) => prefixed("vgg", m.vgg.int8_inputs_mut()),
             _ => Vec::new(),
         }
     }

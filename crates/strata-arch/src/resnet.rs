@@ -26,7 +26,10 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use strata_kernels::{conv2d_layer, max_pool2d_layer};
+use strata_kernels::{
+    Int8Input, QuantizedConv2d, QuantizedLinear, conv2d_layer, linear_or_int8, max_pool2d_layer,
+    runs_int8,
+};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv};
 
 use crate::error::{Error, check_size};
@@ -190,6 +193,8 @@ impl ResNetConfig {
             layer4: next(),
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(channels, self.n_classes).init(device),
+            conv1_int8: None,
+            fc_int8: None,
         })
     }
 }
@@ -215,6 +220,13 @@ pub struct ResNet {
     pub avgpool: AdaptiveAvgPool2d,
     /// The classification head.
     pub fc: Linear,
+    /// Int8 copy of the stem convolution, `bn1` and the ReLU folded in
+    /// ([`quantize_int8`](Self::quantize_int8)); never saved.
+    #[module(skip)]
+    pub conv1_int8: Option<QuantizedConv2d>,
+    /// Int8 copy of the head; never saved.
+    #[module(skip)]
+    pub fc_int8: Option<QuantizedLinear>,
 }
 
 impl ResNet {
@@ -244,13 +256,16 @@ impl ResNet {
     /// The logits from the activations after stage `stage`: the rest of
     /// [`forward`](Self::forward).
     pub fn forward_from(&self, activations: Tensor<4>, stage: usize) -> Tensor<2> {
-        self.fc
-            .forward(self.pooled(self.blocks(activations, stage + 1..4)))
+        let features = self.pooled(self.blocks(activations, stage + 1..4));
+        linear_or_int8(&self.fc, self.fc_int8.as_ref(), features)
     }
 
     /// The stem: convolution, batch norm and ReLU, and the ImageNet stem's max pool.
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
+        let x = match &self.conv1_int8 {
+            Some(q) if runs_int8(&x.device()) => q.forward(x),
+            _ => self.bn1.forward_relu(conv2d_layer(&self.conv1, x)),
+        };
         match &self.maxpool {
             Some(p) => max_pool2d_layer(p, x),
             None => x,
@@ -277,7 +292,54 @@ impl ResNet {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, n_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        strata_kernels::linear_layer(&self.fc, self.features(x))
+        linear_or_int8(&self.fc, self.fc_int8.as_ref(), self.features(x))
+    }
+
+    /// Keeps int8 copies of every convolution (batch norms folded in, one scale per kernel or
+    /// per output channel) and of the head, which inference on a device without autodiff then
+    /// runs.
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        self.conv1_int8 =
+            QuantizedConv2d::from_conv(&self.conv1, Some(self.bn1.stats()), true, per_output);
+        for block in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            block.quantize_int8(per_output);
+        }
+        self.fc_int8 = Some(QuantizedLinear::from_linear(&self.fc, per_output));
+    }
+
+    /// The inputs of the int8 layers by name (`conv1`, `layer1.0.conv1`, ...,
+    /// `layer2.0.downsample.0`, `fc`), to observe and calibrate; empty before
+    /// [`quantize_int8`](Self::quantize_int8).
+    pub fn int8_inputs_mut(&mut self) -> Vec<(String, &mut Int8Input)> {
+        let mut inputs = Vec::new();
+        if let Some(q) = &mut self.conv1_int8 {
+            inputs.push(("conv1".to_string(), q.input_mut()));
+        }
+        let stages = [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ];
+        for (s, stage) in stages.into_iter().enumerate() {
+            for (i, block) in stage.iter_mut().enumerate() {
+                for (name, input) in block.int8_inputs_mut() {
+                    inputs.push((format!("layer{}.{i}.{name}", s + 1), input));
+                }
+            }
+        }
+        if let Some(q) = &mut self.fc_int8 {
+            inputs.push(("fc".to_string(), q.input_mut()));
+        }
+        inputs
     }
 
     /// For transfer learning: the stages `layer1..` (the stem `conv1`, `bn1` with the first)
@@ -333,6 +395,38 @@ mod tests {
             .unwrap();
         assert_eq!(m20.layer4.len(), 0);
         assert!(m20.layer2[0].downsample.is_some() && m20.layer1[0].downsample.is_none());
+    }
+
+    /// A whole ResNet in int8 (stem, every block, projections, head): the logits stay close to
+    /// the float network's, the layers are named as in a run's weights, and the split at a
+    /// stage (Grad-CAM) gives the same logits as the whole.
+    #[test]
+    fn an_int8_resnet_is_close_to_the_float_one() {
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        let mut m = ResNetConfig::by_name("resnet20", 3, 10)
+            .unwrap()
+            .init(&d)
+            .unwrap();
+        let x = Tensor::<4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &d);
+        let float = m.forward(x.clone());
+        m.quantize_int8(false);
+        let names: Vec<String> = m.int8_inputs_mut().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 1 + 9 * 2 + 2 + 1);
+        assert_eq!(names[..3], ["conv1", "layer1.0.conv1", "layer1.0.conv2"]);
+        assert!(names.contains(&"layer3.0.downsample.0".to_string()));
+        assert_eq!(names.last().map(String::as_str), Some("fc"));
+        let int8 = m.forward(x.clone());
+        let scale = float.clone().abs().max().into_scalar::<f32>();
+        let gap = float.sub(int8.clone()).abs().max().into_scalar::<f32>();
+        // Twenty int8 layers in a row, each within about 1% (bar set before the first run).
+        assert!(
+            gap > 0.0 && gap < 0.1 * scale,
+            "gap {gap}, logits up to {scale}"
+        );
+        let split = m.forward_from(m.forward_to(x, 1), 1);
+        let apart = split.sub(int8).abs().max().into_scalar::<f32>();
+        assert!(apart < 1e-5, "split at a stage: {apart}");
     }
 
     #[test]

@@ -29,7 +29,9 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use strata_kernels::{conv2d_layer, max_pool2d_layer};
+use strata_kernels::{
+    Int8Input, QuantizedConv2d, QuantizedLinear, conv2d_layer, max_pool2d_layer, runs_int8,
+};
 use strata_layers::{BatchNorm2d, BatchNorm2dConfig};
 
 use crate::error::{Error, check_dropout, check_size};
@@ -143,12 +145,14 @@ impl VggConfig {
                 ),
                 norm: None,
                 pool: None,
+                conv_int8: None,
             });
             if self.batch_norm {
                 features.push(VggSlot {
                     conv: None,
                     norm: Some(BatchNorm2dConfig::new(c).init(device)),
                     pool: None,
+                    conv_int8: None,
                 });
             }
             features.push(VggSlot::empty(false)); // ReLU
@@ -170,6 +174,7 @@ impl VggConfig {
                 linear(h, self.n_classes),
             ],
             dropout: DropoutConfig::new(self.dropout).init(),
+            classifier_int8: Vec::new(),
         })
     }
 }
@@ -183,6 +188,10 @@ pub struct VggSlot {
     pub norm: Option<BatchNorm2d>,
     /// A 2x2 max pool.
     pub pool: Option<MaxPool2d>,
+    /// The convolution's int8 copy with the batch norm and ReLU of the slots after it folded
+    /// in, and how many slots it stands for ([`Vgg::quantize_int8`]); never saved.
+    #[module(skip)]
+    pub conv_int8: Option<(QuantizedConv2d, usize)>,
 }
 
 impl VggSlot {
@@ -191,6 +200,7 @@ impl VggSlot {
             conv: None,
             norm: None,
             pool: pool.then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()),
+            conv_int8: None,
         }
     }
 }
@@ -206,6 +216,9 @@ pub struct Vgg {
     pub classifier: Vec<Option<Linear>>,
     /// The classifier's dropout.
     pub dropout: Dropout,
+    /// Int8 copies of the classifier's linear layers, by position; never saved.
+    #[module(skip)]
+    pub classifier_int8: Vec<Option<QuantizedLinear>>,
 }
 
 impl Vgg {
@@ -255,15 +268,77 @@ impl Vgg {
     }
 
     /// The slots `range` of the convolutional part.
-    fn slots(&self, x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
-        self.features[range]
-            .iter()
-            .fold(x, |x, slot| match (&slot.conv, &slot.norm, &slot.pool) {
+    fn slots(&self, mut x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
+        let int8 = runs_int8(&x.device());
+        let mut i = range.start;
+        while i < range.end {
+            let slot = &self.features[i];
+            // An int8 convolution stands for its batch norm and ReLU too, when the range
+            // holds them all.
+            if let Some((q, spans)) = &slot.conv_int8
+                && int8
+                && i + spans <= range.end
+            {
+                x = q.forward(x);
+                i += spans;
+                continue;
+            }
+            x = match (&slot.conv, &slot.norm, &slot.pool) {
                 (Some(c), _, _) => conv2d_layer(c, x),
                 (_, Some(n), _) => n.forward(x),
                 (_, _, Some(p)) => max_pool2d_layer(p, x),
                 _ => relu(x),
+            };
+            i += 1;
+        }
+        x
+    }
+
+    /// Keeps int8 copies of the convolutions (each with the batch norm and ReLU after it
+    /// folded in, one scale per kernel or per output channel) and of the classifier's linear
+    /// layers, which inference on a device without autodiff then runs.
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        let is_relu = |s: &VggSlot| s.conv.is_none() && s.norm.is_none() && s.pool.is_none();
+        for i in 0..self.features.len() {
+            let Some(conv) = &self.features[i].conv else {
+                continue;
+            };
+            let mut next = i + 1;
+            let norm = self.features.get(next).and_then(|s| s.norm.as_ref());
+            if norm.is_some() {
+                next += 1;
+            }
+            let relu = self.features.get(next).is_some_and(is_relu);
+            let q =
+                QuantizedConv2d::from_conv(conv, norm.map(BatchNorm2d::stats), relu, per_output);
+            let spans = next - i + usize::from(relu);
+            self.features[i].conv_int8 = q.map(|q| (q, spans));
+        }
+        self.classifier_int8 = self
+            .classifier
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .map(|l| QuantizedLinear::from_linear(l, per_output))
             })
+            .collect();
+    }
+
+    /// The inputs of the int8 layers by name (`features.0.conv`, ..., `classifier.0`, ...), to
+    /// observe and calibrate; empty before [`quantize_int8`](Self::quantize_int8).
+    pub fn int8_inputs_mut(&mut self) -> Vec<(String, &mut Int8Input)> {
+        let mut inputs = Vec::new();
+        for (i, slot) in self.features.iter_mut().enumerate() {
+            if let Some((q, _)) = &mut slot.conv_int8 {
+                inputs.push((format!("features.{i}.conv"), q.input_mut()));
+            }
+        }
+        for (i, q) in self.classifier_int8.iter_mut().enumerate() {
+            if let Some(q) = q {
+                inputs.push((format!("classifier.{i}"), q.input_mut()));
+            }
+        }
+        inputs
     }
 
     /// Adaptive average pooling, flattened.
@@ -287,7 +362,10 @@ impl Vgg {
         let n = self.classifier.len();
         for (i, layer) in self.classifier.iter().enumerate() {
             if let Some(l) = layer {
-                x = l.forward(x);
+                x = match self.classifier_int8.get(i) {
+                    Some(Some(q)) if runs_int8(&x.device()) => q.forward(x),
+                    _ => l.forward(x),
+                };
                 if i + 1 < n {
                     x = strata_kernels::dropout_layer(&self.dropout, relu(x));
                 }
@@ -407,5 +485,61 @@ mod tests {
             m.forward(Tensor::<4>::zeros([2, 1, 8, 8], &d)).dims(),
             [2, 4]
         );
+    }
+
+    /// In int8 each convolution stands for its batch norm and ReLU: the logits stay close to
+    /// the float network's, and splitting the network at any slot (Grad-CAM's
+    /// `forward_to`/`forward_from`) gives the same logits as the whole, int8 or not.
+    #[test]
+    fn an_int8_vgg_is_close_to_the_float_one_and_splits_anywhere() {
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        for batch_norm in [true, false] {
+            let mut m = VggConfig::new(2, 5, vec![8, 0, 16, 16, 0])
+                .with_batch_norm(batch_norm)
+                .with_pool_size(2)
+                .with_d_hidden(16)
+                .init(&d)
+                .unwrap();
+            let x = Tensor::<4>::random([3, 2, 8, 8], Distribution::Normal(0.0, 1.0), &d);
+            let float = m.forward(x.clone());
+            m.quantize_int8(true);
+            let names: Vec<String> = m.int8_inputs_mut().into_iter().map(|(n, _)| n).collect();
+            let convs: Vec<usize> = (0..m.features.len())
+                .filter(|&i| m.features[i].conv.is_some())
+                .collect();
+            let mut want: Vec<String> =
+                convs.iter().map(|i| format!("features.{i}.conv")).collect();
+            want.extend(["classifier.0", "classifier.3", "classifier.6"].map(String::from));
+            assert_eq!(names, want);
+            let spans = if batch_norm { 3 } else { 2 };
+            for &i in &convs {
+                assert_eq!(m.features[i].conv_int8.as_ref().map(|q| q.1), Some(spans));
+            }
+            let int8 = m.forward(x.clone());
+            let scale = float.clone().abs().max().into_scalar::<f32>();
+            let gap = float
+                .clone()
+                .sub(int8.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            // Five int8 layers in a row, each within about 1% (bar set before the first run).
+            assert!(
+                gap > 0.0 && gap < 0.1 * scale,
+                "batch norm {batch_norm}: gap {gap}, logits up to {scale}"
+            );
+            for slot in 0..m.features.len() {
+                let split = m.forward_from(m.forward_to(x.clone(), slot), slot);
+                let apart = split.sub(int8.clone()).abs().max().into_scalar::<f32>();
+                // Splitting inside a folded group runs those slots in f32: close, not equal.
+                let folded = convs.iter().any(|&c| slot >= c && slot + 1 < c + spans);
+                if folded {
+                    assert!(apart < 0.1 * scale, "slot {slot}: {apart}");
+                } else {
+                    assert!(apart < 1e-5, "slot {slot}: {apart}");
+                }
+            }
+        }
     }
 }

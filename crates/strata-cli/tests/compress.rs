@@ -344,6 +344,43 @@ fn prune_channels(run: &str, out: &str, epochs: &str) -> (serde_json::Value, Vec
     (m, inner)
 }
 
+/// `strata compress --quantize int8 --per-channel --calibrate 2` of `run` into `out`: the test
+/// accuracy within `bar` of the f32 run's, and `evaluate` agreeing; returns the names of the
+/// calibrated layers.
+fn int8_static(run: &str, out: &std::path::Path, bar: f64) -> Vec<String> {
+    let o = strata(&[
+        "compress",
+        "--run",
+        run,
+        "--quantize",
+        "int8",
+        "--per-channel",
+        "--calibrate",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = json(&out.join("metrics.json"));
+    let (after, before) = (
+        m["test"]["accuracy"].as_f64().unwrap(),
+        m["compression"]["original_test"]["accuracy"]
+            .as_f64()
+            .unwrap(),
+    );
+    assert!(
+        (after - before).abs() <= bar,
+        "static int8 {after} vs f32 {before}"
+    );
+    evaluate_agrees(out, &m);
+    m["compression"]["quantization"]["input_scales"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// `strata evaluate` loads the run in `dir` and scores it as its `metrics` say.
 fn evaluate_agrees(dir: &std::path::Path, metrics: &serde_json::Value) {
     let o = strata(&["evaluate", "--run", dir.to_str().unwrap()]);
@@ -392,6 +429,21 @@ fn pruning_the_channels_inside_a_resnets_blocks() {
     let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
     assert!(config.contains("inner = ["), "{config}");
     evaluate_agrees(&slim, &m);
+    // Int8, static: every convolution (batch norm folded in) and the head calibrated on 2
+    // batches, named as in the weights file; the test accuracy within a point of f32 (bar set
+    // before the first run).
+    let scales = int8_static(r, &dir.path().join("int8"), 0.01);
+    assert_eq!(scales.len(), 1 + 9 * 2 + 2 + 1, "{scales:?}");
+    for name in [
+        "resnet.conv1",
+        "resnet.layer1.0.conv1",
+        "resnet.layer1.0.conv2",
+        "resnet.layer2.0.downsample.0",
+        "resnet.layer3.2.conv2",
+        "resnet.fc",
+    ] {
+        assert!(scales.contains(&name.to_string()), "{name}: {scales:?}");
+    }
     // A share outside [0, 1): one clear line, nothing written.
     let bad = dir.path().join("bad");
     assert_clean_failure(
@@ -448,6 +500,18 @@ fn pruning_a_vggs_channels() {
     let accuracy = m["test"]["accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.5, "pruned VGG's test accuracy {accuracy}");
     evaluate_agrees(&slim, &m);
+    // Int8, static: 8 convolutions with their batch norms and ReLUs folded in, 3 linear layers;
+    // the test accuracy within two points of f32 (bar set before the first run).
+    let scales = int8_static(r, &dir.path().join("int8"), 0.02);
+    assert_eq!(scales.len(), 8 + 3, "{scales:?}");
+    assert!(
+        scales.contains(&"vgg.features.0.conv".to_string()),
+        "{scales:?}"
+    );
+    assert!(
+        scales.contains(&"vgg.classifier.6".to_string()),
+        "{scales:?}"
+    );
     // Widths that do not fit the architecture (8 convolutions): one clear line.
     let config = std::fs::read_to_string(slim.join("config.toml")).unwrap();
     let start = config.find("inner = [").expect("widths in the config");

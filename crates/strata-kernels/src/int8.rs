@@ -347,20 +347,21 @@ fn conv_image(
     let [(pt, pb), (pl, pr)] = g.padding;
     let [ho, wo] = g.output();
     let (hp, wp) = (h + pt + pb, wd + pl + pr);
-    // The image in int8 (offset by 128), then channels-last on its padded grid.
-    let mut planar = vec![128u8; x.len()];
-    let s = quantize_row(x, &mut planar, scale);
-    if s.is_nan() {
+    // The image channels-last (one transposition in f32), then quantised line by line into
+    // its padded grid (offset by 128; the padding stays 128, zero).
+    let peak = peak(x);
+    if peak.is_nan() {
         y.fill(f32::NAN);
         return;
     }
+    let (s, inv) = scales(peak, scale);
     let mut grid = vec![128u8; hp * wp * c];
-    for (ci, plane) in planar.chunks_exact(h * wd).enumerate() {
-        for (r, line) in plane.chunks_exact(wd).enumerate() {
-            let start = ((r + pt) * wp + pl) * c + ci;
-            for (col, &q) in line.iter().enumerate() {
-                grid[start + col * c] = q;
-            }
+    if peak > 0.0 && s > 0.0 {
+        let mut last = vec![0f32; x.len()];
+        crate::gemm::transpose(x, h * wd, c, h * wd, &mut last, c);
+        for (r, line) in last.chunks_exact(wd * c).enumerate() {
+            let start = ((r + pt) * wp + pl) * c;
+            quantize_into(line, &mut grid[start..start + wd * c], inv);
         }
     }
     // One row per output position: the kernel's taps, each `c` channels long.
@@ -389,36 +390,29 @@ fn conv_image(
     }
     let mut dots = vec![0i32; p * w.n_pad];
     dot_rows(&patches, w, &mut dots);
-    // Back to f32: per position, vectorised across the channels, into a tile of positions,
-    // then written channel-major (a run per channel) from the tile, which stays in L1.
+    // Back to f32 position by position (vectorised across the channels), then channel-major
+    // by one transposition.
     let d_out = w.d_out;
     let offsets: Vec<i32> = w.sums.iter().map(|&sum| 128 * sum).collect();
     let factors: Vec<f32> = w.scales.iter().map(|&k| s * k).collect();
     let shifts: Vec<f32> = bias.map_or_else(|| vec![0.0; d_out], <[f32]>::to_vec);
-    const TILE: usize = 16;
-    let mut tile = vec![0f32; TILE * d_out];
-    for (t, rows) in dots.chunks(TILE * w.n_pad).enumerate() {
-        let n = rows.len() / w.n_pad;
-        for (d, out) in rows.chunks_exact(w.n_pad).zip(tile.chunks_exact_mut(d_out)) {
-            for ((((v, &d), &off), &k), &b) in out
-                .iter_mut()
-                .zip(&d[..d_out])
-                .zip(&offsets)
-                .zip(&factors)
-                .zip(&shifts)
-            {
-                let z = (d - off) as f32 * k + b;
-                *v = if relu { z.max(0.0) } else { z };
-            }
-        }
-        let first = t * TILE;
-        for o in 0..d_out {
-            let out = &mut y[o * p + first..o * p + first + n];
-            for (j, v) in out.iter_mut().enumerate() {
-                *v = tile[j * d_out + o];
-            }
+    let mut by_position = vec![0f32; p * d_out];
+    for (d, out) in dots
+        .chunks_exact(w.n_pad)
+        .zip(by_position.chunks_exact_mut(d_out))
+    {
+        for ((((v, &d), &off), &k), &b) in out
+            .iter_mut()
+            .zip(&d[..d_out])
+            .zip(&offsets)
+            .zip(&factors)
+            .zip(&shifts)
+        {
+            let z = (d - off) as f32 * k + b;
+            *v = if relu { z.max(0.0) } else { z };
         }
     }
+    crate::gemm::transpose(&by_position, d_out, p, d_out, y, p);
 }
 
 /// Each row of `x` as `round(x / s) + 128` in `[1, 255]`, padded with 128 (zero) to `stride`,
@@ -441,14 +435,19 @@ fn quantize_row(row: &[f32], out: &mut [u8], scale: InputScale) -> f32 {
     if peak.is_nan() {
         return f32::NAN;
     }
-    let (s, inv) = match scale {
-        InputScale::Dynamic => (peak / 127.0, 127.0 / peak),
-        InputScale::Static(s) => (s, 1.0 / s),
-    };
+    let (s, inv) = scales(peak, scale);
     if peak > 0.0 && s > 0.0 {
         quantize_into(row, out, inv);
     }
     s
+}
+
+/// The input scale and its inverse for values up to `peak` (finite) quantised as `scale` says.
+fn scales(peak: f32, scale: InputScale) -> (f32, f32) {
+    match scale {
+        InputScale::Dynamic => (peak / 127.0, 127.0 / peak),
+        InputScale::Static(s) => (s, 1.0 / s),
+    }
 }
 
 simd! {

@@ -60,7 +60,9 @@ pub use encoder::{
 };
 pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
-pub use quantized::{Int8Input, QuantizedConv2d, QuantizedLinear, linear_or_int8, runs_int8};
+pub use quantized::{
+    BatchNormStats, Int8Input, QuantizedConv2d, QuantizedLinear, linear_or_int8, runs_int8,
+};
 pub use recurrent::{RecurrentCell, RecurrentSpec};
 pub use sgd::SgdStep;
 

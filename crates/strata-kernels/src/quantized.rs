@@ -195,6 +195,56 @@ pub fn linear_or_int8<const D: usize>(
     }
 }
 
+/// A batch norm's inference statistics, per channel, to fold into the convolution before it
+/// ([`QuantizedConv2d::from_conv`]): `y = γ (x - μ) / √(σ² + ε) + β`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormStats {
+    /// Scale `γ`.
+    pub gamma: Vec<f32>,
+    /// Shift `β`.
+    pub beta: Vec<f32>,
+    /// Running mean `μ`.
+    pub mean: Vec<f32>,
+    /// Running variance `σ²`.
+    pub var: Vec<f32>,
+    /// `ε`, added to the variance.
+    pub epsilon: f64,
+}
+
+impl BatchNormStats {
+    /// The statistics of burn's batch norm.
+    pub fn of(norm: &BatchNorm) -> Self {
+        Self::from_tensors(
+            [
+                norm.gamma.val(),
+                norm.beta.val(),
+                norm.running_mean.value(),
+                norm.running_var.value(),
+            ],
+            norm.epsilon,
+        )
+    }
+
+    /// The statistics from `[γ, β, μ, σ²]` as tensors, read back to the host.
+    pub fn from_tensors([gamma, beta, mean, var]: [Tensor<1>; 4], epsilon: f64) -> Self {
+        Self {
+            gamma: values(gamma),
+            beta: values(beta),
+            mean: values(mean),
+            var: values(var),
+            epsilon,
+        }
+    }
+}
+
+/// A vector's values on the host, as f32.
+fn values(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("converted to f32")
+}
+
 /// A 2-D convolution with int8 weights for inference ([`int8::conv2d`]), with the batch norm
 /// that follows it folded into its per-channel scales and bias, and the ReLU after that fused
 /// into its output pass. Each image is quantised with its own scale as it arrives (or with a
@@ -240,7 +290,7 @@ impl QuantizedConv2d {
     /// A batch norm over another number of channels.
     pub fn from_conv(
         conv: &Conv2d,
-        norm: Option<&BatchNorm>,
+        norm: Option<BatchNormStats>,
         relu: bool,
         per_output: bool,
     ) -> Option<Self> {
@@ -250,24 +300,25 @@ impl QuantizedConv2d {
         let shape = conv.weight.dims();
         let w = conv.weight.val().into_data().convert::<f32>();
         let mut weight = QuantizedMatrix::quantize_conv(host(&w), shape, per_output);
-        let values = |t: Tensor<1>| {
-            t.into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("converted to f32")
-        };
         let mut bias = conv.bias.as_ref().map(|b| values(b.val()));
-        if let Some(norm) = norm {
-            let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
-            let (mean, var) = (
-                values(norm.running_mean.value()),
-                values(norm.running_var.value()),
+        if let Some(BatchNormStats {
+            gamma,
+            beta,
+            mean,
+            var,
+            epsilon,
+        }) = norm
+        {
+            assert!(
+                [&gamma, &beta, &mean, &var]
+                    .iter()
+                    .all(|v| v.len() == shape[0]),
+                "int8 conv: batch norm width"
             );
-            assert_eq!(gamma.len(), shape[0], "int8 conv: batch norm width");
             let factors: Vec<f32> = gamma
                 .iter()
                 .zip(&var)
-                .map(|(g, v)| (f64::from(*g) / (f64::from(*v) + norm.epsilon).sqrt()) as f32)
+                .map(|(g, v)| (f64::from(*g) / (f64::from(*v) + epsilon).sqrt()) as f32)
                 .collect();
             weight.scale_outputs(&factors);
             let b = bias.take().unwrap_or_else(|| vec![0.0; shape[0]]);

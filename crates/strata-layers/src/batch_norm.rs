@@ -102,6 +102,20 @@ impl BatchNorm2d {
         self.forward_then(input, true)
     }
 
+    /// The inference statistics, to fold into the convolution before it (int8 inference,
+    /// [`strata_kernels::QuantizedConv2d`]).
+    pub fn stats(&self) -> strata_kernels::BatchNormStats {
+        strata_kernels::BatchNormStats::from_tensors(
+            [
+                self.weight.val(),
+                self.bias.val(),
+                self.running_mean.value(),
+                self.running_var.value(),
+            ],
+            self.epsilon,
+        )
+    }
+
     fn forward_then<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
         let training = input.device().is_autodiff() && self.weight.val().is_require_grad();
         if !training {

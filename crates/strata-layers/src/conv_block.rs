@@ -9,8 +9,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use strata_kernels::{
-    QuantizedConv2d, batch_norm_layer, batch_norm_relu_layer, conv2d_layer, max_pool2d_layer,
-    runs_int8,
+    BatchNormStats, QuantizedConv2d, batch_norm_layer, batch_norm_relu_layer, conv2d_layer,
+    max_pool2d_layer, runs_int8,
 };
 
 use crate::activation::ActivationKind;
@@ -146,8 +146,12 @@ impl ConvBlock {
     /// inference then runs ([`QuantizedConv2d`]).
     pub fn quantize_int8(&mut self, per_output: bool) {
         let relu = matches!(self.activation, Activation::Relu(_));
-        self.conv_int8 =
-            QuantizedConv2d::from_conv(&self.conv, self.norm.as_ref(), relu, per_output);
+        self.conv_int8 = QuantizedConv2d::from_conv(
+            &self.conv,
+            self.norm.as_ref().map(BatchNormStats::of),
+            relu,
+            per_output,
+        );
     }
 }
 

@@ -18,7 +18,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use strata_kernels::conv2d_layer;
+use strata_kernels::{Int8Input, QuantizedConv2d, conv2d_layer, runs_int8};
 
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 
@@ -79,6 +79,7 @@ impl ResidualConfig {
                 conv3: Some(conv(w, out, 1, 1, device)),
                 bn3: Some(bn(out)),
                 downsample,
+                int8: None,
             }
         } else {
             Residual {
@@ -89,6 +90,7 @@ impl ResidualConfig {
                 conv3: None,
                 bn3: None,
                 downsample,
+                int8: None,
             }
         }
     }
@@ -125,6 +127,24 @@ pub struct Residual {
     pub bn3: Option<BatchNorm2d>,
     /// Projection shortcut (`downsample.0` convolution, `downsample.1` batch norm).
     pub downsample: Option<(Conv2d, BatchNorm2d)>,
+    /// Int8 copies of the convolutions for inference ([`quantize_int8`](Self::quantize_int8));
+    /// never saved.
+    #[module(skip)]
+    pub int8: Option<ResidualInt8>,
+}
+
+/// The int8 copies of a [`Residual`] block's convolutions, each with its batch norm folded in
+/// (and the ReLU after `conv1`, and after `conv2` in a bottleneck, fused).
+#[derive(Debug, Clone)]
+pub struct ResidualInt8 {
+    /// `conv1` and `bn1`, ReLU fused.
+    pub conv1: QuantizedConv2d,
+    /// `conv2` and `bn2` (ReLU fused in a bottleneck).
+    pub conv2: QuantizedConv2d,
+    /// `conv3` and `bn3`, bottleneck only.
+    pub conv3: Option<QuantizedConv2d>,
+    /// The projection shortcut and its batch norm.
+    pub downsample: Option<QuantizedConv2d>,
 }
 
 impl Residual {
@@ -134,6 +154,18 @@ impl Residual {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, out_channels, ceil(h / stride), ceil(w / stride)]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(q) = self.int8.as_ref().filter(|_| runs_int8(&x.device())) {
+            let shortcut = match &q.downsample {
+                Some(d) => d.forward(x.clone()),
+                None => x.clone(),
+            };
+            let y = q.conv2.forward(q.conv1.forward(x));
+            let y = match &q.conv3 {
+                Some(c) => c.forward(y),
+                None => y,
+            };
+            return relu(y + shortcut);
+        }
         let shortcut = match &self.downsample {
             Some((c, b)) => b.forward(conv2d_layer(c, x.clone())),
             None => x.clone(),
@@ -148,5 +180,130 @@ impl Residual {
             _ => self.bn2.forward(conv2d_layer(&self.conv2, y)),
         };
         relu(y + shortcut)
+    }
+
+    /// Keeps int8 copies of the convolutions (one scale per kernel, or per output channel),
+    /// batch norms folded in, which inference on a device without autodiff then runs.
+    pub fn quantize_int8(&mut self, per_output: bool) {
+        let q = |conv: &Conv2d, norm: &BatchNorm2d, relu: bool| {
+            QuantizedConv2d::from_conv(conv, Some(norm.stats()), relu, per_output)
+        };
+        let bottleneck = self.conv3.is_some();
+        self.int8 = (|| {
+            Some(ResidualInt8 {
+                conv1: q(&self.conv1, &self.bn1, true)?,
+                conv2: q(&self.conv2, &self.bn2, bottleneck)?,
+                conv3: match (&self.conv3, &self.bn3) {
+                    (Some(c), Some(b)) => Some(q(c, b, false)?),
+                    _ => None,
+                },
+                downsample: match &self.downsample {
+                    Some((c, b)) => Some(q(c, b, false)?),
+                    None => None,
+                },
+            })
+        })();
+    }
+
+    /// The inputs of the int8 convolutions by name (`conv1`, `conv2`, `conv3`,
+    /// `downsample.0`), to observe and calibrate; empty before
+    /// [`quantize_int8`](Self::quantize_int8).
+    pub fn int8_inputs_mut(&mut self) -> Vec<(&'static str, &mut Int8Input)> {
+        let Some(q) = &mut self.int8 else {
+            return Vec::new();
+        };
+        let mut inputs = vec![
+            ("conv1", q.conv1.input_mut()),
+            ("conv2", q.conv2.input_mut()),
+        ];
+        if let Some(c) = &mut q.conv3 {
+            inputs.push(("conv3", c.input_mut()));
+        }
+        if let Some(d) = &mut q.downsample {
+            inputs.push(("downsample.0", d.input_mut()));
+        }
+        inputs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Param, RunningState};
+    use burn::tensor::Distribution;
+
+    /// Batch norms with statistics far from the defaults, so that folding them matters.
+    fn perturb(norm: &mut BatchNorm2d, seed: f32) {
+        let n = norm.weight.dims()[0];
+        let device = norm.weight.device();
+        let t = |f: &dyn Fn(f32) -> f32| {
+            let v: Vec<f32> = (0..n).map(|i| f(i as f32 + seed)).collect();
+            Tensor::<1>::from_floats(v.as_slice(), &device)
+        };
+        norm.weight = Param::from_tensor(t(&|i| 0.5 + (i * 0.7).sin().abs()));
+        norm.bias = Param::from_tensor(t(&|i| 0.3 * (i * 1.3).cos()));
+        norm.running_mean = RunningState::new(t(&|i| 0.2 * (i * 0.9).sin()));
+        norm.running_var = RunningState::new(t(&|i| 0.3 + (i * 0.4).cos().abs()));
+    }
+
+    /// Basic and bottleneck blocks, with and without a projection: the int8 block stays close
+    /// to the float block at inference, and under autodiff the float block runs.
+    #[test]
+    fn the_int8_block_is_close_to_the_float_block() {
+        let d = Device::flex();
+        for config in [
+            ResidualConfig::basic(8, 8, 1),
+            ResidualConfig::basic(8, 16, 2),
+            ResidualConfig::bottleneck(16, 4, 1),
+            ResidualConfig::bottleneck(8, 4, 2),
+        ] {
+            let mut block = config.init(&d);
+            let mut norms = vec![&mut block.bn1, &mut block.bn2];
+            norms.extend(block.bn3.as_mut());
+            norms.extend(block.downsample.as_mut().map(|(_, b)| b));
+            for (i, norm) in norms.into_iter().enumerate() {
+                perturb(norm, i as f32 * 3.0);
+            }
+            let x = Tensor::<4>::random(
+                [3, config.in_channels, 9, 9],
+                Distribution::Normal(0.0, 1.0),
+                &d,
+            );
+            let float = block.forward(x.clone());
+            let ad = d.clone().autodiff();
+            let train = |block: &Residual| {
+                block
+                    .clone()
+                    .to_device(&ad)
+                    .forward(x.clone().to_device(&ad).autodiff())
+                    .inner()
+            };
+            let float_train = train(&block);
+            block.quantize_int8(true);
+            let names: Vec<&str> = block.int8_inputs_mut().iter().map(|(n, _)| *n).collect();
+            let want: &[&str] = match (config.bottleneck, config.stride) {
+                (false, 1) => &["conv1", "conv2"],
+                (false, _) => &["conv1", "conv2", "downsample.0"],
+                (true, 1) => &["conv1", "conv2", "conv3"],
+                (true, _) => &["conv1", "conv2", "conv3", "downsample.0"],
+            };
+            assert_eq!(names, want);
+            let int8 = block.forward(x.clone());
+            assert_eq!(int8.dims(), float.dims());
+            let scale = float.clone().abs().max().into_scalar::<f32>();
+            let gap = float.sub(int8).abs().max().into_scalar::<f32>();
+            // Two or three int8 convolutions in a row, each within about 1% of its outputs'
+            // range (bar set before the first run).
+            assert!(
+                gap > 0.0 && gap < 0.05 * scale,
+                "{config:?}: gap {gap}, outputs up to {scale}"
+            );
+            let back = train(&block)
+                .sub(float_train)
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(back < 1e-5, "autodiff runs the float block: {back}");
+        }
     }
 }
