@@ -40,7 +40,7 @@ class Cnn(nn.Module):
     """Strata's CnnConfig::new(1, 28, 28, 10): two conv3x3(same)-BN-ReLU-maxpool2 stages
     (32, 64 channels), dropout 0.25, Linear(3136, 128)-ReLU-dropout, Linear(128, 10)."""
 
-    def __init__(self, channels=(32, 64)):
+    def __init__(self, channels=(32, 64), hidden=128):
         super().__init__()
         a, b = channels
         self.features = nn.Sequential(
@@ -48,8 +48,8 @@ class Cnn(nn.Module):
             nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
-            nn.Dropout(0.25), nn.Linear(b * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
-            nn.Linear(128, 10),
+            nn.Dropout(0.25), nn.Linear(b * 7 * 7, hidden), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(hidden, 10),
         )
 
     def forward(self, x):
@@ -350,6 +350,9 @@ def bench_inference(model_name, batch, steps, warmup=3):
         elif model_name == "cnn-slim":
             # Half the channels removed (`strata compress --prune-channels 0.5`).
             model = Cnn((16, 32))
+        elif model_name == "cnn-student":
+            # The distilled student of docs/compression.md.
+            model = Cnn((4, 8), hidden=32)
         else:
             model = Cnn()
         x = torch.rand(batch, 784)

@@ -72,6 +72,15 @@ fn network(model: &str) -> (NetworkConfig, usize) {
             NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10).with_channels(vec![16, 32])),
             64,
         ),
+        // The distilled student of docs/compression.md: 4 and 8 channels, 32 hidden units.
+        "cnn-student" => (
+            NetworkConfig::Cnn(
+                CnnConfig::new(1, 28, 28, 10)
+                    .with_channels(vec![4, 8])
+                    .with_d_hidden(32),
+            ),
+            64,
+        ),
         _ => (NetworkConfig::Cnn(CnnConfig::new(1, 28, 28, 10)), 64),
     }
 }
