@@ -245,6 +245,53 @@ fn distilling_and_pruning_a_digits_cnn() {
         "static int8 {after} vs f32 {before}"
     );
     evaluate_agrees(&calibrated, &m);
+    // predict loads the int8 run as any other: three digits (pixels scaled to [0, 1] as the
+    // embedded set's) get their labels, the f32 run's classes and probabilities within 0.05.
+    let input = dir.path().join("digits.csv");
+    let digits = [
+        "0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0",
+        "0,0,0,12,13,5,0,0,0,0,0,11,16,9,0,0,0,0,3,15,16,6,0,0,0,7,15,16,16,2,0,0,0,0,1,16,16,3,0,0,0,0,1,16,16,6,0,0,0,0,1,16,16,6,0,0,0,0,0,11,16,10,0,0",
+        "0,0,0,4,15,12,0,0,0,0,3,16,15,14,0,0,0,0,8,13,8,16,0,0,0,0,1,6,15,11,0,0,0,1,8,13,15,1,0,0,0,9,16,16,5,0,0,0,0,3,13,16,16,11,5,0,0,0,0,3,11,16,9,0",
+    ];
+    let scaled: Vec<String> = digits
+        .iter()
+        .map(|row| {
+            let pixels: Vec<String> = row
+                .split(',')
+                .map(|v| (v.parse::<f64>().unwrap() / 16.0).to_string())
+                .collect();
+            pixels.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(&input, scaled.concat()).unwrap();
+    let predict = |run: &str| -> Vec<Vec<String>> {
+        let o = strata(&[
+            "predict",
+            "--run",
+            run,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "-",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
+    };
+    let (float_rows, int8_rows) = (predict(t), predict(q));
+    assert_eq!(float_rows.len(), 3);
+    let classes: Vec<&str> = int8_rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(classes, ["0", "1", "2"]);
+    for (f, i) in float_rows.iter().zip(&int8_rows) {
+        assert_eq!(f[1], i[1], "classes: {f:?} vs {i:?}");
+        for (a, b) in f[2..].iter().zip(&i[2..]) {
+            let (a, b): (f64, f64) = (a.parse().unwrap(), b.parse().unwrap());
+            assert!((a - b).abs() < 0.05, "{f:?} vs {i:?}");
+        }
+    }
 
     // Structured pruning: half of each block's channels removed, the layers rebuilt smaller
     // (fewer than half the parameters), 3 epochs of fine-tuning (bar set before the first
