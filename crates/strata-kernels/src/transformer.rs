@@ -911,13 +911,30 @@ pub fn cross_entropy(
         .par_chunks(classes)
         .zip(targets.par_iter())
         .map(|(row, &t)| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-            let lse = max + sum.ln();
+            let lse = logsumexp(row);
             (lse - row[t as usize], lse)
         })
         .unzip();
     Some((loss, lse))
+}
+
+simd! {
+    /// `ln Σ e^v` over `row`, from its largest element (vectorised: libm's `expf` is a scalar
+    /// call per element).
+    fn logsumexp(row: &[f32]) -> f32 {
+        let max = max_of(row);
+        max + sum1(row, |v| math::exp(v - max)).ln()
+    }
+}
+
+simd! {
+    /// One row of [`cross_entropy_backward`] before the target's `- factor`:
+    /// `e^(v - lse) · factor`.
+    fn softmax_scaled(row: &[f32], lse: f32, factor: f32, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = math::exp(v - lse) * factor;
+        }
+    }
 }
 
 /// The logits' gradient of the mean of [`cross_entropy`]'s row losses, times `grad` (the
@@ -931,9 +948,7 @@ pub fn cross_entropy_backward(logits: &[f32], targets: &[f32], lse: &[f32], grad
         .zip(logits.par_chunks(classes))
         .zip(targets.par_iter().zip(lse.par_iter()))
         .for_each(|((d, row), (&t, &l))| {
-            for (o, &v) in d.iter_mut().zip(row) {
-                *o = (v - l).exp() * factor;
-            }
+            softmax_scaled(row, l, factor, d);
             d[t as usize] -= factor;
         });
     dx
