@@ -158,6 +158,7 @@ impl ConvBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{autodiff_output, max_gap};
 
     #[test]
     fn same_padding_then_pool_halves() {
@@ -182,7 +183,7 @@ mod tests {
     /// under autodiff the float block runs.
     #[test]
     fn the_int8_block_is_close_to_the_float_block() {
-        use burn::module::{Module, Param, RunningState};
+        use burn::module::{Param, RunningState};
         use burn::tensor::Distribution;
         let d = Device::flex();
         for (activation, batch_norm, per_output) in [
@@ -204,18 +205,9 @@ mod tests {
             }
             let x = Tensor::<4>::random([4, 3, 10, 10], Distribution::Normal(0.0, 1.0), &d);
             let float = block.forward(x.clone());
-            // Under autodiff (an input marked so: moving a tensor to `ad` keeps it plain) the
-            // batch norm uses the batch's statistics: the float block's training output, to
-            // compare against once the int8 copy exists.
-            let ad = d.clone().autodiff();
-            let train = |block: &ConvBlock| {
-                block
-                    .clone()
-                    .to_device(&ad)
-                    .forward(x.clone().to_device(&ad).autodiff())
-                    .inner()
-            };
-            let float_train = train(&block);
+            // Under autodiff the batch norm uses the batch's statistics: the float block's
+            // training output, to compare against once the int8 copy exists.
+            let float_train = autodiff_output(&block, &x, ConvBlock::forward);
             block.quantize_int8(per_output);
             let q = block.conv_int8.as_ref().expect("an int8 convolution");
             assert_eq!(q.relu(), activation == ActivationKind::Relu);
@@ -229,16 +221,12 @@ mod tests {
                 None => pre,
             };
             let scale = pre.abs().max().into_scalar::<f32>();
-            let gap = float.clone().sub(int8).abs().max().into_scalar::<f32>();
+            let gap = max_gap(float.clone(), int8);
             assert!(
                 gap > 0.0 && gap < 0.05 * scale,
                 "{activation:?} {batch_norm}: gap {gap}, activation inputs up to {scale}"
             );
-            let back = train(&block)
-                .sub(float_train)
-                .abs()
-                .max()
-                .into_scalar::<f32>();
+            let back = max_gap(autodiff_output(&block, &x, ConvBlock::forward), float_train);
             assert!(back < 1e-5, "autodiff runs the float block: {back}");
         }
     }

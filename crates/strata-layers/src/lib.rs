@@ -33,6 +33,8 @@ mod recurrent;
 mod resample;
 mod residual;
 mod spectral_norm;
+#[cfg(test)]
+mod testing;
 mod torch_import;
 
 pub use activation::ActivationKind;

@@ -229,6 +229,7 @@ impl Residual {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{autodiff_output, max_gap};
     use burn::module::{Param, RunningState};
     use burn::tensor::Distribution;
 
@@ -270,15 +271,7 @@ mod tests {
                 &d,
             );
             let float = block.forward(x.clone());
-            let ad = d.clone().autodiff();
-            let train = |block: &Residual| {
-                block
-                    .clone()
-                    .to_device(&ad)
-                    .forward(x.clone().to_device(&ad).autodiff())
-                    .inner()
-            };
-            let float_train = train(&block);
+            let float_train = autodiff_output(&block, &x, Residual::forward);
             block.quantize_int8(true);
             let names: Vec<&str> = block.int8_inputs_mut().iter().map(|(n, _)| *n).collect();
             let want: &[&str] = match (config.bottleneck, config.stride) {
@@ -291,18 +284,14 @@ mod tests {
             let int8 = block.forward(x.clone());
             assert_eq!(int8.dims(), float.dims());
             let scale = float.clone().abs().max().into_scalar::<f32>();
-            let gap = float.sub(int8).abs().max().into_scalar::<f32>();
+            let gap = max_gap(float, int8);
             // Two or three int8 convolutions in a row, each within about 1% of its outputs'
             // range (bar set before the first run).
             assert!(
                 gap > 0.0 && gap < 0.05 * scale,
                 "{config:?}: gap {gap}, outputs up to {scale}"
             );
-            let back = train(&block)
-                .sub(float_train)
-                .abs()
-                .max()
-                .into_scalar::<f32>();
+            let back = max_gap(autodiff_output(&block, &x, Residual::forward), float_train);
             assert!(back < 1e-5, "autodiff runs the float block: {back}");
         }
     }
