@@ -53,6 +53,18 @@ impl ConvGeometry {
         })
     }
 
+    /// The input pixel `[row, column]` that kernel tap `[ki, kj]` reads for output position
+    /// `[oh, ow]`, or `None` in the padding (the definition the tests compare against).
+    #[cfg(test)]
+    pub(crate) fn tap(&self, [oh, ow]: [usize; 2], [ki, kj]: [usize; 2]) -> Option<[usize; 2]> {
+        let at = |d: usize, o: usize, k: usize| {
+            (o * self.stride[d] + k * self.dilation[d])
+                .checked_sub(self.padding[d].0)
+                .filter(|&i| i < self.input[d])
+        };
+        Some([at(0, oh, ki)?, at(1, ow, kj)?])
+    }
+
     /// Rows of the unfolded input: `C * kh * kw`.
     pub fn unfolded_rows(&self) -> usize {
         self.channels_in * self.kernel[0] * self.kernel[1]
@@ -1035,15 +1047,10 @@ mod tests {
                             let c = group * cg + ci;
                             for ki in 0..kh {
                                 for kj in 0..kw {
-                                    let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize
-                                        - g.padding[0].0 as isize;
-                                    let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize
-                                        - g.padding[1].0 as isize;
-                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                    let Some([ih, iw]) = g.tap([oh, ow], [ki, kj]) else {
                                         continue;
-                                    }
-                                    sum += x[((n * g.channels_in + c) * h + ih as usize) * wd
-                                        + iw as usize]
+                                    };
+                                    sum += x[((n * g.channels_in + c) * h + ih) * wd + iw]
                                         * w[((o * cg + ci) * kh + ki) * kw + kj];
                                 }
                             }

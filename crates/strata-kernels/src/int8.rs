@@ -850,14 +850,10 @@ mod tests {
                         for ci in 0..c {
                             for ki in 0..kh {
                                 for kj in 0..kw {
-                                    let r = (oh * g.stride[0] + ki * g.dilation[0]) as isize
-                                        - g.padding[0].0 as isize;
-                                    let col = (ow * g.stride[1] + kj * g.dilation[1]) as isize
-                                        - g.padding[1].0 as isize;
-                                    if r < 0 || col < 0 || r >= h as isize || col >= wd as isize {
+                                    let Some([r, col]) = g.tap([oh, ow], [ki, kj]) else {
                                         continue;
-                                    }
-                                    let v = img[(ci * h + r as usize) * wd + col as usize];
+                                    };
+                                    let v = img[(ci * h + r) * wd + col];
                                     let k = (ki * kw + kj) * c + ci;
                                     z += q(v) * w.q(k, o) as f64 * w.scales[o] as f64;
                                 }
