@@ -27,10 +27,9 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use strata_kernels::{
-    Int8Input, QuantizedConv2d, QuantizedLinear, conv2d_layer, linear_or_int8, max_pool2d_layer,
-    runs_int8,
+    Int8Input, QuantizedConv2d, QuantizedLinear, linear_or_int8, max_pool2d_layer, runs_int8,
 };
-use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv};
+use strata_layers::{BatchNorm2d, BatchNorm2dConfig, Residual, ResidualConfig, conv, conv_norm};
 
 use crate::error::{Error, check_size};
 use crate::network::TransferParts;
@@ -262,10 +261,8 @@ impl ResNet {
 
     /// The stem: convolution, batch norm and ReLU, and the ImageNet stem's max pool.
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match &self.conv1_int8 {
-            Some(q) if runs_int8(&x.device()) => q.forward(x),
-            _ => self.bn1.forward_relu(conv2d_layer(&self.conv1, x)),
-        };
+        let int8 = self.conv1_int8.as_ref().filter(|_| runs_int8(&x.device()));
+        let x = conv_norm(&self.conv1, &self.bn1, true, int8, x);
         match &self.maxpool {
             Some(p) => max_pool2d_layer(p, x),
             None => x,
@@ -323,6 +320,7 @@ impl ResNet {
         if let Some(q) = &mut self.conv1_int8 {
             inputs.push(("conv1".to_string(), q.input_mut()));
         }
+        // Field by field: the stages and the int8 copies beside them are borrowed apart.
         let stages = [
             &mut self.layer1,
             &mut self.layer2,

@@ -57,7 +57,7 @@ pub use recurrent::{
     pytorch_key_remapping,
 };
 pub use resample::{Downsample, DownsampleConfig, Upsample, UpsampleConfig};
-pub use residual::{Residual, ResidualConfig, ResidualInt8, conv};
+pub use residual::{Residual, ResidualConfig, ResidualInt8, conv, conv_norm};
 pub use spectral_norm::{
     SnConv2d, SnConv2dConfig, SnLinear, SnLinearConfig, SpectralNorm, SpectralNormConfig, trains,
 };

@@ -110,6 +110,22 @@ pub fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, device: &Device)
         .init(device)
 }
 
+/// `conv` then `norm` (and a ReLU when `relu`) on `x`, or `int8`, their folded int8 copy
+/// ([`QuantizedConv2d`]), when given.
+pub fn conv_norm(
+    conv: &Conv2d,
+    norm: &BatchNorm2d,
+    relu: bool,
+    int8: Option<&QuantizedConv2d>,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    match int8 {
+        Some(q) => q.forward(x),
+        None if relu => norm.forward_relu(conv2d_layer(conv, x)),
+        None => norm.forward(conv2d_layer(conv, x)),
+    }
+}
+
 /// A residual block: `relu(body(x) + shortcut(x))`.
 #[derive(Module, Debug)]
 pub struct Residual {
@@ -154,30 +170,30 @@ impl Residual {
     /// - `x`: `[batch, in_channels, h, w]`
     /// - returns `[batch, out_channels, ceil(h / stride), ceil(w / stride)]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Some(q) = self.int8.as_ref().filter(|_| runs_int8(&x.device())) {
-            let shortcut = match &q.downsample {
-                Some(d) => d.forward(x.clone()),
-                None => x.clone(),
-            };
-            let y = q.conv2.forward(q.conv1.forward(x));
-            let y = match &q.conv3 {
-                Some(c) => c.forward(y),
-                None => y,
-            };
-            return relu(y + shortcut);
-        }
+        let int8 = self.int8.as_ref().filter(|_| runs_int8(&x.device()));
         let shortcut = match &self.downsample {
-            Some((c, b)) => b.forward(conv2d_layer(c, x.clone())),
+            Some((c, b)) => conv_norm(
+                c,
+                b,
+                false,
+                int8.and_then(|q| q.downsample.as_ref()),
+                x.clone(),
+            ),
             None => x.clone(),
         };
-        let y = self.bn1.forward_relu(conv2d_layer(&self.conv1, x));
+        // A bottleneck's second batch norm is followed by a ReLU too.
+        let bottleneck = self.conv3.is_some();
+        let y = conv_norm(&self.conv1, &self.bn1, true, int8.map(|q| &q.conv1), x);
+        let y = conv_norm(
+            &self.conv2,
+            &self.bn2,
+            bottleneck,
+            int8.map(|q| &q.conv2),
+            y,
+        );
         let y = match (&self.conv3, &self.bn3) {
-            // Bottleneck: the second batch norm is followed by a ReLU too.
-            (Some(c), Some(b)) => {
-                let y = self.bn2.forward_relu(conv2d_layer(&self.conv2, y));
-                b.forward(conv2d_layer(c, y))
-            }
-            _ => self.bn2.forward(conv2d_layer(&self.conv2, y)),
+            (Some(c), Some(b)) => conv_norm(c, b, false, int8.and_then(|q| q.conv3.as_ref()), y),
+            _ => y,
         };
         relu(y + shortcut)
     }
