@@ -77,6 +77,7 @@ fn run(
                 fine_tune: None,
                 progress: None,
                 per_player: &[],
+                collective: None,
             },
         },
     )

@@ -297,6 +297,11 @@ pub struct TrainArgs {
     /// Resume the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel training across the processes that `mpirun -np N` starts: `mpi` (a
+    /// build with the `mpi` feature). Each rank trains on its share of every batch (the global
+    /// batch is N x --batch-size); rank 0 writes the run. See docs/distributed.md.
+    #[arg(long, value_name = "ENGINE")]
+    pub distributed: Option<String>,
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,

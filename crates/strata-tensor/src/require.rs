@@ -29,7 +29,7 @@ pub const REQUIRE_ENV: &str = "STRATA_REQUIRE";
 pub const SKIP_LOG_ENV: &str = "STRATA_SKIP_LOG";
 
 /// The needs that `.ci/run` installs, and so requires whenever `CI` is set.
-pub const CI_REQUIREMENTS: [&str; 2] = ["wgpu", "fashion-mnist"];
+pub const CI_REQUIREMENTS: [&str; 3] = ["wgpu", "fashion-mnist", "mpi"];
 
 /// Whether `need` is required, given the values of `CI` and `STRATA_REQUIRE`.
 pub fn is_required_in(need: &str, ci: Option<&str>, require: Option<&str>) -> bool {

@@ -9,6 +9,7 @@ use strata_loss::Loss;
 use strata_metrics::{ClassificationReport, RegressionReport};
 use strata_tensor::convert::{matrix, scalar, to_vec};
 
+use crate::distributed::{Collective, shard_range};
 use crate::error::Result;
 
 /// Metrics of one evaluation.
@@ -101,18 +102,83 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let (outputs, k, total) =
+        outputs_and_loss(model, forward, loss, data, &rows, batch_size, device)?;
+    finish(data, outputs, k, total, device)
+}
+
+/// [`evaluate`] in a data-parallel run: each rank of `collective` evaluates its share of
+/// `data` ([`shard_range`](crate::shard_range)), and every rank gets the figures of the
+/// whole, computed from every rank's outputs.
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_shared<M, F>(
+    model: &M,
+    forward: &F,
+    loss: &dyn Loss,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+    collective: &dyn Collective,
+) -> Result<Evaluation>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
+    let rows: Vec<usize> = shard_range(data.len(), collective.rank(), collective.size()).collect();
+    let (outputs, k, total) =
+        outputs_and_loss(model, forward, loss, data, &rows, batch_size, device)?;
+    // The loss sum, and the output width as seen by the ranks that had rows.
+    let mut sums = [total, k as f64, f64::from(u8::from(!rows.is_empty()))];
+    collective.sum_f64(&mut sums);
+    let k = if sums[2] > 0.0 {
+        (sums[1] / sums[2]).round() as usize
+    } else {
+        0
+    };
+    let outputs = collective.gather(&outputs);
+    finish(data, outputs, k, sums[0], device)
+}
+
+/// The outputs of `model` for the rows `rows` of `data` (row-major), their width and the sum
+/// of their losses.
+fn outputs_and_loss<M, F>(
+    model: &M,
+    forward: &F,
+    loss: &dyn Loss,
+    data: &Dataset,
+    rows: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, usize, f64)>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
     let batcher = Batcher::new(device.clone());
-    let order: Vec<usize> = (0..data.len()).collect();
-    let mut outputs = Vec::with_capacity(data.len() * 10);
+    let mut outputs = Vec::with_capacity(rows.len() * 10);
     let mut total = 0.0f64;
     let mut k = 0;
-    for chunk in order.chunks(batch_size.max(1)) {
+    for chunk in rows.chunks(batch_size.max(1)) {
         let batch = batcher.batch(data, chunk);
         let y = forward(model, batch.inputs);
         k = y.dims()[1];
         total += scalar(loss.forward(y.clone(), &batch.targets)?) as f64 * chunk.len() as f64;
         outputs.extend(to_vec(y));
     }
+    Ok((outputs, k, total))
+}
+
+/// The evaluation of `data` from all its outputs (width `k`) and the sum of their losses.
+fn finish(
+    data: &Dataset,
+    outputs: Vec<f32>,
+    k: usize,
+    total: f64,
+    device: &Device,
+) -> Result<Evaluation> {
     let report = match &data.targets {
         Targets::Classes { labels, names } => {
             let probs = probabilities(&outputs, k, device);

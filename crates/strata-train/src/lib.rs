@@ -50,6 +50,7 @@ mod atomic;
 mod attack;
 mod checkpoint;
 mod config;
+mod distributed;
 mod error;
 mod evaluate;
 mod explain;
@@ -70,8 +71,11 @@ pub use attack::{
 };
 pub use checkpoint::{Checkpointer, TrainState, load_model, save_model};
 pub use config::{EarlyStopping, FitConfig, Monitor};
+#[cfg(feature = "mpi")]
+pub use distributed::Mpi;
+pub use distributed::{Collective, Reduced, all_reduce_gradients, shard, shard_range};
 pub use error::{Error, Result};
-pub use evaluate::{Evaluation, Report, evaluate, predict, probabilities};
+pub use evaluate::{Evaluation, Report, evaluate, evaluate_shared, predict, probabilities};
 pub use explain::{
     Integrated, attention_rollout, gauss_legendre, grad_cam, integrated_gradients, saliency,
     smoothgrad,

@@ -7,6 +7,7 @@ use strata_data::epoch_order;
 use strata_optim::{OptimizerConfig, ScheduleConfig};
 
 use crate::config::FitConfig;
+use crate::distributed::Collective;
 use crate::error::Result;
 use crate::progress::{Console, Progress, Silent};
 use crate::transfer::FineTune;
@@ -40,6 +41,16 @@ pub trait Objective<M> {
     /// # Errors
     /// When they cannot be computed.
     fn validate(&self, model: &M) -> Result<(f64, f64)>;
+
+    /// The validation loss and metric of `model` in a data-parallel run, the same on every
+    /// rank of `collective`: by default every rank validates on all of it
+    /// ([`validate`](Self::validate)); an objective may give each rank a share and reduce.
+    ///
+    /// # Errors
+    /// When they cannot be computed.
+    fn validate_shared(&self, model: &M, _collective: &dyn Collective) -> Result<(f64, f64)> {
+        self.validate(model)
+    }
 
     /// Figures of `model` (in evaluation mode) tracked after each epoch's validation besides
     /// the metric, by name: they join the epoch's [`EpochRecord::tracked`](crate::EpochRecord)
@@ -90,6 +101,9 @@ pub struct Run<'a> {
     /// The optimizer and schedule of each player of a [`fit_players`](crate::fit_players)
     /// run, in the order of its names; empty: every player uses `optimizer` and `schedule`.
     pub per_player: &'a [(OptimizerConfig, ScheduleConfig)],
+    /// Data-parallel training: the ranks this process trains with ([`Collective`]); `None`
+    /// trains alone. See [the module's notes](crate::Collective) for what is shared.
+    pub collective: Option<&'a dyn Collective>,
 }
 
 impl<'a> Run<'a> {
@@ -111,6 +125,7 @@ impl<'a> Run<'a> {
             fine_tune: None,
             progress: None,
             per_player: &[],
+            collective: None,
         }
     }
 
@@ -136,6 +151,7 @@ impl<'a> Run<'a> {
             fine_tune: self.fine_tune,
             progress: self.progress,
             per_player: self.per_player,
+            collective: self.collective,
         }
     }
 }

@@ -77,6 +77,7 @@ use strata_tensor::convert::scalar;
 use strata_tensor::derive_seed;
 
 use crate::config::Monitor;
+use crate::distributed::{Collective, all_reduce_gradients, any, checksum, root_value, shard};
 use crate::error::{Error, Result};
 use crate::history::EpochRecord;
 use crate::objective::{Objective, Run};
@@ -142,6 +143,16 @@ pub trait Players<M> {
     /// When they cannot be computed.
     fn validate(&self, model: &M) -> Result<(f64, f64)>;
 
+    /// The validation loss and metric of `model` in a data-parallel run, the same on every
+    /// rank ([`Objective::validate_shared`]): by default [`validate`](Self::validate) on
+    /// every rank.
+    ///
+    /// # Errors
+    /// When they cannot be computed.
+    fn validate_shared(&self, model: &M, _collective: &dyn Collective) -> Result<(f64, f64)> {
+        self.validate(model)
+    }
+
     /// Figures tracked after validation besides the metric ([`Objective::tracked`]); none by
     /// default.
     ///
@@ -188,6 +199,9 @@ impl<M, O: Objective<M> + ?Sized> Players<M> for Single<'_, O> {
     }
     fn validate(&self, model: &M) -> Result<(f64, f64)> {
         self.0.validate(model)
+    }
+    fn validate_shared(&self, model: &M, collective: &dyn Collective) -> Result<(f64, f64)> {
+        self.0.validate_shared(model, collective)
     }
     fn tracked(&self, model: &M) -> Result<Vec<(String, f64)>> {
         self.0.tracked(model)
@@ -237,7 +251,15 @@ where
     }
     let device = run.device.clone();
     let console = Console::default();
-    let progress = run.progress_or(&console);
+    let collective = run.collective;
+    let root = collective.is_none_or(|c| c.is_root());
+    let ranks = collective.map_or(1, |c| c.size());
+    // Rank 0 alone reports.
+    let progress = if root {
+        run.progress_or(&console)
+    } else {
+        &crate::progress::Silent
+    };
     let Start {
         mut model,
         mut optims,
@@ -245,6 +267,23 @@ where
         checkpointer,
         resumed_from,
     } = start(model, run, names.len(), progress)?;
+    if let Some(c) = collective {
+        // Parameters are initialised lazily, from the device's generator at their first use:
+        // on every rank from the seed one process would use, before the ranks' seeds part.
+        device.seed(derive_seed(
+            config.seed,
+            1_000_000 + state.epochs_done as u64,
+        ));
+        same_weights(&model, c)?;
+        progress.note(&format!(
+            "data-parallel over {}: global batch {} ({} per rank)",
+            c.describe(),
+            config.batch_size * ranks,
+            config.batch_size
+        ));
+    }
+    // Rank 0 alone writes checkpoints (every rank reads them when resuming).
+    let writer = checkpointer.as_ref().filter(|_| root);
     let mut tuner = Tuner::new(run.fine_tune, &model)?;
     let monitor = config
         .early_stopping
@@ -255,7 +294,8 @@ where
         Monitor::ValidLoss => true,
         Monitor::ValidMetric => players.lower_metric_is_better(),
     };
-    let n_batches = n_train.div_ceil(config.batch_size);
+    let global_batch = config.batch_size * ranks;
+    let n_batches = n_train.div_ceil(global_batch);
     let mut epochs_this_call = 0usize;
     let several = names.len() > 1;
 
@@ -269,18 +309,28 @@ where
         let started = Instant::now();
         let lrs: Vec<f64> = (0..names.len()).map(|p| state.lr(p, epoch)).collect();
         model = tuner.begin_epoch(model, epoch);
-        device.seed(derive_seed(config.seed, 1_000_000 + epoch as u64));
+        let epoch_seed = derive_seed(config.seed, 1_000_000 + epoch as u64);
+        device.seed(match collective {
+            // Each rank draws its own dropout masks and noise.
+            Some(c) if c.rank() > 0 => derive_seed(epoch_seed, c.rank() as u64),
+            _ => epoch_seed,
+        });
         let order = players.epoch_order(config.seed, epoch)?;
         players.begin_epoch(epoch);
         progress.epoch_started(epoch + 1, config.epochs, n_batches);
         // Per player: the sum of its losses weighted by batch size, and the examples seen.
         let mut sums = vec![(0.0f64, 0usize); names.len()];
         let mut cut_short = false;
-        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-            if over_budget(config, state.train_seconds, started) {
+        for (b, global) in order.chunks(global_batch).enumerate() {
+            // Every rank must agree to stop, or the others would wait for it.
+            if any(
+                collective,
+                over_budget(config, state.train_seconds, started),
+            ) {
                 cut_short = true;
                 break;
             }
+            let chunk = shard(global, collective.map_or(0, |c| c.rank()), ranks);
             for p in players.turns(epoch * n_batches + b) {
                 let Some(optim) = optims.get_mut(p) else {
                     return Err(Error::Invalid(format!(
@@ -288,14 +338,34 @@ where
                         names.len()
                     )));
                 };
-                let loss = players.player_loss(&model, p, chunk)?;
-                let value = scalar(loss.clone());
-                check_finite(value, epoch, b, &state, checkpointer.is_some(), progress)?;
-                let grads = players.gradients(&model, p, loss.backward());
+                let (value, grads, examples) = match collective {
+                    None => {
+                        let loss = players.player_loss(&model, p, chunk)?;
+                        let value = scalar(loss.clone());
+                        check_finite(value, epoch, b, &state, checkpointer.is_some(), progress)?;
+                        (
+                            value,
+                            players.gradients(&model, p, loss.backward()),
+                            chunk.len(),
+                        )
+                    }
+                    Some(c) => {
+                        let (value, grads) = if chunk.is_empty() {
+                            (0.0, GradientsParams::new())
+                        } else {
+                            let loss = players.player_loss(&model, p, chunk)?;
+                            let value = scalar(loss.clone());
+                            (value, players.gradients(&model, p, loss.backward()))
+                        };
+                        let r = all_reduce_gradients(&model, grads, value, chunk.len(), c);
+                        check_finite(r.loss, epoch, b, &state, checkpointer.is_some(), progress)?;
+                        (r.loss, r.grads, r.examples)
+                    }
+                };
                 model = optim.step(tuner.lr(lrs[p]), model, grads);
                 model = players.after_step(model, p);
-                sums[p].0 += value as f64 * chunk.len() as f64;
-                sums[p].1 += chunk.len();
+                sums[p].0 += value as f64 * examples as f64;
+                sums[p].1 += examples;
             }
             let means = means(&names, &sums);
             progress.step_done(b, means.first().map_or(0.0, |m| m.1));
@@ -305,13 +375,17 @@ where
         }
 
         let evaluated = model.valid();
-        let (valid_loss, metric) = players.validate(&evaluated)?;
+        let (valid_loss, metric) = match collective {
+            Some(c) => players.validate_shared(&evaluated, c)?,
+            None => players.validate(&evaluated)?,
+        };
         let tracked = players.tracked(&evaluated)?;
         drop(evaluated);
         for w in players.warnings() {
             progress.warning(&w);
         }
-        let seconds = started.elapsed().as_secs_f64();
+        // Rank 0's clock decides the time budget for all.
+        let seconds = root_value(collective, started.elapsed().as_secs_f64());
         epochs_this_call += 1;
         let losses = means(&names, &sums);
         let record = EpochRecord {
@@ -333,7 +407,7 @@ where
                 lower,
                 cut_short,
                 metric_name: players.metric_name(),
-                checkpointer: checkpointer.as_ref(),
+                checkpointer: writer,
                 progress,
             },
             &model,
@@ -341,7 +415,22 @@ where
         )?;
     }
 
-    finish(model, state, config, checkpointer.as_ref(), resumed_from)
+    finish(model, state, config, writer, resumed_from)
+}
+
+/// [`Error::Invalid`] unless every rank of `collective` starts from the same weights.
+fn same_weights<M: Module>(model: &M, collective: &dyn Collective) -> Result<()> {
+    let mine = checksum(model);
+    let mut all = [mine[0], mine[1], 1.0];
+    collective.sum_f64(&mut all);
+    let n = all[2];
+    let differ = (0..2).any(|i| (all[i] - n * mine[i]).abs() > 1e-9 * all[i].abs().max(1.0));
+    if any(Some(collective), differ) {
+        return Err(Error::Invalid(
+            "the ranks start from different weights: give every rank the same seed, settings and checkpoint".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Each player's mean loss so far (0 for a player that has not stepped).

@@ -12,8 +12,9 @@ use strata_loss::Loss;
 use strata_tensor::TargetBatch;
 use strata_tensor::derive_seed;
 
+use crate::distributed::Collective;
 use crate::error::{Error, Result};
-use crate::evaluate::evaluate;
+use crate::evaluate::{evaluate, evaluate_shared};
 use crate::objective::{Objective, Run};
 use crate::runner::{FitOutcome, fit_objective};
 
@@ -129,6 +130,19 @@ where
             self.valid,
             self.eval_batch,
             &self.plain,
+        )?;
+        Ok((ev.loss, ev.report.headline()))
+    }
+
+    fn validate_shared(&self, model: &M, collective: &dyn Collective) -> Result<(f64, f64)> {
+        let ev = evaluate_shared(
+            model,
+            self.forward,
+            self.loss,
+            self.valid,
+            self.eval_batch,
+            &self.plain,
+            collective,
         )?;
         Ok((ev.loss, ev.report.headline()))
     }

@@ -112,6 +112,11 @@ where
 {
     let config = f.run.config;
     config.validate()?;
+    if f.run.collective.is_some() {
+        return Err(Error::Invalid(
+            "truncated back-propagation through time does not run data-parallel yet".into(),
+        ));
+    }
     if f.seq_len == 0 {
         return Err(Error::Invalid("sequence length must be >= 1, got 0".into()));
     }

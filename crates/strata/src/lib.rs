@@ -81,4 +81,8 @@ pub mod guides {
     pub struct Fairness;
     #[doc = include_str!("../../../docs/compression.md")]
     pub struct Compression;
+    /// Its example needs MPI: compiled and run in builds with the `mpi` feature (CI's).
+    #[cfg(feature = "mpi")]
+    #[doc = include_str!("../../../docs/distributed.md")]
+    pub struct Distributed;
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde_json::Value;
 use strata_data::Source;
-use strata_train::{Console, FineTune, FitOutcome, Progress, Silent};
+use strata_train::{Collective, Console, FineTune, FitOutcome, Progress, Silent};
 
 use crate::config::RunConfig;
 use crate::data::Preprocess;
@@ -27,6 +27,10 @@ pub struct TrainOptions<'a> {
     /// Where progress goes; `None`: a console bar and lines when `config.fit.progress` is set,
     /// else nothing.
     pub progress: Option<&'a dyn Progress>,
+    /// Data-parallel training with these ranks (`strata_train::Mpi` under `mpirun`): each
+    /// trains on its share of every batch, rank 0 alone reports and writes the run. Models
+    /// trained on samples (the supervised families) only.
+    pub collective: Option<&'a dyn Collective>,
 }
 
 /// What a run gave: where it is, whether it finished, its `metrics.json`, and one line saying
@@ -64,6 +68,18 @@ impl RunResult {
         }
     }
 
+    /// What a rank other than 0 of a data-parallel run gives: it trained beside rank 0, which
+    /// evaluated and wrote the run (`metrics` is `Value::Null`, `summary` empty).
+    pub(crate) fn other_rank(dir: &Path, finished: bool, epochs_run: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            finished,
+            epochs_run,
+            metrics: Value::Null,
+            summary: String::new(),
+        }
+    }
+
     /// A paused run.
     pub(crate) fn paused(dir: &Path, epochs_run: usize) -> Self {
         Self {
@@ -97,9 +113,16 @@ pub struct Context<'a> {
     pub pause_after: Option<usize>,
     /// Where progress goes.
     pub progress: &'a dyn Progress,
+    /// The ranks of a data-parallel run, if it is one.
+    pub collective: Option<&'a dyn Collective>,
 }
 
 impl Context<'_> {
+    /// Whether this process writes the run: always, but in a data-parallel run rank 0 only.
+    pub fn writes(&self) -> bool {
+        self.collective.is_none_or(|c| c.is_root())
+    }
+
     /// Starts the run directory: refuses a damaged checkpoint by name when resuming (before
     /// anything in the run is rewritten), then writes `config.toml` and, when given,
     /// `preprocess.json`.
@@ -110,6 +133,9 @@ impl Context<'_> {
         let out = self.out;
         if self.resume {
             strata_train::Checkpointer::new(out.join("checkpoints")).verify()?;
+        }
+        if !self.writes() {
+            return Ok(());
         }
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         config.save(out)?;
@@ -139,6 +165,7 @@ impl Context<'_> {
             fine_tune,
             progress: Some(self.progress),
             per_player: &[],
+            collective: self.collective,
         }
     }
 }
@@ -176,6 +203,9 @@ pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) ->
         &config.label,
         family.encoding(&config.model),
     )?;
+    if let Some(c) = options.collective {
+        check_distributed(config, family.name(), &source, c)?;
+    }
     let console = Console::default();
     let progress: &dyn Progress = match options.progress {
         Some(p) => p,
@@ -188,9 +218,50 @@ pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) ->
         out,
         resume: options.resume,
         pause_after: options.pause_after,
-        progress,
+        progress: match options.collective {
+            Some(c) if !c.is_root() => &Silent,
+            _ => progress,
+        },
+        collective: options.collective,
     };
     family.train(&ctx, source)
+}
+
+/// [`Error::Usage`] for what a data-parallel run does not do yet: models trained outside
+/// the supervised runner (language models, forecasters, graph networks, GANs, autoencoders,
+/// sequence-to-sequence models), and options that change the training loss or repeat it.
+fn check_distributed(
+    config: &RunConfig,
+    family: &str,
+    source: &Source,
+    collective: &dyn Collective,
+) -> Result<()> {
+    let families = ["mlp", "cnn", "resnet", "vgg", "transformer", "recurrent"];
+    let samples = matches!(source, Source::Single(_) | Source::TrainTest(..));
+    if !samples || !families.contains(&family) {
+        return Err(Error::Usage(format!(
+            "data-parallel training (--distributed) trains classifiers and regressors on samples \
+             (mlp, cnn, resnet, vgg, vit, ft-transformer, recurrent classifiers); not {} on {} yet",
+            config.model, config.dataset
+        )));
+    }
+    let refused = [
+        ("--kfold", config.kfold >= 2),
+        ("--adversarial", config.adversarial.is_some()),
+        ("--debias", config.debias.is_some()),
+        ("--distill-from", config.distill.is_some()),
+    ];
+    if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
+        return Err(Error::Usage(format!(
+            "{flag} does not run data-parallel yet; drop --distributed, or {flag}"
+        )));
+    }
+    if collective.size() == 0 {
+        return Err(Error::Usage(
+            "a data-parallel run needs at least one rank".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The mean and the sample standard deviation (n - 1 in the denominator; 0 for one value) of

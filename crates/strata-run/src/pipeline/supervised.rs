@@ -394,6 +394,13 @@ pub(crate) fn train<F: Family + ?Sized>(
         &out.join("checkpoints"),
         ctx.resume,
     )?;
+    if !ctx.writes() {
+        return Ok(RunResult::other_rank(
+            out,
+            outcome.finished,
+            outcome.epochs_run,
+        ));
+    }
     if let Some(r) = &report {
         // What the starting weights gave: loaded, skipped (and why), unused.
         write_json(&out.join("init.json"), r)?;

@@ -156,6 +156,7 @@ fn train_classifier(
         resume: false,
         pause_after: None,
         progress,
+        collective: None,
     };
     Ok(family(&config.model)?.train(&ctx, source)?.metrics)
 }
