@@ -383,59 +383,27 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_with_one_or_two_ranks() {
 
 #[test]
 fn distributed_refuses_what_it_does_not_run() {
+    let train = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["train", "--model", "mlp", "--dataset", "iris"];
+        a.extend(extra);
+        a
+    };
     // Whatever the build: an unknown engine is one line.
-    common::assert_clean_failure(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--dataset",
-            "iris",
-            "--distributed",
-            "nccl",
-        ],
-        "--distributed `nccl`",
-    );
-    if !cfg!(feature = "mpi") {
-        common::assert_clean_failure(
-            &[
-                "train",
-                "--model",
-                "mlp",
-                "--dataset",
-                "iris",
-                "--distributed",
-                "mpi",
-            ],
-            "built without MPI",
-        );
-        return;
+    let mut cases = vec![(train(&["--distributed", "nccl"]), "--distributed `nccl`")];
+    if cfg!(feature = "mpi") {
+        // A single process is one rank: what does not run data-parallel is refused by name.
+        let lm = ["train", "--model", "lstm", "--dataset", "shakespeare"];
+        let mut lm = lm.to_vec();
+        lm.extend(["--distributed", "mpi"]);
+        cases.push((lm, "not lstm on shakespeare"));
+        cases.push((
+            train(&["--kfold", "3", "--distributed", "mpi"]),
+            "--kfold does not run data-parallel",
+        ));
+    } else {
+        cases.push((train(&["--distributed", "mpi"]), "built without MPI"));
     }
-    // A single process is one rank: a language model is refused by name.
-    common::assert_clean_failure(
-        &[
-            "train",
-            "--model",
-            "lstm",
-            "--dataset",
-            "shakespeare",
-            "--distributed",
-            "mpi",
-        ],
-        "not lstm on shakespeare",
-    );
-    common::assert_clean_failure(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--dataset",
-            "iris",
-            "--kfold",
-            "3",
-            "--distributed",
-            "mpi",
-        ],
-        "--kfold does not run data-parallel",
-    );
+    for (args, expect) in cases {
+        common::assert_clean_failure(&args, expect);
+    }
 }

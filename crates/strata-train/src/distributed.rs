@@ -343,8 +343,8 @@ mod tests {
             let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
             let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
             prop_assert!(hi - lo <= 1, "{:?}", lens);
-            for r in 0..size {
-                prop_assert_eq!(shard_range(n, r, size).len(), lens[r]);
+            for (r, &len) in lens.iter().enumerate() {
+                prop_assert_eq!(shard_range(n, r, size).len(), len);
             }
             if n % size == 0 {
                 prop_assert!(lens.iter().all(|&l| l == n / size));

@@ -102,10 +102,7 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
-    let rows: Vec<usize> = (0..data.len()).collect();
-    let (outputs, k, total) =
-        outputs_and_loss(model, forward, loss, data, &rows, batch_size, device)?;
-    finish(data, outputs, k, total, device)
+    evaluate_on(model, forward, loss, (data, batch_size, device), None)
 }
 
 /// [`evaluate`] in a data-parallel run: each rank of `collective` evaluates its share of
@@ -127,9 +124,37 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
-    let rows: Vec<usize> = shard_range(data.len(), collective.rank(), collective.size()).collect();
+    evaluate_on(
+        model,
+        forward,
+        loss,
+        (data, batch_size, device),
+        Some(collective),
+    )
+}
+
+/// [`evaluate`] of `data` (in batches of a size, on a device), alone or shared among the
+/// ranks of `collective`.
+pub(crate) fn evaluate_on<M, F>(
+    model: &M,
+    forward: &F,
+    loss: &dyn Loss,
+    (data, batch_size, device): (&Dataset, usize, &Device),
+    collective: Option<&dyn Collective>,
+) -> Result<Evaluation>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
+    let rows: Vec<usize> = match collective {
+        Some(c) => shard_range(data.len(), c.rank(), c.size()).collect(),
+        None => (0..data.len()).collect(),
+    };
     let (outputs, k, total) =
         outputs_and_loss(model, forward, loss, data, &rows, batch_size, device)?;
+    let Some(collective) = collective else {
+        return finish(data, outputs, k, total, device);
+    };
     // The loss sum, and the output width as seen by the ranks that had rows.
     let mut sums = [total, k as f64, f64::from(u8::from(!rows.is_empty()))];
     collective.sum_f64(&mut sums);

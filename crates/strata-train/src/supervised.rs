@@ -14,7 +14,7 @@ use strata_tensor::derive_seed;
 
 use crate::distributed::Collective;
 use crate::error::{Error, Result};
-use crate::evaluate::{evaluate, evaluate_shared};
+use crate::evaluate::evaluate_on;
 use crate::objective::{Objective, Run};
 use crate::runner::{FitOutcome, fit_objective};
 
@@ -56,6 +56,19 @@ struct Supervised<'a, M, F> {
     seed: u64,
     /// The next batch's number: epoch * 10^7 + batch, for augmentation seeds.
     step: Cell<u64>,
+}
+
+impl<M, F> Supervised<'_, M, F>
+where
+    M: Module,
+    F: Fn(&M, Tensor<2>) -> Tensor<2>,
+{
+    /// The validation loss and headline metric, shared among the ranks when given.
+    fn validation(&self, model: &M, collective: Option<&dyn Collective>) -> Result<(f64, f64)> {
+        let valid = (self.valid, self.eval_batch, &self.plain);
+        let ev = evaluate_on(model, self.forward, self.loss, valid, collective)?;
+        Ok((ev.loss, ev.report.headline()))
+    }
 }
 
 impl<M, F> Objective<M> for Supervised<'_, M, F>
@@ -123,28 +136,11 @@ where
     }
 
     fn validate(&self, model: &M) -> Result<(f64, f64)> {
-        let ev = evaluate(
-            model,
-            self.forward,
-            self.loss,
-            self.valid,
-            self.eval_batch,
-            &self.plain,
-        )?;
-        Ok((ev.loss, ev.report.headline()))
+        self.validation(model, None)
     }
 
     fn validate_shared(&self, model: &M, collective: &dyn Collective) -> Result<(f64, f64)> {
-        let ev = evaluate_shared(
-            model,
-            self.forward,
-            self.loss,
-            self.valid,
-            self.eval_batch,
-            &self.plain,
-            collective,
-        )?;
-        Ok((ev.loss, ev.report.headline()))
+        self.validation(model, Some(collective))
     }
 
     fn tracked(&self, model: &M) -> Result<Vec<(String, f64)>> {
