@@ -302,6 +302,11 @@ pub struct TrainArgs {
     /// batch is N x --batch-size); rank 0 writes the run. See docs/distributed.md.
     #[arg(long, value_name = "ENGINE")]
     pub distributed: Option<String>,
+    /// Train on these devices of the backend in one process, e.g. 0,1. Several devices need
+    /// burn's collective operations, which none of this build's backends has; one MPI rank
+    /// per device (--distributed mpi) is the way there. See docs/distributed.md.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Option<Vec<usize>>,
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,

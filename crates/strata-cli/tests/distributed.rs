@@ -389,7 +389,18 @@ fn distributed_refuses_what_it_does_not_run() {
         a
     };
     // Whatever the build: an unknown engine is one line.
-    let mut cases = vec![(train(&["--distributed", "nccl"]), "--distributed `nccl`")];
+    let mut cases = vec![
+        (train(&["--distributed", "nccl"]), "--distributed `nccl`"),
+        (
+            train(&["--devices", "0,1"]),
+            "--devices 0,1: several devices in one process need burn's collective operations",
+        ),
+        (
+            train(&["--devices", "0,1", "--backend", "ndarray"]),
+            "a CPU backend is one device",
+        ),
+        (train(&["--devices", "2"]), "trains on its default device"),
+    ];
     if cfg!(feature = "mpi") {
         // A single process is one rank: what does not run data-parallel is refused by name.
         let lm = ["train", "--model", "lstm", "--dataset", "shakespeare"];

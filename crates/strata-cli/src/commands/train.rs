@@ -394,6 +394,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let config = resolve(args, &out)?;
+    if let Some(devices) = &args.devices {
+        strata::run::check_devices(config.backend, devices)?;
+    }
     let ranks = match engine {
         Some(Engine::Mpi) => Some(mpi()?),
         None => None,

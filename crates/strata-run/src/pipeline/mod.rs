@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde_json::Value;
 use strata_data::Source;
+use strata_tensor::Backend;
 use strata_train::{Collective, Console, FineTune, FitOutcome, Progress, Silent};
 
 use crate::config::RunConfig;
@@ -225,6 +226,43 @@ pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) ->
         collective: options.collective,
     };
     family.train(&ctx, source)
+}
+
+/// Checks a request to train on the devices `devices` of `backend` in one process
+/// (`strata train --devices 0,1`). One device, the backend's default (0), trains as usual.
+/// Several need burn's collective operations between the devices of a process
+/// (`burn::tensor::distributed`), which burn 0.22 implements for CUDA alone (through NCCL):
+/// its wgpu backend has no transport between devices and its CPU backends are one device
+/// each, so this build refuses them with the reason and what to run instead (one MPI rank
+/// per device, see docs/distributed.md).
+///
+/// # Errors
+/// [`Error::Usage`] for anything but `[]` and `[0]`.
+pub fn check_devices(backend: Backend, devices: &[usize]) -> Result<()> {
+    let list = devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match devices {
+        [] | [0] => Ok(()),
+        [_] => Err(Error::Usage(format!(
+            "--devices {list}: the {backend} backend trains on its default device (0) in this build"
+        ))),
+        _ => {
+            let why = match backend {
+                Backend::Wgpu => {
+                    "burn 0.22's wgpu backend has no transport between devices for its all-reduce (burn implements it for CUDA, through NCCL)"
+                }
+                Backend::Flex | Backend::Ndarray => {
+                    "a CPU backend is one device, whose cores its threads already share"
+                }
+            };
+            Err(Error::Usage(format!(
+                "--devices {list}: several devices in one process need burn's collective operations; {why}. Run one process per device instead: mpirun -np N strata train ... --distributed mpi"
+            )))
+        }
+    }
 }
 
 /// [`Error::Usage`] for what a data-parallel run does not do yet: models trained outside
