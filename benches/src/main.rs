@@ -479,6 +479,12 @@ fn main() {
             .into()
     });
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(30);
+    // As the command line does: the kernels driven from one of rayon's threads.
+    strata::kernels::drive(move || run(&backends, &models, steps));
+}
+
+/// Every model of `models` on every backend of `backends`, one JSON line each.
+fn run(backends: &str, models: &str, steps: usize) {
     for b in backends.split(',') {
         let backend: Backend = match b.parse() {
             Ok(b) => b,

@@ -35,20 +35,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Train(Box::default())) {
-        Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
-        Command::Evaluate(args) => commands::evaluate::run(&args),
-        Command::Attack(args) => commands::attack::run(&args),
-        Command::Compress(args) => commands::compress::run(&args),
-        Command::Explain(args) => commands::explain::run(&args),
-        Command::Predict(args) => commands::predict::run(&args),
-        Command::Generate(args) => commands::generate::run(&args),
-        Command::Encode(args) => commands::encode::run(&args),
-        Command::List => {
-            commands::list::run();
-            Ok(())
+    // The command drives the kernels from one of rayon's threads (see `drive`).
+    let result = strata::kernels::drive(move || {
+        match cli.command.unwrap_or(Command::Train(Box::default())) {
+            Command::Train(args) => commands::train::run(&TrainArgs { ..*args }),
+            Command::Evaluate(args) => commands::evaluate::run(&args),
+            Command::Attack(args) => commands::attack::run(&args),
+            Command::Compress(args) => commands::compress::run(&args),
+            Command::Explain(args) => commands::explain::run(&args),
+            Command::Predict(args) => commands::predict::run(&args),
+            Command::Generate(args) => commands::generate::run(&args),
+            Command::Encode(args) => commands::encode::run(&args),
+            Command::List => {
+                commands::list::run();
+                Ok(())
+            }
         }
-    };
+    });
     if let Err(e) = result {
         // One line whatever the error's text (a parser's message may span several).
         let text = e.to_string();

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{View, matmul, on_worker, transpose, with_scratch};
+use crate::gemm::{View, matmul, on_worker, region, transpose, with_scratch};
 
 /// The sizes of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,9 +292,11 @@ where
     F: Fn(usize, &mut [f32]) + Send + Sync,
 {
     if parallel {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        region(|| {
+            data.par_chunks_mut(size)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c));
+        });
     } else {
         data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     }
@@ -1005,20 +1007,22 @@ fn sum_over_blocks(
     add: impl Fn(usize, &mut [f32]) + Send + Sync,
 ) -> Vec<f32> {
     if blocks.parallel {
-        (0..blocks.count)
-            .into_par_iter()
-            .fold(
-                || vec![0.0f32; len],
-                |mut dw, b| {
-                    add(b, &mut dw);
-                    dw
-                },
-            )
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                a
-            })
-            .unwrap_or_else(|| vec![0.0; len])
+        region(|| {
+            (0..blocks.count)
+                .into_par_iter()
+                .fold(
+                    || vec![0.0f32; len],
+                    |mut dw, b| {
+                        add(b, &mut dw);
+                        dw
+                    },
+                )
+                .reduce_with(|mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                    a
+                })
+                .unwrap_or_else(|| vec![0.0; len])
+        })
     } else {
         let mut dw = vec![0.0f32; len];
         (0..blocks.count).for_each(|b| add(b, &mut dw));

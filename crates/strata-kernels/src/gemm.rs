@@ -3,6 +3,7 @@
 //! buffers so that a layer's large temporary matrices are not allocated, page-faulted and
 //! zeroed again at every call.
 
+use std::cell::Cell;
 use std::cell::RefCell;
 
 /// A strided matrix inside a slice: element `(i, j)` is at `offset + i * row_stride + j *
@@ -54,10 +55,51 @@ impl View {
     }
 }
 
-/// True on a rayon worker thread: the caller already runs in parallel, so the kernels' loops
-/// and matrix products run serially there.
+/// True when the caller already runs in parallel: on a rayon worker thread, except on the
+/// thread that [`drive`]s a computation outside the kernels' parallel regions. The kernels'
+/// loops and matrix products run serially there.
 pub(crate) fn on_worker() -> bool {
-    rayon::current_thread_index().is_some()
+    rayon::current_thread_index().is_some() && !DRIVER.with(Cell::get)
+}
+
+thread_local! {
+    /// Set on the rayon thread that runs a [`drive`]n computation while it is outside the
+    /// kernels' parallel regions.
+    static DRIVER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` on one of rayon's threads, as the thread that drives the kernels, and returns its
+/// value. Called from outside rayon's threads, each parallel region of a kernel otherwise makes
+/// the calling thread sleep on a condition variable until rayon's threads finish, and wakes it
+/// after: a training step of the character LSTM makes about 150 such round trips. The driving
+/// thread instead takes part in each region and waits for the others by stealing work, as
+/// OpenMP's master thread does. The CLI runs every command this way; a library user may wrap
+/// a training loop in it. Results are the same bits either way. Called on a rayon thread, it
+/// runs `f` there.
+///
+/// ```
+/// let sum = strata_kernels::drive(|| (0..1000).map(|i| i as f64).sum::<f64>());
+/// assert_eq!(sum, 499_500.0);
+/// ```
+pub fn drive<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| {
+        let before = DRIVER.with(|d| d.replace(true));
+        let value = f();
+        DRIVER.with(|d| d.set(before));
+        value
+    })
+}
+
+/// Runs one of the kernels' parallel regions, `f`: on the driving thread, the parts it runs
+/// itself count as nested (their products and loops serial), as on the other threads.
+pub(crate) fn region<R>(f: impl FnOnce() -> R) -> R {
+    let before = DRIVER.with(|d| d.replace(false));
+    let value = f();
+    DRIVER.with(|d| d.set(before));
+    value
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread.
@@ -320,6 +362,24 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test thread is no rayon thread: kernels run in parallel there. Driven, the driving
+    /// thread runs them in parallel too, while the parts of a region (on any thread) and a
+    /// plain rayon thread run serially.
+    #[test]
+    fn drive_marks_only_the_driving_thread_outside_regions() {
+        assert!(!on_worker());
+        let seen = drive(|| {
+            let top = on_worker();
+            let (inside, (a, b)) = region(|| (on_worker(), rayon::join(on_worker, on_worker)));
+            (top, inside, a, b, on_worker())
+        });
+        assert_eq!(seen, (false, true, true, true, false));
+        let (a, b) = rayon::join(on_worker, on_worker);
+        assert!(a && b, "rayon threads outside drive run serially");
+        // Nested: drive on a rayon thread runs in place and marks nothing.
+        assert!(rayon::scope(|_| drive(on_worker)));
+    }
 
     fn naive(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];

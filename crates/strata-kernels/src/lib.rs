@@ -58,6 +58,7 @@ pub use encoder::{
     dropout_layer, drops, gelu, layer_norm, layer_norm_layer, transformer_decoder,
     transformer_encoder, transformer_encoder_layer, transformer_encoder_step,
 };
+pub use gemm::drive;
 pub use memory::keep_freed_memory;
 pub use ops::{AttentionSpec, ConvInput, KernelOps, SelfAttentionSpec};
 pub use quantized::{

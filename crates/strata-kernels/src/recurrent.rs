@@ -310,7 +310,7 @@ pub fn forward(
 fn run_jobs<J: Send>(jobs: Vec<J>, run: impl Fn(J) + Send + Sync) {
     if jobs.len() > 1 {
         use rayon::prelude::*;
-        jobs.into_par_iter().for_each(run);
+        crate::gemm::region(|| jobs.into_par_iter().for_each(run));
     } else {
         jobs.into_iter().for_each(run);
     }
@@ -1115,6 +1115,23 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Driven from one of rayon's threads ([`crate::drive`]), the batch's chunks still run in
+    /// parallel with serial products inside, and the outputs are the same bits.
+    #[test]
+    fn a_driven_run_gives_the_same_bits() {
+        for cell in CELLS {
+            let case = Case::new(cell, false, true, TRANSPOSE_FROM + 3);
+            let plain = case.run();
+            let driven = crate::drive(|| case.run());
+            assert_eq!(plain.len(), driven.len());
+            let same = plain
+                .iter()
+                .zip(&driven)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{cell:?}: driven outputs differ");
         }
     }
 

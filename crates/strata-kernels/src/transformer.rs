@@ -793,16 +793,18 @@ pub fn self_attention(
             }
         }
     };
-    if keep {
-        ctx.par_chunks_mut(per_sequence)
-            .zip(stats.par_chunks_mut(stats_per_sequence))
-            .enumerate()
-            .for_each(|(b, (ctx, stats))| run(b, ctx, stats));
-    } else {
-        ctx.par_chunks_mut(per_sequence)
-            .enumerate()
-            .for_each(|(b, ctx)| run(b, ctx, &mut []));
-    }
+    crate::gemm::region(|| {
+        if keep {
+            ctx.par_chunks_mut(per_sequence)
+                .zip(stats.par_chunks_mut(stats_per_sequence))
+                .enumerate()
+                .for_each(|(b, (ctx, stats))| run(b, ctx, stats));
+        } else {
+            ctx.par_chunks_mut(per_sequence)
+                .enumerate()
+                .for_each(|(b, ctx)| run(b, ctx, &mut []));
+        }
+    });
     (ctx, keep.then_some(stats))
 }
 
@@ -839,56 +841,58 @@ pub fn self_attention_backward(
     let (queries_per_sequence, keys_per_sequence) = (tq * g.d_model(), tk * g.d_model());
     let mut dq = vec![0.0f32; q.len()];
     let (mut dk, mut dv) = (vec![0.0f32; k.len()], vec![0.0f32; k.len()]);
-    dq.par_chunks_mut(queries_per_sequence)
-        .zip(dk.par_chunks_mut(keys_per_sequence))
-        .zip(dv.par_chunks_mut(keys_per_sequence))
-        .zip(stats.par_chunks(stats_per_sequence))
-        .enumerate()
-        .for_each(|(b, (((dq, dk), dv), stats))| {
-            let mask = hidden.map(|m| &m[b * tq * tk..][..tq * tk]);
-            let rows = QUERY_BLOCK.min(tq);
-            let mut p = vec![0.0f32; rows * tk];
-            let mut w = vec![0.0f32; if dropout.is_some() { rows * tk } else { 0 }];
-            let mut dw = vec![0.0f32; rows * tk];
-            let mut ds = vec![0.0f32; rows * tk];
-            for h in 0..heads {
-                let keys_here = g.keys_of(0, h);
-                for first in (0..tq).step_by(QUERY_BLOCK) {
-                    let rows = QUERY_BLOCK.min(tq - first);
-                    let span = rows * tk;
-                    let (p, dw, ds) = (&mut p[..span], &mut dw[..span], &mut ds[..span]);
-                    let queries = g.query_rows(b, h, first, rows);
-                    let queries_here = g.query_rows(0, h, first, rows);
-                    let scores = block(rows, tk);
-                    g.block_scores(q, k, b, h, first, p, |i, row| {
-                        let (max, inv) = (stats[(h * tq + i) * 2], stats[(h * tq + i) * 2 + 1]);
-                        let m = mask.map(|m| &m[i * tk..][..tk]);
-                        recompute_row(row, m, g.scale, g.fill, max, inv);
-                    });
-                    let first_index = g.score_index(b, h, first);
-                    let weights = dropped(p, &mut w, dropout, first_index);
-                    // dW = dctx v^T; dv += W^T dctx.
-                    matmul(dw, scores, dctx, queries, v, g.keys_of(b, h).t(), false);
-                    matmul(dv, keys_here, weights, scores.t(), dctx, queries, true);
-                    for r in 0..rows {
-                        let i = first + r;
-                        let row = r * tk..(r + 1) * tk;
-                        softmax_backward_row(
-                            &p[row.clone()],
-                            &dw[row.clone()],
-                            mask.map(|m| &m[i * tk..][..tk]),
-                            g.scale,
-                            dropout,
-                            first_index + (r * tk) as u64,
-                            &mut ds[row],
-                        );
+    crate::gemm::region(|| {
+        dq.par_chunks_mut(queries_per_sequence)
+            .zip(dk.par_chunks_mut(keys_per_sequence))
+            .zip(dv.par_chunks_mut(keys_per_sequence))
+            .zip(stats.par_chunks(stats_per_sequence))
+            .enumerate()
+            .for_each(|(b, (((dq, dk), dv), stats))| {
+                let mask = hidden.map(|m| &m[b * tq * tk..][..tq * tk]);
+                let rows = QUERY_BLOCK.min(tq);
+                let mut p = vec![0.0f32; rows * tk];
+                let mut w = vec![0.0f32; if dropout.is_some() { rows * tk } else { 0 }];
+                let mut dw = vec![0.0f32; rows * tk];
+                let mut ds = vec![0.0f32; rows * tk];
+                for h in 0..heads {
+                    let keys_here = g.keys_of(0, h);
+                    for first in (0..tq).step_by(QUERY_BLOCK) {
+                        let rows = QUERY_BLOCK.min(tq - first);
+                        let span = rows * tk;
+                        let (p, dw, ds) = (&mut p[..span], &mut dw[..span], &mut ds[..span]);
+                        let queries = g.query_rows(b, h, first, rows);
+                        let queries_here = g.query_rows(0, h, first, rows);
+                        let scores = block(rows, tk);
+                        g.block_scores(q, k, b, h, first, p, |i, row| {
+                            let (max, inv) = (stats[(h * tq + i) * 2], stats[(h * tq + i) * 2 + 1]);
+                            let m = mask.map(|m| &m[i * tk..][..tk]);
+                            recompute_row(row, m, g.scale, g.fill, max, inv);
+                        });
+                        let first_index = g.score_index(b, h, first);
+                        let weights = dropped(p, &mut w, dropout, first_index);
+                        // dW = dctx v^T; dv += W^T dctx.
+                        matmul(dw, scores, dctx, queries, v, g.keys_of(b, h).t(), false);
+                        matmul(dv, keys_here, weights, scores.t(), dctx, queries, true);
+                        for r in 0..rows {
+                            let i = first + r;
+                            let row = r * tk..(r + 1) * tk;
+                            softmax_backward_row(
+                                &p[row.clone()],
+                                &dw[row.clone()],
+                                mask.map(|m| &m[i * tk..][..tk]),
+                                g.scale,
+                                dropout,
+                                first_index + (r * tk) as u64,
+                                &mut ds[row],
+                            );
+                        }
+                        // dq = dS k; dk += dS^T q (the scale is in dS).
+                        matmul(dq, queries_here, ds, scores, k, g.keys_of(b, h), false);
+                        matmul(dk, keys_here, ds, scores.t(), q, queries, true);
                     }
-                    // dq = dS k; dk += dS^T q (the scale is in dS).
-                    matmul(dq, queries_here, ds, scores, k, g.keys_of(b, h), false);
-                    matmul(dk, keys_here, ds, scores.t(), q, queries, true);
                 }
-            }
-        });
+            });
+    });
     (dq, dk, dv)
 }
 
