@@ -396,6 +396,23 @@ mod tests {
         (GradientsParams::from_grads(loss.backward(), layer), value)
     }
 
+    /// The other rank of a [`Pair`], holding `grads` of its `examples` examples (mean loss
+    /// `loss`), packed as its own `all_reduce_gradients` packs them.
+    fn other_rank(layer: &Linear, grads: GradientsParams, loss: f32, examples: usize) -> Pair {
+        let weight = examples as f32;
+        let mut pack = Pack {
+            grads,
+            buffer: Vec::new(),
+            weight,
+        };
+        layer.visit(&mut pack);
+        let mut buffer = pack.buffer;
+        buffer.extend([loss * weight, weight]);
+        Pair {
+            other: RefCell::new(buffer),
+        }
+    }
+
     #[test]
     fn gradients_are_averaged_weighted_by_each_ranks_examples() {
         let device = Device::flex().autodiff();
@@ -409,18 +426,7 @@ mod tests {
         let (g_all, loss_all) = grads_of(&layer, &all, &device);
         let (g_mine, loss_mine) = grads_of(&layer, &mine, &device);
         let (g_other, loss_other) = grads_of(&layer, &other, &device);
-        // The other rank's buffer, as its own `all_reduce_gradients` packs it.
-        let mut pack = Pack {
-            grads: g_other,
-            buffer: Vec::new(),
-            weight: 3.0,
-        };
-        layer.visit(&mut pack);
-        let mut buffer = pack.buffer;
-        buffer.extend([loss_other * 3.0, 3.0]);
-        let pair = Pair {
-            other: RefCell::new(buffer),
-        };
+        let pair = other_rank(&layer, g_other, loss_other, 3);
         let r = all_reduce_gradients(&layer, g_mine, loss_mine, 1, &pair);
         assert_eq!(r.examples, 4);
         assert!(
@@ -456,17 +462,7 @@ mod tests {
         let other = [1.0, 0.0, -1.0, 0.3, 0.2, 0.1];
         let (g_other, loss_other) = grads_of(&layer, &other, &device);
         let want = to_vec(g_other.get::<2>(layer.weight.id).unwrap());
-        let mut pack = Pack {
-            grads: g_other,
-            buffer: Vec::new(),
-            weight: 2.0,
-        };
-        layer.visit(&mut pack);
-        let mut buffer = pack.buffer;
-        buffer.extend([loss_other * 2.0, 2.0]);
-        let pair = Pair {
-            other: RefCell::new(buffer),
-        };
+        let pair = other_rank(&layer, g_other, loss_other, 2);
         let r = all_reduce_gradients(&layer, GradientsParams::new(), f32::NAN, 0, &pair);
         assert_eq!(r.examples, 2);
         assert!((r.loss - loss_other).abs() < 1e-6);
@@ -481,17 +477,8 @@ mod tests {
     fn a_parameter_no_rank_has_gets_no_gradient() {
         let device = Device::flex().autodiff();
         let layer = LinearConfig::new(3, 2).init(&device);
-        let mut pack = Pack {
-            grads: GradientsParams::new(),
-            buffer: Vec::new(),
-            weight: 0.0,
-        };
-        layer.visit(&mut pack);
-        let mut buffer = pack.buffer;
-        buffer.extend([0.0, 5.0]);
-        let pair = Pair {
-            other: RefCell::new(buffer),
-        };
+        // The other rank had examples but no gradient for this layer (it was not used).
+        let pair = other_rank(&layer, GradientsParams::new(), 0.0, 5);
         let r = all_reduce_gradients(&layer, GradientsParams::new(), 0.0, 0, &pair);
         assert!(r.grads.is_empty(), "{} gradients", r.grads.len());
     }
