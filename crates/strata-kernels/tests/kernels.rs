@@ -365,6 +365,9 @@ proptest! {
         relu in any::<bool>(),
     ) {
         let result = batch_norm_against_f64(batch, channels, plane, seed, relu);
+        // A pre-activation on the ReLU's kink has no one gradient: f32 and f64 may take
+        // either side (three evenly spaced values put the middle one on its mean).
+        prop_assume!(result != Ok(false), "a pre-activation on the ReLU's kink");
         prop_assert!(
             result.is_ok(),
             "{batch} {channels} {plane} relu {relu}: {}",
@@ -375,14 +378,15 @@ proptest! {
 
 /// The batch-norm slice kernels against batch norm computed from its definition in f64:
 /// output, statistics and the three gradients of `sum(y * r)`; with `relu`, of
-/// `sum(max(0, y) * r)`.
+/// `sum(max(0, y) * r)`. `Ok(true)` when they agree; `Ok(false)`, nothing compared, when a
+/// pre-activation lies within rounding of the ReLU's kink.
 fn batch_norm_against_f64(
     batch: usize,
     channels: usize,
     plane: usize,
     seed: u64,
     relu: bool,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     use strata_kernels::batch_norm::{Planes, backward, forward};
     let value = |i: usize, salt: u64| {
         (((i as u64 * 7919 + seed * 104729 + salt) % 1000) as f64 / 200.0 - 2.0) as f32
@@ -419,6 +423,9 @@ fn batch_norm_against_f64(
                 r[i] as f64
             }
         };
+        if relu && idx.iter().any(|&i| pre(i).abs() < 1e-5) {
+            return Ok(false);
+        }
         let db: f64 = idx.iter().map(|&i| g(i)).sum();
         let dg: f64 = idx.iter().map(|&i| g(i) * xhat(i)).sum();
         for &i in &idx {
@@ -452,7 +459,7 @@ fn batch_norm_against_f64(
     for (name, got, want, tol) in pairs {
         check_close(name, &got, &want, tol * scale(&want))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 #[test]
