@@ -72,6 +72,16 @@ fn mpi_available() -> bool {
     })
 }
 
+/// The cargo arguments of the test build: the `mpi` feature where Open MPI is there. `cargo
+/// xtask ci` and the other tasks build alike, so that neither rebuilds the other's.
+fn mpi_features() -> &'static [&'static str] {
+    if mpi_available() {
+        &["--features", "strata-cli/mpi"]
+    } else {
+        &[]
+    }
+}
+
 fn ci() -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
@@ -79,14 +89,15 @@ fn ci() -> Result<(), String> {
     // The data-parallel tests need the `mpi` feature; CI installs Open MPI (.ci/run), and
     // elsewhere a machine without it builds without the feature and counts the skips.
     let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    let features: &[&str] = if mpi_available() {
-        &["--features", "strata-cli/mpi"]
-    } else if ci {
-        return Err("CI needs Open MPI (mpicc, mpirun): .ci/run installs libopenmpi-dev".into());
-    } else {
+    let features = mpi_features();
+    if features.is_empty() {
+        if ci {
+            return Err(
+                "CI needs Open MPI (mpicc, mpirun): .ci/run installs libopenmpi-dev".into(),
+            );
+        }
         eprintln!("no Open MPI here (mpicc, mpirun): building without the `mpi` feature");
-        &[]
-    };
+    }
     let mut clippy = cargo();
     clippy.args(["clippy", "--release", "--workspace", "--all-targets"]);
     clippy.args(features).args(["--", "-D", "warnings"]);
@@ -865,10 +876,7 @@ fn accuracy(args: &[String]) -> Result<(), String> {
 fn strata_exe() -> Result<PathBuf, String> {
     let mut b = cargo();
     b.args(["test", "--release", "--workspace", "--no-run", "--quiet"]);
-    // The features `cargo xtask ci` builds with, so that neither rebuilds the other's.
-    if mpi_available() {
-        b.args(["--features", "strata-cli/mpi"]);
-    }
+    b.args(mpi_features());
     run(b)?;
     Ok(target_dir().join("release").join("strata"))
 }

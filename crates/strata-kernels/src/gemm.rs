@@ -3,8 +3,7 @@
 //! buffers so that a layer's large temporary matrices are not allocated, page-faulted and
 //! zeroed again at every call.
 
-use std::cell::Cell;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// A strided matrix inside a slice: element `(i, j)` is at `offset + i * row_stride + j *
 /// col_stride`.
@@ -85,18 +84,18 @@ pub fn drive<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
-    rayon::scope(|_| {
-        let before = DRIVER.with(|d| d.replace(true));
-        let value = f();
-        DRIVER.with(|d| d.set(before));
-        value
-    })
+    rayon::scope(|_| with_driver(true, f))
 }
 
 /// Runs one of the kernels' parallel regions, `f`: on the driving thread, the parts it runs
 /// itself count as nested (their products and loops serial), as on the other threads.
 pub(crate) fn region<R>(f: impl FnOnce() -> R) -> R {
-    let before = DRIVER.with(|d| d.replace(false));
+    with_driver(false, f)
+}
+
+/// `f` with this thread's driver mark set to `driving`, then the mark as it was.
+fn with_driver<R>(driving: bool, f: impl FnOnce() -> R) -> R {
+    let before = DRIVER.with(|d| d.replace(driving));
     let value = f();
     DRIVER.with(|d| d.set(before));
     value

@@ -77,7 +77,7 @@ pub use forecast::{forecast_metrics, prepare_series};
 pub use generate::{Generate, generate};
 pub use language::{Lm, LmConfig, LoadedLm, load_lm, split_text};
 pub use pipeline::{
-    Context, RunResult, TrainOptions, check_devices, metrics_json, summary_line, train,
+    Context, Engine, RunResult, TrainOptions, check_devices, metrics_json, summary_line, train,
     train_default, train_with,
 };
 pub use predict::{Predictions, TorchWeights, predict_file, torch_logits};

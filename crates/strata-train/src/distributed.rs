@@ -55,11 +55,7 @@ pub trait Collective {
 /// `batch_size x size` examples give every rank exactly `batch_size`.
 #[must_use]
 pub fn shard(batch: &[usize], rank: usize, size: usize) -> &[usize] {
-    let size = size.max(1);
-    let n = batch.len();
-    let lo = (rank * n / size).min(n);
-    let hi = ((rank + 1) * n / size).min(n);
-    &batch[lo..hi]
+    &batch[shard_range(batch.len(), rank, size)]
 }
 
 /// The share of `n` items (`0..n`) that rank `rank` of `size` evaluates, as [`shard`] cuts it.

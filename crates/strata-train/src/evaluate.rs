@@ -102,12 +102,12 @@ where
     M: Module,
     F: Fn(&M, Tensor<2>) -> Tensor<2>,
 {
-    evaluate_on(model, forward, loss, (data, batch_size, device), None)
+    evaluate_shared(model, forward, loss, data, batch_size, device, None)
 }
 
 /// [`evaluate`] in a data-parallel run: each rank of `collective` evaluates its share of
 /// `data` ([`shard_range`](crate::shard_range)), and every rank gets the figures of the
-/// whole, computed from every rank's outputs.
+/// whole, computed from every rank's outputs. With no `collective`, [`evaluate`].
 ///
 /// # Errors
 /// As [`evaluate`].
@@ -118,28 +118,6 @@ pub fn evaluate_shared<M, F>(
     data: &Dataset,
     batch_size: usize,
     device: &Device,
-    collective: &dyn Collective,
-) -> Result<Evaluation>
-where
-    M: Module,
-    F: Fn(&M, Tensor<2>) -> Tensor<2>,
-{
-    evaluate_on(
-        model,
-        forward,
-        loss,
-        (data, batch_size, device),
-        Some(collective),
-    )
-}
-
-/// [`evaluate`] of `data` (in batches of a size, on a device), alone or shared among the
-/// ranks of `collective`.
-pub(crate) fn evaluate_on<M, F>(
-    model: &M,
-    forward: &F,
-    loss: &dyn Loss,
-    (data, batch_size, device): (&Dataset, usize, &Device),
     collective: Option<&dyn Collective>,
 ) -> Result<Evaluation>
 where

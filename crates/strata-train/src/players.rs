@@ -270,10 +270,7 @@ where
     if let Some(c) = collective {
         // Parameters are initialised lazily, from the device's generator at their first use:
         // on every rank from the seed one process would use, before the ranks' seeds part.
-        device.seed(derive_seed(
-            config.seed,
-            1_000_000 + state.epochs_done as u64,
-        ));
+        device.seed(epoch_seed(config.seed, state.epochs_done));
         same_weights(&model, c)?;
         progress.note(&format!(
             "data-parallel over {}: global batch {} ({} per rank)",
@@ -309,11 +306,11 @@ where
         let started = Instant::now();
         let lrs: Vec<f64> = (0..names.len()).map(|p| state.lr(p, epoch)).collect();
         model = tuner.begin_epoch(model, epoch);
-        let epoch_seed = derive_seed(config.seed, 1_000_000 + epoch as u64);
+        let seed = epoch_seed(config.seed, epoch);
         device.seed(match collective {
             // Each rank draws its own dropout masks and noise.
-            Some(c) if c.rank() > 0 => derive_seed(epoch_seed, c.rank() as u64),
-            _ => epoch_seed,
+            Some(c) if c.rank() > 0 => derive_seed(seed, c.rank() as u64),
+            _ => seed,
         });
         let order = players.epoch_order(config.seed, epoch)?;
         players.begin_epoch(epoch);
@@ -338,30 +335,23 @@ where
                         names.len()
                     )));
                 };
+                // This rank's mean loss and gradients (none for an empty share), then, in a
+                // data-parallel run, the global batch's.
+                let (value, grads) = if chunk.is_empty() {
+                    (0.0, GradientsParams::new())
+                } else {
+                    let loss = players.player_loss(&model, p, chunk)?;
+                    let value = scalar(loss.clone());
+                    (value, players.gradients(&model, p, loss.backward()))
+                };
                 let (value, grads, examples) = match collective {
-                    None => {
-                        let loss = players.player_loss(&model, p, chunk)?;
-                        let value = scalar(loss.clone());
-                        check_finite(value, epoch, b, &state, checkpointer.is_some(), progress)?;
-                        (
-                            value,
-                            players.gradients(&model, p, loss.backward()),
-                            chunk.len(),
-                        )
-                    }
+                    None => (value, grads, chunk.len()),
                     Some(c) => {
-                        let (value, grads) = if chunk.is_empty() {
-                            (0.0, GradientsParams::new())
-                        } else {
-                            let loss = players.player_loss(&model, p, chunk)?;
-                            let value = scalar(loss.clone());
-                            (value, players.gradients(&model, p, loss.backward()))
-                        };
                         let r = all_reduce_gradients(&model, grads, value, chunk.len(), c);
-                        check_finite(r.loss, epoch, b, &state, checkpointer.is_some(), progress)?;
                         (r.loss, r.grads, r.examples)
                     }
                 };
+                check_finite(value, epoch, b, &state, checkpointer.is_some(), progress)?;
                 model = optim.step(tuner.lr(lrs[p]), model, grads);
                 model = players.after_step(model, p);
                 sums[p].0 += value as f64 * examples as f64;
@@ -416,6 +406,11 @@ where
     }
 
     finish(model, state, config, writer, resumed_from)
+}
+
+/// The device's seed for epoch `epoch` (0-based) of a run seeded with `seed`.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    derive_seed(seed, 1_000_000 + epoch as u64)
 }
 
 /// [`Error::Invalid`] unless every rank of `collective` starts from the same weights.

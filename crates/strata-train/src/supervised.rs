@@ -14,7 +14,7 @@ use strata_tensor::derive_seed;
 
 use crate::distributed::Collective;
 use crate::error::{Error, Result};
-use crate::evaluate::evaluate_on;
+use crate::evaluate::evaluate_shared;
 use crate::objective::{Objective, Run};
 use crate::runner::{FitOutcome, fit_objective};
 
@@ -65,8 +65,15 @@ where
 {
     /// The validation loss and headline metric, shared among the ranks when given.
     fn validation(&self, model: &M, collective: Option<&dyn Collective>) -> Result<(f64, f64)> {
-        let valid = (self.valid, self.eval_batch, &self.plain);
-        let ev = evaluate_on(model, self.forward, self.loss, valid, collective)?;
+        let ev = evaluate_shared(
+            model,
+            self.forward,
+            self.loss,
+            self.valid,
+            self.eval_batch,
+            &self.plain,
+            collective,
+        )?;
         Ok((ev.loss, ev.report.headline()))
     }
 }

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use strata::data::{Augment, Corruption, LabelColumn, Sampling};
 use strata::loss::LossConfig;
 use strata::optim::{Clipping, OptimizerKind, ScheduleConfig};
-use strata::run::{Error, MAX_SIDE, Result, RunConfig, TrainOptions, train_with};
+use strata::run::{Engine, Error, MAX_SIDE, Result, RunConfig, TrainOptions, train_with};
 use strata::tensor::Backend;
-use strata::train::Collective;
 use strata::train::{EarlyStopping, Monitor};
 
 use crate::args::TrainArgs;
@@ -316,63 +315,6 @@ fn parse_size(s: &str) -> Result<[usize; 2]> {
     Ok([h, w])
 }
 
-/// The engines of `--distributed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Mpi,
-}
-
-/// `--distributed ENGINE`: `mpi`.
-fn parse_distributed(s: &str) -> Result<Engine> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "mpi" => Ok(Engine::Mpi),
-        _ => Err(Error::Usage(format!(
-            "--distributed `{}`: the engine is `mpi` (start the ranks with mpirun -np N)",
-            s.escape_debug()
-        ))),
-    }
-}
-
-/// This process's MPI ranks.
-#[cfg(feature = "mpi")]
-fn mpi() -> Result<strata::train::Mpi> {
-    Ok(strata::train::Mpi::init()?)
-}
-
-/// MPI is not built in: say how to get it.
-#[cfg(not(feature = "mpi"))]
-fn mpi() -> Result<Unbuilt> {
-    Err(Error::Usage(
-        "--distributed mpi: this strata was built without MPI; build it with `cargo install --path crates/strata-cli --features mpi` (needs an MPI library: apt install libopenmpi-dev openmpi-bin libclang-dev)".into(),
-    ))
-}
-
-/// Stands in for the MPI ranks in a build without them (never made).
-#[cfg(not(feature = "mpi"))]
-enum Unbuilt {}
-
-#[cfg(not(feature = "mpi"))]
-impl Collective for Unbuilt {
-    fn rank(&self) -> usize {
-        match *self {}
-    }
-    fn size(&self) -> usize {
-        match *self {}
-    }
-    fn sum(&self, _: &mut [f32]) {
-        match *self {}
-    }
-    fn sum_f64(&self, _: &mut [f64]) {
-        match *self {}
-    }
-    fn gather(&self, _: &[f32]) -> Vec<f32> {
-        match *self {}
-    }
-    fn describe(&self) -> String {
-        match *self {}
-    }
-}
-
 fn default_out() -> PathBuf {
     PathBuf::from("runs").join(chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string())
 }
@@ -387,25 +329,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "--resume needs --out DIR (the run to resume)".into(),
         ));
     }
-    let engine = args
-        .distributed
-        .as_deref()
-        .map(parse_distributed)
-        .transpose()?;
+    let engine: Option<Engine> = args.distributed.as_deref().map(str::parse).transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let config = resolve(args, &out)?;
     if let Some(devices) = &args.devices {
         strata::run::check_devices(config.backend, devices)?;
     }
-    let ranks = match engine {
-        Some(Engine::Mpi) => Some(mpi()?),
-        None => None,
-    };
+    let ranks = engine.map(Engine::connect).transpose()?;
     let options = TrainOptions {
         resume: args.resume,
         pause_after: args.pause_after,
         progress: None,
-        collective: ranks.as_ref().map(|r| r as &dyn Collective),
+        collective: ranks.as_deref(),
     };
     let result = train_with(&config, &out, &options)?;
     if ranks.as_ref().is_some_and(|r| !r.is_root()) {
@@ -438,7 +373,7 @@ mod tests {
                 s.parse::<strata::arch::SequencePooling>().err(),
                 s.parse::<strata::arch::Positional>().err(),
                 parse_loss(&s).err().map(|e| e.to_string()),
-                parse_distributed(&s).err().map(|e| e.to_string()),
+                s.parse::<Engine>().err().map(|e| e.to_string()),
             ]
             .into_iter()
             .flatten()

@@ -228,6 +228,47 @@ pub fn train_with(config: &RunConfig, out: &Path, options: &TrainOptions<'_>) ->
     family.train(&ctx, source)
 }
 
+/// An engine that connects the processes of a data-parallel run (`--distributed ENGINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// MPI: the ranks `mpirun -np N` started ([`strata_train::Collective`] over Open MPI;
+    /// a build with the `mpi` feature).
+    Mpi,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = Error;
+
+    /// `mpi` (any case).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mpi" => Ok(Engine::Mpi),
+            _ => Err(Error::Usage(format!(
+                "--distributed `{}`: the engine is `mpi` (start the ranks with mpirun -np N)",
+                s.escape_debug()
+            ))),
+        }
+    }
+}
+
+impl Engine {
+    /// This process's ranks, to give a run as [`TrainOptions::collective`]. MPI is
+    /// initialised here and finalised when the value is dropped.
+    ///
+    /// # Errors
+    /// A build without the `mpi` feature, with how to get one; MPI initialised already.
+    pub fn connect(self) -> Result<Box<dyn Collective>> {
+        match self {
+            #[cfg(feature = "mpi")]
+            Engine::Mpi => Ok(Box::new(strata_train::Mpi::init()?)),
+            #[cfg(not(feature = "mpi"))]
+            Engine::Mpi => Err(Error::Usage(
+                "--distributed mpi: this strata was built without MPI; build it with `cargo install --path crates/strata-cli --features mpi` (needs an MPI library: apt install libopenmpi-dev openmpi-bin libclang-dev)".into(),
+            )),
+        }
+    }
+}
+
 /// Checks a request to train on the devices `devices` of `backend` in one process
 /// (`strata train --devices 0,1`). One device, the backend's default (0), trains as usual.
 /// Several need burn's collective operations between the devices of a process
