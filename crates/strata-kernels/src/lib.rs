@@ -50,7 +50,7 @@ use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 pub use adam::AdamStep;
 pub use encoder::{
@@ -421,22 +421,41 @@ pub struct RecurrentOutput {
     pub cell: Option<Tensor<2>>,
 }
 
+/// What [`recurrent`] reads as each step's input.
+// Made once per call and taken apart at once: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum RecurrentInput {
+    /// Features `[batch, time, d_input]`, multiplied by `w_ih`.
+    Features(Tensor<3>),
+    /// The input products `x W_ih^T` taken already (without the bias), as the rows of a table
+    /// `[rows, gates * H]`, and the row each step reads, `tokens` `[batch, time]`: a caller
+    /// that embeds tokens projects the embedding table once (`strata_layers::Recurrent` does)
+    /// rather than multiplying every step's input. The kernel reads the rows in place, and
+    /// its backward pass sums their gradients per row into the table's.
+    Rows {
+        /// `[rows, gates * H]`.
+        table: Tensor<2>,
+        /// `[batch, time]`, each below `rows`.
+        tokens: Tensor<2, Int>,
+    },
+}
+
 /// One direction of a recurrent layer over a whole sequence ([`recurrent`](mod@recurrent)),
-/// in PyTorch's fused layout: `x` `[batch, time, d_input]`, `w_ih` `[gates * H, d_input]`,
+/// in PyTorch's fused layout: `input` features `[batch, time, d_input]` (or table rows, see
+/// [`RecurrentInput`]), `w_ih` `[gates * H, d_input]`,
 /// `w_hh` `[gates * H, H]`, optional biases `[gates * H]`, `h0` (and the LSTM's `c0`)
 /// `[batch, H]`, optional `mask` `[batch, time]` (1 for a real step, 0 for padding: the output
 /// is zero there and the state carried unchanged). On flex one kernel runs the sequence
 /// forward and backward; elsewhere, or when the shapes disagree, this returns `None` and the
 /// caller composes burn's ops step by step (as `strata_layers::Recurrent` does).
 ///
-/// With `spec.projected`, `x` is `[batch, time, gates * H]`, the input products `x W_ih^T`
-/// already taken (without the bias), and `w_ih` is `None`: a caller that embeds tokens can
-/// project the embedding table once and gather its rows, rather than multiplying every step's
-/// input (`strata_layers::Recurrent::forward_tokens`). Without it `w_ih` is required.
+/// `w_ih` is `None` for [`RecurrentInput::Rows`] and required for features; a token past the
+/// table also gives `None`. `spec.projected` is set from `input`.
 ///
 /// ```
 /// use burn::tensor::{Device, Distribution, Tensor};
-/// use strata_kernels::{RecurrentCell, RecurrentSpec};
+/// use strata_kernels::{RecurrentCell, RecurrentInput, RecurrentSpec};
 /// let device = Device::flex();
 /// let (batch, time, d_in, hidden) = (2, 5, 3, 4);
 /// let x = Tensor::<3>::random([batch, time, d_in], Distribution::Default, &device);
@@ -444,16 +463,18 @@ pub struct RecurrentOutput {
 /// let w_hh = Tensor::<2>::random([4 * hidden, hidden], Distribution::Default, &device);
 /// let h0 = Tensor::<2>::zeros([batch, hidden], &device);
 /// let spec = RecurrentSpec { cell: RecurrentCell::Lstm, reverse: false, projected: false };
-/// let out =
-///     strata_kernels::recurrent(spec, x, Some(w_ih), w_hh, None, None, h0.clone(), Some(h0), None)
-///     .expect("flex runs the kernel");
+/// let input = RecurrentInput::Features(x);
+/// let out = strata_kernels::recurrent(
+///     spec, input, Some(w_ih), w_hh, None, None, h0.clone(), Some(h0), None,
+/// )
+/// .expect("flex runs the kernel");
 /// assert_eq!(out.output.dims(), [batch, time, hidden]);
 /// assert!(out.cell.is_some());
 /// ```
 #[allow(clippy::too_many_arguments)]
 pub fn recurrent(
     spec: RecurrentSpec,
-    x: Tensor<3>,
+    input: RecurrentInput,
     w_ih: Option<Tensor<2>>,
     w_hh: Tensor<2>,
     b_ih: Option<Tensor<1>>,
@@ -462,11 +483,23 @@ pub fn recurrent(
     c0: Option<Tensor<2>>,
     mask: Option<Tensor<2>>,
 ) -> Option<RecurrentOutput> {
-    let device = x.device();
-    if !runs_kernels(&device) || w_ih.is_some() == spec.projected {
+    let device = h0.device();
+    let projected = matches!(input, RecurrentInput::Rows { .. });
+    if !runs_kernels(&device) || w_ih.is_some() == projected {
         return None;
     }
-    let [batch, time, _] = x.dims();
+    let (x, tokens, [batch, time]) = match input {
+        RecurrentInput::Features(x) => {
+            let [batch, time, _] = x.dims();
+            let unread = Tensor::<2>::zeros([0, 0], &device);
+            (x.into_dispatch(), unread, [batch, time])
+        }
+        RecurrentInput::Rows { table, tokens } => {
+            let dims = tokens.dims();
+            (table.into_dispatch(), tokens.float(), dims)
+        }
+    };
+    let spec = RecurrentSpec { projected, ..spec };
     let [gates, hidden] = w_hh.dims();
     let w_ih = w_ih.unwrap_or_else(|| Tensor::<2>::zeros([gates, 0], &device));
     let zeros = || Tensor::<1>::zeros([gates], &device);
@@ -476,7 +509,8 @@ pub fn recurrent(
     let masked = mask.is_some();
     let mask = mask.unwrap_or_else(|| Tensor::<2>::ones([batch, time], &device));
     let packed = <Dispatch as KernelOps>::kernel_recurrent(
-        x.into_dispatch(),
+        x,
+        tokens.into_dispatch(),
         w_ih.into_dispatch(),
         w_hh.into_dispatch(),
         b_ih.into_dispatch(),
@@ -487,11 +521,20 @@ pub fn recurrent(
         masked,
         spec,
     )?;
-    let packed = Tensor::<3>::from_dispatch(packed);
-    let state = |row: usize| packed.clone().narrow(1, row, 1).reshape([batch, hidden]);
+    // Flat: the outputs `[batch, time, hidden]`, then the final hidden state and cell, each a
+    // contiguous range (so that the outputs go on to the next layer without a copy).
+    let packed = Tensor::<1>::from_dispatch(packed);
+    let outputs = batch * time * hidden;
+    let state = |k: usize| {
+        let at = outputs + k * batch * hidden;
+        packed
+            .clone()
+            .narrow(0, at, batch * hidden)
+            .reshape([batch, hidden])
+    };
     Some(RecurrentOutput {
-        hidden: state(time),
-        cell: (spec.cell == RecurrentCell::Lstm).then(|| state(time + 1)),
-        output: packed.narrow(1, 0, time),
+        hidden: state(0),
+        cell: (spec.cell == RecurrentCell::Lstm).then(|| state(1)),
+        output: packed.narrow(0, 0, outputs).reshape([batch, time, hidden]),
     })
 }

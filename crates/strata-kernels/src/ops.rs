@@ -205,11 +205,17 @@ pub trait KernelOps: Backend {
 
     /// One direction of a recurrent layer over a whole sequence ([`crate::recurrent`]): `x`
     /// `[B, T, I]`, `w_ih` `[G, I]`, `w_hh` `[G, H]`, `b_ih` and `b_hh` `[G]`, `h0` and `c0`
-    /// `[B, H]`, `mask` `[B, T]` (read only when `masked`). Returns the packed output `[B, T + states, H]`, or `None`
-    /// where this backend has no such kernel (the caller then composes burn's ops).
+    /// `[B, H]`, `mask` `[B, T]` (read only when `masked`). With `spec.projected`, `x` is
+    /// instead a table of input products `[rows, G]` whose rows `tokens` (`[B, T]`, row
+    /// indices as floats; read only then) pick, and `w_ih` is `[G, 0]`. Returns the packed
+    /// output, flat
+    /// (the outputs `[B, T, H]`, then the final hidden state `[B, H]` and, for the LSTM, the
+    /// final cell), or `None` where this backend has no such kernel (the caller then composes
+    /// burn's ops).
     #[allow(clippy::too_many_arguments)]
     fn kernel_recurrent(
         x: FloatTensor<Self>,
+        tokens: FloatTensor<Self>,
         w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         b_ih: FloatTensor<Self>,
@@ -220,7 +226,9 @@ pub trait KernelOps: Backend {
         masked: bool,
         spec: RecurrentSpec,
     ) -> Option<FloatTensor<Self>> {
-        let _ = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec);
+        let _ = (
+            x, tokens, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec,
+        );
         None
     }
 
@@ -228,6 +236,7 @@ pub trait KernelOps: Backend {
     #[allow(clippy::too_many_arguments)]
     fn kernel_recurrent_train(
         x: FloatTensor<Self>,
+        tokens: FloatTensor<Self>,
         w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         b_ih: FloatTensor<Self>,
@@ -238,16 +247,19 @@ pub trait KernelOps: Backend {
         masked: bool,
         spec: RecurrentSpec,
     ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
-        let _ = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec);
+        let _ = (
+            x, tokens, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec,
+        );
         None
     }
 
-    /// The gradients of [`KernelOps::kernel_recurrent_train`]'s packed output for `x`, `w_ih`,
-    /// `w_hh`, `b_ih`, `b_hh`, `h0` and `c0`, from its workspace. Only called after
-    /// `kernel_recurrent_train` returned a result on this backend.
+    /// The gradients of [`KernelOps::kernel_recurrent_train`]'s packed output for `x` (the
+    /// table's, when `spec.projected`), `w_ih`, `w_hh`, `b_ih`, `b_hh`, `h0` and `c0`, from its
+    /// workspace. Only called after `kernel_recurrent_train` returned a result on this backend.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn kernel_recurrent_backward(
         x: FloatTensor<Self>,
+        tokens: FloatTensor<Self>,
         w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         b_ih: FloatTensor<Self>,
@@ -268,6 +280,7 @@ pub trait KernelOps: Backend {
     ) {
         let _ = (
             x,
+            tokens,
             w_ih,
             w_hh,
             b_ih,
@@ -981,6 +994,7 @@ impl KernelOps for Flex {
 
     fn kernel_recurrent(
         x: FlexTensor,
+        tokens: FlexTensor,
         w_ih: FlexTensor,
         w_hh: FlexTensor,
         b_ih: FlexTensor,
@@ -992,11 +1006,19 @@ impl KernelOps for Flex {
         spec: RecurrentSpec,
     ) -> Option<FlexTensor> {
         let inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
-        flex_recurrent(inputs, masked.then_some(mask), spec, false).map(|(packed, _)| packed)
+        flex_recurrent(
+            inputs,
+            spec.projected.then_some(tokens),
+            masked.then_some(mask),
+            spec,
+            false,
+        )
+        .map(|(packed, _)| packed)
     }
 
     fn kernel_recurrent_train(
         x: FlexTensor,
+        tokens: FlexTensor,
         w_ih: FlexTensor,
         w_hh: FlexTensor,
         b_ih: FlexTensor,
@@ -1008,12 +1030,19 @@ impl KernelOps for Flex {
         spec: RecurrentSpec,
     ) -> Option<(FlexTensor, FlexTensor)> {
         let inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
-        let (packed, workspace) = flex_recurrent(inputs, masked.then_some(mask), spec, true)?;
+        let (packed, workspace) = flex_recurrent(
+            inputs,
+            spec.projected.then_some(tokens),
+            masked.then_some(mask),
+            spec,
+            true,
+        )?;
         Some((packed, workspace?))
     }
 
     fn kernel_recurrent_backward(
         x: FlexTensor,
+        tokens: FlexTensor,
         w_ih: FlexTensor,
         w_hh: FlexTensor,
         b_ih: FlexTensor,
@@ -1032,17 +1061,12 @@ impl KernelOps for Flex {
         FlexTensor,
         FlexTensor,
     ) {
-        let xs = x.shape();
-        let ws = w_hh.shape();
-        let g = recurrent::Geometry {
-            cell: spec.cell,
-            batch: xs[0],
-            time: xs[1],
-            d_input: xs[2],
-            d_hidden: ws[1],
-            reverse: spec.reverse,
-            projected: spec.projected,
-        };
+        let tokens = spec.projected.then_some(tokens);
+        let weights = [&w_ih, &w_hh, &b_ih, &b_hh];
+        let g = recurrent_geometry(&x, tokens.as_ref(), weights, masked.then_some(&mask), spec)
+            .expect("the shapes the forward pass ran with");
+        let tokens = tokens.map(|t| token_rows(&contiguous(t), x.shape()[0]));
+        let tokens = tokens.map(|t| t.expect("the tokens the forward pass ran with"));
         let shapes = [
             x.shape(),
             w_ih.shape(),
@@ -1059,9 +1083,10 @@ impl KernelOps for Flex {
             b_ih: slice(&b_ih),
             b_hh: slice(&b_hh),
         };
+        let input = recurrent_input(&x, tokens.as_deref());
         let grads = recurrent::backward(
             &g,
-            slice(&x),
+            input,
             &weights,
             slice(&workspace),
             mask.as_ref().map(slice),
@@ -1449,17 +1474,32 @@ fn attention_geometry(
     })
 }
 
-/// A recurrent direction on flex (`inputs`: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, `h0`, `c0`):
-/// the packed output and, when `keep` (training), the workspace its backward pass reads; `None`
-/// when the shapes or types do not fit the kernel.
+/// A recurrent direction on flex (`inputs`: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, `h0`, `c0`;
+/// with `tokens`, `x` is a table of input products): the packed output and, when `keep`
+/// (training), the workspace its backward pass reads; `None` when the shapes or types do not
+/// fit the kernel, or a token is not a row of the table.
 fn flex_recurrent(
     inputs: [FlexTensor; 7],
+    tokens: Option<FlexTensor>,
     mask: Option<FlexTensor>,
     spec: RecurrentSpec,
     keep: bool,
 ) -> Option<(FlexTensor, Option<FlexTensor>)> {
     let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] = &inputs;
-    let g = recurrent_geometry(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask.as_ref(), spec)?;
+    let weights = [w_ih, w_hh, b_ih, b_hh];
+    let g = recurrent_geometry(x, tokens.as_ref(), weights, mask.as_ref(), spec)?;
+    debug_assert_eq!(g.projected, spec.projected);
+    let state = Shape::new([g.batch, g.d_hidden]);
+    let states_fit = [h0, c0]
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && t.shape() == state);
+    if !states_fit {
+        return None;
+    }
+    let tokens = match tokens {
+        Some(t) => Some(token_rows(&contiguous(t), x.shape()[0])?),
+        None => None,
+    };
     let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] = inputs.map(contiguous);
     let mask = mask.map(contiguous);
     let weights = recurrent::Weights {
@@ -1468,62 +1508,135 @@ fn flex_recurrent(
         b_ih: slice(&b_ih),
         b_hh: slice(&b_hh),
     };
-    let (x, h0, c0, mask) = (slice(&x), slice(&h0), slice(&c0), mask.as_ref().map(slice));
+    let input = recurrent_input(&x, tokens.as_deref());
+    let (h0, c0, mask) = (slice(&h0), slice(&c0), mask.as_ref().map(slice));
     let (packed, workspace) = if keep {
-        let mut workspace = crate::memory::zeroed(g.workspace_len());
-        let packed = recurrent::forward(&g, x, &weights, h0, c0, mask, &mut workspace);
-        let workspace = shaped(workspace, Shape::new([g.batch, g.time, g.width()]));
+        let mut workspace = take_workspace(Shape::new([g.batch, g.time, g.width()]));
+        let ws = workspace.storage_mut::<f32>();
+        let packed = recurrent::forward(&g, input, &weights, h0, c0, mask, ws);
+        keep_workspace(&workspace);
         (packed, Some(workspace))
     } else {
-        (recurrent::infer(&g, x, &weights, h0, c0, mask), None)
+        (recurrent::infer(&g, input, &weights, h0, c0, mask), None)
     };
-    let packed = shaped(packed, Shape::new([g.batch, g.packed_rows(), g.d_hidden]));
+    let packed = shaped(packed, Shape::new([g.packed_len()]));
     Some((packed, workspace))
 }
 
-/// The sizes of a recurrent run when every tensor is f32 and their shapes agree (the layer
-/// composes burn's ops otherwise, which reports the mismatch as it does).
-#[allow(clippy::too_many_arguments)]
+/// Recurrent workspaces kept after use: a training step makes the same ones again, and a kept
+/// one that nothing else holds any more (its step's backward pass is done) is written over
+/// instead of allocating and zeroing megabytes (11 MiB a step in the character LSTM's
+/// benchmark). The forward pass writes every element, so the old contents are never read.
+static WORKSPACES: std::sync::Mutex<Vec<FlexTensor>> = std::sync::Mutex::new(Vec::new());
+
+/// Kept workspaces at most (the oldest goes first).
+const KEEP_WORKSPACES: usize = 8;
+
+/// Bytes of kept workspaces that nothing else holds, at most (the oldest goes first): memory
+/// the process keeps for its next step rather than gives back.
+const KEEP_FREE_BYTES: usize = 256 << 20;
+
+/// A contiguous f32 tensor of `shape` that only the caller holds, for a recurrent run's
+/// workspace (contents unspecified: the run writes every element before reading it): a kept
+/// one of that shape that nothing else holds any more, else a new one.
+fn take_workspace(shape: Shape) -> FlexTensor {
+    let mut kept = WORKSPACES.lock().unwrap_or_else(|e| e.into_inner());
+    let free = kept
+        .iter()
+        .position(|t| t.is_unique() && t.shape() == shape && t.dtype() == DType::F32);
+    match free {
+        Some(i) => kept.remove(i),
+        None => shaped(crate::memory::zeroed(shape.num_elements()), shape),
+    }
+}
+
+/// Keeps a handle on a written workspace, for [`take_workspace`] to hand out again once the
+/// run's other holders (its backward pass) have let it go.
+fn keep_workspace(workspace: &FlexTensor) {
+    let mut kept = WORKSPACES.lock().unwrap_or_else(|e| e.into_inner());
+    kept.push(workspace.clone());
+    let free_bytes = |kept: &[FlexTensor]| -> usize {
+        kept.iter()
+            .filter(|t| t.is_unique())
+            .map(|t| t.shape().num_elements() * size_of::<f32>())
+            .sum()
+    };
+    while kept.len() > KEEP_WORKSPACES || free_bytes(&kept) > KEEP_FREE_BYTES {
+        // The oldest free one, else the oldest.
+        let oldest = kept.iter().position(FlexTensor::is_unique).unwrap_or(0);
+        kept.remove(oldest);
+    }
+}
+
+/// A contiguous `x` as the recurrent kernel's input: table rows picked by `tokens`, or
+/// features.
+fn recurrent_input<'a>(x: &'a FlexTensor, tokens: Option<&'a [usize]>) -> recurrent::Input<'a> {
+    match tokens {
+        Some(tokens) => recurrent::Input::Rows {
+            table: slice(x),
+            tokens,
+        },
+        None => recurrent::Input::Features(slice(x)),
+    }
+}
+
+/// Row indices given as floats (`[B, T]`), when each is a whole number below `rows`.
+fn token_rows(tokens: &FlexTensor, rows: usize) -> Option<Vec<usize>> {
+    if tokens.dtype() != DType::F32 {
+        return None;
+    }
+    slice(tokens)
+        .iter()
+        .map(|&v| (v >= 0.0 && v.fract() == 0.0 && (v as usize) < rows).then_some(v as usize))
+        .collect()
+}
+
+/// The sizes of a recurrent run when its tensors are f32 and their shapes agree (the layer
+/// composes burn's ops otherwise, which reports the mismatch as it does): `x` is `[B, T, I]`,
+/// or with `tokens` (`[B, T]`) a table `[rows, G]`; `weights` are `w_ih`, `w_hh`, `b_ih`,
+/// `b_hh`. The states are checked by the caller.
 fn recurrent_geometry(
     x: &FlexTensor,
-    w_ih: &FlexTensor,
-    w_hh: &FlexTensor,
-    b_ih: &FlexTensor,
-    b_hh: &FlexTensor,
-    h0: &FlexTensor,
-    c0: &FlexTensor,
+    tokens: Option<&FlexTensor>,
+    weights: [&FlexTensor; 4],
     mask: Option<&FlexTensor>,
     spec: RecurrentSpec,
 ) -> Option<recurrent::Geometry> {
-    let tensors = [x, w_ih, w_hh, b_ih, b_hh, h0, c0];
-    if tensors.iter().any(|t| t.dtype() != DType::F32)
-        || mask.is_some_and(|m| m.dtype() != DType::F32)
-    {
+    let [w_ih, w_hh, b_ih, b_hh] = weights;
+    let f32s = [x, w_ih, w_hh, b_ih, b_hh]
+        .into_iter()
+        .chain(tokens)
+        .chain(mask);
+    if f32s.into_iter().any(|t| t.dtype() != DType::F32) {
         return None;
     }
     let (xs, wi, wh) = (x.shape(), w_ih.shape(), w_hh.shape());
-    if xs.num_dims() != 3 || wi.num_dims() != 2 || wh.num_dims() != 2 {
+    if wi.num_dims() != 2 || wh.num_dims() != 2 {
         return None;
     }
+    let (batch, time, d_input) = match tokens {
+        Some(t) if t.shape().num_dims() == 2 && xs.num_dims() == 2 => {
+            (t.shape()[0], t.shape()[1], xs[1])
+        }
+        None if xs.num_dims() == 3 => (xs[0], xs[1], xs[2]),
+        _ => return None,
+    };
     let g = recurrent::Geometry {
         cell: spec.cell,
-        batch: xs[0],
-        time: xs[1],
-        d_input: xs[2],
+        batch,
+        time,
+        d_input,
         d_hidden: wh[1],
         reverse: spec.reverse,
-        projected: spec.projected,
+        projected: tokens.is_some(),
     };
     let gates = g.gates();
-    let state = Shape::new([g.batch, g.d_hidden]);
     let w_ih_cols = if g.projected { 0 } else { g.d_input };
     let fits = wi.dims::<2>() == [gates, w_ih_cols]
         && (!g.projected || g.d_input == gates)
         && wh.dims::<2>() == [gates, g.d_hidden]
         && b_ih.shape() == Shape::new([gates])
         && b_hh.shape() == Shape::new([gates])
-        && h0.shape() == state
-        && c0.shape() == state
         && mask.is_none_or(|m| m.shape() == Shape::new([g.batch, g.time]))
         && g.batch > 0
         && g.time > 0
@@ -1661,8 +1774,8 @@ impl<B: Backend + KernelOps> Backward<B, 1> for MaxPoolNode {
 struct RecurrentNode;
 
 /// What the recurrent node keeps: `x`, `w_ih`, `w_hh`, `b_ih`, `b_hh`, the workspace and the
-/// mask, whether the mask is read, and the spec.
-type RecurrentState<B> = ([FloatTensor<B>; 7], bool, RecurrentSpec);
+/// mask, the tokens (read when `x` is a table), whether the mask is read, and the spec.
+type RecurrentState<B> = ([FloatTensor<B>; 7], FloatTensor<B>, bool, RecurrentSpec);
 
 impl<B: Backend + KernelOps> Backward<B, 7> for RecurrentNode {
     type State = RecurrentState<B>;
@@ -1674,9 +1787,9 @@ impl<B: Backend + KernelOps> Backward<B, 7> for RecurrentNode {
         _checkpointer: &mut Checkpointer,
     ) {
         let grad = grads.consume::<B>(&ops.node);
-        let ([x, w_ih, w_hh, b_ih, b_hh, workspace, mask], masked, spec) = ops.state;
+        let ([x, w_ih, w_hh, b_ih, b_hh, workspace, mask], tokens, masked, spec) = ops.state;
         let (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0) = B::kernel_recurrent_backward(
-            x, w_ih, w_hh, b_ih, b_hh, workspace, mask, masked, grad, spec,
+            x, tokens, w_ih, w_hh, b_ih, b_hh, workspace, mask, masked, grad, spec,
         );
         let all = [dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0];
         for (node, g) in ops.parents.into_iter().zip(all) {
@@ -2131,6 +2244,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
 
     fn kernel_recurrent(
         x: FloatTensor<Self>,
+        tokens: FloatTensor<Self>,
         w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         b_ih: FloatTensor<Self>,
@@ -2141,6 +2255,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
         masked: bool,
         spec: RecurrentSpec,
     ) -> Option<FloatTensor<Self>> {
+        let tokens = tokens.into_primitive();
         let prep = RecurrentNode
             .prepare::<C>([
                 x.node(),
@@ -2159,6 +2274,7 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
             OpsKind::Tracked(prep) => {
                 let (packed, workspace) = B::kernel_recurrent_train(
                     x.clone(),
+                    tokens.clone(),
                     w_ih.clone(),
                     w_hh.clone(),
                     b_ih.clone(),
@@ -2169,11 +2285,11 @@ impl<B: Backend + KernelOps, C: CheckpointStrategy> KernelOps for Autodiff<B, C>
                     masked,
                     spec,
                 )?;
-                let state = ([x, w_ih, w_hh, b_ih, b_hh, workspace, mask], masked, spec);
-                Some(prep.finish(state, packed))
+                let tensors = [x, w_ih, w_hh, b_ih, b_hh, workspace, mask];
+                Some(prep.finish((tensors, tokens, masked, spec), packed))
             }
             OpsKind::UnTracked(prep) => Some(prep.finish(B::kernel_recurrent(
-                x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec,
+                x, tokens, w_ih, w_hh, b_ih, b_hh, h0, c0, mask, masked, spec,
             )?)),
         }
     }

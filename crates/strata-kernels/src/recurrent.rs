@@ -55,17 +55,55 @@ impl RecurrentCell {
 }
 
 /// What one call runs: the cell, whether the sequence is read last to first, and whether its
-/// input is already projected.
+/// input is table rows ([`Input::Rows`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecurrentSpec {
     /// The cell.
     pub cell: RecurrentCell,
     /// Read the sequence last to first (the reverse direction of a bidirectional layer).
     pub reverse: bool,
-    /// The input `x` is already `W_ih x` (`[B, T, G]`, without the bias), e.g. an embedding
-    /// table projected once and gathered by token; `w_ih` is then `[G, 0]`, unread, and its
-    /// gradient empty.
+    /// The input is a table of input products `W_ih x` (`[rows, G]`, without the bias) whose
+    /// rows the tokens pick; `w_ih` is then `[G, 0]`, unread, and its gradient empty.
     pub projected: bool,
+}
+
+/// What a run reads as each step's input.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// Features `[batch, time, d_input]`, multiplied by `w_ih` in the run.
+    Features(&'a [f32]),
+    /// The input products `W_ih x` taken already (without the bias), as the rows of a table
+    /// `[rows, G]` (e.g. an embedding table projected once), and each step's row, `tokens`
+    /// `[batch, time]`. The geometry is then `projected` and `w_ih` empty.
+    Rows {
+        /// `[rows, G]`.
+        table: &'a [f32],
+        /// `[batch, time]`, each below `rows`.
+        tokens: &'a [usize],
+    },
+}
+
+impl Input<'_> {
+    /// Checks the lengths against `g`, and the tokens against the table's rows.
+    fn check(&self, g: &Geometry) {
+        let (n, gates) = (g.batch * g.time, g.gates());
+        match *self {
+            Input::Features(x) => {
+                assert!(!g.projected, "features for a projected geometry");
+                assert_eq!(x.len(), n * g.d_input, "x length");
+            }
+            Input::Rows { table, tokens } => {
+                assert!(
+                    g.projected,
+                    "table rows for a geometry that is not projected"
+                );
+                assert_eq!(table.len() % gates.max(1), 0, "table length");
+                assert_eq!(tokens.len(), n, "tokens length");
+                let rows = table.len() / gates.max(1);
+                assert!(tokens.iter().all(|&k| k < rows), "a token past the table");
+            }
+        }
+    }
 }
 
 /// The sizes of one direction's run.
@@ -83,9 +121,9 @@ pub struct Geometry {
     pub d_hidden: usize,
     /// Read last to first.
     pub reverse: bool,
-    /// `x` holds the input products `W_ih x` (`d_input` is then the gate count and `w_ih`
-    /// empty): the forward pass copies them instead of multiplying, and the backward pass
-    /// returns their gradient, the pre-activation gradient, as `x`'s.
+    /// The input is [`Input::Rows`], input products `W_ih x` taken already (`d_input` is
+    /// then the gate count and `w_ih` empty): the forward pass reads them instead of
+    /// multiplying, and the backward pass returns the table's gradient as `x`'s.
     pub projected: bool,
 }
 
@@ -112,15 +150,15 @@ impl Geometry {
         self.batch * self.time * self.width()
     }
 
-    /// Rows per sequence in the packed output: the `time` outputs, then the final hidden
-    /// state and, for the LSTM, the final cell.
-    pub fn packed_rows(&self) -> usize {
-        self.time + self.cell.states()
+    /// Length of the outputs at the start of the packed output: `[batch, time, d_hidden]`.
+    pub fn outputs_len(&self) -> usize {
+        self.batch * self.time * self.d_hidden
     }
 
-    /// Length of the packed output `[batch, time + states, d_hidden]`.
+    /// Length of the packed output: every step's output (`[batch, time, d_hidden]`), then the
+    /// final hidden state (`[batch, d_hidden]`) and, for the LSTM, the final cell (the same).
     pub fn packed_len(&self) -> usize {
-        self.batch * self.packed_rows() * self.d_hidden
+        (self.time + self.cell.states()) * self.batch * self.d_hidden
     }
 
     /// Where the step's starting hidden state sits in a workspace row.
@@ -198,16 +236,17 @@ pub struct Gradients {
     pub c0: Vec<f32>,
 }
 
-/// Runs one direction over `x` (`[batch, time, d_input]`) from `h0` (and, for the LSTM, `c0`;
+/// Runs one direction over `input` (features `[batch, time, d_input]` or table rows) from `h0` (and, for the LSTM, `c0`;
 /// both `[batch, H]`), writing what the backward pass needs into `workspace`
-/// ([`Geometry::workspace_len`] floats). Returns the packed output `[batch, time + states,
-/// H]`: every step's output, then the final hidden state (and cell).
+/// ([`Geometry::workspace_len`] floats). Returns the packed output
+/// ([`Geometry::packed_len`]): every step's output `[batch, time, H]`, then the final hidden
+/// state `[batch, H]` (and cell).
 ///
 /// # Panics
-/// When a slice's length disagrees with `g`.
+/// When a slice's length disagrees with `g`, or a token is past the table.
 pub fn forward(
     g: &Geometry,
-    x: &[f32],
+    input: Input,
     w: &Weights,
     h0: &[f32],
     c0: &[f32],
@@ -216,7 +255,7 @@ pub fn forward(
 ) -> Vec<f32> {
     let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
     let (gates, width) = (g.gates(), g.width());
-    assert_eq!(x.len(), batch * time * g.d_input, "x length");
+    input.check(g);
     assert_eq!(h0.len(), batch * hd, "h0 length");
     assert_eq!(workspace.len(), g.workspace_len(), "workspace length");
     if let Some(m) = mask {
@@ -230,25 +269,6 @@ pub fn forward(
     let mut packed = zeroed(g.packed_len());
     if batch == 0 || time == 0 || hd == 0 {
         return packed;
-    }
-    // Every step's input projection at once, into the gate columns of the workspace (when the
-    // caller projected it, each chunk's thread copies its rows below).
-    if !g.projected {
-        matmul(
-            workspace,
-            View {
-                offset: 0,
-                rows: batch * time,
-                cols: gates,
-                row_stride: width,
-                col_stride: 1,
-            },
-            x,
-            View::row_major(0, batch * time, g.d_input),
-            w.w_ih,
-            View::row_major(0, gates, g.d_input).t(),
-            false,
-        );
     }
     // Outside the GRU's candidate gate the two biases appear summed: add them once.
     let bias: Vec<f32> = if g.cell == RecurrentCell::Gru {
@@ -264,46 +284,92 @@ pub fn forward(
         transpose(w.w_hh, hd, gates, hd, &mut t, gates);
         t
     });
-    // The sequences are independent: each chunk of them runs its whole recurrence on one
-    // thread, with no hand-off between threads at each step.
-    let chunks = split_batch(batch);
-    let rows = g.packed_rows();
-    let ws_parts = split_rows(workspace, &chunks, time * width);
-    let packed_parts = split_rows(&mut packed, &chunks, rows * hd);
-    let jobs: Vec<_> = chunks
-        .iter()
-        .zip(ws_parts)
-        .zip(packed_parts)
-        .map(|((&(b0, b1), ws), out)| (b0, b1, ws, out))
-        .collect();
-    let run = |(b0, b1, ws, out): (usize, usize, &mut [f32], &mut [f32])| {
-        let chunk = Geometry {
-            batch: b1 - b0,
-            ..*g
-        };
-        // The chunk's input products plus the bias, on its own thread (copied first when the
-        // caller projected them).
-        if g.projected {
-            let xs = &x[b0 * time * gates..b1 * time * gates];
-            set_biased(ws, width, xs, &bias);
-        } else {
-            add_bias(ws, width, &bias);
-        }
-        let c0 = if lstm { &c0[b0 * hd..b1 * hd] } else { &[][..] };
-        let mask = mask.map(|m| &m[b0 * time..b1 * time]);
-        recur(
-            &chunk,
-            w,
-            w_hh_t.as_deref(),
-            &h0[b0 * hd..b1 * hd],
-            c0,
-            mask,
-            ws,
-            out,
-        );
+    // `inputs`: the input products, `[batch, time, G]` or table rows picked by `tokens`.
+    let mut run = |inputs: &[f32], tokens: Option<&[usize]>| {
+        // The sequences are independent: each chunk of them runs its whole recurrence on one
+        // thread, with no hand-off between threads at each step.
+        let chunks = split_batch(batch);
+        let ws_parts = split_rows(workspace, &chunks, time * width);
+        let out_parts = split_packed(&mut packed, &chunks, g);
+        let jobs: Vec<_> = chunks.iter().zip(ws_parts).zip(out_parts).collect();
+        run_jobs(jobs, |((&(b0, b1), ws), out)| {
+            let chunk = Geometry {
+                batch: b1 - b0,
+                ..*g
+            };
+            let c0 = if lstm { &c0[b0 * hd..b1 * hd] } else { &[][..] };
+            let state = (&h0[b0 * hd..b1 * hd], c0);
+            let inputs = match tokens {
+                Some(tokens) => (inputs, Some(&tokens[b0 * time..b1 * time])),
+                None => (&inputs[b0 * time * gates..b1 * time * gates], None),
+            };
+            let mask = mask.map(|m| &m[b0 * time..b1 * time]);
+            let weights = (w, w_hh_t.as_deref(), &bias[..]);
+            recur(&chunk, weights, inputs, state, mask, ws, out);
+        });
     };
-    run_jobs(jobs, run);
+    let x = match input {
+        Input::Rows { table, tokens } => {
+            run(table, Some(tokens));
+            return packed;
+        }
+        Input::Features(x) => x,
+    };
+    {
+        // Every step's input projection at once (the pointwise passes add the bias).
+        with_scratch(batch * time * gates, |inputs| {
+            matmul(
+                inputs,
+                View::row_major(0, batch * time, gates),
+                x,
+                View::row_major(0, batch * time, g.d_input),
+                w.w_ih,
+                View::row_major(0, gates, g.d_input).t(),
+                false,
+            );
+            run(inputs, None);
+        });
+    }
     packed
+}
+
+/// A chunk's parts of the packed output: its outputs, final hidden states and final cells.
+type PackedPart<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+/// The packed output (or its gradient) cut into each chunk's outputs, final hidden states and
+/// (for the LSTM) final cells.
+fn split_packed<'a>(
+    packed: &'a mut [f32],
+    chunks: &[(usize, usize)],
+    g: &Geometry,
+) -> Vec<PackedPart<'a>> {
+    let hd = g.d_hidden;
+    let (outputs, finals) = packed.split_at_mut(g.outputs_len());
+    let (hidden, cell) = finals.split_at_mut(g.batch * hd);
+    let cell_width = if g.cell == RecurrentCell::Lstm { hd } else { 0 };
+    split_rows(outputs, chunks, g.time * hd)
+        .into_iter()
+        .zip(split_rows(hidden, chunks, hd))
+        .zip(split_rows(cell, chunks, cell_width))
+        .map(|((o, h), c)| (o, h, c))
+        .collect()
+}
+
+/// A chunk's parts of the packed output's gradient, as [`split_packed`] cuts them.
+fn packed_part<'a>(packed: &'a [f32], g: &Geometry, b0: usize, b1: usize) -> [&'a [f32]; 3] {
+    let hd = g.d_hidden;
+    let (outputs, finals) = packed.split_at(g.outputs_len());
+    let (hidden, cell) = finals.split_at(g.batch * hd);
+    let cell = if g.cell == RecurrentCell::Lstm {
+        &cell[b0 * hd..b1 * hd]
+    } else {
+        &[][..]
+    };
+    [
+        &outputs[b0 * g.time * hd..b1 * g.time * hd],
+        &hidden[b0 * hd..b1 * hd],
+        cell,
+    ]
 }
 
 /// `run` over the chunks' jobs: on rayon's threads when there are several.
@@ -346,29 +412,30 @@ fn split_rows<'a>(
 }
 
 /// The recurrence of one chunk of sequences (`g.batch` of them), serial: per step the product
-/// of the state by `w_hh` and the pointwise pass. `ws` holds the chunk's workspace rows with the
-/// input projections already in, `packed` its packed output.
-#[allow(clippy::too_many_arguments)]
+/// of the state by `w_hh` (into a small buffer that stays in cache) and the pointwise pass,
+/// which adds it to the step's input products (`inputs`: rows `[batch, time, G]`, or table
+/// rows picked by the chunk's tokens) and the bias.
+/// `weights` are the direction's weights, `w_hh` transposed (for sequences of
+/// `TRANSPOSE_FROM` steps or more) and the bias the pointwise pass adds; `state` the initial
+/// hidden state and cell, `ws` the chunk's workspace rows, `out` its parts of the packed output.
 fn recur(
     g: &Geometry,
-    w: &Weights,
-    w_hh_t: Option<&[f32]>,
-    h0: &[f32],
-    c0: &[f32],
+    weights: (&Weights, Option<&[f32]>, &[f32]),
+    inputs: (&[f32], Option<&[usize]>),
+    state: (&[f32], &[f32]),
     mask: Option<&[f32]>,
     workspace: &mut [f32],
-    packed: &mut [f32],
+    out: PackedPart<'_>,
 ) {
+    let (w, w_hh_t, bias) = weights;
     let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
     let (gates, width) = (g.gates(), g.width());
     let lstm = g.cell == RecurrentCell::Lstm;
-    let mut h = h0.to_vec();
-    let mut c = if lstm { c0.to_vec() } else { Vec::new() };
-    let mut gh = if g.cell == RecurrentCell::Gru {
-        vec![0.0f32; batch * gates]
-    } else {
-        Vec::new()
-    };
+    let (outputs, h_n, c_n) = out;
+    let mut h = state.0.to_vec();
+    let mut c = if lstm { state.1.to_vec() } else { Vec::new() };
+    // The step's recurrent products, `[batch, G]`.
+    let mut products = vec![0.0f32; batch * gates];
     let hprev_at = g.hprev_at();
     for t in g.order() {
         for b in 0..batch {
@@ -378,42 +445,68 @@ fn recur(
                 workspace[row + 4 * hd..row + 5 * hd].copy_from_slice(&c[b * hd..(b + 1) * hd]);
             }
         }
-        // Each step's product transposed, `gates^T = w_hh h^T`: gemm then runs its widest
+        // Each step's product transposed, `products^T = w_hh h^T`: gemm then runs its widest
         // kernel down the `G` rows, with every operand in the layout it reads unpacked.
-        let product = |dst: &mut [f32], d: View, h: &[f32], accumulate: bool| match w_hh_t {
+        let d = View::row_major(0, batch, gates);
+        match w_hh_t {
             Some(w_t) => {
                 let weights = View::row_major(0, hd, gates).t();
                 let state_t = View::row_major(0, batch, hd).t();
-                matmul(dst, d.t(), w_t, weights, h, state_t, accumulate);
+                matmul(&mut products, d.t(), w_t, weights, &h, state_t, false);
             }
             None => {
                 let weights_t = View::row_major(0, gates, hd).t();
                 let state = View::row_major(0, batch, hd);
-                matmul(dst, d, h, state, w.w_hh, weights_t, accumulate);
+                matmul(&mut products, d, &h, state, w.w_hh, weights_t, false);
             }
+        }
+        let step = Step {
+            g,
+            t,
+            inputs: inputs.0,
+            tokens: inputs.1,
+            bias,
+            products: &products,
+            mask,
         };
         match g.cell {
-            RecurrentCell::Gru => {
-                product(&mut gh, View::row_major(0, batch, gates), &h, false);
-                gru_step(g, t, workspace, &gh, w.b_hh, &mut h, packed, mask);
-            }
-            cell => {
-                product(workspace, g.step_rows(t, width, 0, gates), &h, true);
-                if cell == RecurrentCell::Lstm {
-                    lstm_step(g, t, workspace, &mut h, &mut c, packed, mask);
-                } else {
-                    rnn_step(g, t, workspace, &mut h, packed, mask);
-                }
-            }
+            RecurrentCell::Lstm => lstm_step(&step, workspace, &mut h, &mut c, outputs),
+            RecurrentCell::Gru => gru_step(&step, w.b_hh, workspace, &mut h, outputs),
+            _ => rnn_step(&step, workspace, &mut h, outputs),
         }
     }
-    let rows = g.packed_rows();
-    for b in 0..batch {
-        let at = (b * rows + time) * hd;
-        packed[at..at + hd].copy_from_slice(&h[b * hd..(b + 1) * hd]);
-        if lstm {
-            packed[at + hd..at + 2 * hd].copy_from_slice(&c[b * hd..(b + 1) * hd]);
-        }
+    h_n.copy_from_slice(&h);
+    c_n.copy_from_slice(&c);
+}
+
+/// What a forward step's pointwise pass reads: step `t`'s input products (`inputs`, rows
+/// `[batch, time, G]`, or the rows of a table that `tokens` `[batch, time]` pick), the bias to
+/// add to them, the step's recurrent products (`[batch, G]`) and the mask.
+struct Step<'a> {
+    g: &'a Geometry,
+    t: usize,
+    inputs: &'a [f32],
+    tokens: Option<&'a [usize]>,
+    bias: &'a [f32],
+    products: &'a [f32],
+    mask: Option<&'a [f32]>,
+}
+
+impl Step<'_> {
+    /// Sequence `b`'s input products (without the bias) and recurrent products.
+    fn rows(&self, b: usize) -> (&[f32], &[f32]) {
+        let gates = self.g.gates();
+        let at = b * self.g.time + self.t;
+        let row = self.tokens.map_or(at, |tokens| tokens[at]);
+        (
+            &self.inputs[row * gates..][..gates],
+            &self.products[b * gates..][..gates],
+        )
+    }
+
+    /// Sequence `b`'s mask value at this step.
+    fn mask(&self, b: usize) -> Option<f32> {
+        self.mask.map(|m| m[b * self.g.time + self.t])
     }
 }
 
@@ -423,23 +516,26 @@ fn recur(
 /// As [`forward`].
 pub fn infer(
     g: &Geometry,
-    x: &[f32],
+    input: Input,
     w: &Weights,
     h0: &[f32],
     c0: &[f32],
     mask: Option<&[f32]>,
 ) -> Vec<f32> {
-    with_scratch(g.workspace_len(), |ws| forward(g, x, w, h0, c0, mask, ws))
+    with_scratch(g.workspace_len(), |ws| {
+        forward(g, input, w, h0, c0, mask, ws)
+    })
 }
 
 /// The gradients of [`forward`] given the gradient of its packed output, from the inputs and
-/// the workspace that forward pass wrote.
+/// the workspace that forward pass wrote. For [`Input::Rows`] the input's gradient is the
+/// table's (`[rows, G]`).
 ///
 /// # Panics
-/// When a slice's length disagrees with `g`.
+/// When a slice's length disagrees with `g`, or a token is past the table.
 pub fn backward(
     g: &Geometry,
-    x: &[f32],
+    input: Input,
     w: &Weights,
     workspace: &[f32],
     mask: Option<&[f32]>,
@@ -447,7 +543,7 @@ pub fn backward(
 ) -> Gradients {
     let (batch, time, hd, d_in) = (g.batch, g.time, g.d_hidden, g.d_input);
     let (gates, width) = (g.gates(), g.width());
-    assert_eq!(x.len(), batch * time * d_in, "x length");
+    input.check(g);
     assert_eq!(workspace.len(), g.workspace_len(), "workspace length");
     assert_eq!(packed_grad.len(), g.packed_len(), "gradient length");
     if let Some(m) = mask {
@@ -455,11 +551,14 @@ pub fn backward(
     }
     w.check(g);
     let gru = g.cell == RecurrentCell::Gru;
-    let rows = g.packed_rows();
     let n = batch * time * gates;
     let mut out = Gradients {
-        // A projected input's gradient is the pre-activation gradient: written in place below.
-        x: zeroed(if g.projected { n } else { batch * time * d_in }),
+        x: match input {
+            // Summed per token below.
+            Input::Rows { table, .. } => vec![0.0; table.len()],
+            // Written whole by a product below.
+            Input::Features(_) => zeroed(batch * time * d_in),
+        },
         w_ih: if g.projected {
             Vec::new()
         } else {
@@ -473,20 +572,9 @@ pub fn backward(
     };
     // The pre-activation gradients of every step, `[batch * time, G]` (for the GRU a second
     // matrix for the recurrent side, whose candidate block is scaled by `r`).
-    // A projected input's gradient is `dgx` itself, so there it is `out.x` rather than scratch.
-    let scratch = match (g.projected, gru) {
-        (false, true) => 2 * n,
-        (false, false) | (true, true) => n,
-        (true, false) => 0,
-    };
-    let mut x_grad = std::mem::take(&mut out.x);
+    let scratch = if gru { 2 * n } else { n };
     with_scratch(scratch, |buffer| {
-        let (dgx, dgh, x_grad) = if g.projected {
-            (&mut x_grad[..], buffer, None)
-        } else {
-            let (dgx, dgh) = buffer.split_at_mut(n);
-            (dgx, dgh, Some(&mut x_grad[..]))
-        };
+        let (dgx, dgh) = buffer.split_at_mut(n);
         // Each chunk of sequences runs its steps back on one thread, as forward.
         let chunks = split_batch(batch);
         let dgx_parts = split_rows(dgx, &chunks, time * gates);
@@ -509,32 +597,37 @@ pub fn backward(
                 ..*g
             };
             let ws = &workspace[b0 * time * width..b1 * time * width];
-            let grad = &packed_grad[b0 * rows * hd..b1 * rows * hd];
+            let grad = packed_part(packed_grad, g, b0, b1);
             let mask = mask.map(|m| &m[b0 * time..b1 * time]);
             recur_back(&chunk, w, ws, grad, mask, dh, dc, dgx, dgh);
         };
         run_jobs(jobs, run);
         let dgh: &[f32] = if gru { &*dgh } else { &*dgx };
         let all = View::row_major(0, batch * time, gates);
-        if let Some(x_grad) = x_grad {
-            matmul(
-                &mut out.w_ih,
-                View::row_major(0, gates, d_in),
-                dgx,
-                all.t(),
-                x,
-                View::row_major(0, batch * time, d_in),
-                false,
-            );
-            matmul(
-                x_grad,
-                View::row_major(0, batch * time, d_in),
-                dgx,
-                all,
-                w.w_ih,
-                View::row_major(0, gates, d_in),
-                false,
-            );
+        match input {
+            Input::Features(x) => {
+                matmul(
+                    &mut out.w_ih,
+                    View::row_major(0, gates, d_in),
+                    dgx,
+                    all.t(),
+                    x,
+                    View::row_major(0, batch * time, d_in),
+                    false,
+                );
+                matmul(
+                    &mut out.x,
+                    View::row_major(0, batch * time, d_in),
+                    dgx,
+                    all,
+                    w.w_ih,
+                    View::row_major(0, gates, d_in),
+                    false,
+                );
+                column_sums(dgx, &mut out.b_ih);
+            }
+            // The table's rows and the bias in one pass over the gradients.
+            Input::Rows { tokens, .. } => sum_by_token(dgx, tokens, &mut out.x, &mut out.b_ih),
         }
         let hprev = View {
             offset: g.hprev_at(),
@@ -552,15 +645,67 @@ pub fn backward(
             hprev,
             false,
         );
-        column_sums(dgx, &mut out.b_ih);
         if gru {
             column_sums(dgh, &mut out.b_hh);
         } else {
             out.b_hh.copy_from_slice(&out.b_ih);
         }
     });
-    out.x = x_grad;
     out
+}
+
+/// Columns per task of [`sum_by_token`].
+const TOKEN_COLUMNS: usize = 256;
+
+/// Adds each row of `rows` (`[n, G]`, `G = sums.len()`) into row `tokens[i]` of `table`
+/// (`[_, G]`, zeros on entry) and into `sums`. Blocks of columns run on rayon's threads, each
+/// summing its rows in order, so the result does not depend on the number of threads.
+fn sum_by_token(rows: &[f32], tokens: &[usize], table: &mut [f32], sums: &mut [f32]) {
+    use rayon::prelude::*;
+    let cols = sums.len();
+    if cols == 0 {
+        return;
+    }
+    let table_rows = table.len() / cols;
+    // Each block's own `[rows, block]` part of the table, copied into place after.
+    let block = |(k, sums): (usize, &mut [f32])| {
+        let at = k * TOKEN_COLUMNS;
+        let mut part = vec![0.0f32; table_rows * sums.len()];
+        add_rows(rows, cols, at, tokens, &mut part, sums);
+        (at, part)
+    };
+    let parts: Vec<(usize, Vec<f32>)> = if cols > TOKEN_COLUMNS && !crate::gemm::on_worker() {
+        sums.par_chunks_mut(TOKEN_COLUMNS)
+            .enumerate()
+            .map(block)
+            .collect()
+    } else {
+        sums.chunks_mut(TOKEN_COLUMNS)
+            .enumerate()
+            .map(block)
+            .collect()
+    };
+    for (at, part) in parts {
+        let len = part.len() / table_rows.max(1);
+        for (dst, src) in table.chunks_exact_mut(cols).zip(part.chunks_exact(len)) {
+            dst[at..at + len].copy_from_slice(src);
+        }
+    }
+}
+
+simd! {
+    /// Columns `at..at + sums.len()` of `rows` (rows of `cols` floats) added into `part`'s row
+    /// `tokens[i]` (rows of `sums.len()` floats) and into `sums` (zeros on entry).
+    fn add_rows(rows: &[f32], cols: usize, at: usize, tokens: &[usize], part: &mut [f32], sums: &mut [f32]) {
+        let len = sums.len();
+        for (row, &k) in rows.chunks_exact(cols).zip(tokens) {
+            let src = &row[at..at + len];
+            for ((s, d), v) in sums.iter_mut().zip(&mut part[k * len..(k + 1) * len]).zip(src) {
+                *s += v;
+                *d += v;
+            }
+        }
+    }
 }
 
 /// What one chunk's backward pass writes: its first and end sequence, its rows of the
@@ -574,38 +719,35 @@ type Job<'a> = (
     &'a mut [f32],
 );
 
-/// The steps of one chunk of sequences back, serial: from the final state's gradient (read
-/// from `packed_grad`) to the initial state's (left in `dh`, `dc`), writing every step's
+/// The steps of one chunk of sequences back, serial: from the final state's gradient (the
+/// chunk's parts of the packed output's gradient: outputs, final hidden state, final cell) to
+/// the initial state's (left in `dh`, `dc`), writing every step's
 /// pre-activation gradients into `dgx` (and `dgh` for the GRU).
 #[allow(clippy::too_many_arguments)]
 fn recur_back(
     g: &Geometry,
     w: &Weights,
     workspace: &[f32],
-    packed_grad: &[f32],
+    packed_grad: [&[f32]; 3],
     mask: Option<&[f32]>,
     dh: &mut [f32],
     dc: &mut [f32],
     dgx: &mut [f32],
     dgh: &mut [f32],
 ) {
-    let (batch, time, hd) = (g.batch, g.time, g.d_hidden);
+    let (batch, hd) = (g.batch, g.d_hidden);
     let gates = g.gates();
-    let lstm = g.cell == RecurrentCell::Lstm;
     let gru = g.cell == RecurrentCell::Gru;
-    let rows = g.packed_rows();
-    for b in 0..batch {
-        let at = (b * rows + time) * hd;
-        dh[b * hd..(b + 1) * hd].copy_from_slice(&packed_grad[at..at + hd]);
-        if lstm {
-            dc[b * hd..(b + 1) * hd].copy_from_slice(&packed_grad[at + hd..at + 2 * hd]);
-        }
+    let [douts, dh_n, dc_n] = packed_grad;
+    dh.copy_from_slice(dh_n);
+    if g.cell == RecurrentCell::Lstm {
+        dc.copy_from_slice(dc_n);
     }
     for t in g.order().into_iter().rev() {
         match g.cell {
-            RecurrentCell::Lstm => lstm_step_back(g, t, workspace, packed_grad, mask, dh, dc, dgx),
-            RecurrentCell::Gru => gru_step_back(g, t, workspace, packed_grad, mask, dh, dgx, dgh),
-            _ => rnn_step_back(g, t, workspace, packed_grad, mask, dh, dgx),
+            RecurrentCell::Lstm => lstm_step_back(g, t, workspace, douts, mask, dh, dc, dgx),
+            RecurrentCell::Gru => gru_step_back(g, t, workspace, douts, mask, dh, dgx, dgh),
+            _ => rnn_step_back(g, t, workspace, douts, mask, dh, dgx),
         }
         // Transposed as forward: `dh^T += w_hh^T dg^T`, where `w_hh^T` is `w_hh` read
         // column-major.
@@ -622,27 +764,10 @@ fn recur_back(
     }
 }
 
-simd! {
-    /// Adds `bias` to the first `bias.len()` columns of every row of `width` floats.
-    fn add_bias(rows: &mut [f32], width: usize, bias: &[f32]) {
-        for row in rows.chunks_exact_mut(width) {
-            for (v, b) in row[..bias.len()].iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
-    }
-}
-
-simd! {
-    /// Sets the first `bias.len()` columns of every row of `width` floats to the matching row
-    /// of `x` (rows of `bias.len()` floats) plus `bias`.
-    fn set_biased(rows: &mut [f32], width: usize, x: &[f32], bias: &[f32]) {
-        for (row, xr) in rows.chunks_exact_mut(width).zip(x.chunks_exact(bias.len())) {
-            for ((v, a), b) in row[..bias.len()].iter_mut().zip(xr).zip(bias) {
-                *v = a + b;
-            }
-        }
-    }
+/// The `N` gate blocks of `H` floats at the start of `v`.
+#[inline(always)]
+fn blocks<const N: usize>(v: &[f32], hd: usize) -> [&[f32]; N] {
+    std::array::from_fn(|k| &v[k * hd..(k + 1) * hd])
 }
 
 /// `(new, old)` blended by the mask value: `new m + old (1 - m)`, or `new` without a mask.
@@ -664,21 +789,25 @@ fn masked(new: f32, m: Option<f32>) -> f32 {
 }
 
 simd! {
-    /// An LSTM step's pointwise pass: the gates from their pre-activations (in the workspace,
-    /// replaced by the activations), the new cell (kept), the output and the carried state.
+    /// An LSTM step's pointwise pass: the gates from their pre-activations (input products,
+    /// bias and recurrent products; the activations are kept in the workspace), the new
+    /// cell (kept), the output and the carried state.
     fn lstm_step(
-        g: &Geometry,
-        t: usize,
+        step: &Step,
         ws: &mut [f32],
         h: &mut [f32],
         c: &mut [f32],
-        packed: &mut [f32],
-        mask: Option<&[f32]>,
+        outputs: &mut [f32],
     ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let g = step.g;
+        let (hd, width) = (g.d_hidden, g.width());
+        let [bi, bf, bg, bo] = blocks(step.bias, hd);
         for b in 0..g.batch {
-            let m = mask.map(|m| m[b * g.time + t]);
-            let row = (b * g.time + t) * width;
+            let m = step.mask(b);
+            let (x, p) = step.rows(b);
+            let [xi, xf, xg, xo] = blocks(x, hd);
+            let [pi, pf, pg, po] = blocks(p, hd);
+            let row = (b * g.time + step.t) * width;
             let (act, rest) = ws[row..row + width].split_at_mut(4 * hd);
             let (ai, act) = act.split_at_mut(hd);
             let (af, act) = act.split_at_mut(hd);
@@ -686,12 +815,12 @@ simd! {
             let c_new = &mut rest[hd..2 * hd];
             let hb = &mut h[b * hd..(b + 1) * hd];
             let cb = &mut c[b * hd..(b + 1) * hd];
-            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            let out = &mut outputs[(b * g.time + step.t) * hd..][..hd];
             for j in 0..hd {
-                let i = sigmoid(ai[j]);
-                let f = sigmoid(af[j]);
-                let gg = tanh(ag[j]);
-                let o = sigmoid(ao[j]);
+                let i = sigmoid(xi[j] + bi[j] + pi[j]);
+                let f = sigmoid(xf[j] + bf[j] + pf[j]);
+                let gg = tanh(xg[j] + bg[j] + pg[j]);
+                let o = sigmoid(xo[j] + bo[j] + po[j]);
                 ai[j] = i;
                 af[j] = f;
                 ag[j] = gg;
@@ -708,39 +837,31 @@ simd! {
 }
 
 simd! {
-    /// A GRU step's pointwise pass, from the input side's pre-activations (in the workspace,
-    /// replaced by `r, z, n`) and the recurrent side's `gh` (without its bias `b_hh`).
-    #[allow(clippy::too_many_arguments)]
-    fn gru_step(
-        g: &Geometry,
-        t: usize,
-        ws: &mut [f32],
-        gh: &[f32],
-        b_hh: &[f32],
-        h: &mut [f32],
-        packed: &mut [f32],
-        mask: Option<&[f32]>,
-    ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
-        let (bh_r, bh) = b_hh.split_at(hd);
-        let (bh_z, bh_n) = bh.split_at(hd);
+    /// A GRU step's pointwise pass, from the input side's pre-activations (input products and
+    /// `b_ih`) and the recurrent side's (products and `b_hh`); `r, z, n` and the candidate
+    /// gate's recurrent part are kept in the workspace.
+    fn gru_step(step: &Step, b_hh: &[f32], ws: &mut [f32], h: &mut [f32], outputs: &mut [f32]) {
+        let g = step.g;
+        let (hd, width) = (g.d_hidden, g.width());
+        let [bh_r, bh_z, bh_n] = blocks(b_hh, hd);
+        let [bi_r, bi_z, bi_n] = blocks(step.bias, hd);
         for b in 0..g.batch {
-            let m = mask.map(|m| m[b * g.time + t]);
-            let row = (b * g.time + t) * width;
+            let m = step.mask(b);
+            let (x, gh) = step.rows(b);
+            let [x_r, x_z, x_n] = blocks(x, hd);
+            let [gh_r, gh_z, gh_n] = blocks(gh, hd);
+            let row = (b * g.time + step.t) * width;
             let (act, rest) = ws[row..row + width].split_at_mut(3 * hd);
             let (ar, act) = act.split_at_mut(hd);
             let (az, an) = act.split_at_mut(hd);
             let ghn = &mut rest[..hd];
-            let ghb = &gh[b * 3 * hd..(b + 1) * 3 * hd];
-            let (gh_r, ghb) = ghb.split_at(hd);
-            let (gh_z, gh_n) = ghb.split_at(hd);
             let hb = &mut h[b * hd..(b + 1) * hd];
-            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            let out = &mut outputs[(b * g.time + step.t) * hd..][..hd];
             for j in 0..hd {
-                let r = sigmoid(ar[j] + (gh_r[j] + bh_r[j]));
-                let z = sigmoid(az[j] + (gh_z[j] + bh_z[j]));
+                let r = sigmoid((x_r[j] + bi_r[j]) + (gh_r[j] + bh_r[j]));
+                let z = sigmoid((x_z[j] + bi_z[j]) + (gh_z[j] + bh_z[j]));
                 let hn_part = gh_n[j] + bh_n[j];
-                let n = tanh(an[j] + r * hn_part);
+                let n = tanh((x_n[j] + bi_n[j]) + r * hn_part);
                 ar[j] = r;
                 az[j] = z;
                 an[j] = n;
@@ -754,25 +875,23 @@ simd! {
 }
 
 simd! {
-    /// An Elman step's pointwise pass: tanh or ReLU of the pre-activation (kept).
-    fn rnn_step(
-        g: &Geometry,
-        t: usize,
-        ws: &mut [f32],
-        h: &mut [f32],
-        packed: &mut [f32],
-        mask: Option<&[f32]>,
-    ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+    /// An Elman step's pointwise pass: tanh or ReLU of the pre-activation (input products,
+    /// bias and recurrent products), kept in the workspace.
+    fn rnn_step(step: &Step, ws: &mut [f32], h: &mut [f32], outputs: &mut [f32]) {
+        let g = step.g;
+        let (hd, width) = (g.d_hidden, g.width());
         let relu = g.cell == RecurrentCell::RnnRelu;
         for b in 0..g.batch {
-            let m = mask.map(|m| m[b * g.time + t]);
-            let row = (b * g.time + t) * width;
+            let m = step.mask(b);
+            let (x, p) = step.rows(b);
+            let row = (b * g.time + step.t) * width;
             let act = &mut ws[row..row + hd];
             let hb = &mut h[b * hd..(b + 1) * hd];
-            let out = &mut packed[(b * rows + t) * hd..][..hd];
+            let out = &mut outputs[(b * g.time + step.t) * hd..][..hd];
+            let (x, p, bias) = (&x[..hd], &p[..hd], &step.bias[..hd]);
             for j in 0..hd {
-                let hn = if relu { act[j].max(0.0) } else { tanh(act[j]) };
+                let pre = x[j] + bias[j] + p[j];
+                let hn = if relu { pre.max(0.0) } else { tanh(pre) };
                 act[j] = hn;
                 out[j] = masked(hn, m);
                 hb[j] = blend(hn, hb[j], m);
@@ -789,13 +908,13 @@ simd! {
         g: &Geometry,
         t: usize,
         ws: &[f32],
-        packed_grad: &[f32],
+        douts: &[f32],
         mask: Option<&[f32]>,
         dh: &mut [f32],
         dc: &mut [f32],
         dg: &mut [f32],
     ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let (hd, width) = (g.d_hidden, g.width());
         for b in 0..g.batch {
             let m = mask.map(|m| m[b * g.time + t]);
             let row = (b * g.time + t) * width;
@@ -805,7 +924,7 @@ simd! {
             let (ag, ao) = act.split_at(hd);
             let (c_prev, rest) = rest.split_at(hd);
             let c_new = &rest[..hd];
-            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dout = &douts[(b * g.time + t) * hd..][..hd];
             let dhb = &mut dh[b * hd..(b + 1) * hd];
             let dcb = &mut dc[b * hd..(b + 1) * hd];
             let dgb = &mut dg[(b * g.time + t) * 4 * hd..][..4 * hd];
@@ -841,13 +960,13 @@ simd! {
         g: &Geometry,
         t: usize,
         ws: &[f32],
-        packed_grad: &[f32],
+        douts: &[f32],
         mask: Option<&[f32]>,
         dh: &mut [f32],
         dgx: &mut [f32],
         dgh: &mut [f32],
     ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let (hd, width) = (g.d_hidden, g.width());
         for b in 0..g.batch {
             let m = mask.map(|m| m[b * g.time + t]);
             let row = (b * g.time + t) * width;
@@ -856,7 +975,7 @@ simd! {
             let (az, an) = act.split_at(hd);
             let (ghn, rest) = rest.split_at(hd);
             let h_prev = &rest[..hd];
-            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dout = &douts[(b * g.time + t) * hd..][..hd];
             let dhb = &mut dh[b * hd..(b + 1) * hd];
             let at = (b * g.time + t) * 3 * hd;
             let dx = &mut dgx[at..at + 3 * hd];
@@ -894,18 +1013,18 @@ simd! {
         g: &Geometry,
         t: usize,
         ws: &[f32],
-        packed_grad: &[f32],
+        douts: &[f32],
         mask: Option<&[f32]>,
         dh: &mut [f32],
         dg: &mut [f32],
     ) {
-        let (hd, width, rows) = (g.d_hidden, g.width(), g.packed_rows());
+        let (hd, width) = (g.d_hidden, g.width());
         let relu = g.cell == RecurrentCell::RnnRelu;
         for b in 0..g.batch {
             let m = mask.map(|m| m[b * g.time + t]);
             let row = (b * g.time + t) * width;
             let act = &ws[row..row + hd];
-            let dout = &packed_grad[(b * rows + t) * hd..][..hd];
+            let dout = &douts[(b * g.time + t) * hd..][..hd];
             let dhb = &mut dh[b * hd..(b + 1) * hd];
             let dgb = &mut dg[(b * g.time + t) * hd..][..hd];
             for j in 0..hd {
@@ -1000,7 +1119,7 @@ mod tests {
         fn run(&self) -> Vec<f32> {
             infer(
                 &self.g,
-                &self.x,
+                Input::Features(&self.x),
                 &self.weights(),
                 &self.h0,
                 &self.c0,
@@ -1013,8 +1132,8 @@ mod tests {
     fn reference(case: &Case) -> Vec<f64> {
         let g = &case.g;
         let (hd, gates) = (g.d_hidden, g.gates());
-        let rows = g.packed_rows();
         let mut packed = vec![0.0f64; g.packed_len()];
+        let (h_n, c_n) = (g.outputs_len(), g.outputs_len() + g.batch * hd);
         for b in 0..g.batch {
             let mut h: Vec<f64> = case.h0[b * hd..(b + 1) * hd]
                 .iter()
@@ -1070,15 +1189,15 @@ mod tests {
                 };
                 let m = case.mask.as_ref().map_or(1.0, |m| m[b * g.time + t] as f64);
                 for j in 0..hd {
-                    packed[(b * rows + t) * hd + j] = hn[j] * m;
+                    packed[(b * g.time + t) * hd + j] = hn[j] * m;
                     h[j] = hn[j] * m + h[j] * (1.0 - m);
                     c[j] = cn[j] * m + c[j] * (1.0 - m);
                 }
             }
             for j in 0..hd {
-                packed[(b * rows + g.time) * hd + j] = h[j];
+                packed[h_n + b * hd + j] = h[j];
                 if g.cell == RecurrentCell::Lstm {
-                    packed[(b * rows + g.time + 1) * hd + j] = c[j];
+                    packed[c_n + b * hd + j] = c[j];
                 }
             }
         }
@@ -1114,6 +1233,34 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The forward pass writes every element of the workspace before reading it, so a reused
+    /// workspace's old contents (here NaN) change no output or gradient (the flex kernel op
+    /// hands out kept workspaces unzeroed).
+    #[test]
+    fn old_workspace_contents_are_never_read() {
+        for cell in CELLS {
+            for (reverse, masked) in [(false, false), (true, true)] {
+                let case = Case::new(cell, reverse, masked, TRANSPOSE_FROM + 3);
+                let v = values(case.g.packed_len(), 11, 1.0);
+                let run = |fill: f32| {
+                    let mut ws = vec![fill; case.g.workspace_len()];
+                    let (w, mask) = (case.weights(), case.mask.as_deref());
+                    let x = Input::Features(&case.x);
+                    let out = forward(&case.g, x, &w, &case.h0, &case.c0, mask, &mut ws);
+                    let grads = backward(&case.g, x, &w, &ws, mask, &v);
+                    (out, ws, grads)
+                };
+                let (out, ws, grads) = run(0.0);
+                let (out_nan, ws_nan, grads_nan) = run(f32::NAN);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let at = format!("{cell:?} reverse {reverse} masked {masked}");
+                assert_eq!(bits(&ws), bits(&ws_nan), "{at}: workspace");
+                assert_eq!(bits(&out), bits(&out_nan), "{at}: outputs");
+                assert_eq!(grads, grads_nan, "{at}: gradients");
             }
         }
     }
@@ -1165,14 +1312,20 @@ mod tests {
                             ..case.weights()
                         };
                         let v = values(g.packed_len(), 11, 1.0);
-                        let run = |g: &Geometry, x: &[f32], w: &Weights| {
+                        let run = |g: &Geometry, x: Input, w: &Weights| {
                             let mut ws = vec![0.0; g.workspace_len()];
                             let (h0, c0, mask) = (&case.h0, &case.c0, case.mask.as_deref());
                             let out = forward(g, x, w, h0, c0, mask, &mut ws);
                             (out, backward(g, x, w, &ws, mask, &v))
                         };
-                        let (out, grads) = run(&g, &case.x, &case.weights());
-                        let (out_p, grads_p) = run(&gp, &xp, &wp);
+                        let (out, grads) = run(&g, Input::Features(&case.x), &case.weights());
+                        // One table row per step, in order.
+                        let tokens: Vec<usize> = (0..rows).collect();
+                        let rows_input = Input::Rows {
+                            table: &xp,
+                            tokens: &tokens,
+                        };
+                        let (out_p, grads_p) = run(&gp, rows_input, &wp);
                         let at = format!("{cell:?} reverse {reverse} masked {masked} time {time}");
                         let close = |a: &[f32], b: &[f32], tol: f32, what: &str| {
                             assert_eq!(a.len(), b.len(), "{at}: {what} length");
@@ -1213,6 +1366,91 @@ mod tests {
         }
     }
 
+    /// Rows picked by tokens (repeated, in any order) run as the same rows gathered into a
+    /// table of one row per step, and the table's gradient is that run's row gradients summed
+    /// per token; the bias gradient is the same.
+    #[test]
+    fn table_rows_by_token_match_the_gathered_rows() {
+        for cell in CELLS {
+            let case = Case::new(cell, false, true, TRANSPOSE_FROM + 3);
+            let g = Geometry {
+                d_input: case.g.gates(),
+                projected: true,
+                ..case.g
+            };
+            let (gates, steps) = (g.gates(), g.batch * g.time);
+            let table = values(5 * gates, 31, 1.0);
+            let tokens: Vec<usize> = (0..steps).map(|i| (i * 7 + i / 3) % 5).collect();
+            let gathered: Vec<f32> = tokens
+                .iter()
+                .flat_map(|&k| table[k * gates..(k + 1) * gates].iter().copied())
+                .collect();
+            let order: Vec<usize> = (0..steps).collect();
+            let w = Weights {
+                w_ih: &[],
+                ..case.weights()
+            };
+            let v = values(g.packed_len(), 11, 1.0);
+            let run = |input: Input| {
+                let mut ws = vec![0.0; g.workspace_len()];
+                let (h0, c0, mask) = (&case.h0, &case.c0, case.mask.as_deref());
+                let out = forward(&g, input, &w, h0, c0, mask, &mut ws);
+                (out, backward(&g, input, &w, &ws, mask, &v))
+            };
+            let (out, grads) = run(Input::Rows {
+                table: &table,
+                tokens: &tokens,
+            });
+            let (out_g, grads_g) = run(Input::Rows {
+                table: &gathered,
+                tokens: &order,
+            });
+            assert_eq!(out, out_g, "{cell:?}: outputs");
+            let mut summed = vec![0.0f32; table.len()];
+            for (i, &k) in tokens.iter().enumerate() {
+                for j in 0..gates {
+                    summed[k * gates + j] += grads_g.x[i * gates + j];
+                }
+            }
+            assert_eq!(
+                grads.x.len(),
+                table.len(),
+                "{cell:?}: table gradient length"
+            );
+            for (k, (a, b)) in grads.x.iter().zip(&summed).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "{cell:?}: table gradient [{k}] {a} vs {b}"
+                );
+            }
+            assert_eq!(grads.b_ih, grads_g.b_ih, "{cell:?}: bias gradient");
+            assert_eq!(grads.w_hh, grads_g.w_hh, "{cell:?}: w_hh gradient");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a token past the table")]
+    fn a_token_past_the_table_panics() {
+        let case = Case::new(RecurrentCell::Gru, false, false, 4);
+        let g = Geometry {
+            d_input: case.g.gates(),
+            projected: true,
+            ..case.g
+        };
+        let table = vec![0.0; 2 * g.gates()];
+        let mut tokens = vec![0; g.batch * g.time];
+        tokens[5] = 2;
+        let w = Weights {
+            w_ih: &[],
+            ..case.weights()
+        };
+        let input = Input::Rows {
+            table: &table,
+            tokens: &tokens,
+        };
+        let _ = infer(&g, input, &w, &case.h0, &case.c0, None);
+    }
+
     /// The directional derivative of `<v, packed>` along each input, by central differences
     /// in f32 on a perturbation of one whole input, against the analytic gradient's dot
     /// product with the same perturbation.
@@ -1227,7 +1465,7 @@ mod tests {
                         let mut ws = vec![0.0; case.g.workspace_len()];
                         let _ = forward(
                             &case.g,
-                            &case.x,
+                            Input::Features(&case.x),
                             &case.weights(),
                             &case.h0,
                             &case.c0,
@@ -1236,7 +1474,7 @@ mod tests {
                         );
                         let grads = backward(
                             &case.g,
-                            &case.x,
+                            Input::Features(&case.x),
                             &case.weights(),
                             &ws,
                             case.mask.as_deref(),

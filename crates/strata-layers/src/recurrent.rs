@@ -30,6 +30,7 @@ use burn::nn::{Dropout, DropoutConfig, Initializer};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use strata_kernels::RecurrentInput;
 
 /// The recurrent cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,15 +269,17 @@ impl Direction {
         reverse: bool,
     ) -> Option<strata_kernels::RecurrentOutput> {
         let (x, projected) = match input {
-            LayerInput::Features(x) => (x.clone(), false),
+            LayerInput::Features(x) => (RecurrentInput::Features(x.clone()), false),
+            // The table's products `[vocab, G]`, whose rows the kernel reads by token; its
+            // backward pass sums the gate gradients per token into the products' gradient,
+            // which the product takes on to the table's and `w_ih`'s.
             LayerInput::Tokens { tokens, table } => {
-                // The table's products `[vocab, G]`, gathered by token; the gather's backward
-                // pass sums the gate gradients per token for the table's and `w_ih`'s.
-                let [batch, time] = tokens.dims();
                 let products = table.clone().matmul(self.weight_ih.val().transpose());
-                let gates = products.dims()[1];
-                let rows = products.select(0, tokens.clone().reshape([batch * time]));
-                (rows.reshape([batch, time, gates]), true)
+                let rows = RecurrentInput::Rows {
+                    table: products,
+                    tokens: tokens.clone(),
+                };
+                (rows, true)
             }
         };
         let spec = strata_kernels::RecurrentSpec {
