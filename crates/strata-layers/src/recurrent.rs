@@ -468,17 +468,21 @@ impl Recurrent {
     /// larger than `batch * time`; `None` otherwise (then embed and call `forward`).
     ///
     /// The first layer multiplies each table row by its input weights once, `[vocab, G]`,
-    /// and gathers the products by token, rather than multiplying every step's embedding: a
-    /// character model's 84 rows instead of `batch * time` (1,600 in the benchmark), and its
-    /// backward pass sums the gate gradients per token instead of two products over all
-    /// steps. The same function, the same gradients up to rounding.
+    /// and its kernel reads each step's row of those products by token, rather than
+    /// multiplying every step's embedding: a character model's 84 rows instead of
+    /// `batch * time` (1,600 in the benchmark), and its backward pass sums the gate gradients
+    /// per token instead of two products over all steps. The same function, the same
+    /// gradients up to rounding.
     ///
     /// # Shapes
     /// - `tokens`: `[batch, time]` row indices into `table` (`[vocab, d_input]`)
     /// - `mask`, `state` and the result: as [`forward`](Self::forward)
     ///
+    /// `None` (the caller then embeds the tokens itself) where the kernels do not run, the
+    /// table has more rows than the batch has steps, or a token is outside the table.
+    ///
     /// # Panics
-    /// As [`forward`](Self::forward), and for a token outside the table (burn's `select`).
+    /// As [`forward`](Self::forward).
     pub fn forward_tokens(
         &self,
         tokens: Tensor<2, Int>,
@@ -975,6 +979,10 @@ mod tests {
             );
             let large = Tensor::<2>::ones([7, 3], &device);
             assert!(m.forward_tokens(tokens, large, None, None).is_none());
+            // A token past the table: the kernel refuses it, and the caller embeds.
+            let past = Tensor::<2, Int>::full([2, 3], 6, &device);
+            let six = Tensor::<2>::ones([6, 3], &device);
+            assert!(m.forward_tokens(past, six, None, None).is_none());
             let nd = Device::ndarray();
             let m = RecurrentConfig::new(CellKind::Lstm, 3, 4).init(&nd);
             let tokens = Tensor::<2, Int>::zeros([2, 3], &nd);
