@@ -1065,8 +1065,9 @@ impl KernelOps for Flex {
         let weights = [&w_ih, &w_hh, &b_ih, &b_hh];
         let g = recurrent_geometry(&x, tokens.as_ref(), weights, masked.then_some(&mask), spec)
             .expect("the shapes the forward pass ran with");
-        let tokens = tokens.map(|t| token_rows(&contiguous(t), x.shape()[0]));
-        let tokens = tokens.map(|t| t.expect("the tokens the forward pass ran with"));
+        let tokens = tokens.map(|t| {
+            token_rows(&contiguous(t), x.shape()[0]).expect("the tokens the forward pass ran with")
+        });
         let shapes = [
             x.shape(),
             w_ih.shape(),
@@ -1488,7 +1489,6 @@ fn flex_recurrent(
     let [x, w_ih, w_hh, b_ih, b_hh, h0, c0] = &inputs;
     let weights = [w_ih, w_hh, b_ih, b_hh];
     let g = recurrent_geometry(x, tokens.as_ref(), weights, mask.as_ref(), spec)?;
-    debug_assert_eq!(g.projected, spec.projected);
     let state = Shape::new([g.batch, g.d_hidden]);
     let states_fit = [h0, c0]
         .iter()

@@ -236,9 +236,9 @@ pub struct Gradients {
     pub c0: Vec<f32>,
 }
 
-/// Runs one direction over `input` (features `[batch, time, d_input]` or table rows) from `h0` (and, for the LSTM, `c0`;
-/// both `[batch, H]`), writing what the backward pass needs into `workspace`
-/// ([`Geometry::workspace_len`] floats). Returns the packed output
+/// Runs one direction over `input` (features `[batch, time, d_input]` or table rows) from
+/// `h0` (and, for the LSTM, `c0`; both `[batch, H]`), writing what the backward pass needs
+/// into `workspace` ([`Geometry::workspace_len`] floats). Returns the packed output
 /// ([`Geometry::packed_len`]): every step's output `[batch, time, H]`, then the final hidden
 /// state `[batch, H]` (and cell).
 ///
@@ -308,16 +308,10 @@ pub fn forward(
             recur(&chunk, weights, inputs, state, mask, ws, out);
         });
     };
-    let x = match input {
-        Input::Rows { table, tokens } => {
-            run(table, Some(tokens));
-            return packed;
-        }
-        Input::Features(x) => x,
-    };
-    {
+    match input {
+        Input::Rows { table, tokens } => run(table, Some(tokens)),
         // Every step's input projection at once (the pointwise passes add the bias).
-        with_scratch(batch * time * gates, |inputs| {
+        Input::Features(x) => with_scratch(batch * time * gates, |inputs| {
             matmul(
                 inputs,
                 View::row_major(0, batch * time, gates),
@@ -328,7 +322,7 @@ pub fn forward(
                 false,
             );
             run(inputs, None);
-        });
+        }),
     }
     packed
 }
@@ -336,8 +330,8 @@ pub fn forward(
 /// A chunk's parts of the packed output: its outputs, final hidden states and final cells.
 type PackedPart<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
 
-/// The packed output (or its gradient) cut into each chunk's outputs, final hidden states and
-/// (for the LSTM) final cells.
+/// The packed output cut into each chunk's outputs, final hidden states and (for the LSTM)
+/// final cells.
 fn split_packed<'a>(
     packed: &'a mut [f32],
     chunks: &[(usize, usize)],
@@ -667,14 +661,16 @@ fn sum_by_token(rows: &[f32], tokens: &[usize], table: &mut [f32], sums: &mut [f
         return;
     }
     let table_rows = table.len() / cols;
-    // Each block's own `[rows, block]` part of the table, copied into place after.
+    // Each block's own `[rows, block]` part of the table (its first column and width), copied
+    // into place after.
     let block = |(k, sums): (usize, &mut [f32])| {
-        let at = k * TOKEN_COLUMNS;
-        let mut part = vec![0.0f32; table_rows * sums.len()];
+        let (at, len) = (k * TOKEN_COLUMNS, sums.len());
+        let mut part = vec![0.0f32; table_rows * len];
         add_rows(rows, cols, at, tokens, &mut part, sums);
-        (at, part)
+        (at, len, part)
     };
-    let parts: Vec<(usize, Vec<f32>)> = if cols > TOKEN_COLUMNS && !crate::gemm::on_worker() {
+    let parts: Vec<(usize, usize, Vec<f32>)> = if cols > TOKEN_COLUMNS && !crate::gemm::on_worker()
+    {
         sums.par_chunks_mut(TOKEN_COLUMNS)
             .enumerate()
             .map(block)
@@ -685,8 +681,7 @@ fn sum_by_token(rows: &[f32], tokens: &[usize], table: &mut [f32], sums: &mut [f
             .map(block)
             .collect()
     };
-    for (at, part) in parts {
-        let len = part.len() / table_rows.max(1);
+    for (at, len, part) in parts {
         for (dst, src) in table.chunks_exact_mut(cols).zip(part.chunks_exact(len)) {
             dst[at..at + len].copy_from_slice(src);
         }
@@ -1426,6 +1421,31 @@ mod tests {
             assert_eq!(grads.b_ih, grads_g.b_ih, "{cell:?}: bias gradient");
             assert_eq!(grads.w_hh, grads_g.w_hh, "{cell:?}: w_hh gradient");
         }
+    }
+
+    /// No sequences and an empty table: empty outputs and gradients, no panic.
+    #[test]
+    fn an_empty_batch_over_an_empty_table_runs() {
+        let case = Case::new(RecurrentCell::Lstm, false, false, 4);
+        let g = Geometry {
+            batch: 0,
+            d_input: case.g.gates(),
+            projected: true,
+            ..case.g
+        };
+        let w = Weights {
+            w_ih: &[],
+            ..case.weights()
+        };
+        let input = Input::Rows {
+            table: &[],
+            tokens: &[],
+        };
+        let out = forward(&g, input, &w, &[], &[], None, &mut []);
+        assert!(out.is_empty());
+        let grads = backward(&g, input, &w, &[], None, &[]);
+        assert!(grads.x.is_empty() && grads.h0.is_empty());
+        assert!(grads.w_hh.iter().chain(&grads.b_ih).all(|&v| v == 0.0));
     }
 
     #[test]
